@@ -1,0 +1,28 @@
+//! The contract between `xen-lite`, its guests and the `xtask`.
+//!
+//! Everything both sides of a boundary must agree on lives here, once: the boot bundle that the
+//! ramdisk carries, the command-line syntax, the `StartInfo` page a domain starts with, the
+//! guest-visible memory layout and the emulated devices whose port numbers and exit codes the
+//! test harness relies on. The crate is `no_std` and free of `unsafe`, so the same code is built
+//! into the kernels and unit-tested on the host.
+//!
+//! It will also own the hypercall enum, argument structs, `SharedInfo` and errno values (pv
+//! mode), added together with the hypervisor code that handles them.
+//!
+//! Reading order:
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(any(feature = "alloc", test))]
+extern crate alloc;
+
+pub mod devices;
+pub mod layout;
+pub mod mode;
+pub mod cmdline;
+pub mod bundle;
+pub mod elf;
+pub mod start_info;
+
+pub use mode::Mode;
+pub use start_info::StartInfo;

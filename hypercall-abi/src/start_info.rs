@@ -1,0 +1,153 @@
+//! `StartInfo`: the page a domain finds at boot, describing the machine it was given.
+//!
+//! xen-lite's domain builder writes it once, before the domain first runs, and never again; the
+//! guest reads it (its virtual address arrives in `rdi`) and may reuse the page afterwards.
+//! Every address here is a guest virtual address in the start-of-day direct map
+//! ([`crate::layout`]) unless its name says otherwise.
+
+use core::mem::{offset_of, size_of};
+
+use crate::Mode;
+
+/// `StartInfo::magic`: "xen-lite" in ASCII, little-endian.
+pub const START_INFO_MAGIC: u64 = u64::from_le_bytes(*b"xen-lite");
+/// The layout version described here.
+pub const START_INFO_VERSION: u32 = 1;
+/// Bytes reserved for the domain's command line, NUL terminator included.
+pub const CMDLINE_LEN: usize = 512;
+
+/// Start-of-day description of a domain. Written by xen-lite, read by the guest.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct StartInfo {
+    /// [`START_INFO_MAGIC`]; a guest checks it before trusting anything else.
+    pub magic: u64,
+    /// [`START_INFO_VERSION`].
+    pub version: u32,
+    /// The domain's id: 0, 1, ... in the order the command line lists domains.
+    pub domain_id: u32,
+    /// How the domain runs, as [`Mode`] `as u32`.
+    pub mode: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+    /// Frames of memory the domain owns: gfns `0..nr_pages`.
+    pub nr_pages: u64,
+    /// What a page-table entry must hold to reach gfn 0 (later gfns follow contiguously):
+    /// the machine address of the domain's memory in `native` mode, 0 under VMX/SVM where
+    /// nested paging translates.
+    pub pte_base: u64,
+    /// Virtual address of the start-of-day level-4 page table.
+    pub pt_base: u64,
+    /// Number of page-table frames xen-lite built (they follow the `StartInfo` page).
+    pub nr_pt_frames: u64,
+    /// First gfn not used by the image, this page, the page tables or the boot stack.
+    pub first_free_gfn: u64,
+    /// Top of the boot stack (`rsp` at entry).
+    pub stack_top: u64,
+    /// The domain's command line, NUL-terminated UTF-8.
+    pub cmdline: [u8; CMDLINE_LEN],
+}
+
+const _: () = assert!(size_of::<StartInfo>() == 72 + CMDLINE_LEN);
+const _: () = assert!(offset_of!(StartInfo, nr_pages) == 24);
+const _: () = assert!(offset_of!(StartInfo, stack_top) == 64);
+const _: () = assert!(size_of::<StartInfo>() <= crate::layout::PAGE_SIZE as usize);
+
+impl StartInfo {
+    /// An all-zero `StartInfo` with magic and version set; the builder fills in the rest.
+    pub const fn new() -> StartInfo {
+        StartInfo {
+            magic: START_INFO_MAGIC,
+            version: START_INFO_VERSION,
+            domain_id: 0,
+            mode: 0,
+            flags: 0,
+            nr_pages: 0,
+            pte_base: 0,
+            pt_base: 0,
+            nr_pt_frames: 0,
+            first_free_gfn: 0,
+            stack_top: 0,
+            cmdline: [0; CMDLINE_LEN],
+        }
+    }
+
+    /// Whether magic and version are the ones this crate describes.
+    pub fn is_valid(&self) -> bool {
+        self.magic == START_INFO_MAGIC && self.version == START_INFO_VERSION
+    }
+
+    /// The mode, if `mode` holds a known value.
+    pub fn mode(&self) -> Option<Mode> {
+        Mode::from_u32(self.mode)
+    }
+
+    /// Stores `text` as the command line; returns `false` (storing nothing) if it does not fit.
+    pub fn set_cmdline(&mut self, text: &str) -> bool {
+        if text.len() >= CMDLINE_LEN {
+            return false;
+        }
+        self.cmdline = [0; CMDLINE_LEN];
+        self.cmdline[..text.len()].copy_from_slice(text.as_bytes());
+        true
+    }
+
+    /// Serialises the structure into `out` in its `repr(C)` layout (for a builder that writes
+    /// guest memory as bytes). Panics if `out` is shorter than `size_of::<StartInfo>()`.
+    pub fn write_to(&self, out: &mut [u8]) {
+        let mut put = |offset: usize, bytes: &[u8]| out[offset..offset + bytes.len()].copy_from_slice(bytes);
+        put(offset_of!(StartInfo, magic), &self.magic.to_le_bytes());
+        put(offset_of!(StartInfo, version), &self.version.to_le_bytes());
+        put(offset_of!(StartInfo, domain_id), &self.domain_id.to_le_bytes());
+        put(offset_of!(StartInfo, mode), &self.mode.to_le_bytes());
+        put(offset_of!(StartInfo, flags), &self.flags.to_le_bytes());
+        put(offset_of!(StartInfo, nr_pages), &self.nr_pages.to_le_bytes());
+        put(offset_of!(StartInfo, pte_base), &self.pte_base.to_le_bytes());
+        put(offset_of!(StartInfo, pt_base), &self.pt_base.to_le_bytes());
+        put(offset_of!(StartInfo, nr_pt_frames), &self.nr_pt_frames.to_le_bytes());
+        put(offset_of!(StartInfo, first_free_gfn), &self.first_free_gfn.to_le_bytes());
+        put(offset_of!(StartInfo, stack_top), &self.stack_top.to_le_bytes());
+        put(offset_of!(StartInfo, cmdline), &self.cmdline);
+    }
+
+    /// The command line up to its NUL, or `None` if it is unterminated or not UTF-8.
+    pub fn cmdline(&self) -> Option<&str> {
+        let len = self.cmdline.iter().position(|&b| b == 0)?;
+        core::str::from_utf8(&self.cmdline[..len]).ok()
+    }
+}
+
+impl Default for StartInfo {
+    fn default() -> Self {
+        StartInfo::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_what_the_guest_expects() {
+        assert_eq!(size_of::<StartInfo>(), 584);
+        assert_eq!(offset_of!(StartInfo, magic), 0);
+        assert_eq!(offset_of!(StartInfo, domain_id), 12);
+        assert_eq!(offset_of!(StartInfo, mode), 16);
+        assert_eq!(offset_of!(StartInfo, pt_base), 40);
+        assert_eq!(offset_of!(StartInfo, cmdline), 72);
+        assert_eq!(&START_INFO_MAGIC.to_le_bytes(), b"xen-lite");
+    }
+
+    #[test]
+    fn command_line_round_trips_and_rejects_overflow() {
+        let mut info = StartInfo::new();
+        assert!(info.is_valid());
+        assert!(info.set_cmdline("hello exit=3"));
+        assert_eq!(info.cmdline(), Some("hello exit=3"));
+        let long = [b'x'; CMDLINE_LEN];
+        assert!(!info.set_cmdline(core::str::from_utf8(&long).unwrap()));
+        assert_eq!(info.cmdline(), Some("hello exit=3"));
+        info.cmdline = [b'y'; CMDLINE_LEN];
+        assert_eq!(info.cmdline(), None, "unterminated");
+    }
+}

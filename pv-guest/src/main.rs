@@ -1,0 +1,82 @@
+//! # pv-guest
+//!
+//! The guest kernel xen-lite runs. One source, two flavours chosen at build time:
+//!
+//! - `pv`: runs in ring 1 under xen-lite; every sensitive operation is a hypercall (arrives
+//!   with pv mode).
+//! - `hvm`: runs in ring 0 and uses the real instructions, natively, under VMX or under SVM.
+//!
+//! The difference lives in one module, [`platform`], and nowhere else: that module *is* the
+//! "sensitive instructions swapped for hypercalls" of the lecture, made visible. Everything
+//! else (today: start of day, console, arguments; later: memory, processes, syscalls) is
+//! shared, so a measurement across modes compares only the mechanism.
+//!
+//! Modules, in reading order:
+#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
+
+#[cfg(not(any(feature = "hvm", test)))]
+compile_error!("pick a flavour: build pv-guest with `--features hvm` (the xtask does this)");
+
+#[cfg(not(test))]
+mod start;
+#[cfg_attr(any(feature = "hvm", test), path = "platform/hvm.rs")]
+mod platform;
+mod console;
+mod args;
+
+use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::StartInfo;
+
+use crate::args::{Args, Workload};
+
+/// Exit code of a guest that panicked.
+const EXIT_PANIC: u8 = 99;
+/// Exit code for a command line the guest does not understand.
+const EXIT_BAD_ARGS: u8 = 98;
+
+/// Called by `start::_start` with the `StartInfo` xen-lite built.
+fn kernel_main(info: &'static StartInfo) -> ! {
+    platform::init(info);
+    if !info.is_valid() {
+        println!("start info has magic {:#x}, version {}: not from this xen-lite", info.magic, info.version);
+        platform::shutdown(EXIT_BAD_ARGS);
+    }
+    let mode = info.mode().map_or("an unknown mode", |mode| mode.name());
+    println!("pv-guest ({} flavour) running in {mode} mode as domain {}", platform::FLAVOUR, info.domain_id);
+    println!(
+        "start info: {} pages ({} KiB), pte base {:#x}, page tables at {:#x} ({} frames), first free gfn {:#x}, stack top {:#x}",
+        info.nr_pages,
+        info.nr_pages * PAGE_SIZE / 1024,
+        info.pte_base,
+        info.pt_base,
+        info.nr_pt_frames,
+        info.first_free_gfn,
+        info.stack_top
+    );
+    let cmdline = info.cmdline().unwrap_or("");
+    println!("command line: \"{cmdline}\"");
+    let args = match Args::parse(cmdline) {
+        Ok(args) => args,
+        Err(error) => {
+            println!("bad command line: {error}");
+            platform::shutdown(EXIT_BAD_ARGS);
+        }
+    };
+    match args.workload {
+        Workload::Hello => println!("hello from the guest kernel!"),
+    }
+    println!("shutting down with exit code {}", args.exit_code);
+    platform::shutdown(args.exit_code)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(at) => println!("guest panic at {}:{}: {}", at.file(), at.line(), info.message()),
+        None => println!("guest panic: {}", info.message()),
+    }
+    platform::shutdown(EXIT_PANIC)
+}

@@ -1,0 +1,206 @@
+//! xen-lite's command line (carried in the boot bundle), parsed into a [`Config`].
+//!
+//! | word                   | meaning                                                      |
+//! |------------------------|--------------------------------------------------------------|
+//! | `mode=pv\|vmx\|svm\|native` | how domains run (required)                              |
+//! | `domain="..."`         | one domain, with this guest command line; repeat for more    |
+//! | `mem=16M`              | memory per domain (default 16 MiB)                           |
+//! | `kernel=NAME`          | bundle image to boot (default `guest-pv` or `guest-hvm`)     |
+//! | `loglevel=info`        | `error`, `warn`, `info`, `debug` or `trace`                  |
+//! | `selftest=panic\|ud\|pf` | provoke a fault in xen-lite after boot (tests the fatal path) |
+
+use core::fmt;
+
+use hypercall_abi::cmdline::{self, CmdlineError};
+use hypercall_abi::layout::{MAX_GUEST_PAGES, MIN_GUEST_PAGES, PAGE_SIZE};
+use hypercall_abi::Mode;
+use log::LevelFilter;
+
+/// Most domains one boot can have.
+pub const MAX_DOMAINS: usize = 8;
+/// Memory per domain unless `mem=` says otherwise.
+pub const DEFAULT_DOMAIN_MEMORY: u64 = 16 << 20;
+
+/// A deliberate fault, to test that xen-lite reports its own failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selftest {
+    /// `panic!` in xen-lite.
+    Panic,
+    /// Execute `ud2` (#UD).
+    InvalidOpcode,
+    /// Read an unmapped address (#PF).
+    PageFault,
+}
+
+/// Everything the command line decides.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Config<'a> {
+    /// How domains run.
+    pub mode: Mode,
+    /// Each domain's guest command line, in domain-id order.
+    pub domains: [&'a str; MAX_DOMAINS],
+    /// How many entries of `domains` are used.
+    pub domain_count: usize,
+    /// Frames per domain.
+    pub domain_pages: u64,
+    /// Name of the guest kernel image in the bundle.
+    pub kernel: &'a str,
+    /// Messages shown.
+    pub log_level: LevelFilter,
+    /// A deliberate fault to provoke, if any.
+    pub selftest: Option<Selftest>,
+}
+
+/// What is wrong with a command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError<'a> {
+    /// The words themselves do not parse.
+    Syntax(CmdlineError),
+    /// A word xen-lite does not know.
+    UnknownWord(&'a str),
+    /// A known key with a value it cannot take.
+    BadValue {
+        /// The key.
+        key: &'a str,
+        /// The value given (empty if none was).
+        value: &'a str,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// No `mode=`.
+    NoMode,
+    /// No `domain=`.
+    NoDomain,
+    /// More than [`MAX_DOMAINS`] domains, or more than the mode runs.
+    TooManyDomains {
+        /// Domains asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl fmt::Display for ConfigError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Syntax(error) => write!(f, "{error}"),
+            ConfigError::UnknownWord(word) => write!(f, "unknown word '{word}'"),
+            ConfigError::BadValue { key, value, expected } => {
+                write!(f, "{key}='{value}' is not valid: expected {expected}")
+            }
+            ConfigError::NoMode => write!(f, "no mode= given"),
+            ConfigError::NoDomain => write!(f, "no domain= given"),
+            ConfigError::TooManyDomains { count, max } => {
+                write!(f, "{count} domains asked for, at most {max} allowed here")
+            }
+        }
+    }
+}
+
+/// Parses xen-lite's command line.
+pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
+    let mut mode = None;
+    let mut domains = [""; MAX_DOMAINS];
+    let mut domain_count = 0;
+    let mut domain_pages = DEFAULT_DOMAIN_MEMORY / PAGE_SIZE;
+    let mut kernel = None;
+    let mut log_level = LevelFilter::Info;
+    let mut selftest = None;
+    for word in cmdline::words(line) {
+        let word = word.map_err(ConfigError::Syntax)?;
+        let value = word.value.unwrap_or("");
+        let bad = |expected| ConfigError::BadValue { key: word.key, value, expected };
+        match word.key {
+            "mode" => mode = Some(Mode::from_name(value).ok_or(bad("pv, vmx, svm or native"))?),
+            "domain" => {
+                if domain_count == MAX_DOMAINS {
+                    return Err(ConfigError::TooManyDomains { count: domain_count + 1, max: MAX_DOMAINS });
+                }
+                domains[domain_count] = value;
+                domain_count += 1;
+            }
+            "mem" => {
+                let pages = cmdline::parse_size(value).map(|bytes| bytes / PAGE_SIZE);
+                domain_pages = pages
+                    .filter(|p| (MIN_GUEST_PAGES..=MAX_GUEST_PAGES).contains(p))
+                    .ok_or(bad("a size from 4M to 2G, such as 16M"))?;
+            }
+            "kernel" if !value.is_empty() => kernel = Some(value),
+            "kernel" => return Err(bad("a bundle image name")),
+            "loglevel" => {
+                log_level = value.parse().map_err(|_| bad("error, warn, info, debug or trace"))?
+            }
+            "selftest" => {
+                selftest = Some(match value {
+                    "panic" => Selftest::Panic,
+                    "ud" => Selftest::InvalidOpcode,
+                    "pf" => Selftest::PageFault,
+                    _ => return Err(bad("panic, ud or pf")),
+                })
+            }
+            _ => return Err(ConfigError::UnknownWord(word.key)),
+        }
+    }
+    let mode = mode.ok_or(ConfigError::NoMode)?;
+    if domain_count == 0 {
+        return Err(ConfigError::NoDomain);
+    }
+    if mode == Mode::Native && domain_count > 1 {
+        return Err(ConfigError::TooManyDomains { count: domain_count, max: 1 });
+    }
+    let kernel = kernel.unwrap_or(match mode.flavour() {
+        "pv" => "guest-pv",
+        _ => "guest-hvm",
+    });
+    Ok(Config { mode, domains, domain_count, domain_pages, kernel, log_level, selftest })
+}
+
+impl Config<'_> {
+    /// The guest command lines of the configured domains.
+    pub fn domains(&self) -> &[&str] {
+        &self.domains[..self.domain_count]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_command_line_parses() {
+        let config = parse("mode=native domain=\"hello exit=3\" mem=8M loglevel=debug selftest=ud").unwrap();
+        assert_eq!(config.mode, Mode::Native);
+        assert_eq!(config.domains(), ["hello exit=3"]);
+        assert_eq!(config.domain_pages, 2048);
+        assert_eq!(config.kernel, "guest-hvm");
+        assert_eq!(config.log_level, LevelFilter::Debug);
+        assert_eq!(config.selftest, Some(Selftest::InvalidOpcode));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse("mode=pv domain=a domain=b").unwrap();
+        assert_eq!(config.domains(), ["a", "b"]);
+        assert_eq!(config.domain_pages, DEFAULT_DOMAIN_MEMORY / PAGE_SIZE);
+        assert_eq!(config.kernel, "guest-pv");
+        assert_eq!(config.selftest, None);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert_eq!(parse("domain=a").unwrap_err(), ConfigError::NoMode);
+        assert_eq!(parse("mode=native").unwrap_err(), ConfigError::NoDomain);
+        assert_eq!(parse("mode=native domain=a bogus").unwrap_err(), ConfigError::UnknownWord("bogus"));
+        assert!(matches!(parse("mode=xen domain=a"), Err(ConfigError::BadValue { key: "mode", .. })));
+        assert!(matches!(parse("mode=pv domain=a mem=1K"), Err(ConfigError::BadValue { key: "mem", .. })));
+        assert!(matches!(parse("mode=pv domain=a mem=4G"), Err(ConfigError::BadValue { key: "mem", .. })));
+        assert!(matches!(parse("mode=pv domain=a loglevel=loud"), Err(ConfigError::BadValue { .. })));
+        assert!(matches!(parse("mode=pv domain=\"a"), Err(ConfigError::Syntax(_))));
+        assert_eq!(
+            parse("mode=native domain=a domain=b").unwrap_err(),
+            ConfigError::TooManyDomains { count: 2, max: 1 }
+        );
+        let nine = "mode=pv domain=a domain=a domain=a domain=a domain=a domain=a domain=a domain=a domain=a";
+        assert_eq!(parse(nine).unwrap_err(), ConfigError::TooManyDomains { count: 9, max: MAX_DOMAINS });
+    }
+}

@@ -1,0 +1,149 @@
+//! Every privileged instruction xen-lite executes, each wrapped once, here.
+//!
+//! Students can read this one file to see exactly which ring-0-only operations the hypervisor
+//! relies on; a guest kernel in ring 1 would fault on every one of them (that is the point of
+//! ring compression). Where the `x86` crate already wraps an instruction we call it rather
+//! than write the assembly again, but still only from here.
+//!
+//! See: Intel SDM Vol. 2 (Instruction Set Reference), revision 086, for each instruction.
+
+use core::arch::asm;
+
+use x86::dtables::DescriptorTablePointer;
+use x86::segmentation::SegmentSelector;
+
+/// Reads CR3: the physical address of the current level-4 page table (and PCID bits).
+pub fn read_cr3() -> u64 {
+    // SAFETY: reading CR3 has no side effect; xen-lite runs in ring 0.
+    unsafe { x86::controlregs::cr3() }
+}
+
+/// Switches to the address space whose level-4 table is at physical address `l4`.
+///
+/// # Safety
+/// The new tables must map the code executing this call, its stack, and everything the caller
+/// touches afterwards, at the same virtual addresses.
+pub unsafe fn write_cr3(l4: u64) {
+    // SAFETY: the caller guarantees the new address space keeps this code and stack mapped.
+    unsafe { x86::controlregs::cr3_write(l4) }
+}
+
+/// Reads CR2: the linear address of the most recent page fault.
+pub fn read_cr2() -> u64 {
+    // SAFETY: reading CR2 has no side effect.
+    unsafe { x86::controlregs::cr2() as u64 }
+}
+
+/// Reads model-specific register `msr`.
+///
+/// # Safety
+/// `msr` must exist on this CPU (check CPUID first), or the read raises #GP.
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: the caller guarantees the MSR exists.
+    unsafe { x86::msr::rdmsr(msr) }
+}
+
+/// Executes CPUID for `leaf`/`subleaf`; returns `[eax, ebx, ecx, edx]`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = x86::cpuid::native_cpuid::cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Loads the global descriptor table register.
+///
+/// # Safety
+/// `gdt` must stay valid and unchanged in the slots in use for as long as it is loaded.
+pub unsafe fn lgdt<T>(gdt: &DescriptorTablePointer<T>) {
+    // SAFETY: the caller guarantees the table outlives its use.
+    unsafe { x86::dtables::lgdt(gdt) }
+}
+
+/// Loads the interrupt descriptor table register.
+///
+/// # Safety
+/// `idt` must stay valid for as long as it is loaded and every present gate must point to a
+/// handler that can run at that moment.
+pub unsafe fn lidt<T>(idt: &DescriptorTablePointer<T>) {
+    // SAFETY: the caller guarantees the table and its handlers are valid.
+    unsafe { x86::dtables::lidt(idt) }
+}
+
+/// Loads the task register with a TSS selector.
+///
+/// # Safety
+/// `selector` must name an available 64-bit TSS descriptor in the loaded GDT.
+pub unsafe fn ltr(selector: SegmentSelector) {
+    // SAFETY: the caller guarantees the descriptor is an available TSS.
+    unsafe { x86::task::load_tr(selector) }
+}
+
+/// Reloads CS with `code` (through a far return) and DS, ES, SS with `data`; clears FS and GS.
+///
+/// # Safety
+/// Both selectors must name ring-0 descriptors of the loaded GDT: 64-bit code and writable data.
+pub unsafe fn load_segments(code: SegmentSelector, data: SegmentSelector) {
+    // SAFETY: the caller guarantees valid selectors; the far return lands on the next label.
+    unsafe {
+        asm!(
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ds, {data:x}",
+            "mov es, {data:x}",
+            "mov ss, {data:x}",
+            "mov fs, {null:x}",
+            "mov gs, {null:x}",
+            code = in(reg) u64::from(code.bits()),
+            data = in(reg) data.bits(),
+            null = in(reg) 0u16,
+            tmp = out(reg) _,
+        );
+    }
+}
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+/// Writing to a device register can have any effect the device defines; the caller must know
+/// what the port does.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller vouches for the device effect.
+    unsafe { x86::io::outb(port, value) }
+}
+
+/// Writes a 32-bit value to an I/O port.
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller vouches for the device effect.
+    unsafe { x86::io::outl(port, value) }
+}
+
+/// Reads a byte from an I/O port.
+///
+/// # Safety
+/// Reading some device registers has side effects (it may acknowledge or consume data).
+pub unsafe fn inb(port: u16) -> u8 {
+    // SAFETY: the caller vouches for the device effect.
+    unsafe { x86::io::inb(port) }
+}
+
+/// Disables interrupts and halts, forever: the last thing a dying CPU does.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: `cli; hlt` only stops this CPU; nothing is left to run on it.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// The Bochs *magic breakpoint*: `xchg bx, bx` with `eax = status`.
+///
+/// With `magic_break: enabled=1` Bochs stops in its debugger, which our `-rc` script answers
+/// with `r` (print registers, so the xtask can read `eax`) and `q`. Elsewhere it is a no-op.
+pub fn bochs_magic_break(status: u32) {
+    // SAFETY: `xchg bx, bx` only exchanges a register with itself.
+    unsafe { asm!("xchg bx, bx", in("eax") status, options(nomem, nostack)) };
+}

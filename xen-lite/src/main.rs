@@ -1,0 +1,149 @@
+//! # xen-lite
+//!
+//! An educational, Xen-style, ring-compression paravirtual hypervisor for x86-64.
+//!
+//! The bootloader (`bootloader` 0.11) loads this ELF into the top of the address space and
+//! calls [`kernel_main`] in 64-bit ring 0 with a [`BootInfo`]: the memory map, and the ramdisk,
+//! which carries the *boot bundle* (command line and guest images, `hypercall_abi::bundle`).
+//! xen-lite takes over the CPU tables, memory and console, reads the bundle, and starts the
+//! domains in the mode the command line names. `lecture-notes/01-how-xen-lite-boots.md`
+//! follows this path step by step.
+//!
+//! Modules, in reading order:
+#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
+
+// Machine access: the only privileged instructions, the console, leaving the emulator.
+mod instructions;
+mod serial;
+mod console;
+mod exit;
+// Memory: the virtual layout, machine frames, page tables.
+mod memory_map;
+mod frame;
+mod paging;
+// CPU tables and exception entry.
+mod gdt;
+mod entry;
+mod trap;
+mod idt;
+mod cpu;
+// Booting domains: the command line, the builder, the modes.
+mod config;
+mod domain_builder;
+mod native;
+
+use bootloader_api::info::MemoryRegionKind;
+use bootloader_api::BootInfo;
+use hypercall_abi::bundle::Bundle;
+use hypercall_abi::devices::STATUS_BAD_BUNDLE;
+use hypercall_abi::Mode;
+use log::LevelFilter;
+use spin::Mutex;
+
+use crate::config::{Config, Selftest};
+use crate::exit::exit_emulator;
+use crate::frame::FrameAllocator;
+
+/// Physical memory xen-lite manages: 4 GiB, one bit per frame (128 KiB of bitmap).
+const FRAME_BITMAP_WORDS: usize = (4 << 30) / 4096 / 64;
+
+/// Every free machine frame.
+static FRAMES: Mutex<FrameAllocator<FRAME_BITMAP_WORDS>> = Mutex::new(FrameAllocator::new());
+
+#[cfg(not(test))]
+bootloader_api::entry_point!(kernel_main, config = &memory_map::BOOTLOADER_CONFIG);
+
+/// The first Rust code to run: the boot sequence.
+fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    console::init(LevelFilter::Info);
+    log::info!("xen-lite {} booting", env!("CARGO_PKG_VERSION"));
+    gdt::init();
+    idt::init();
+
+    let mut frames = FRAMES.lock();
+    let usable = boot_info.memory_regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable);
+    let regions = usable.map(|region| frames.add_region(region.start, region.end)).filter(|&n| n > 0).count();
+    log::info!("memory: {} MiB free in {regions} regions", frames.free_count() * 4096 >> 20);
+    let l4 = frames.alloc().unwrap_or_else(|| panic!("no frame for xen-lite's page table"));
+    drop(frames);
+    paging::adopt_boot_tables(l4);
+    log::info!("paging: own level-4 table at {l4}, holding only the reserved range");
+
+    cpu::log_report(&cpu::probe());
+
+    let bundle = read_bundle(boot_info);
+    let config = config::parse(bundle.cmdline()).unwrap_or_else(|error| {
+        log::error!("fatal: bad command line in boot bundle: {error}");
+        exit_emulator(STATUS_BAD_BUNDLE)
+    });
+    console::set_level(config.log_level);
+    log::info!("bundle: {} images, mode={}, {} domain(s)", bundle.len(), config.mode.name(), config.domain_count);
+    if let Some(selftest) = config.selftest {
+        provoke(selftest);
+    }
+    start(&config, &bundle)
+}
+
+/// Finds and checks the boot bundle in the ramdisk.
+fn read_bundle(boot_info: &'static BootInfo) -> Bundle<'static> {
+    let Some(address) = boot_info.ramdisk_addr.into_option() else {
+        log::error!("fatal: bad boot bundle: the bootloader loaded no ramdisk");
+        exit_emulator(STATUS_BAD_BUNDLE);
+    };
+    // SAFETY: the bootloader mapped the ramdisk at this address with this length, read-only to
+    // us by convention, for the lifetime of the system.
+    let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, boot_info.ramdisk_len as usize) };
+    Bundle::parse(bytes).unwrap_or_else(|error| {
+        log::error!("fatal: bad boot bundle: {error}");
+        exit_emulator(STATUS_BAD_BUNDLE)
+    })
+}
+
+/// Starts the domains in the configured mode.
+fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
+    match config.mode {
+        Mode::Native => {
+            let memory = FRAMES.lock().alloc_contiguous(config.domain_pages);
+            native::run(config, bundle.find(config.kernel), memory)
+        }
+        Mode::Pv | Mode::Vmx | Mode::Svm => {
+            log::error!("fatal: mode={} is not available in this build yet; use mode=native", config.mode.name());
+            exit_emulator(STATUS_BAD_BUNDLE)
+        }
+    }
+}
+
+/// Faults on purpose, so tests can check the fatal path (`selftest=` on the command line).
+fn provoke(selftest: Selftest) {
+    log::info!("selftest: provoking {selftest:?} in xen-lite");
+    match selftest {
+        Selftest::Panic => panic!("selftest panic requested on the command line"),
+        // SAFETY: deliberately raises #UD; the handler reports it and ends the run.
+        Selftest::InvalidOpcode => unsafe { core::arch::asm!("ud2") },
+        Selftest::PageFault => {
+            // An address in the lower half, which xen-lite's own table leaves unmapped.
+            let unmapped = 0x1000 as *const u64;
+            // SAFETY: deliberately raises #PF; the handler reports it and ends the run.
+            let value = unsafe { core::ptr::read_volatile(unmapped) };
+            log::error!("selftest: read {value:#x} from an unmapped address?");
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(at) => console::fatal_line(format_args!(
+            "FATAL: panic in xen-lite at {}:{}: {}",
+            at.file(),
+            at.line(),
+            info.message()
+        )),
+        None => console::fatal_line(format_args!("FATAL: panic in xen-lite: {}", info.message())),
+    }
+    exit::leave(hypercall_abi::devices::STATUS_HYPERVISOR_FAULT)
+}
+

@@ -1,0 +1,147 @@
+//! What xen-lite does with an exception: for now, every exception is fatal.
+//!
+//! xen-lite itself should never fault, so an exception here is a bug: report everything a
+//! student needs to find it (vector, error code, all registers, where), then end the run with
+//! a failure status. In `native` mode the guest runs on this IDT until it installs its own, so
+//! its faults arrive here too and are reported as the guest's.
+
+use core::fmt;
+
+use hypercall_abi::devices::STATUS_HYPERVISOR_FAULT;
+
+use crate::console::fatal_line;
+use crate::entry::TrapFrame;
+use crate::instructions::read_cr2;
+use crate::memory_map::IMAGE_BASE;
+
+/// Exception vector numbers and their properties. See: Intel SDM Vol. 3A, revision 086, 6.3.1.
+pub struct Vector;
+
+impl Vector {
+    /// #DF: double fault.
+    pub const DOUBLE_FAULT: u8 = 8;
+    /// #PF: page fault.
+    pub const PAGE_FAULT: u8 = 14;
+
+    /// Bit `n` set: the CPU pushes an error code for vector `n` (#DF, #TS, #NP, #SS, #GP, #PF,
+    /// #AC, #CP, #VC, #SX). The only statement of this set; `entry.rs` assembles from it.
+    pub const HAS_ERROR_CODE: u32 = 1 << 8 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 14
+        | 1 << 17 | 1 << 21 | 1 << 29 | 1 << 30;
+
+    /// The mnemonic and description of an exception vector.
+    pub fn name(vector: u64) -> (&'static str, &'static str) {
+        const NAMES: [(&str, &str); 32] = [
+            ("#DE", "divide error"),
+            ("#DB", "debug"),
+            ("NMI", "non-maskable interrupt"),
+            ("#BP", "breakpoint"),
+            ("#OF", "overflow"),
+            ("#BR", "bound range exceeded"),
+            ("#UD", "invalid opcode"),
+            ("#NM", "device not available"),
+            ("#DF", "double fault"),
+            ("#MF", "coprocessor segment overrun"),
+            ("#TS", "invalid TSS"),
+            ("#NP", "segment not present"),
+            ("#SS", "stack-segment fault"),
+            ("#GP", "general protection"),
+            ("#PF", "page fault"),
+            ("#15", "reserved"),
+            ("#MF", "x87 floating-point error"),
+            ("#AC", "alignment check"),
+            ("#MC", "machine check"),
+            ("#XM", "SIMD floating-point exception"),
+            ("#VE", "virtualization exception"),
+            ("#CP", "control protection"),
+            ("#22", "reserved"),
+            ("#23", "reserved"),
+            ("#24", "reserved"),
+            ("#25", "reserved"),
+            ("#26", "reserved"),
+            ("#27", "reserved"),
+            ("#HV", "hypervisor injection"),
+            ("#VC", "VMM communication"),
+            ("#SX", "security exception"),
+            ("#31", "reserved"),
+        ];
+        NAMES.get(vector as usize).copied().unwrap_or(("INT", "external interrupt"))
+    }
+}
+
+/// Called by `trap_common` for every vector with the saved state.
+pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
+    fatal_exception(frame)
+}
+
+/// Who was running when the exception hit.
+fn culprit(frame: &TrapFrame) -> &'static str {
+    if frame.rip >= IMAGE_BASE && frame.rip < crate::memory_map::DYNAMIC_START {
+        "xen-lite"
+    } else {
+        "the native guest (domain 0)"
+    }
+}
+
+/// Prints the exception report and ends the run with [`STATUS_HYPERVISOR_FAULT`].
+pub fn fatal_exception(frame: &TrapFrame) -> ! {
+    let (mnemonic, description) = Vector::name(frame.vector);
+    fatal_line(format_args!(
+        "FATAL: exception {mnemonic} ({description}, vector {}) in {}, error code {:#x}",
+        frame.vector,
+        culprit(frame),
+        frame.error_code
+    ));
+    if frame.vector == u64::from(Vector::PAGE_FAULT) {
+        fatal_line(format_args!("  cr2 {:#018x} (the address that faulted)", read_cr2()));
+    }
+    print_registers(frame);
+    if culprit(frame) == "xen-lite" {
+        fatal_line(format_args!(
+            "  location: xen-lite+{:#x} (addr2line -e <xen-lite ELF> {:#x})",
+            frame.rip - IMAGE_BASE,
+            frame.rip - IMAGE_BASE
+        ));
+    }
+    crate::exit::leave(STATUS_HYPERVISOR_FAULT)
+}
+
+/// One line of the register dump: up to four `name value` pairs.
+struct RegisterRow<'a>(&'a [(&'static str, u64)]);
+
+impl fmt::Display for RegisterRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(" ")?;
+        for (name, value) in self.0 {
+            write!(f, " {name:>6} {value:#018x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints every register of `frame`, four per line.
+fn print_registers(r: &TrapFrame) {
+    let rows: [&[(&str, u64)]; 6] = [
+        &[("rip", r.rip), ("cs", r.cs), ("rflags", r.rflags), ("rsp", r.rsp)],
+        &[("ss", r.ss), ("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx)],
+        &[("rdx", r.rdx), ("rsi", r.rsi), ("rdi", r.rdi), ("rbp", r.rbp)],
+        &[("r8", r.r8), ("r9", r.r9), ("r10", r.r10), ("r11", r.r11)],
+        &[("r12", r.r12), ("r13", r.r13), ("r14", r.r14), ("r15", r.r15)],
+        &[("cr3", crate::instructions::read_cr3())],
+    ];
+    for row in rows {
+        fatal_line(format_args!("{}", RegisterRow(row)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_vectors_match_the_manual() {
+        let with: Vec<u32> = (0..32).filter(|v| Vector::HAS_ERROR_CODE >> v & 1 == 1).collect();
+        assert_eq!(with, [8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
+        assert_eq!(Vector::name(14), ("#PF", "page fault"));
+        assert_eq!(Vector::name(200).0, "INT");
+    }
+}
