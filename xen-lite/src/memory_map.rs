@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! 0xffff_8000_0000_0000 ┬──────────────────────────────────────────────────────────────┐
-//!   PHYS_MAP            │ all of physical memory, 1:1 (at least 4 GiB): how xen-lite   │
-//!                       │ reads page tables, the ramdisk and domain memory             │
-//! 0xffff_8080_0000_0000 ┼──────────────────────────────────────────────────────────────┤
+//!   PHYS_MAP            │ all of physical memory, 1:1, up to the highest address in    │
+//!                       │ the firmware's map (at least 4 GiB; QEMU reports a reserved  │
+//!                       │ region near 1 TiB): how xen-lite reads page tables, the      │
+//!                       │ ramdisk and domain memory. Room for 4 TiB.                   │
+//! 0xffff_8400_0000_0000 ┼──────────────────────────────────────────────────────────────┤
 //!   IMAGE_BASE          │ xen-lite's ELF image (a PIE; symbols = ELF vaddr + this)     │
-//! 0xffff_8100_0000_0000 ┼──────────────────────────────────────────────────────────────┤
+//! 0xffff_8480_0000_0000 ┼──────────────────────────────────────────────────────────────┤
 //!   DYNAMIC_START       │ placed by the bootloader: boot stack, BootInfo, ramdisk,     │
 //!                       │ frame buffer                                                 │
 //! 0xffff_8800_0000_0000 ┴──────────────────────────────────────────────────────────────┘
@@ -26,9 +28,9 @@ use hypercall_abi::layout::{HYPERVISOR_END, HYPERVISOR_START};
 /// Start of the direct map of physical memory.
 pub const PHYS_MAP: u64 = HYPERVISOR_START;
 /// Where the bootloader loads xen-lite's image.
-pub const IMAGE_BASE: u64 = 0xffff_8080_0000_0000;
+pub const IMAGE_BASE: u64 = 0xffff_8400_0000_0000;
 /// Start of the range the bootloader may choose addresses in.
-pub const DYNAMIC_START: u64 = 0xffff_8100_0000_0000;
+pub const DYNAMIC_START: u64 = 0xffff_8480_0000_0000;
 /// Size of the boot stack xen-lite runs on.
 pub const BOOT_STACK_SIZE: u64 = 128 * 1024;
 
@@ -67,6 +69,6 @@ mod tests {
             assert!((HYPERVISOR_START..HYPERVISOR_END).contains(&address));
         }
         assert_eq!(HYPERVISOR_L4_SLOTS, 256..272);
-        assert!(IMAGE_BASE - PHYS_MAP >= 512 << 30, "the direct map may cover 512 GiB");
+        assert!(IMAGE_BASE - PHYS_MAP >= 4 << 40, "the direct map may cover 4 TiB");
     }
 }

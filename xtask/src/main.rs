@@ -1,1 +1,52 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for building, booting, testing and diagnosing xen-lite.
+//!
+//! ```text
+//! cargo xtask run    [--mode M] [--emulator qemu|bochs|kvm] [--guests a,b] [--release]
+//!                    [--timeout SECS] [-- XEN_LITE_CMDLINE_WORDS...]
+//! cargo xtask test   [--filter P] [--timeout SECS] [--jobs N] [--release]
+//! cargo xtask doctor
+//! ```
+//!
+//! Every command sets up what it needs first (toolchains, the cached bootloader image builder,
+//! Debian packages) and ends with one status line and an exit code that tells success.
+//!
+//! Modules, in reading order:
+
+mod cli;
+mod process;
+mod setup;
+mod artifacts;
+mod emulator;
+mod run;
+mod boot_tests;
+mod test;
+mod doctor;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        cli::Command::Help => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        cli::Command::Run(options) => run::run(&options),
+        cli::Command::Test(options) => test::test(&options),
+        cli::Command::Doctor => doctor::doctor(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("xtask: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

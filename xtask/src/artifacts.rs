@@ -1,0 +1,111 @@
+//! Building what boots: both kernels, the boot bundle, and the BIOS disk image.
+//!
+//! The disk image is made by `xtask/image-builder`, a small program built once with the pinned
+//! nightly (the `bootloader` crate compiles its BIOS stages with `-Zbuild-std`) and cached in
+//! `target/image-builder`; later runs reuse it in milliseconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use hypercall_abi::bundle::BundleWriter;
+
+use crate::process::{cargo, root, run_visible};
+use crate::setup::{ensure_kernel_target, ensure_nightly, KERNEL_TARGET, NIGHTLY};
+
+/// Built kernels and the image builder.
+pub struct Artifacts {
+    /// xen-lite's ELF.
+    pub xen_lite: PathBuf,
+    /// The guest kernel, hvm flavour.
+    pub guest_hvm: PathBuf,
+    /// The disk-image builder binary.
+    pub image_builder: PathBuf,
+}
+
+fn profile(release: bool) -> &'static str {
+    if release {
+        "release"
+    } else {
+        "debug"
+    }
+}
+
+/// Builds the kernels (quietly unless something is rebuilt) and makes sure the image builder
+/// exists.
+pub fn build(release: bool) -> Result<Artifacts, String> {
+    ensure_kernel_target()?;
+    let mut xen = cargo();
+    xen.args(["build", "--quiet", "--package", "xen-lite", "--target", KERNEL_TARGET]);
+    let mut guest = cargo();
+    // Each flavour has its own target directory, so switching flavours never rebuilds.
+    guest.args(["build", "--quiet", "--package", "pv-guest", "--features", "hvm", "--target", KERNEL_TARGET]);
+    guest.args(["--target-dir", "target/guest-hvm"]);
+    for command in [&mut xen, &mut guest] {
+        if release {
+            command.arg("--release");
+        }
+        run_visible(command)?;
+    }
+    let target = root().join("target");
+    Ok(Artifacts {
+        xen_lite: target.join(KERNEL_TARGET).join(profile(release)).join("xen-lite"),
+        guest_hvm: target.join("guest-hvm").join(KERNEL_TARGET).join(profile(release)).join("pv-guest"),
+        image_builder: image_builder()?,
+    })
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    path.metadata().and_then(|m| m.modified()).ok()
+}
+
+/// The image-builder binary, built with the pinned nightly the first time.
+pub fn image_builder() -> Result<PathBuf, String> {
+    let dir = root().join("xtask/image-builder");
+    let binary = root().join("target/image-builder/release/image-builder");
+    let sources = ["Cargo.toml", "Cargo.lock", "src/main.rs"].map(|f| dir.join(f));
+    let newest_source = sources.iter().filter_map(|p| modified(p)).max();
+    if modified(&binary).is_some_and(|built| Some(built) >= newest_source) {
+        return Ok(binary);
+    }
+    ensure_nightly()?;
+    println!("xtask: building the bootloader image builder with {NIGHTLY}; the first build takes about two minutes, later runs reuse it");
+    let mut command = Command::new("rustup");
+    command.current_dir(&dir).env_remove("RUSTUP_TOOLCHAIN");
+    for var in ["CARGO", "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR"] {
+        command.env_remove(var);
+    }
+    command.args(["run", NIGHTLY, "cargo", "build", "--release", "--locked", "--target-dir"]);
+    command.arg(root().join("target/image-builder"));
+    run_visible(&mut command)?;
+    Ok(binary)
+}
+
+/// The bytes of a bundle with `cmdline` and `images`.
+pub fn bundle_bytes(cmdline: &str, images: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
+    let mut writer = BundleWriter::new(cmdline).map_err(|e| format!("bundle: {e}"))?;
+    for (name, data) in images {
+        writer.add(name, data).map_err(|e| format!("bundle: {e}"))?;
+    }
+    writer.finish().map_err(|e| format!("bundle: {e}"))
+}
+
+/// Reads a built file.
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Wraps xen-lite and a ramdisk into a bootable BIOS disk image at `out`.
+pub fn make_disk(artifacts: &Artifacts, ramdisk: &Path, out: &Path) -> Result<(), String> {
+    let output = Command::new(&artifacts.image_builder)
+        .arg(&artifacts.xen_lite)
+        .arg(ramdisk)
+        .arg(out)
+        .output()
+        .map_err(|e| format!("cannot start the image builder: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("image builder failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}

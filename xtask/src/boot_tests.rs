@@ -1,0 +1,249 @@
+//! The boot tests: each boots a bundle in one emulator and checks the console and exit status.
+//!
+//! A test passes when every expected line appears in the console, in order (each as a
+//! substring of a line), and the kernel exits with the expected status. No status before the
+//! timeout, or an emulator that stops without one, fails the test.
+
+use hypercall_abi::bundle::{reseal, HEADER_LEN};
+use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_HYPERVISOR_FAULT};
+
+use crate::artifacts::bundle_bytes;
+use crate::cli::Emulator;
+
+/// How a test's bundle is made from the standard one (`guest-hvm` plus its command line).
+#[derive(Clone, Copy)]
+pub enum Bundle {
+    /// The standard bundle with this xen-lite command line.
+    Cmdline(&'static str),
+    /// The standard native bundle, then changed by this function.
+    Mangled(fn(Vec<u8>) -> Vec<u8>),
+    /// A bundle whose `guest-hvm` image is replaced by these bytes.
+    GuestImage(&'static [u8]),
+    /// A bundle with no guest image at all.
+    NoGuest,
+}
+
+/// One boot test.
+pub struct BootTest {
+    /// Unique name; `--filter` matches it and the emulator name.
+    pub name: &'static str,
+    /// Emulator it boots in.
+    pub emulator: Emulator,
+    /// Its bundle.
+    pub bundle: Bundle,
+    /// Lines that must appear, in order.
+    pub expect: &'static [&'static str],
+    /// The exit status it must end with.
+    pub status: u8,
+}
+
+impl BootTest {
+    /// `name/emulator`, as reports show it.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.name, self.emulator.name())
+    }
+
+    /// The bytes of this test's bundle.
+    pub fn bundle_bytes(&self, guest: &[u8]) -> Result<Vec<u8>, String> {
+        match self.bundle {
+            Bundle::Cmdline(cmdline) => bundle_bytes(cmdline, &[("guest-hvm", guest)]),
+            Bundle::Mangled(mangle) => Ok(mangle(bundle_bytes(NATIVE_HELLO, &[("guest-hvm", guest)])?)),
+            Bundle::GuestImage(bytes) => bundle_bytes(NATIVE_HELLO, &[("guest-hvm", bytes)]),
+            Bundle::NoGuest => bundle_bytes(NATIVE_HELLO, &[]),
+        }
+    }
+}
+
+const NATIVE_HELLO: &str = "mode=native domain=\"hello\"";
+
+/// The lines every successful native boot shows.
+const GREETING: [&str; 5] = [
+    "[xen] xen-lite ",
+    "[xen] bundle: 1 images, mode=native, 1 domain(s)",
+    "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
+    "[dom0] command line: \"hello\"",
+    "[dom0] hello from the guest kernel!",
+];
+
+fn flip_last_byte(mut bundle: Vec<u8>) -> Vec<u8> {
+    let last = bundle.len() - 1;
+    bundle[last] ^= 0x01;
+    bundle
+}
+
+fn truncate(mut bundle: Vec<u8>) -> Vec<u8> {
+    bundle.truncate(bundle.len() - 100);
+    bundle
+}
+
+fn bad_magic(mut bundle: Vec<u8>) -> Vec<u8> {
+    bundle[..8].copy_from_slice(b"NOTABNDL");
+    bundle
+}
+
+fn oversized_entry(mut bundle: Vec<u8>) -> Vec<u8> {
+    // The first entry's length field claims far more bytes than the bundle holds.
+    let at = HEADER_LEN + 32 + 8;
+    bundle[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    reseal(&mut bundle);
+    bundle
+}
+
+/// Every boot test, in the order they are reported.
+pub fn all() -> Vec<BootTest> {
+    let mut tests = Vec::new();
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        tests.push(BootTest {
+            name: "native-hello",
+            emulator,
+            bundle: Bundle::Cmdline(NATIVE_HELLO),
+            expect: &GREETING,
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "native-exit-status",
+            emulator,
+            bundle: Bundle::Cmdline("mode=native domain=\"hello exit=7\""),
+            expect: &["[dom0] command line: \"hello exit=7\"", "[dom0] shutting down with exit code 7"],
+            status: 7,
+        });
+        tests.push(BootTest {
+            name: "bad-bundle-checksum",
+            emulator,
+            bundle: Bundle::Mangled(flip_last_byte),
+            expect: &["[xen] ERROR fatal: bad boot bundle: checksum mismatch"],
+            status: STATUS_BAD_BUNDLE,
+        });
+        tests.push(BootTest {
+            name: "hypervisor-page-fault",
+            emulator,
+            bundle: Bundle::Cmdline("mode=native domain=hello selftest=pf"),
+            expect: &[
+                "[xen] ERROR FATAL: exception #PF (page fault, vector 14) in xen-lite, error code 0x0",
+                "[xen] ERROR   cr2 0x0000000000001000",
+                "[xen] ERROR      rip 0xffff8400",
+                "[xen] ERROR   location: xen-lite+0x",
+            ],
+            status: STATUS_HYPERVISOR_FAULT,
+        });
+    }
+    tests.push(BootTest {
+        name: "bochs-reports-vmx",
+        emulator: Emulator::Bochs,
+        bundle: Bundle::Cmdline(NATIVE_HELLO),
+        expect: &["[xen] cpu: VMX offered, VMCS revision id 0x", "[xen] cpu: SVM not offered"],
+        status: 0,
+    });
+    tests.push(BootTest {
+        name: "qemu-reports-no-vmx",
+        emulator: Emulator::Qemu,
+        bundle: Bundle::Cmdline(NATIVE_HELLO),
+        expect: &["[xen] cpu: VMX not offered by this CPU", "[xen] cpu: SVM offered"],
+        status: 0,
+    });
+    let qemu_only: [BootTest; 8] = [
+        BootTest {
+            name: "bad-bundle-truncated",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::Mangled(truncate),
+            expect: &["[xen] ERROR fatal: bad boot bundle: truncated: header declares"],
+            status: STATUS_BAD_BUNDLE,
+        },
+        BootTest {
+            name: "bad-bundle-magic",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::Mangled(bad_magic),
+            expect: &["[xen] ERROR fatal: bad boot bundle: magic is"],
+            status: STATUS_BAD_BUNDLE,
+        },
+        BootTest {
+            name: "bad-bundle-oversized-entry",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::Mangled(oversized_entry),
+            expect: &["[xen] ERROR fatal: bad boot bundle: entry 0 at"],
+            status: STATUS_BAD_BUNDLE,
+        },
+        BootTest {
+            name: "bad-command-line",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::Cmdline("mode=native domain=hello turbo=on"),
+            expect: &["[xen] ERROR fatal: bad command line in boot bundle: unknown word 'turbo'"],
+            status: STATUS_BAD_BUNDLE,
+        },
+        BootTest {
+            name: "missing-guest-image",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::NoGuest,
+            expect: &["[xen] ERROR native: no image 'guest-hvm' in the boot bundle"],
+            status: STATUS_BAD_BUNDLE,
+        },
+        BootTest {
+            name: "guest-image-not-elf",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::GuestImage(b"MZ this is not an ELF file"),
+            expect: &["[xen] ERROR native: cannot build domain 0 from 'guest-hvm': kernel image: not an ELF file"],
+            status: STATUS_BAD_GUEST,
+        },
+        BootTest {
+            name: "hypervisor-invalid-opcode",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::Cmdline("mode=native domain=hello selftest=ud"),
+            expect: &["[xen] ERROR FATAL: exception #UD (invalid opcode, vector 6) in xen-lite, error code 0x0"],
+            status: STATUS_HYPERVISOR_FAULT,
+        },
+        BootTest {
+            name: "hypervisor-panic",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::Cmdline("mode=native domain=hello selftest=panic"),
+            expect: &["[xen] ERROR FATAL: panic in xen-lite at xen-lite/src/main.rs:", "selftest panic requested"],
+            status: STATUS_HYPERVISOR_FAULT,
+        },
+    ];
+    tests.extend(qemu_only);
+    tests.push(BootTest {
+        name: "guest-bad-arguments",
+        emulator: Emulator::Qemu,
+        bundle: Bundle::Cmdline("mode=native domain=\"juggle\""),
+        expect: &["[dom0] bad command line: unknown workload 'juggle' (known: hello)"],
+        status: 98,
+    });
+    tests
+}
+
+/// Checks an outcome's console against `expect`, in order; the first missing line if any.
+pub fn first_missing<'a>(console: &str, expect: &[&'a str]) -> Option<&'a str> {
+    let mut lines = console.lines();
+    expect.iter().copied().find(|wanted| !lines.any(|line| line.contains(wanted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hypercall_abi::bundle::{Bundle as Parsed, BundleError};
+
+    #[test]
+    fn names_are_unique_per_emulator() {
+        let labels: Vec<String> = all().iter().map(BootTest::label).collect();
+        let mut sorted = labels.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), labels.len());
+    }
+
+    #[test]
+    fn expected_lines_must_appear_in_order() {
+        let console = "a 1\nb 2\nc 3\n";
+        assert_eq!(first_missing(console, &["a", "c"]), None);
+        assert_eq!(first_missing(console, &["c", "a"]), Some("a"));
+        assert_eq!(first_missing(console, &["d"]), Some("d"));
+    }
+
+    #[test]
+    fn each_mangled_bundle_breaks_the_rule_its_test_expects() {
+        let good = bundle_bytes(NATIVE_HELLO, &[("guest-hvm", &[0x7f; 5000])]).unwrap();
+        assert!(matches!(Parsed::parse(&flip_last_byte(good.clone())), Err(BundleError::ChecksumMismatch { .. })));
+        assert!(matches!(Parsed::parse(&truncate(good.clone())), Err(BundleError::Truncated { .. })));
+        assert!(matches!(Parsed::parse(&bad_magic(good.clone())), Err(BundleError::BadMagic { .. })));
+        assert!(matches!(Parsed::parse(&oversized_entry(good)), Err(BundleError::EntryOutOfBounds { index: 0, .. })));
+    }
+}

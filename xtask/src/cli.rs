@@ -1,0 +1,200 @@
+//! Command-line parsing for the xtask: every flag, with a clear message for a bad one.
+
+use std::time::Duration;
+
+use hypercall_abi::Mode;
+
+/// Printed by `help` and after a usage error.
+pub const USAGE: &str = "\
+usage:
+  cargo xtask run    [--mode pv|vmx|svm|native] [--emulator qemu|bochs|kvm] [--guests A,B,...]
+                     [--release] [--timeout SECS] [-- XEN_LITE_CMDLINE_WORDS...]
+      Build everything, boot xen-lite in an emulator and stream its console.
+      Exits with the guest's status (0 = success).
+  cargo xtask test   [--filter PATTERN] [--timeout SECS] [--jobs N] [--release]
+      Host unit tests of every crate, then the boot tests in QEMU and Bochs.
+      Ends with \"N passed, N failed[, N skipped]\".
+  cargo xtask doctor
+      What this machine can run (QEMU, Bochs with VMX, gdb, KVM) and how to fix what is missing.
+
+examples:
+  cargo xtask run
+  cargo xtask run --emulator bochs
+  cargo xtask run --guests \"hello exit=3\"
+  cargo xtask run -- loglevel=debug
+  cargo xtask test --filter bochs";
+
+/// Which emulator boots the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Emulator {
+    /// QEMU with TCG: software emulation, gdb stub, no VMX.
+    Qemu,
+    /// Bochs: slower, exact, emulates VMX.
+    Bochs,
+    /// QEMU on KVM: real hardware speed where /dev/kvm works.
+    Kvm,
+}
+
+impl Emulator {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Emulator::Qemu => "qemu",
+            Emulator::Bochs => "bochs",
+            Emulator::Kvm => "kvm",
+        }
+    }
+}
+
+/// Options of `run`.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub mode: Mode,
+    pub emulator: Emulator,
+    pub guests: Vec<String>,
+    pub release: bool,
+    pub timeout: Duration,
+    pub extra: Vec<String>,
+}
+
+/// Options of `test`.
+#[derive(Debug)]
+pub struct TestOptions {
+    pub filter: Option<String>,
+    pub timeout: Duration,
+    pub jobs: usize,
+    pub release: bool,
+}
+
+/// A parsed command.
+#[derive(Debug)]
+pub enum Command {
+    Run(RunOptions),
+    Test(TestOptions),
+    Doctor,
+    Help,
+}
+
+/// Default time a boot may take before it counts as hung. Generous: CI machines are slow and
+/// Bochs is an interpreter.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn value<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<&'a str, String> {
+    it.next().map(String::as_str).ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{flag} '{text}' is not a positive number of seconds")),
+    }
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    let mut it = rest.iter();
+    match command.as_str() {
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        "doctor" => match it.next() {
+            None => Ok(Command::Doctor),
+            Some(flag) => Err(format!("doctor takes no argument, got '{flag}'")),
+        },
+        "run" => {
+            let mut options = RunOptions {
+                mode: Mode::Native,
+                emulator: Emulator::Qemu,
+                guests: Vec::new(),
+                release: false,
+                timeout: DEFAULT_TIMEOUT,
+                extra: Vec::new(),
+            };
+            while let Some(flag) = it.next() {
+                match flag.as_str() {
+                    "--mode" => {
+                        let name = value(flag, &mut it)?;
+                        options.mode = Mode::from_name(name)
+                            .ok_or_else(|| format!("--mode '{name}': expected pv, vmx, svm or native"))?;
+                    }
+                    "--emulator" => {
+                        options.emulator = match value(flag, &mut it)? {
+                            "qemu" => Emulator::Qemu,
+                            "bochs" => Emulator::Bochs,
+                            "kvm" => Emulator::Kvm,
+                            other => return Err(format!("--emulator '{other}': expected qemu, bochs or kvm")),
+                        }
+                    }
+                    "--guests" => {
+                        let list = value(flag, &mut it)?;
+                        options.guests = list.split(',').map(|g| g.trim().to_string()).collect();
+                        if options.guests.iter().any(|g| g.is_empty() || g.contains('"')) {
+                            return Err(format!("--guests '{list}': names must be non-empty, without quotes"));
+                        }
+                    }
+                    "--release" => options.release = true,
+                    "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
+                    "--" => options.extra.extend(it.by_ref().cloned()),
+                    other => return Err(format!("run: unknown flag '{other}'")),
+                }
+            }
+            Ok(Command::Run(options))
+        }
+        "test" => {
+            let mut options =
+                TestOptions { filter: None, timeout: DEFAULT_TIMEOUT, jobs: 2, release: false };
+            while let Some(flag) = it.next() {
+                match flag.as_str() {
+                    "--filter" => options.filter = Some(value(flag, &mut it)?.to_string()),
+                    "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
+                    "--jobs" => {
+                        let text = value(flag, &mut it)?;
+                        options.jobs = text
+                            .parse()
+                            .ok()
+                            .filter(|&n| n > 0)
+                            .ok_or_else(|| format!("--jobs '{text}' is not a positive number"))?;
+                    }
+                    "--release" => options.release = true,
+                    other => return Err(format!("test: unknown flag '{other}'")),
+                }
+            }
+            Ok(Command::Test(options))
+        }
+        other => Err(format!("unknown command '{other}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let Command::Run(run) = parse(&args("run --emulator bochs --guests hello,b --timeout 5 -- loglevel=debug x")).unwrap() else {
+            panic!("not run")
+        };
+        assert_eq!(run.emulator, Emulator::Bochs);
+        assert_eq!(run.guests, ["hello", "b"]);
+        assert_eq!(run.timeout, Duration::from_secs(5));
+        assert_eq!(run.extra, ["loglevel=debug", "x"]);
+        assert_eq!(run.mode, Mode::Native);
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        assert!(parse(&args("run --emulator vbox")).unwrap_err().contains("vbox"));
+        assert!(parse(&args("run --mode")).unwrap_err().contains("needs a value"));
+        assert!(parse(&args("run --bogus")).unwrap_err().contains("--bogus"));
+        assert!(parse(&args("test --timeout 0")).unwrap_err().contains("positive"));
+        assert!(parse(&args("test --jobs x")).unwrap_err().contains("--jobs"));
+        assert!(parse(&args("frobnicate")).unwrap_err().contains("frobnicate"));
+        assert!(parse(&args("doctor now")).is_err());
+        assert!(matches!(parse(&[]), Ok(Command::Help)));
+    }
+}

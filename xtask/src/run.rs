@@ -1,0 +1,125 @@
+//! `cargo xtask run`: build, boot, stream the console, report the status.
+
+use std::path::Path;
+
+use hypercall_abi::devices::describe_status;
+use hypercall_abi::Mode;
+
+use crate::artifacts::{self, Artifacts};
+use crate::cli::{Emulator, RunOptions};
+use crate::emulator::{self, Boot, End, Outcome};
+use crate::setup;
+
+/// Guests booted when `--guests` is not given.
+pub const DEFAULT_GUESTS: [&str; 1] = ["hello"];
+
+/// xen-lite's command line for a mode, guest list and extra words. Guests become
+/// `domain="..."` words; the defaults apply only if neither `--guests` nor an extra `domain=`
+/// names one.
+pub fn cmdline(mode: Mode, guests: &[String], extra: &[String]) -> String {
+    let mut words = vec![format!("mode={}", mode.name())];
+    let extra_domains = extra.iter().any(|w| w.starts_with("domain="));
+    let defaults: Vec<String> = DEFAULT_GUESTS.iter().map(|g| g.to_string()).collect();
+    let guests = if guests.is_empty() && !extra_domains { &defaults[..] } else { guests };
+    words.extend(guests.iter().map(|g| format!("domain=\"{g}\"")));
+    words.extend(extra.iter().cloned());
+    words.join(" ")
+}
+
+/// Checks that the machine can boot `emulator` and says how to fix it if not.
+pub fn check_emulator(emulator: Emulator) -> Result<(), String> {
+    let missing = setup::ensure_packages()?;
+    let needed: Vec<_> = missing
+        .into_iter()
+        .filter(|p| match emulator {
+            Emulator::Qemu | Emulator::Kvm => p.name == "qemu-system-x86",
+            Emulator::Bochs => p.name.starts_with("bochs") || p.name == "vgabios",
+        })
+        .collect();
+    if !needed.is_empty() {
+        return Err(format!(
+            "{} is not installed and this user cannot install it; run:\n    {}",
+            emulator.name(),
+            setup::install_command(&needed)
+        ));
+    }
+    if emulator == Emulator::Kvm && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Err("--emulator kvm needs read-write access to /dev/kvm (see `cargo xtask doctor`)".into());
+    }
+    Ok(())
+}
+
+/// Builds a disk image for `bundle` bytes in `dir`.
+pub fn disk_for(artifacts: &Artifacts, dir: &Path, bundle: &[u8]) -> Result<std::path::PathBuf, String> {
+    let ramdisk = dir.join("bundle.bin");
+    std::fs::write(&ramdisk, bundle).map_err(|e| format!("cannot write {}: {e}", ramdisk.display()))?;
+    let image = dir.join("image.img");
+    artifacts::make_disk(artifacts, &ramdisk, &image)?;
+    Ok(image)
+}
+
+/// The one-line verdict on an outcome, and whether it is a success.
+pub fn verdict(outcome: &Outcome) -> (String, bool) {
+    match &outcome.end {
+        End::Status(status) => (format!("exit status {status} ({})", describe_status(*status)), *status == 0),
+        End::Timeout => ("no exit status before the timeout (hung?)".into(), false),
+        End::Crashed(reason) => (reason.clone(), false),
+    }
+}
+
+/// Runs the command.
+pub fn run(options: &RunOptions) -> Result<u8, String> {
+    if options.mode != Mode::Native {
+        return Err(format!(
+            "--mode {} is not available yet: this build runs only --mode native (pv, vmx and svm arrive in later issues)",
+            options.mode.name()
+        ));
+    }
+    check_emulator(options.emulator)?;
+    let artifacts = artifacts::build(options.release)?;
+    let dir = emulator::private_dir("run")?;
+    let cmdline = cmdline(options.mode, &options.guests, &options.extra);
+    let guest = artifacts::read(&artifacts.guest_hvm)?;
+    let bundle = artifacts::bundle_bytes(&cmdline, &[("guest-hvm", &guest)])?;
+    let disk = disk_for(&artifacts, &dir, &bundle)?;
+    println!("xtask: booting xen-lite in {} with: {cmdline}", options.emulator.name());
+    println!("xtask: run directory {}", dir.display());
+    let outcome = emulator::boot(&Boot {
+        emulator: options.emulator,
+        disk: &disk,
+        dir: &dir,
+        timeout: options.timeout,
+        echo: true,
+    })?;
+    let (text, ok) = verdict(&outcome);
+    let seconds = outcome.elapsed.as_secs_f64();
+    let label = format!("{} mode in {}", options.mode.name(), options.emulator.name());
+    if ok {
+        println!("xtask: run ok: {label}, {text}, {seconds:.1} s wall");
+    } else {
+        println!("xtask: run FAILED: {label}, {text}, {seconds:.1} s wall; logs in {}", dir.display());
+    }
+    Ok(match outcome.end {
+        End::Status(status) => status,
+        _ => 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn command_lines_carry_guests_and_extras() {
+        assert_eq!(cmdline(Mode::Native, &[], &[]), "mode=native domain=\"hello\"");
+        assert_eq!(
+            cmdline(Mode::Pv, &strings(&["a", "b exit=2"]), &strings(&["loglevel=debug"])),
+            "mode=pv domain=\"a\" domain=\"b exit=2\" loglevel=debug"
+        );
+        assert_eq!(cmdline(Mode::Native, &[], &strings(&["domain=x"])), "mode=native domain=x");
+    }
+}

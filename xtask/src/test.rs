@@ -1,0 +1,193 @@
+//! `cargo xtask test`: every test layer, one summary line.
+//!
+//! 1. Host unit tests of every crate (`cargo test --workspace`): pure logic such as bundle
+//!    parsing, ELF checks, the domain builder, the frame allocator, descriptor encoding.
+//! 2. Boot tests ([`crate::boot_tests`]) in QEMU and Bochs, `--jobs` at a time, each in its
+//!    own run directory with its own timeout.
+//!
+//! The last line is `N passed, N failed` (plus `, N skipped (why)` when an emulator is
+//! missing); the exit code is non-zero if anything failed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::artifacts::{self, Artifacts};
+use crate::boot_tests::{self, BootTest};
+use crate::cli::{Emulator, TestOptions};
+use crate::emulator::{self, Boot, End};
+use crate::process::{cargo, describe};
+use crate::run::{disk_for, verdict};
+use crate::setup;
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    /// Reason → how many tests it skipped.
+    skipped: BTreeMap<String, usize>,
+}
+
+/// Runs the command.
+pub fn test(options: &TestOptions) -> Result<u8, String> {
+    let start = Instant::now();
+    let mut tally = Tally::default();
+    let wanted = |name: &str| options.filter.as_deref().is_none_or(|f| name.contains(f));
+
+    if wanted("host") {
+        host_tests(&mut tally);
+    }
+    let tests: Vec<BootTest> = boot_tests::all().into_iter().filter(|t| wanted(&t.label())).collect();
+    if !tests.is_empty() {
+        boot(&tests, options, &mut tally)?;
+    }
+
+    let skipped: String = tally.skipped.iter().map(|(why, n)| format!(", {n} skipped ({why})")).collect();
+    println!(
+        "xtask: test {} in {:.0} s",
+        if tally.failed == 0 { "ok" } else { "FAILED" },
+        start.elapsed().as_secs_f64()
+    );
+    println!("{} passed, {} failed{skipped}", tally.passed, tally.failed);
+    Ok(if tally.failed == 0 { 0 } else { 1 })
+}
+
+/// Runs `cargo test --workspace` and adds its counts.
+fn host_tests(tally: &mut Tally) {
+    println!("xtask: host unit tests (cargo test --workspace)");
+    let mut command = cargo();
+    command.args(["test", "--workspace", "--color", "never"]);
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(error) => {
+            println!("FAIL  host unit tests: cannot start `{}`: {error}", describe(&command));
+            tally.failed += 1;
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (passed, failed) = count_results(&stdout);
+    tally.passed += passed;
+    tally.failed += failed;
+    if output.status.success() {
+        println!("PASS  host unit tests: {passed} passed");
+    } else {
+        if failed == 0 {
+            tally.failed += 1; // it did not even build
+        }
+        println!("FAIL  host unit tests: {passed} passed, {failed} failed\n{stdout}\n{stderr}");
+    }
+}
+
+/// Sums `test result: ok. 12 passed; 0 failed; ...` lines.
+fn count_results(output: &str) -> (usize, usize) {
+    let number_before = |line: &str, word: &str| -> usize {
+        line.split(';')
+            .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok()))
+            .unwrap_or(0)
+    };
+    output
+        .lines()
+        .filter(|line| line.starts_with("test result:"))
+        .map(|line| (number_before(line, "passed"), number_before(line, "failed")))
+        .fold((0, 0), |(p, f), (lp, lf)| (p + lp, f + lf))
+}
+
+/// Builds once, then runs the boot tests `jobs` at a time.
+fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<(), String> {
+    let missing = setup::ensure_packages()?;
+    let unavailable = |emulator: Emulator| -> Option<String> {
+        let need: Vec<_> = missing
+            .iter()
+            .copied()
+            .filter(|p| match emulator {
+                Emulator::Qemu | Emulator::Kvm => p.name == "qemu-system-x86",
+                Emulator::Bochs => p.name.starts_with("bochs") || p.name == "vgabios",
+            })
+            .collect();
+        (!need.is_empty()).then(|| format!("{} missing: {}", emulator.name(), setup::install_command(&need)))
+    };
+    let mut runnable = Vec::new();
+    for test in tests {
+        match unavailable(test.emulator) {
+            Some(why) => *tally.skipped.entry(why).or_default() += 1,
+            None => runnable.push(test),
+        }
+    }
+    if runnable.is_empty() {
+        return Ok(());
+    }
+    let artifacts = artifacts::build(options.release)?;
+    let guest = artifacts::read(&artifacts.guest_hvm)?;
+    println!("xtask: {} boot tests, {} at a time, timeout {} s each", runnable.len(), options.jobs, options.timeout.as_secs());
+
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new((0usize, 0usize));
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.min(runnable.len()) {
+            scope.spawn(|| loop {
+                let Some(test) = runnable.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                let (ok, report) = run_one(test, &artifacts, &guest, options);
+                println!("{report}");
+                let mut counts = results.lock().unwrap_or_else(|p| p.into_inner());
+                if ok { counts.0 += 1 } else { counts.1 += 1 }
+            });
+        }
+    });
+    let (passed, failed) = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    tally.passed += passed;
+    tally.failed += failed;
+    Ok(())
+}
+
+/// Boots one test; returns whether it passed and its report.
+fn run_one(test: &BootTest, artifacts: &Artifacts, guest: &[u8], options: &TestOptions) -> (bool, String) {
+    let label = test.label();
+    let attempt = || -> Result<(Option<String>, emulator::Outcome, std::path::PathBuf), String> {
+        let dir = emulator::private_dir(&label.replace('/', "-"))?;
+        let disk = disk_for(artifacts, &dir, &test.bundle_bytes(guest)?)?;
+        let outcome =
+            emulator::boot(&Boot { emulator: test.emulator, disk: &disk, dir: &dir, timeout: options.timeout, echo: false })?;
+        let problem = match (&outcome.end, boot_tests::first_missing(&outcome.console, test.expect)) {
+            (End::Status(status), None) if *status == test.status => None,
+            (End::Status(status), None) => Some(format!("exit status {status}, expected {}", test.status)),
+            (End::Status(_), Some(line)) => Some(format!("console never showed: {line}")),
+            _ => Some(verdict(&outcome).0),
+        };
+        Ok((problem, outcome, dir))
+    };
+    match attempt() {
+        Ok((None, outcome, dir)) => {
+            let _ = std::fs::remove_dir_all(dir);
+            (true, format!("PASS  {label} ({:.1} s)", outcome.elapsed.as_secs_f64()))
+        }
+        Ok((Some(problem), outcome, dir)) => {
+            let tail: Vec<&str> = outcome.console.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            (
+                false,
+                format!(
+                    "FAIL  {label}: {problem}\n      run directory: {}\n      last console lines:\n        {}",
+                    dir.display(),
+                    tail.join("\n        ")
+                ),
+            )
+        }
+        Err(error) => (false, format!("FAIL  {label}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_result_lines_are_summed() {
+        let out = "running 3 tests\ntest result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+                   test result: FAILED. 10 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out\n";
+        assert_eq!(count_results(out), (13, 2));
+        assert_eq!(count_results("nothing"), (0, 0));
+    }
+}
