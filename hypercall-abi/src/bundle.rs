@@ -117,9 +117,13 @@ impl fmt::Display for BundleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use BundleError::*;
         match *self {
-            TooShort { len } => write!(f, "only {len} bytes, shorter than the {HEADER_LEN}-byte header"),
+            TooShort { len } => {
+                write!(f, "only {len} bytes, shorter than the {HEADER_LEN}-byte header")
+            }
             BadMagic { found } => write!(f, "magic is {found:02x?}, expected \"XLBUNDLE\""),
-            UnsupportedVersion { found } => write!(f, "version {found}, this xen-lite reads {VERSION}"),
+            UnsupportedVersion { found } => {
+                write!(f, "version {found}, this xen-lite reads {VERSION}")
+            }
             Truncated { declared, available } => {
                 write!(f, "truncated: header declares {declared} bytes, only {available} loaded")
             }
@@ -149,7 +153,9 @@ impl fmt::Display for BundleError {
 /// FNV-1a, 64-bit: a checksum small enough to read in one glance, good enough to catch a
 /// corrupted or mismatched ramdisk (not an integrity guarantee against an adversary).
 pub fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -215,7 +221,10 @@ impl<'a> Bundle<'a> {
         }
         let tables_end = HEADER_LEN + count as usize * ENTRY_LEN;
         if tables_end > bytes.len() {
-            return Err(BundleError::Truncated { declared: tables_end as u64, available: bytes.len() });
+            return Err(BundleError::Truncated {
+                declared: tables_end as u64,
+                available: bytes.len(),
+            });
         }
         let stored = u64_at(bytes, 24);
         let computed = checksum(&bytes[HEADER_LEN..]);
@@ -225,10 +234,14 @@ impl<'a> Bundle<'a> {
 
         let (offset, len) = (u32_at(bytes, 32), u32_at(bytes, 36));
         let cmdline_range = (offset as usize)..(offset as usize + len as usize);
-        if len as usize > MAX_CMDLINE || cmdline_range.start < tables_end || cmdline_range.end > bytes.len() {
+        if len as usize > MAX_CMDLINE
+            || cmdline_range.start < tables_end
+            || cmdline_range.end > bytes.len()
+        {
             return Err(BundleError::BadCmdline { offset, len });
         }
-        let cmdline = core::str::from_utf8(&bytes[cmdline_range]).map_err(|_| BundleError::CmdlineNotUtf8)?;
+        let cmdline =
+            core::str::from_utf8(&bytes[cmdline_range]).map_err(|_| BundleError::CmdlineNotUtf8)?;
 
         let bundle = Bundle { bytes, cmdline, count: count as usize };
         for index in 0..bundle.count {
@@ -248,7 +261,11 @@ impl<'a> Bundle<'a> {
 
     fn raw_entry(&self, index: usize) -> (&'a [u8], u64, u64) {
         let at = HEADER_LEN + index * ENTRY_LEN;
-        (&self.bytes[at..at + NAME_LEN], u64_at(self.bytes, at + NAME_LEN), u64_at(self.bytes, at + NAME_LEN + 8))
+        (
+            &self.bytes[at..at + NAME_LEN],
+            u64_at(self.bytes, at + NAME_LEN),
+            u64_at(self.bytes, at + NAME_LEN + 8),
+        )
     }
 
     /// xen-lite's command line.
@@ -289,7 +306,9 @@ fn entry_name(field: &[u8]) -> Option<&str> {
     let len = field.iter().position(|&b| b == 0)?;
     let (name, padding) = field.split_at(len);
     let printable = name.iter().all(|b| b.is_ascii_graphic());
-    (len > 0 && printable && padding.iter().all(|&b| b == 0)).then(|| core::str::from_utf8(name).ok()).flatten()
+    (len > 0 && printable && padding.iter().all(|&b| b == 0))
+        .then(|| core::str::from_utf8(name).ok())
+        .flatten()
 }
 
 /// Why [`BundleWriter`] refused an input.
@@ -344,7 +363,8 @@ impl BundleWriter {
 
     /// Adds an image.
     pub fn add(&mut self, name: &str, data: &[u8]) -> Result<&mut Self, WriteError> {
-        let valid = !name.is_empty() && name.len() < NAME_LEN && name.bytes().all(|b| b.is_ascii_graphic());
+        let valid =
+            !name.is_empty() && name.len() < NAME_LEN && name.bytes().all(|b| b.is_ascii_graphic());
         if !valid {
             return Err(WriteError::BadName(name.into()));
         }
@@ -374,7 +394,8 @@ impl BundleWriter {
             let at = HEADER_LEN + index * ENTRY_LEN;
             out[at..at + name.len()].copy_from_slice(name.as_bytes());
             out[at + NAME_LEN..at + NAME_LEN + 8].copy_from_slice(&(offset as u64).to_le_bytes());
-            out[at + NAME_LEN + 8..at + ENTRY_LEN].copy_from_slice(&(data.len() as u64).to_le_bytes());
+            out[at + NAME_LEN + 8..at + ENTRY_LEN]
+                .copy_from_slice(&(data.len() as u64).to_le_bytes());
         }
         out[..8].copy_from_slice(&MAGIC);
         out[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -459,11 +480,17 @@ mod tests {
 
         let mut bytes = good.clone();
         bytes[8] = 2;
-        assert_eq!(Bundle::parse(&bytes).unwrap_err(), BundleError::UnsupportedVersion { found: 2 });
+        assert_eq!(
+            Bundle::parse(&bytes).unwrap_err(),
+            BundleError::UnsupportedVersion { found: 2 }
+        );
 
         let mut bytes = good.clone();
         put_u64(&mut bytes, 16, MAX_BUNDLE_LEN + 1);
-        assert_eq!(Bundle::parse(&bytes).unwrap_err(), BundleError::BadTotalLength { declared: MAX_BUNDLE_LEN + 1 });
+        assert_eq!(
+            Bundle::parse(&bytes).unwrap_err(),
+            BundleError::BadTotalLength { declared: MAX_BUNDLE_LEN + 1 }
+        );
         put_u64(&mut bytes, 16, 3);
         assert_eq!(Bundle::parse(&bytes).unwrap_err(), BundleError::BadTotalLength { declared: 3 });
 
@@ -476,7 +503,10 @@ mod tests {
         bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(
             Bundle::parse(&bytes).unwrap_err(),
-            BundleError::Truncated { declared: (HEADER_LEN + ENTRY_LEN) as u64, available: HEADER_LEN },
+            BundleError::Truncated {
+                declared: (HEADER_LEN + ENTRY_LEN) as u64,
+                available: HEADER_LEN
+            },
             "entry table past the end"
         );
 
@@ -502,7 +532,9 @@ mod tests {
     fn entries_out_of_bounds_or_overflowing_are_rejected() {
         let good = sample();
         let at = HEADER_LEN + NAME_LEN;
-        for (offset, len) in [(0, 4), (good.len() as u64 - 2, 4), (u64::MAX - 1, 4), (4096, u64::MAX)] {
+        for (offset, len) in
+            [(0, 4), (good.len() as u64 - 2, 4), (u64::MAX - 1, 4), (4096, u64::MAX)]
+        {
             let mut bytes = good.clone();
             put_u64(&mut bytes, at, offset);
             put_u64(&mut bytes, at + 8, len);
@@ -525,7 +557,10 @@ mod tests {
         let mut bytes = good.clone();
         bytes[32..36].copy_from_slice(&0u32.to_le_bytes());
         reseal(&mut bytes);
-        assert!(matches!(Bundle::parse(&bytes), Err(BundleError::BadCmdline { .. })), "inside the header");
+        assert!(
+            matches!(Bundle::parse(&bytes), Err(BundleError::BadCmdline { .. })),
+            "inside the header"
+        );
 
         let mut bytes = good.clone();
         let cmdline_at = HEADER_LEN + 2 * ENTRY_LEN;
@@ -542,7 +577,11 @@ mod tests {
         let mut bytes = good.clone();
         bytes[HEADER_LEN + ENTRY_LEN..HEADER_LEN + ENTRY_LEN + NAME_LEN].fill(b'a');
         reseal(&mut bytes);
-        assert_eq!(Bundle::parse(&bytes).unwrap_err(), BundleError::BadEntryName { index: 1 }, "no NUL");
+        assert_eq!(
+            Bundle::parse(&bytes).unwrap_err(),
+            BundleError::BadEntryName { index: 1 },
+            "no NUL"
+        );
 
         let mut bytes = good.clone();
         let (first, second) = bytes[HEADER_LEN..].split_at_mut(ENTRY_LEN);
@@ -564,6 +603,9 @@ mod tests {
         }
         assert_eq!(writer.add("one-more", &[]).err(), Some(WriteError::TooManyEntries));
         assert!(Bundle::parse(&writer.finish().unwrap()).is_ok());
-        assert!(matches!(BundleWriter::new(&"x".repeat(MAX_CMDLINE + 1)), Err(WriteError::CmdlineTooLong)));
+        assert!(matches!(
+            BundleWriter::new(&"x".repeat(MAX_CMDLINE + 1)),
+            Err(WriteError::CmdlineTooLong)
+        ));
     }
 }

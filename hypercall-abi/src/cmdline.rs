@@ -38,7 +38,9 @@ pub enum CmdlineError {
 impl fmt::Display for CmdlineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CmdlineError::UnterminatedQuote { at } => write!(f, "quote at byte {at} is never closed"),
+            CmdlineError::UnterminatedQuote { at } => {
+                write!(f, "quote at byte {at} is never closed")
+            }
             CmdlineError::TextAfterQuote { at } => {
                 write!(f, "text follows the closing quote at byte {at} without a space")
             }
@@ -70,7 +72,11 @@ impl<'a> Iterator for Words<'a> {
             return None;
         }
         let start = self.pos;
-        let key_end = start + bytes[start..].iter().position(|&b| b == b' ' || b == b'=').unwrap_or(bytes.len() - start);
+        let key_end = start
+            + bytes[start..]
+                .iter()
+                .position(|&b| b == b' ' || b == b'=')
+                .unwrap_or(bytes.len() - start);
         let result = self.finish_word(start, key_end);
         if result.is_err() {
             self.pos = bytes.len();

@@ -139,12 +139,14 @@ impl<'a> Elf<'a> {
                 .file_offset
                 .checked_add(segment.file_len)
                 .is_some_and(|end| end <= bytes.len() as u64);
-            let mem_ok = segment.file_len <= segment.mem_len && segment.vaddr.checked_add(segment.mem_len).is_some();
+            let mem_ok = segment.file_len <= segment.mem_len
+                && segment.vaddr.checked_add(segment.mem_len).is_some();
             if !file_ok || !mem_ok {
                 return Err(ElfError::BadSegment { index });
             }
             any = true;
-            entry_ok |= segment.flags & PF_X != 0 && (segment.vaddr..segment.vend()).contains(&entry);
+            entry_ok |=
+                segment.flags & PF_X != 0 && (segment.vaddr..segment.vend()).contains(&entry);
         }
         if !any {
             return Err(ElfError::NoSegments);
@@ -242,7 +244,16 @@ mod tests {
         let elf = Elf::parse(&bytes).unwrap();
         assert_eq!(elf.entry(), 0x40_0004);
         let segment = elf.segments().next().unwrap();
-        assert_eq!(segment, Segment { vaddr: 0x40_0000, file_offset: 120, file_len: 16, mem_len: 0x110, flags: PF_R | PF_X });
+        assert_eq!(
+            segment,
+            Segment {
+                vaddr: 0x40_0000,
+                file_offset: 120,
+                file_len: 16,
+                mem_len: 0x110,
+                flags: PF_R | PF_X
+            }
+        );
         assert_eq!(elf.file_bytes(&segment).len(), 16);
         assert_eq!(elf.span(), (0x40_0000, 0x40_0110));
     }
@@ -271,7 +282,11 @@ mod tests {
 
         let mut b = image();
         b[64 + 40..64 + 48].copy_from_slice(&8u64.to_le_bytes());
-        assert_eq!(Elf::parse(&b).unwrap_err(), ElfError::BadSegment { index: 0 }, "memsz < filesz");
+        assert_eq!(
+            Elf::parse(&b).unwrap_err(),
+            ElfError::BadSegment { index: 0 },
+            "memsz < filesz"
+        );
 
         let mut b = image();
         b[64 + 8..64 + 16].copy_from_slice(&u64::MAX.to_le_bytes());

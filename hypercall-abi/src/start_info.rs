@@ -95,7 +95,8 @@ impl StartInfo {
     /// Serialises the structure into `out` in its `repr(C)` layout (for a builder that writes
     /// guest memory as bytes). Panics if `out` is shorter than `size_of::<StartInfo>()`.
     pub fn write_to(&self, out: &mut [u8]) {
-        let mut put = |offset: usize, bytes: &[u8]| out[offset..offset + bytes.len()].copy_from_slice(bytes);
+        let mut put =
+            |offset: usize, bytes: &[u8]| out[offset..offset + bytes.len()].copy_from_slice(bytes);
         put(offset_of!(StartInfo, magic), &self.magic.to_le_bytes());
         put(offset_of!(StartInfo, version), &self.version.to_le_bytes());
         put(offset_of!(StartInfo, domain_id), &self.domain_id.to_le_bytes());

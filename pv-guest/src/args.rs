@@ -42,7 +42,9 @@ impl fmt::Display for ArgsError<'_> {
         match self {
             ArgsError::Syntax(error) => write!(f, "{error}"),
             ArgsError::NoWorkload => write!(f, "no workload named (known: hello)"),
-            ArgsError::UnknownWorkload(name) => write!(f, "unknown workload '{name}' (known: hello)"),
+            ArgsError::UnknownWorkload(name) => {
+                write!(f, "unknown workload '{name}' (known: hello)")
+            }
             ArgsError::BadOption(word) => {
                 write!(f, "bad option '{word}' (known: exit=0..={GUEST_STATUS_MAX})")
             }
@@ -61,7 +63,8 @@ impl Args {
                 ("exit", Some(value)) => {
                     exit_code = cmdline::parse_u64(value)
                         .filter(|&code| code <= u64::from(GUEST_STATUS_MAX))
-                        .ok_or(ArgsError::BadOption(word.key))? as u8;
+                        .ok_or(ArgsError::BadOption(word.key))?
+                        as u8;
                 }
                 ("hello", None) if workload.is_none() => workload = Some(Workload::Hello),
                 (name, None) if workload.is_none() => return Err(ArgsError::UnknownWorkload(name)),
@@ -79,7 +82,10 @@ mod tests {
     #[test]
     fn workload_and_exit_code_parse() {
         assert_eq!(Args::parse("hello"), Ok(Args { workload: Workload::Hello, exit_code: 0 }));
-        assert_eq!(Args::parse("hello exit=3"), Ok(Args { workload: Workload::Hello, exit_code: 3 }));
+        assert_eq!(
+            Args::parse("hello exit=3"),
+            Ok(Args { workload: Workload::Hello, exit_code: 3 })
+        );
         assert_eq!(Args::parse("exit=0x10 hello").unwrap().exit_code, 16);
     }
 

@@ -19,12 +19,12 @@
 #[cfg(not(any(feature = "hvm", test)))]
 compile_error!("pick a flavour: build pv-guest with `--features hvm` (the xtask does this)");
 
-#[cfg(not(test))]
-mod start;
+mod args;
+mod console;
 #[cfg_attr(any(feature = "hvm", test), path = "platform/hvm.rs")]
 mod platform;
-mod console;
-mod args;
+#[cfg(not(test))]
+mod start;
 
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::StartInfo;
@@ -40,11 +40,18 @@ const EXIT_BAD_ARGS: u8 = 98;
 fn kernel_main(info: &'static StartInfo) -> ! {
     platform::init(info);
     if !info.is_valid() {
-        println!("start info has magic {:#x}, version {}: not from this xen-lite", info.magic, info.version);
+        println!(
+            "start info has magic {:#x}, version {}: not from this xen-lite",
+            info.magic, info.version
+        );
         platform::shutdown(EXIT_BAD_ARGS);
     }
     let mode = info.mode().map_or("an unknown mode", |mode| mode.name());
-    println!("pv-guest ({} flavour) running in {mode} mode as domain {}", platform::FLAVOUR, info.domain_id);
+    println!(
+        "pv-guest ({} flavour) running in {mode} mode as domain {}",
+        platform::FLAVOUR,
+        info.domain_id
+    );
     println!(
         "start info: {} pages ({} KiB), pte base {:#x}, page tables at {:#x} ({} frames), first free gfn {:#x}, stack top {:#x}",
         info.nr_pages,

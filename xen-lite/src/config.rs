@@ -114,7 +114,10 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
             "mode" => mode = Some(Mode::from_name(value).ok_or(bad("pv, vmx, svm or native"))?),
             "domain" => {
                 if domain_count == MAX_DOMAINS {
-                    return Err(ConfigError::TooManyDomains { count: domain_count + 1, max: MAX_DOMAINS });
+                    return Err(ConfigError::TooManyDomains {
+                        count: domain_count + 1,
+                        max: MAX_DOMAINS,
+                    });
                 }
                 domains[domain_count] = value;
                 domain_count += 1;
@@ -168,7 +171,8 @@ mod tests {
 
     #[test]
     fn a_full_command_line_parses() {
-        let config = parse("mode=native domain=\"hello exit=3\" mem=8M loglevel=debug selftest=ud").unwrap();
+        let config =
+            parse("mode=native domain=\"hello exit=3\" mem=8M loglevel=debug selftest=ud").unwrap();
         assert_eq!(config.mode, Mode::Native);
         assert_eq!(config.domains(), ["hello exit=3"]);
         assert_eq!(config.domain_pages, 2048);
@@ -190,17 +194,35 @@ mod tests {
     fn mistakes_are_named() {
         assert_eq!(parse("domain=a").unwrap_err(), ConfigError::NoMode);
         assert_eq!(parse("mode=native").unwrap_err(), ConfigError::NoDomain);
-        assert_eq!(parse("mode=native domain=a bogus").unwrap_err(), ConfigError::UnknownWord("bogus"));
-        assert!(matches!(parse("mode=xen domain=a"), Err(ConfigError::BadValue { key: "mode", .. })));
-        assert!(matches!(parse("mode=pv domain=a mem=1K"), Err(ConfigError::BadValue { key: "mem", .. })));
-        assert!(matches!(parse("mode=pv domain=a mem=4G"), Err(ConfigError::BadValue { key: "mem", .. })));
-        assert!(matches!(parse("mode=pv domain=a loglevel=loud"), Err(ConfigError::BadValue { .. })));
+        assert_eq!(
+            parse("mode=native domain=a bogus").unwrap_err(),
+            ConfigError::UnknownWord("bogus")
+        );
+        assert!(matches!(
+            parse("mode=xen domain=a"),
+            Err(ConfigError::BadValue { key: "mode", .. })
+        ));
+        assert!(matches!(
+            parse("mode=pv domain=a mem=1K"),
+            Err(ConfigError::BadValue { key: "mem", .. })
+        ));
+        assert!(matches!(
+            parse("mode=pv domain=a mem=4G"),
+            Err(ConfigError::BadValue { key: "mem", .. })
+        ));
+        assert!(matches!(
+            parse("mode=pv domain=a loglevel=loud"),
+            Err(ConfigError::BadValue { .. })
+        ));
         assert!(matches!(parse("mode=pv domain=\"a"), Err(ConfigError::Syntax(_))));
         assert_eq!(
             parse("mode=native domain=a domain=b").unwrap_err(),
             ConfigError::TooManyDomains { count: 2, max: 1 }
         );
         let nine = "mode=pv domain=a domain=a domain=a domain=a domain=a domain=a domain=a domain=a domain=a";
-        assert_eq!(parse(nine).unwrap_err(), ConfigError::TooManyDomains { count: 9, max: MAX_DOMAINS });
+        assert_eq!(
+            parse(nine).unwrap_err(),
+            ConfigError::TooManyDomains { count: 9, max: MAX_DOMAINS }
+        );
     }
 }

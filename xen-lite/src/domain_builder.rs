@@ -142,7 +142,8 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
         if first < GUEST_KERNEL_FIRST_GFN || last.is_none() {
             return Err(outside);
         }
-        image_end_gfn = image_end_gfn.max(segment.vend().div_ceil(PAGE_SIZE) - gfn_to_va(0) / PAGE_SIZE);
+        image_end_gfn =
+            image_end_gfn.max(segment.vend().div_ceil(PAGE_SIZE) - gfn_to_va(0) / PAGE_SIZE);
     }
     let start_info_gfn = image_end_gfn;
     let tables = page_table_frames(nr_pages);
@@ -201,7 +202,7 @@ fn map_direct(memory: &mut [Page], l4_gfn: u64, pte_base: u64) {
     let mut table_for = |memory: &mut [Page], parent: u64, slot: usize| {
         let existing = read_entry(memory, parent, slot);
         if existing != 0 {
-            return (existing & !0xfff) .wrapping_sub(pte_base) / PAGE_SIZE;
+            return (existing & !0xfff).wrapping_sub(pte_base) / PAGE_SIZE;
         }
         let gfn = next_table;
         next_table += 1;
@@ -241,7 +242,14 @@ mod tests {
     }
 
     fn spec(image: &[u8]) -> DomainSpec<'_> {
-        DomainSpec { domain_id: 3, mode: Mode::Native, cmdline: "hello exit=3", image, pte_base: PTE_BASE, hypervisor_slots: None }
+        DomainSpec {
+            domain_id: 3,
+            mode: Mode::Native,
+            cmdline: "hello exit=3",
+            image,
+            pte_base: PTE_BASE,
+            hypervisor_slots: None,
+        }
     }
 
     /// Walks the tables like the MMU does; returns the gfn `va` maps to.
@@ -325,9 +333,15 @@ mod tests {
         assert!(matches!(build(&mut mem, &spec(&low)), Err(BuildError::SegmentOutside { .. })));
 
         let first_mib = write_executable(gfn_to_va(1), &[(gfn_to_va(1), PF_R | PF_X, &[0x90], 1)]);
-        assert!(matches!(build(&mut mem, &spec(&first_mib)), Err(BuildError::SegmentOutside { .. })));
+        assert!(matches!(
+            build(&mut mem, &spec(&first_mib)),
+            Err(BuildError::SegmentOutside { .. })
+        ));
 
-        let huge = write_executable(GUEST_KERNEL_BASE, &[(GUEST_KERNEL_BASE, PF_R | PF_X, &[0x90], 8 << 20)]);
+        let huge = write_executable(
+            GUEST_KERNEL_BASE,
+            &[(GUEST_KERNEL_BASE, PF_R | PF_X, &[0x90], 8 << 20)],
+        );
         assert!(matches!(build(&mut mem, &spec(&huge)), Err(BuildError::SegmentOutside { .. })));
 
         let image = kernel();

@@ -63,7 +63,7 @@ const _: () = assert!(SAVED_REGISTERS == 15 * 8, "trap_common pushes fifteen reg
 const _: () = assert!(offset_of!(TrapFrame, rip) - SAVED_REGISTERS == 16, "vector + error code");
 // The CPU aligns RSP to 16 before pushing its frame; keeping the whole frame a multiple of 16
 // keeps the call into Rust ABI-aligned.
-const _: () = assert!(size_of::<TrapFrame>() % 16 == 0);
+const _: () = assert!(size_of::<TrapFrame>().is_multiple_of(16));
 
 global_asm!(
     r#"

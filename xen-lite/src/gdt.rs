@@ -87,10 +87,12 @@ pub fn init() {
         null: Descriptor::NULL,
         code: code_descriptor(),
         data: data_descriptor(),
-        tss: <DescriptorBuilder as GateDescriptorBuilder<u64>>::tss_descriptor(tss_base, tss_limit, true)
-            .present()
-            .dpl(Ring::Ring0)
-            .finish(),
+        tss: <DescriptorBuilder as GateDescriptorBuilder<u64>>::tss_descriptor(
+            tss_base, tss_limit, true,
+        )
+        .present()
+        .dpl(Ring::Ring0)
+        .finish(),
     });
     let pointer = DescriptorTablePointer::new(gdt);
     // SAFETY: `GDT` and `TSS` are statics initialised once and never changed afterwards; the

@@ -15,20 +15,20 @@
 #![cfg_attr(test, allow(dead_code))]
 
 // Machine access: the only privileged instructions, the console, leaving the emulator.
-mod instructions;
-mod serial;
 mod console;
 mod exit;
+mod instructions;
+mod serial;
 // Memory: the virtual layout, machine frames, page tables.
-mod memory_map;
 mod frame;
+mod memory_map;
 mod paging;
 // CPU tables and exception entry.
-mod gdt;
-mod entry;
-mod trap;
-mod idt;
 mod cpu;
+mod entry;
+mod gdt;
+mod idt;
+mod trap;
 // Booting domains: the command line, the builder, the modes.
 mod config;
 mod domain_builder;
@@ -64,8 +64,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     let mut frames = FRAMES.lock();
     let usable = boot_info.memory_regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable);
-    let regions = usable.map(|region| frames.add_region(region.start, region.end)).filter(|&n| n > 0).count();
-    log::info!("memory: {} MiB free in {regions} regions", frames.free_count() * 4096 >> 20);
+    let regions =
+        usable.map(|region| frames.add_region(region.start, region.end)).filter(|&n| n > 0).count();
+    log::info!("memory: {} MiB free in {regions} regions", (frames.free_count() * 4096) >> 20);
     let l4 = frames.alloc().unwrap_or_else(|| panic!("no frame for xen-lite's page table"));
     drop(frames);
     paging::adopt_boot_tables(l4);
@@ -79,7 +80,12 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         exit_emulator(STATUS_BAD_BUNDLE)
     });
     console::set_level(config.log_level);
-    log::info!("bundle: {} images, mode={}, {} domain(s)", bundle.len(), config.mode.name(), config.domain_count);
+    log::info!(
+        "bundle: {} images, mode={}, {} domain(s)",
+        bundle.len(),
+        config.mode.name(),
+        config.domain_count
+    );
     if let Some(selftest) = config.selftest {
         provoke(selftest);
     }
@@ -94,7 +100,9 @@ fn read_bundle(boot_info: &'static BootInfo) -> Bundle<'static> {
     };
     // SAFETY: the bootloader mapped the ramdisk at this address with this length, read-only to
     // us by convention, for the lifetime of the system.
-    let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, boot_info.ramdisk_len as usize) };
+    let bytes = unsafe {
+        core::slice::from_raw_parts(address as *const u8, boot_info.ramdisk_len as usize)
+    };
     Bundle::parse(bytes).unwrap_or_else(|error| {
         log::error!("fatal: bad boot bundle: {error}");
         exit_emulator(STATUS_BAD_BUNDLE)
@@ -109,7 +117,10 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
             native::run(config, bundle.find(config.kernel), memory)
         }
         Mode::Pv | Mode::Vmx | Mode::Svm => {
-            log::error!("fatal: mode={} is not available in this build yet; use mode=native", config.mode.name());
+            log::error!(
+                "fatal: mode={} is not available in this build yet; use mode=native",
+                config.mode.name()
+            );
             exit_emulator(STATUS_BAD_BUNDLE)
         }
     }
@@ -146,4 +157,3 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
     exit::leave(hypercall_abi::devices::STATUS_HYPERVISOR_FAULT)
 }
-

@@ -33,7 +33,10 @@ pub fn run(config: &Config<'_>, image: Option<&[u8]>, memory: Option<Frame>) -> 
     // SAFETY: the frames `base..base + domain_pages` were just allocated for this domain and are
     // reachable through the direct map; nothing else refers to them.
     let memory = unsafe {
-        core::slice::from_raw_parts_mut(phys_to_virt(base.addr()) as *mut Page, config.domain_pages as usize)
+        core::slice::from_raw_parts_mut(
+            phys_to_virt(base.addr()) as *mut Page,
+            config.domain_pages as usize,
+        )
     };
     let spec = DomainSpec {
         domain_id: 0,

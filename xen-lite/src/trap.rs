@@ -25,8 +25,16 @@ impl Vector {
 
     /// Bit `n` set: the CPU pushes an error code for vector `n` (#DF, #TS, #NP, #SS, #GP, #PF,
     /// #AC, #CP, #VC, #SX). The only statement of this set; `entry.rs` assembles from it.
-    pub const HAS_ERROR_CODE: u32 = 1 << 8 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 14
-        | 1 << 17 | 1 << 21 | 1 << 29 | 1 << 30;
+    pub const HAS_ERROR_CODE: u32 = 1 << 8
+        | 1 << 10
+        | 1 << 11
+        | 1 << 12
+        | 1 << 13
+        | 1 << 14
+        | 1 << 17
+        | 1 << 21
+        | 1 << 29
+        | 1 << 30;
 
     /// The mnemonic and description of an exception vector.
     pub fn name(vector: u64) -> (&'static str, &'static str) {

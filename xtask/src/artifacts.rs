@@ -39,7 +39,16 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
     xen.args(["build", "--quiet", "--package", "xen-lite", "--target", KERNEL_TARGET]);
     let mut guest = cargo();
     // Each flavour has its own target directory, so switching flavours never rebuilds.
-    guest.args(["build", "--quiet", "--package", "pv-guest", "--features", "hvm", "--target", KERNEL_TARGET]);
+    guest.args([
+        "build",
+        "--quiet",
+        "--package",
+        "pv-guest",
+        "--features",
+        "hvm",
+        "--target",
+        KERNEL_TARGET,
+    ]);
     guest.args(["--target-dir", "target/guest-hvm"]);
     for command in [&mut xen, &mut guest] {
         if release {
@@ -50,7 +59,11 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
     let target = root().join("target");
     Ok(Artifacts {
         xen_lite: target.join(KERNEL_TARGET).join(profile(release)).join("xen-lite"),
-        guest_hvm: target.join("guest-hvm").join(KERNEL_TARGET).join(profile(release)).join("pv-guest"),
+        guest_hvm: target
+            .join("guest-hvm")
+            .join(KERNEL_TARGET)
+            .join(profile(release))
+            .join("pv-guest"),
         image_builder: image_builder()?,
     })
 }
@@ -72,7 +85,15 @@ pub fn image_builder() -> Result<PathBuf, String> {
     println!("xtask: building the bootloader image builder with {NIGHTLY}; the first build takes about two minutes, later runs reuse it");
     let mut command = Command::new("rustup");
     command.current_dir(&dir).env_remove("RUSTUP_TOOLCHAIN");
-    for var in ["CARGO", "RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for var in [
+        "CARGO",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         command.env_remove(var);
     }
     command.args(["run", NIGHTLY, "cargo", "build", "--release", "--locked", "--target-dir"]);

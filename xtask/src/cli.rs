@@ -115,22 +115,29 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 match flag.as_str() {
                     "--mode" => {
                         let name = value(flag, &mut it)?;
-                        options.mode = Mode::from_name(name)
-                            .ok_or_else(|| format!("--mode '{name}': expected pv, vmx, svm or native"))?;
+                        options.mode = Mode::from_name(name).ok_or_else(|| {
+                            format!("--mode '{name}': expected pv, vmx, svm or native")
+                        })?;
                     }
                     "--emulator" => {
                         options.emulator = match value(flag, &mut it)? {
                             "qemu" => Emulator::Qemu,
                             "bochs" => Emulator::Bochs,
                             "kvm" => Emulator::Kvm,
-                            other => return Err(format!("--emulator '{other}': expected qemu, bochs or kvm")),
+                            other => {
+                                return Err(format!(
+                                    "--emulator '{other}': expected qemu, bochs or kvm"
+                                ))
+                            }
                         }
                     }
                     "--guests" => {
                         let list = value(flag, &mut it)?;
                         options.guests = list.split(',').map(|g| g.trim().to_string()).collect();
                         if options.guests.iter().any(|g| g.is_empty() || g.contains('"')) {
-                            return Err(format!("--guests '{list}': names must be non-empty, without quotes"));
+                            return Err(format!(
+                                "--guests '{list}': names must be non-empty, without quotes"
+                            ));
                         }
                     }
                     "--release" => options.release = true,
@@ -150,11 +157,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
                     "--jobs" => {
                         let text = value(flag, &mut it)?;
-                        options.jobs = text
-                            .parse()
-                            .ok()
-                            .filter(|&n| n > 0)
-                            .ok_or_else(|| format!("--jobs '{text}' is not a positive number"))?;
+                        options.jobs =
+                            text.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                                format!("--jobs '{text}' is not a positive number")
+                            })?;
                     }
                     "--release" => options.release = true,
                     other => return Err(format!("test: unknown flag '{other}'")),
@@ -176,7 +182,10 @@ mod tests {
 
     #[test]
     fn run_flags_parse() {
-        let Command::Run(run) = parse(&args("run --emulator bochs --guests hello,b --timeout 5 -- loglevel=debug x")).unwrap() else {
+        let Command::Run(run) =
+            parse(&args("run --emulator bochs --guests hello,b --timeout 5 -- loglevel=debug x"))
+                .unwrap()
+        else {
             panic!("not run")
         };
         assert_eq!(run.emulator, Emulator::Bochs);

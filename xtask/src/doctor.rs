@@ -27,7 +27,8 @@ fn first_line(text: Option<String>) -> String {
 pub fn doctor() -> Result<u8, String> {
     let mut checks = Vec::new();
 
-    let targets = stdout_of(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let targets = stdout_of(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
     checks.push(check(
         targets.lines().any(|l| l.trim() == KERNEL_TARGET),
         format!("rust target {KERNEL_TARGET} (both kernels)"),
@@ -42,14 +43,23 @@ pub fn doctor() -> Result<u8, String> {
     let missing = setup::missing_packages();
     for package in &setup::PACKAGES {
         let ok = !missing.iter().any(|m| m.name == package.name);
-        checks.push(check(ok, format!("{} ({})", package.name, package.purpose), setup::install_command(&[package])));
+        checks.push(check(
+            ok,
+            format!("{} ({})", package.name, package.purpose),
+            setup::install_command(&[package]),
+        ));
     }
     if on_path("qemu-system-x86_64") {
         let version = first_line(stdout_of(Command::new("qemu-system-x86_64").arg("--version")));
-        checks.push(check(true, format!("{version}: TCG runs pv, svm and native; it has no VMX"), ""));
+        checks.push(check(
+            true,
+            format!("{version}: TCG runs pv, svm and native; it has no VMX"),
+            "",
+        ));
     }
     if on_path("bochs-bin") {
-        let models = stdout_of(Command::new("bochs-bin").args(["--help", "cpu"])).unwrap_or_default();
+        let models =
+            stdout_of(Command::new("bochs-bin").args(["--help", "cpu"])).unwrap_or_default();
         let model = crate::emulator::BOCHS_CPU_MODEL;
         checks.push(check(
             models.lines().any(|l| l.trim() == model),
@@ -85,7 +95,13 @@ fn kvm() -> Check {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
     let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
-    let vendor = if has("vmx") { "vmx" } else if has("svm") { "svm" } else { "none" };
+    let vendor = if has("vmx") {
+        "vmx"
+    } else if has("svm") {
+        "svm"
+    } else {
+        "none"
+    };
     let nested = ["kvm_intel", "kvm_amd"]
         .iter()
         .filter_map(|m| std::fs::read_to_string(format!("/sys/module/{m}/parameters/nested")).ok())
@@ -125,5 +141,9 @@ fn kvm() -> Check {
     }
     let _ = child.kill();
     let _ = child.wait();
-    check(true, format!("{what}; QEMU starts with -accel kvm (try `cargo xtask run --emulator kvm`)"), "")
+    check(
+        true,
+        format!("{what}; QEMU starts with -accel kvm (try `cargo xtask run --emulator kvm`)"),
+        "",
+    )
 }

@@ -64,7 +64,9 @@ pub fn private_dir(label: &str) -> Result<PathBuf, String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = crate::process::root().join("target/runs").join(format!("{label}-{}-{n}", std::process::id()));
+    let dir = crate::process::root()
+        .join("target/runs")
+        .join(format!("{label}-{}-{n}", std::process::id()));
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
@@ -74,7 +76,8 @@ pub fn private_dir(label: &str) -> Result<PathBuf, String> {
 
 /// Boots and waits for the end.
 pub fn boot(boot: &Boot<'_>) -> Result<Outcome, String> {
-    fs::create_dir_all(boot.dir).map_err(|e| format!("cannot create {}: {e}", boot.dir.display()))?;
+    fs::create_dir_all(boot.dir)
+        .map_err(|e| format!("cannot create {}: {e}", boot.dir.display()))?;
     let disk = boot.dir.join("disk.img");
     fs::copy(boot.disk, &disk).map_err(|e| format!("cannot copy the disk image: {e}"))?;
     let serial = boot.dir.join("serial.log");
@@ -84,7 +87,8 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome, String> {
         Emulator::Bochs => bochs_command(boot.dir, &disk)?,
     };
     let start = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", boot.emulator.name()))?;
+    let mut child =
+        command.spawn().map_err(|e| format!("cannot start {}: {e}", boot.emulator.name()))?;
     let mut follower = Follower { path: serial, offset: 0, text: String::new(), echo: boot.echo };
     let exited = loop {
         follower.poll();
@@ -108,7 +112,12 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome, String> {
     let end = match exited {
         None => End::Timeout,
         Some(None) => {
-            let line = follower.text.lines().skip_while(|l| !l.contains(BOOTLOADER_PANIC)).take(2).collect::<Vec<_>>();
+            let line = follower
+                .text
+                .lines()
+                .skip_while(|l| !l.contains(BOOTLOADER_PANIC))
+                .take(2)
+                .collect::<Vec<_>>();
             End::Crashed(format!("the bootloader panicked before xen-lite ran: {}", line.join(" ")))
         }
         Some(Some(status)) => match boot.emulator {
@@ -240,7 +249,8 @@ fn bochs_command(dir: &Path, disk: &Path) -> Result<Command, String> {
     let len = fs::metadata(disk).map_err(|e| e.to_string())?.len();
     let cylinders = len.div_ceil(BOCHS_CYLINDER);
     let file = fs::OpenOptions::new().write(true).open(disk).map_err(|e| e.to_string())?;
-    file.set_len(cylinders * BOCHS_CYLINDER).map_err(|e| format!("cannot pad the disk image: {e}"))?;
+    file.set_len(cylinders * BOCHS_CYLINDER)
+        .map_err(|e| format!("cannot pad the disk image: {e}"))?;
     fs::write(dir.join("bochsrc"), bochsrc(disk, cylinders)).map_err(|e| e.to_string())?;
     // On the magic breakpoint the debugger runs the rest: print registers (the status is in
     // eax), then quit.
@@ -265,8 +275,9 @@ fn bochs_end(dir: &Path) -> End {
     let reason = log
         .lines()
         .chain(out.lines())
-        .filter(|line| line.contains("PANIC") || line.contains("triple fault") || line.contains("3rd"))
-        .last()
+        .rfind(|line| {
+            line.contains("PANIC") || line.contains("triple fault") || line.contains("3rd")
+        })
         .unwrap_or("no magic breakpoint and no panic in bochs.log");
     End::Crashed(format!("Bochs stopped without an exit status: {}", reason.trim()))
 }
@@ -289,8 +300,16 @@ mod tests {
         let out = "(0) Magic breakpoint\nNext at t=123\n(0) [0x...] 0008:ffff xchg bx, bx\nCPU0:\nrax: 0x00000000_00000066\nrbx: 0x0\n";
         assert_eq!(parse_bochs_rax(out), Some(0x66));
         assert_eq!(parse_bochs_rax("rax: 0x00000000_00000001\n"), None, "no breakpoint, no status");
-        assert_eq!(parse_bochs_rax("Magic breakpoint\nrax: 0x00000001_00000000\n"), Some(0), "upper half ignored");
-        assert_eq!(parse_bochs_rax("Magic breakpoint\nrax: 0x00000000_00001000\n"), None, "not a status");
+        assert_eq!(
+            parse_bochs_rax("Magic breakpoint\nrax: 0x00000001_00000000\n"),
+            Some(0),
+            "upper half ignored"
+        );
+        assert_eq!(
+            parse_bochs_rax("Magic breakpoint\nrax: 0x00000000_00001000\n"),
+            None,
+            "not a status"
+        );
     }
 
     #[test]
@@ -299,13 +318,21 @@ mod tests {
         assert_eq!(qemu_end(Some(7), "x", dir), End::Status(3));
         assert_eq!(qemu_end(Some(1), "console", dir), End::Status(0));
         assert!(matches!(qemu_end(Some(1), "", dir), End::Crashed(_)));
-        assert!(matches!(qemu_end(Some(0), "x", dir), End::Crashed(m) if m.contains("triple fault")));
+        assert!(
+            matches!(qemu_end(Some(0), "x", dir), End::Crashed(m) if m.contains("triple fault"))
+        );
     }
 
     #[test]
     fn the_bochsrc_follows_the_verified_recipe() {
         let rc = bochsrc(Path::new("/tmp/d.img"), 10);
-        for line in ["display_library: sdl2", "options=fastboot", "magic_break: enabled=1", "clock: sync=none", "cylinders=10, heads=16, spt=63"] {
+        for line in [
+            "display_library: sdl2",
+            "options=fastboot",
+            "magic_break: enabled=1",
+            "clock: sync=none",
+            "cylinders=10, heads=16, spt=63",
+        ] {
             assert!(rc.contains(line), "missing {line}");
         }
     }

@@ -12,15 +12,15 @@
 //!
 //! Modules, in reading order:
 
-mod cli;
-mod process;
-mod setup;
 mod artifacts;
-mod emulator;
-mod run;
 mod boot_tests;
-mod test;
+mod cli;
 mod doctor;
+mod emulator;
+mod process;
+mod run;
+mod setup;
+mod test;
 
 use std::process::ExitCode;
 

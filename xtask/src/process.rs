@@ -5,7 +5,10 @@ use std::process::{Command, Output, Stdio};
 
 /// The workspace root (the xtask lives in `<root>/xtask`).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 /// The printable form of a command, for messages.
@@ -36,7 +39,9 @@ pub fn capture(command: &mut Command) -> Option<Output> {
 
 /// Stdout of `command` if it ran and exited 0.
 pub fn stdout_of(command: &mut Command) -> Option<String> {
-    capture(command).filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    capture(command)
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// A `cargo` command for this workspace, free of the variables the outer `cargo run` set, so
@@ -44,7 +49,14 @@ pub fn stdout_of(command: &mut Command) -> Option<String> {
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
-    for var in ["RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         command.env_remove(var);
     }
     command

@@ -43,16 +43,25 @@ pub fn check_emulator(emulator: Emulator) -> Result<(), String> {
             setup::install_command(&needed)
         ));
     }
-    if emulator == Emulator::Kvm && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
-        return Err("--emulator kvm needs read-write access to /dev/kvm (see `cargo xtask doctor`)".into());
+    if emulator == Emulator::Kvm
+        && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err()
+    {
+        return Err(
+            "--emulator kvm needs read-write access to /dev/kvm (see `cargo xtask doctor`)".into(),
+        );
     }
     Ok(())
 }
 
 /// Builds a disk image for `bundle` bytes in `dir`.
-pub fn disk_for(artifacts: &Artifacts, dir: &Path, bundle: &[u8]) -> Result<std::path::PathBuf, String> {
+pub fn disk_for(
+    artifacts: &Artifacts,
+    dir: &Path,
+    bundle: &[u8],
+) -> Result<std::path::PathBuf, String> {
     let ramdisk = dir.join("bundle.bin");
-    std::fs::write(&ramdisk, bundle).map_err(|e| format!("cannot write {}: {e}", ramdisk.display()))?;
+    std::fs::write(&ramdisk, bundle)
+        .map_err(|e| format!("cannot write {}: {e}", ramdisk.display()))?;
     let image = dir.join("image.img");
     artifacts::make_disk(artifacts, &ramdisk, &image)?;
     Ok(image)
@@ -61,7 +70,9 @@ pub fn disk_for(artifacts: &Artifacts, dir: &Path, bundle: &[u8]) -> Result<std:
 /// The one-line verdict on an outcome, and whether it is a success.
 pub fn verdict(outcome: &Outcome) -> (String, bool) {
     match &outcome.end {
-        End::Status(status) => (format!("exit status {status} ({})", describe_status(*status)), *status == 0),
+        End::Status(status) => {
+            (format!("exit status {status} ({})", describe_status(*status)), *status == 0)
+        }
         End::Timeout => ("no exit status before the timeout (hung?)".into(), false),
         End::Crashed(reason) => (reason.clone(), false),
     }
@@ -97,7 +108,10 @@ pub fn run(options: &RunOptions) -> Result<u8, String> {
     if ok {
         println!("xtask: run ok: {label}, {text}, {seconds:.1} s wall");
     } else {
-        println!("xtask: run FAILED: {label}, {text}, {seconds:.1} s wall; logs in {}", dir.display());
+        println!(
+            "xtask: run FAILED: {label}, {text}, {seconds:.1} s wall; logs in {}",
+            dir.display()
+        );
     }
     Ok(match outcome.end {
         End::Status(status) => status,

@@ -27,10 +27,22 @@ pub struct Package {
 
 /// Every package the run and test commands use.
 pub const PACKAGES: [Package; 6] = [
-    Package { name: "qemu-system-x86", file: "/usr/bin/qemu-system-x86_64", purpose: "QEMU: pv, svm, native; gdb stub" },
+    Package {
+        name: "qemu-system-x86",
+        file: "/usr/bin/qemu-system-x86_64",
+        purpose: "QEMU: pv, svm, native; gdb stub",
+    },
     Package { name: "bochs", file: "/usr/bin/bochs-bin", purpose: "Bochs: the only VMX here" },
-    Package { name: "bochsbios", file: "/usr/share/bochs/BIOS-bochs-latest", purpose: "Bochs BIOS" },
-    Package { name: "vgabios", file: "/usr/share/bochs/VGABIOS-lgpl-latest", purpose: "Bochs VGA BIOS" },
+    Package {
+        name: "bochsbios",
+        file: "/usr/share/bochs/BIOS-bochs-latest",
+        purpose: "Bochs BIOS",
+    },
+    Package {
+        name: "vgabios",
+        file: "/usr/share/bochs/VGABIOS-lgpl-latest",
+        purpose: "Bochs VGA BIOS",
+    },
     Package {
         name: "bochs-sdl",
         file: "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_sdl2_gui.so",
@@ -41,7 +53,8 @@ pub const PACKAGES: [Package; 6] = [
 
 /// Whether `package` is installed.
 pub fn installed(package: &Package) -> bool {
-    let status = stdout_of(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev}", package.name]));
+    let status =
+        stdout_of(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev}", package.name]));
     match status {
         Some(status) => status.starts_with("ii"),
         None => std::path::Path::new(package.file).exists(),
@@ -59,7 +72,8 @@ fn rustup() -> Result<(), String> {
 /// Installs the kernel target for the toolchain running this xtask if it is missing.
 pub fn ensure_kernel_target() -> Result<(), String> {
     rustup()?;
-    let installed = stdout_of(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let installed = stdout_of(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
     if installed.lines().any(|line| line.trim() == KERNEL_TARGET) {
         return Ok(());
     }
@@ -69,9 +83,13 @@ pub fn ensure_kernel_target() -> Result<(), String> {
 
 /// Whether the pinned nightly and its components are installed.
 pub fn nightly_ready() -> bool {
-    let components = stdout_of(
-        Command::new("rustup").env_remove("RUSTUP_TOOLCHAIN").args(["component", "list", "--installed", "--toolchain", NIGHTLY]),
-    );
+    let components = stdout_of(Command::new("rustup").env_remove("RUSTUP_TOOLCHAIN").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]));
     components.is_some_and(|list| {
         NIGHTLY_COMPONENTS.iter().all(|c| list.lines().any(|line| line.starts_with(c)))
     })

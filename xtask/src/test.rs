@@ -38,12 +38,14 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if wanted("host") {
         host_tests(&mut tally);
     }
-    let tests: Vec<BootTest> = boot_tests::all().into_iter().filter(|t| wanted(&t.label())).collect();
+    let tests: Vec<BootTest> =
+        boot_tests::all().into_iter().filter(|t| wanted(&t.label())).collect();
     if !tests.is_empty() {
         boot(&tests, options, &mut tally)?;
     }
 
-    let skipped: String = tally.skipped.iter().map(|(why, n)| format!(", {n} skipped ({why})")).collect();
+    let skipped: String =
+        tally.skipped.iter().map(|(why, n)| format!(", {n} skipped ({why})")).collect();
     println!(
         "xtask: test {} in {:.0} s",
         if tally.failed == 0 { "ok" } else { "FAILED" },
@@ -85,7 +87,11 @@ fn host_tests(tally: &mut Tally) {
 fn count_results(output: &str) -> (usize, usize) {
     let number_before = |line: &str, word: &str| -> usize {
         line.split(';')
-            .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok()))
+            .find_map(|part| {
+                part.trim()
+                    .strip_suffix(word)
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+            })
             .unwrap_or(0)
     };
     output
@@ -107,7 +113,8 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
                 Emulator::Bochs => p.name.starts_with("bochs") || p.name == "vgabios",
             })
             .collect();
-        (!need.is_empty()).then(|| format!("{} missing: {}", emulator.name(), setup::install_command(&need)))
+        (!need.is_empty())
+            .then(|| format!("{} missing: {}", emulator.name(), setup::install_command(&need)))
     };
     let mut runnable = Vec::new();
     for test in tests {
@@ -121,18 +128,28 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
     }
     let artifacts = artifacts::build(options.release)?;
     let guest = artifacts::read(&artifacts.guest_hvm)?;
-    println!("xtask: {} boot tests, {} at a time, timeout {} s each", runnable.len(), options.jobs, options.timeout.as_secs());
+    println!(
+        "xtask: {} boot tests, {} at a time, timeout {} s each",
+        runnable.len(),
+        options.jobs,
+        options.timeout.as_secs()
+    );
 
     let next = AtomicUsize::new(0);
     let results = Mutex::new((0usize, 0usize));
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.min(runnable.len()) {
-            scope.spawn(|| loop {
-                let Some(test) = runnable.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                let (ok, report) = run_one(test, &artifacts, &guest, options);
-                println!("{report}");
-                let mut counts = results.lock().unwrap_or_else(|p| p.into_inner());
-                if ok { counts.0 += 1 } else { counts.1 += 1 }
+            scope.spawn(|| {
+                while let Some(test) = runnable.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let (ok, report) = run_one(test, &artifacts, &guest, options);
+                    println!("{report}");
+                    let mut counts = results.lock().unwrap_or_else(|p| p.into_inner());
+                    if ok {
+                        counts.0 += 1
+                    } else {
+                        counts.1 += 1
+                    }
+                }
             });
         }
     });
@@ -143,16 +160,29 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
 }
 
 /// Boots one test; returns whether it passed and its report.
-fn run_one(test: &BootTest, artifacts: &Artifacts, guest: &[u8], options: &TestOptions) -> (bool, String) {
+fn run_one(
+    test: &BootTest,
+    artifacts: &Artifacts,
+    guest: &[u8],
+    options: &TestOptions,
+) -> (bool, String) {
     let label = test.label();
     let attempt = || -> Result<(Option<String>, emulator::Outcome, std::path::PathBuf), String> {
         let dir = emulator::private_dir(&label.replace('/', "-"))?;
         let disk = disk_for(artifacts, &dir, &test.bundle_bytes(guest)?)?;
-        let outcome =
-            emulator::boot(&Boot { emulator: test.emulator, disk: &disk, dir: &dir, timeout: options.timeout, echo: false })?;
-        let problem = match (&outcome.end, boot_tests::first_missing(&outcome.console, test.expect)) {
+        let outcome = emulator::boot(&Boot {
+            emulator: test.emulator,
+            disk: &disk,
+            dir: &dir,
+            timeout: options.timeout,
+            echo: false,
+        })?;
+        let problem = match (&outcome.end, boot_tests::first_missing(&outcome.console, test.expect))
+        {
             (End::Status(status), None) if *status == test.status => None,
-            (End::Status(status), None) => Some(format!("exit status {status}, expected {}", test.status)),
+            (End::Status(status), None) => {
+                Some(format!("exit status {status}, expected {}", test.status))
+            }
             (End::Status(_), Some(line)) => Some(format!("console never showed: {line}")),
             _ => Some(verdict(&outcome).0),
         };
