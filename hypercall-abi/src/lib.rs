@@ -16,12 +16,12 @@
 #[cfg(any(feature = "alloc", test))]
 extern crate alloc;
 
-pub mod bundle;
-pub mod cmdline;
 pub mod devices;
-pub mod elf;
 pub mod layout;
 pub mod mode;
+pub mod cmdline;
+pub mod bundle;
+pub mod elf;
 pub mod start_info;
 
 pub use mode::Mode;

@@ -19,12 +19,12 @@
 #[cfg(not(any(feature = "hvm", test)))]
 compile_error!("pick a flavour: build pv-guest with `--features hvm` (the xtask does this)");
 
-mod args;
-mod console;
-#[cfg_attr(any(feature = "hvm", test), path = "platform/hvm.rs")]
-mod platform;
 #[cfg(not(test))]
 mod start;
+#[cfg_attr(any(feature = "hvm", test), path = "platform/hvm.rs")]
+mod platform;
+mod console;
+mod args;
 
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::StartInfo;

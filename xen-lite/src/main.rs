@@ -15,20 +15,20 @@
 #![cfg_attr(test, allow(dead_code))]
 
 // Machine access: the only privileged instructions, the console, leaving the emulator.
-mod console;
-mod exit;
 mod instructions;
 mod serial;
+mod console;
+mod exit;
 // Memory: the virtual layout, machine frames, page tables.
-mod frame;
 mod memory_map;
+mod frame;
 mod paging;
 // CPU tables and exception entry.
-mod cpu;
-mod entry;
 mod gdt;
-mod idt;
+mod entry;
 mod trap;
+mod idt;
+mod cpu;
 // Booting domains: the command line, the builder, the modes.
 mod config;
 mod domain_builder;

@@ -12,15 +12,16 @@
 //!
 //! Modules, in reading order:
 
-mod artifacts;
-mod boot_tests;
 mod cli;
-mod doctor;
-mod emulator;
 mod process;
-mod run;
 mod setup;
+mod artifacts;
+mod emulator;
+mod run;
+mod boot_tests;
+mod checks;
 mod test;
+mod doctor;
 
 use std::process::ExitCode;
 

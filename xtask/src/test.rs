@@ -2,7 +2,8 @@
 //!
 //! 1. Host unit tests of every crate (`cargo test --workspace`): pure logic such as bundle
 //!    parsing, ELF checks, the domain builder, the frame allocator, descriptor encoding.
-//! 2. Boot tests ([`crate::boot_tests`]) in QEMU and Bochs, `--jobs` at a time, each in its
+//! 2. Source checks ([`crate::checks`]): STYLE rules a compiler does not enforce.
+//! 3. Boot tests ([`crate::boot_tests`]) in QEMU and Bochs, `--jobs` at a time, each in its
 //!    own run directory with its own timeout.
 //!
 //! The last line is `N passed, N failed` (plus `, N skipped (why)` when an emulator is
@@ -15,6 +16,7 @@ use std::time::Instant;
 
 use crate::artifacts::{self, Artifacts};
 use crate::boot_tests::{self, BootTest};
+use crate::checks;
 use crate::cli::{Emulator, TestOptions};
 use crate::emulator::{self, Boot, End};
 use crate::process::{cargo, describe};
@@ -37,6 +39,21 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
 
     if wanted("host") {
         host_tests(&mut tally);
+    }
+    if wanted("source") {
+        for check in [checks::safety_comments(), checks::note_references()] {
+            if check.problems.is_empty() {
+                println!("PASS  source check: {} ({} examined)", check.name, check.examined);
+                tally.passed += 1;
+            } else {
+                println!(
+                    "FAIL  source check: {}\n      {}",
+                    check.name,
+                    check.problems.join("\n      ")
+                );
+                tally.failed += 1;
+            }
+        }
     }
     let tests: Vec<BootTest> =
         boot_tests::all().into_iter().filter(|t| wanted(&t.label())).collect();

@@ -1,0 +1,150 @@
+//! Source checks that keep the project's own rules (STYLE.md), run by `cargo xtask test`:
+//!
+//! - every `unsafe` block in the kernels and the ABI says why, in a `// SAFETY:` comment in the
+//!   comment lines right above it (STYLE rule 8);
+//! - every `path::item` reference in the lecture notes and README names a file that exists and
+//!   an item that file still mentions (STYLE rule 15), so the notes cannot silently rot.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::process::root;
+
+/// The result of one check: how many things it looked at, and what is wrong.
+pub struct CheckResult {
+    /// A name for reports.
+    pub name: &'static str,
+    /// Items examined.
+    pub examined: usize,
+    /// One line per violation.
+    pub problems: Vec<String>,
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Lines with an `unsafe` block whose comment lines above carry no `SAFETY:`.
+pub fn undocumented_unsafe(source: &str) -> Vec<usize> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut missing = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let opens_block = code.contains("unsafe {") && !code.contains("unsafe fn");
+        if !opens_block || line.contains("SAFETY:") {
+            continue;
+        }
+        let comments_above =
+            lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with("//"));
+        let documented = comments_above.clone().any(|l| l.contains("SAFETY:"));
+        // A block opened inside a statement continues the statement's comment (`let x = unsafe {`).
+        if !documented {
+            missing.push(i + 1);
+        }
+    }
+    missing
+}
+
+/// Checks every `unsafe` block of the kernels and the ABI.
+pub fn safety_comments() -> CheckResult {
+    let mut files = Vec::new();
+    for crate_dir in ["xen-lite/src", "pv-guest/src", "hypercall-abi/src"] {
+        rust_files(&root().join(crate_dir), &mut files);
+    }
+    let mut examined = 0;
+    let mut problems = Vec::new();
+    for file in files {
+        let Ok(source) = fs::read_to_string(&file) else { continue };
+        examined += source.matches("unsafe {").count();
+        for line in undocumented_unsafe(&source) {
+            let shown = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+            problems.push(format!(
+                "{shown}:{line}: unsafe block without a `// SAFETY:` comment above it"
+            ));
+        }
+    }
+    CheckResult { name: "every unsafe block has a SAFETY comment", examined, problems }
+}
+
+/// The `path::item` references in a Markdown text: `` `dir/file.rs::item` `` or
+/// `` `dir/file.rs` ``.
+pub fn code_references(text: &str) -> Vec<(String, Option<String>)> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|span| {
+            let (path, item) = match span.split_once("::") {
+                Some((path, item)) => (path, Some(item.to_string())),
+                None => (span, None),
+            };
+            let looks_like_path =
+                path.contains('/') && path.ends_with(".rs") && !path.contains(' ');
+            looks_like_path.then(|| (path.to_string(), item))
+        })
+        .collect()
+}
+
+/// Checks the references of every note and the README.
+pub fn note_references() -> CheckResult {
+    let mut docs: Vec<PathBuf> = fs::read_dir(root().join("lecture-notes"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "md"))
+                .collect()
+        })
+        .unwrap_or_default();
+    docs.push(root().join("README.md"));
+    let mut examined = 0;
+    let mut problems = Vec::new();
+    for doc in docs {
+        let Ok(text) = fs::read_to_string(&doc) else { continue };
+        let shown = doc.strip_prefix(root()).unwrap_or(&doc).display().to_string();
+        for (path, item) in code_references(&text) {
+            examined += 1;
+            let Ok(source) = fs::read_to_string(root().join(&path)) else {
+                problems.push(format!("{shown}: `{path}` does not exist"));
+                continue;
+            };
+            if let Some(item) = item {
+                let last = item.rsplit("::").next().unwrap_or(&item);
+                if !source.contains(last) {
+                    problems.push(format!("{shown}: `{path}::{item}`: `{last}` is not in {path}"));
+                }
+            }
+        }
+    }
+    CheckResult { name: "lecture-note code references resolve", examined, problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_blocks_need_a_safety_comment_above() {
+        let source = "fn a() {\n    // SAFETY: fine.\n    unsafe { x() };\n    unsafe { y() };\n    // SAFETY: the pointer is valid.\n    // More words.\n    let v = unsafe { *p };\n}\nunsafe fn z() {}\n";
+        assert_eq!(undocumented_unsafe(source), [4]);
+    }
+
+    #[test]
+    fn references_are_found_in_backticks() {
+        let text = "See `xen-lite/src/main.rs::kernel_main`, `hypercall-abi/src/bundle.rs` and `cargo xtask run`.";
+        assert_eq!(
+            code_references(text),
+            [
+                ("xen-lite/src/main.rs".to_string(), Some("kernel_main".to_string())),
+                ("hypercall-abi/src/bundle.rs".to_string(), None)
+            ]
+        );
+    }
+}
