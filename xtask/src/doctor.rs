@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{on_path, stdout_of};
+use crate::process::{capture, on_path, stdout_of};
 use crate::setup::{self, KERNEL_TARGET, NIGHTLY};
 
 struct Check {
@@ -58,8 +58,16 @@ pub fn doctor() -> Result<u8, String> {
         ));
     }
     if on_path("bochs-bin") {
-        let models =
-            stdout_of(Command::new("bochs-bin").args(["--help", "cpu"])).unwrap_or_default();
+        // Bochs prints its model list on stdout or stderr depending on the build.
+        let models = capture(Command::new("bochs-bin").args(["--help", "cpu"]))
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_default();
         let model = crate::emulator::BOCHS_CPU_MODEL;
         checks.push(check(
             models.lines().any(|l| l.trim() == model),
@@ -118,9 +126,19 @@ fn kvm() -> Check {
     if !on_path("qemu-system-x86_64") {
         return check(false, what, "install qemu-system-x86 to use KVM");
     }
-    // Some kernels expose /dev/kvm but cannot run a guest: ask QEMU.
+    // Some kernels expose /dev/kvm but cannot run a guest: let QEMU run the BIOS for two seconds.
     let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-machine", "pc", "-display", "none", "-monitor", "none", "-S"])
+        .args([
+            "-accel",
+            "kvm",
+            "-machine",
+            "pc",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -143,7 +161,7 @@ fn kvm() -> Check {
     let _ = child.wait();
     check(
         true,
-        format!("{what}; QEMU starts with -accel kvm (try `cargo xtask run --emulator kvm`)"),
+        format!("{what}; QEMU ran its BIOS under KVM (to check xen-lite itself: `cargo xtask run --emulator kvm`)"),
         "",
     )
 }

@@ -78,6 +78,30 @@ pub fn verdict(outcome: &Outcome) -> (String, bool) {
     }
 }
 
+/// Resolves the `location: xen-lite+0x...` of a fatal report to a function and source line with
+/// `addr2line` (binutils), if both are there.
+pub fn locate_fault(console: &str, elf: &Path) -> Option<String> {
+    let offset = parse_location(console)?;
+    let output = crate::process::stdout_of(
+        std::process::Command::new("addr2line")
+            .args(["-f", "-C", "-e"])
+            .arg(elf)
+            .arg(format!("{offset:#x}")),
+    )?;
+    let mut lines = output.lines();
+    let (function, place) = (lines.next()?, lines.next()?);
+    let place =
+        place.strip_prefix(&format!("{}/", crate::process::root().display())).unwrap_or(place);
+    Some(format!("{function} at {place}"))
+}
+
+/// The offset in `location: xen-lite+0x1234` of a fatal report.
+fn parse_location(console: &str) -> Option<u64> {
+    let at = console.find("location: xen-lite+0x")? + "location: xen-lite+0x".len();
+    let hex: String = console[at..].chars().take_while(char::is_ascii_hexdigit).collect();
+    u64::from_str_radix(&hex, 16).ok()
+}
+
 /// Runs the command.
 pub fn run(options: &RunOptions) -> Result<u8, String> {
     if options.mode != Mode::Native {
@@ -102,6 +126,9 @@ pub fn run(options: &RunOptions) -> Result<u8, String> {
         timeout: options.timeout,
         echo: true,
     })?;
+    if let Some(place) = locate_fault(&outcome.console, &artifacts.xen_lite) {
+        println!("xtask: the fault is in {place}");
+    }
     let (text, ok) = verdict(&outcome);
     let seconds = outcome.elapsed.as_secs_f64();
     let label = format!("{} mode in {}", options.mode.name(), options.emulator.name());
@@ -125,6 +152,15 @@ mod tests {
 
     fn strings(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn fault_locations_are_parsed() {
+        assert_eq!(
+            parse_location("[xen] ERROR   location: xen-lite+0xeb20 (addr2line ...)"),
+            Some(0xeb20)
+        );
+        assert_eq!(parse_location("no fault here"), None);
     }
 
     #[test]
