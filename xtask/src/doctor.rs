@@ -126,11 +126,14 @@ fn kvm() -> Check {
     if !on_path("qemu-system-x86_64") {
         return check(false, what, "install qemu-system-x86 to use KVM");
     }
-    // Some kernels expose /dev/kvm but cannot run a guest: let QEMU run the BIOS for two seconds.
+    // Some kernels expose /dev/kvm but cannot run a guest: let QEMU run the BIOS for two seconds,
+    // with the same `-cpu host` that `run --emulator kvm` uses.
     let child = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
             "kvm",
+            "-cpu",
+            "host",
             "-machine",
             "pc",
             "-display",
@@ -153,7 +156,11 @@ fn kvm() -> Check {
             if let Some(mut stderr) = child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut stderr, &mut error);
             }
-            return check(false, what, format!("QEMU refuses KVM here: {}", error.trim()));
+            return check(
+                false,
+                what,
+                format!("QEMU refuses KVM here: {}", error.trim().lines().next().unwrap_or("")),
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
