@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use hypercall_abi::bundle::BundleWriter;
 
-use crate::process::{cargo, root, run_visible};
+use crate::process::{cargo, clear_build_environment, root, run_visible};
 use crate::setup::{ensure_kernel_target, ensure_nightly, KERNEL_TARGET, NIGHTLY};
 
 /// Built kernels and the image builder.
@@ -84,18 +84,9 @@ pub fn image_builder() -> Result<PathBuf, String> {
     ensure_nightly()?;
     println!("xtask: building the bootloader image builder with {NIGHTLY}; the first build takes about two minutes, later runs reuse it");
     let mut command = Command::new("rustup");
-    command.current_dir(&dir).env_remove("RUSTUP_TOOLCHAIN");
-    for var in [
-        "CARGO",
-        "RUSTC",
-        "RUSTDOC",
-        "RUSTC_WRAPPER",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-    ] {
-        command.env_remove(var);
-    }
+    // The nightly's own cargo must run, not the stable one that runs this xtask.
+    command.current_dir(&dir).env_remove("RUSTUP_TOOLCHAIN").env_remove("CARGO");
+    clear_build_environment(&mut command);
     command.args(["run", NIGHTLY, "cargo", "build", "--release", "--locked", "--target-dir"]);
     command.arg(root().join("target/image-builder"));
     run_visible(&mut command)?;

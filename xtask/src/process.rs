@@ -49,6 +49,13 @@ pub fn stdout_of(command: &mut Command) -> Option<String> {
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
+    clear_build_environment(&mut command);
+    command
+}
+
+/// Removes what an outer `cargo run` put in the environment that would steer a nested build
+/// (compiler, flags, target directory).
+pub fn clear_build_environment(command: &mut Command) {
     for var in [
         "RUSTC",
         "RUSTDOC",
@@ -59,7 +66,6 @@ pub fn cargo() -> Command {
     ] {
         command.env_remove(var);
     }
-    command
 }
 
 /// Whether `program` is on the PATH.
