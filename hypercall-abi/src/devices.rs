@@ -31,6 +31,8 @@ pub const STATUS_HYPERVISOR_FAULT: u8 = 101;
 pub const STATUS_BAD_BUNDLE: u8 = 102;
 /// The guest image could not be loaded.
 pub const STATUS_BAD_GUEST: u8 = 103;
+/// A `pv` domain was killed by xen-lite for breaking the ABI (its status in the summary).
+pub const STATUS_DOMAIN_KILLED: u8 = 104;
 /// Largest status the exit path can carry: QEMU reports `(v << 1) | 1` in an 8-bit exit code.
 pub const STATUS_MAX: u8 = 127;
 
@@ -55,6 +57,7 @@ pub fn describe_status(status: u8) -> &'static str {
         STATUS_HYPERVISOR_FAULT => "hypervisor fault",
         STATUS_BAD_BUNDLE => "bad boot bundle",
         STATUS_BAD_GUEST => "bad guest image",
+        STATUS_DOMAIN_KILLED => "a domain was killed",
         _ => "unknown status",
     }
 }
@@ -75,7 +78,7 @@ mod tests {
 
     #[test]
     fn reserved_statuses_are_outside_the_guest_range() {
-        for s in [STATUS_HYPERVISOR_FAULT, STATUS_BAD_BUNDLE, STATUS_BAD_GUEST] {
+        for s in [STATUS_HYPERVISOR_FAULT, STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED] {
             assert!(s > GUEST_STATUS_MAX && s <= STATUS_MAX);
         }
     }

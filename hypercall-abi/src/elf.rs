@@ -19,6 +19,10 @@ pub const PF_X: u32 = 1;
 pub const PF_W: u32 = 2;
 /// Segment permission: readable.
 pub const PF_R: u32 = 4;
+/// xen-lite's own segment flag (in the OS-specific range `PF_MASKOS`): map this segment
+/// user-accessible at start of day. The guest kernel puts the ring-3 code and stack of its
+/// early tests there; everything else stays supervisor-only.
+pub const PF_XENLITE_USER: u32 = 0x0010_0000;
 
 /// Why an image cannot be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

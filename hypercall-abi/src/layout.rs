@@ -46,6 +46,19 @@ pub const MIN_GUEST_PAGES: u64 = 1024;
 /// Largest domain: its direct map must fit in the top 2 GiB.
 pub const MAX_GUEST_PAGES: u64 = (1 << 31) / PAGE_SIZE;
 
+/// Segment selectors a `pv` guest uses (xen-lite's GDT holds them; the low two bits are the
+/// ring). Named as in Xen's `public/arch-x86/xen-x86_32.h`.
+pub mod selectors {
+    /// Guest kernel code, ring 1, 64-bit.
+    pub const FLAT_RING1_CS: u16 = 0x19;
+    /// Guest kernel data and stack, ring 1 (`stack_switch` takes this).
+    pub const FLAT_RING1_DS: u16 = 0x21;
+    /// User data and stack, ring 3.
+    pub const FLAT_RING3_DS: u16 = 0x2b;
+    /// User code, ring 3, 64-bit.
+    pub const FLAT_RING3_CS: u16 = 0x33;
+}
+
 /// Virtual address of `gfn` in the start-of-day direct map.
 pub const fn gfn_to_va(gfn: u64) -> u64 {
     GUEST_DIRECT_MAP + gfn * PAGE_SIZE

@@ -6,8 +6,9 @@
 //! test harness relies on. The crate is `no_std` and free of `unsafe`, so the same code is built
 //! into the kernels and unit-tested on the host.
 //!
-//! It will also own the hypercall enum, argument structs, `SharedInfo` and errno values (pv
-//! mode), added together with the hypervisor code that handles them.
+//! For `pv` mode it also holds the hypercall interface (`hypercall`: numbers, argument
+//! records, errno values, the hypercall-page layout) and `SharedInfo`, the page that carries
+//! the virtual IF and the event bitmaps.
 //!
 //! Reading order:
 #![no_std]
@@ -23,6 +24,8 @@ pub mod cmdline;
 pub mod bundle;
 pub mod elf;
 pub mod start_info;
+pub mod shared_info;
+pub mod hypercall;
 
 pub use mode::Mode;
 pub use start_info::StartInfo;

@@ -44,11 +44,16 @@ pub struct StartInfo {
     pub first_free_gfn: u64,
     /// Top of the boot stack (`rsp` at entry).
     pub stack_top: u64,
+    /// Virtual address of the domain's `SharedInfo` page (`pv`; zero elsewhere for now).
+    pub shared_info: u64,
+    /// Virtual address of the hypercall page: call `hypercall_page + 32 * n` for hypercall `n`
+    /// (`pv`; in `native` mode the page is left empty).
+    pub hypercall_page: u64,
     /// The domain's command line, NUL-terminated UTF-8.
     pub cmdline: [u8; CMDLINE_LEN],
 }
 
-const _: () = assert!(size_of::<StartInfo>() == 72 + CMDLINE_LEN);
+const _: () = assert!(size_of::<StartInfo>() == 88 + CMDLINE_LEN);
 const _: () = assert!(offset_of!(StartInfo, nr_pages) == 24);
 const _: () = assert!(offset_of!(StartInfo, stack_top) == 64);
 const _: () = assert!(size_of::<StartInfo>() <= crate::layout::PAGE_SIZE as usize);
@@ -68,6 +73,8 @@ impl StartInfo {
             nr_pt_frames: 0,
             first_free_gfn: 0,
             stack_top: 0,
+            shared_info: 0,
+            hypercall_page: 0,
             cmdline: [0; CMDLINE_LEN],
         }
     }
@@ -108,6 +115,8 @@ impl StartInfo {
         put(offset_of!(StartInfo, nr_pt_frames), &self.nr_pt_frames.to_le_bytes());
         put(offset_of!(StartInfo, first_free_gfn), &self.first_free_gfn.to_le_bytes());
         put(offset_of!(StartInfo, stack_top), &self.stack_top.to_le_bytes());
+        put(offset_of!(StartInfo, shared_info), &self.shared_info.to_le_bytes());
+        put(offset_of!(StartInfo, hypercall_page), &self.hypercall_page.to_le_bytes());
         put(offset_of!(StartInfo, cmdline), &self.cmdline);
     }
 
@@ -130,12 +139,13 @@ mod tests {
 
     #[test]
     fn layout_is_what_the_guest_expects() {
-        assert_eq!(size_of::<StartInfo>(), 584);
+        assert_eq!(size_of::<StartInfo>(), 600);
         assert_eq!(offset_of!(StartInfo, magic), 0);
         assert_eq!(offset_of!(StartInfo, domain_id), 12);
         assert_eq!(offset_of!(StartInfo, mode), 16);
         assert_eq!(offset_of!(StartInfo, pt_base), 40);
-        assert_eq!(offset_of!(StartInfo, cmdline), 72);
+        assert_eq!(offset_of!(StartInfo, shared_info), 72);
+        assert_eq!(offset_of!(StartInfo, cmdline), 88);
         assert_eq!(&START_INFO_MAGIC.to_le_bytes(), b"xen-lite");
     }
 

@@ -69,6 +69,18 @@ pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);
 }
 
+/// Prints one line of a domain's console as `[domN] text`. Bytes outside printable ASCII are
+/// shown as `?` so a guest cannot send control sequences to the terminal.
+pub fn guest_line(domain: u32, text: &[u8]) {
+    let _line = LINE_LOCK.lock();
+    let _ = write!(SerialWriter, "[dom{domain}] ");
+    for &byte in text {
+        let shown = if byte == b' ' || byte.is_ascii_graphic() { byte } else { b'?' };
+        serial::write_bytes(&[shown]);
+    }
+    serial::write_bytes(b"\n");
+}
+
 /// Writes one `[xen]` line without taking the line lock: for the fatal path, which may have
 /// interrupted a writer holding it.
 pub fn fatal_line(args: fmt::Arguments<'_>) {

@@ -7,19 +7,23 @@
 //! 0x000 ..              free (the first 1 MiB)
 //! 0x100 .. image_end    the kernel's PT_LOAD segments, at (vaddr - GUEST_DIRECT_MAP) / 4096
 //! image_end             StartInfo
-//! + 1 ..                page tables: L4, L3, L2s, L1s mapping every gfn at gfn_to_va(gfn)
+//! + 1                   SharedInfo
+//! + 2                   hypercall page (xen-lite fills it after the build, per mode)
+//! + 3 ..                page tables: L4, L3, L2s, L1s mapping every gfn at gfn_to_va(gfn)
 //! then                  boot stack (BOOT_STACK_PAGES); rsp starts at its top
 //! then                  free: StartInfo::first_free_gfn
 //! ```
 //!
-//! The page-table entries hold `pte_base + gfn * 4096`: machine addresses in `native` mode,
-//! guest-physical ones under nested paging. Optionally the hypervisor's level-4 slots are
-//! copied in, so xen-lite stays mapped where it must (`native` hand-off).
+//! The page-table entries hold `pte_base + gfn * 4096`: machine addresses in `native` and `pv`
+//! mode, guest-physical ones under nested paging. Every page is supervisor-only except those of
+//! ELF segments flagged `PF_XENLITE_USER`. For `pv`, the page-table frames are mapped
+//! read-only: the guest may read its tables but never write them. The hypervisor's level-4
+//! slots are copied in where xen-lite must stay mapped (`native` hand-off, `pv` entries).
 
 use core::fmt;
 use core::ops::Range;
 
-use hypercall_abi::elf::{Elf, ElfError};
+use hypercall_abi::elf::{Elf, ElfError, PF_XENLITE_USER};
 use hypercall_abi::layout::{gfn_to_va, va_to_gfn, GUEST_KERNEL_FIRST_GFN, PAGE_SIZE};
 use hypercall_abi::start_info::{StartInfo, CMDLINE_LEN};
 use hypercall_abi::Mode;
@@ -32,6 +36,8 @@ pub const BOOT_STACK_PAGES: u64 = 4;
 const ENTRIES: u64 = 512;
 /// Page-table entry bits: present, writable. See: Intel SDM Vol. 3A, revision 086, 4.5.
 const PTE_PRESENT_WRITABLE: u64 = 0b11;
+/// Page-table entry bit: user-accessible (ring 3).
+const PTE_USER: u64 = 0b100;
 
 /// What the builder needs to know about the domain.
 pub struct DomainSpec<'a> {
@@ -47,6 +53,8 @@ pub struct DomainSpec<'a> {
     pub pte_base: u64,
     /// Level-4 entries to copy in, and the slots they go to.
     pub hypervisor_slots: Option<(Range<usize>, &'a [u64])>,
+    /// Map the page-table frames read-only (`pv`: updates must go through xen-lite).
+    pub read_only_page_tables: bool,
 }
 
 /// A built domain: where to start it.
@@ -60,6 +68,10 @@ pub struct BuiltDomain {
     pub stack_top: u64,
     /// The gfn of the level-4 table (CR3 = pte_base + l4_gfn * 4096).
     pub l4_gfn: u64,
+    /// The gfn of the `SharedInfo` page.
+    pub shared_info_gfn: u64,
+    /// The gfn of the hypercall page.
+    pub hypercall_page_gfn: u64,
     /// First gfn left free for the guest.
     pub first_free_gfn: u64,
 }
@@ -83,6 +95,8 @@ pub enum BuildError {
         /// Pages available.
         have: u64,
     },
+    /// More than one segment asks to be user-accessible.
+    TwoUserSegments,
     /// The command line does not fit in `StartInfo`.
     CmdlineTooLong {
         /// Its length.
@@ -100,6 +114,9 @@ impl fmt::Display for BuildError {
             ),
             BuildError::TooSmall { needed, have } => {
                 write!(f, "needs {needed} pages at start of day, the domain has {have}")
+            }
+            BuildError::TwoUserSegments => {
+                write!(f, "more than one segment is flagged PF_XENLITE_USER")
             }
             BuildError::CmdlineTooLong { len } => {
                 write!(f, "command line of {len} bytes exceeds {}", CMDLINE_LEN - 1)
@@ -135,6 +152,7 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
     let nr_pages = memory.len() as u64;
     let elf = Elf::parse(spec.image).map_err(BuildError::Elf)?;
     let mut image_end_gfn = GUEST_KERNEL_FIRST_GFN;
+    let mut user_gfns = 0..0;
     for segment in elf.segments() {
         let outside = BuildError::SegmentOutside { vaddr: segment.vaddr, len: segment.mem_len };
         let first = va_to_gfn(segment.vaddr, nr_pages).ok_or(outside)?;
@@ -142,12 +160,21 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
         if first < GUEST_KERNEL_FIRST_GFN || last.is_none() {
             return Err(outside);
         }
-        image_end_gfn =
-            image_end_gfn.max(segment.vend().div_ceil(PAGE_SIZE) - gfn_to_va(0) / PAGE_SIZE);
+        let end_gfn = segment.vend().div_ceil(PAGE_SIZE) - gfn_to_va(0) / PAGE_SIZE;
+        image_end_gfn = image_end_gfn.max(end_gfn);
+        if segment.flags & PF_XENLITE_USER != 0 {
+            if !user_gfns.is_empty() {
+                return Err(BuildError::TwoUserSegments);
+            }
+            user_gfns = first..end_gfn;
+        }
     }
     let start_info_gfn = image_end_gfn;
+    let shared_info_gfn = start_info_gfn + 1;
+    let hypercall_page_gfn = start_info_gfn + 2;
+    let l4_gfn = start_info_gfn + 3;
     let tables = page_table_frames(nr_pages);
-    let stack_end_gfn = start_info_gfn + 1 + tables + BOOT_STACK_PAGES;
+    let stack_end_gfn = l4_gfn + tables + BOOT_STACK_PAGES;
     if stack_end_gfn > nr_pages {
         return Err(BuildError::TooSmall { needed: stack_end_gfn, have: nr_pages });
     }
@@ -165,8 +192,18 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
         }
     }
 
-    let l4_gfn = start_info_gfn + 1;
-    map_direct(memory, l4_gfn, spec.pte_base);
+    let table_gfns = l4_gfn..l4_gfn + tables;
+    let flags = |gfn: u64| {
+        let mut flags = PTE_PRESENT_WRITABLE;
+        if spec.read_only_page_tables && table_gfns.contains(&gfn) {
+            flags &= !0b10;
+        }
+        if user_gfns.contains(&gfn) {
+            flags |= PTE_USER;
+        }
+        flags
+    };
+    map_direct(memory, l4_gfn, spec.pte_base, flags);
     if let Some((slots, entries)) = &spec.hypervisor_slots {
         for (slot, entry) in slots.clone().zip(entries.iter()) {
             write_entry(memory, l4_gfn, slot, *entry);
@@ -182,6 +219,8 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
     info.nr_pt_frames = tables;
     info.first_free_gfn = stack_end_gfn;
     info.stack_top = gfn_to_va(stack_end_gfn);
+    info.shared_info = gfn_to_va(shared_info_gfn);
+    info.hypercall_page = gfn_to_va(hypercall_page_gfn);
     info.set_cmdline(spec.cmdline);
     info.write_to(&mut memory[start_info_gfn as usize]);
 
@@ -190,14 +229,17 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
         start_info: gfn_to_va(start_info_gfn),
         stack_top: info.stack_top,
         l4_gfn,
+        shared_info_gfn,
+        hypercall_page_gfn,
         first_free_gfn: stack_end_gfn,
     })
 }
 
-/// Builds the tables at `l4_gfn` onwards that map every gfn at its direct-map address.
-fn map_direct(memory: &mut [Page], l4_gfn: u64, pte_base: u64) {
+/// Builds the tables at `l4_gfn` onwards that map every gfn at its direct-map address, each
+/// leaf with `flags(gfn)`. Intermediate entries allow everything; the leaf decides.
+fn map_direct(memory: &mut [Page], l4_gfn: u64, pte_base: u64, flags: impl Fn(u64) -> u64) {
     let nr_pages = memory.len() as u64;
-    let address = |gfn: u64| (pte_base + gfn * PAGE_SIZE) | PTE_PRESENT_WRITABLE;
+    let address = |gfn: u64| (pte_base + gfn * PAGE_SIZE) | PTE_PRESENT_WRITABLE | PTE_USER;
     let mut next_table = l4_gfn + 1;
     let mut table_for = |memory: &mut [Page], parent: u64, slot: usize| {
         let existing = read_entry(memory, parent, slot);
@@ -214,7 +256,7 @@ fn map_direct(memory: &mut [Page], l4_gfn: u64, pte_base: u64) {
         let l3 = table_for(memory, l4_gfn, index(va, 4));
         let l2 = table_for(memory, l3, index(va, 3));
         let l1 = table_for(memory, l2, index(va, 2));
-        write_entry(memory, l1, index(va, 1), address(gfn));
+        write_entry(memory, l1, index(va, 1), pte_base + gfn * PAGE_SIZE | flags(gfn));
     }
 }
 
@@ -249,6 +291,7 @@ mod tests {
             image,
             pte_base: PTE_BASE,
             hypervisor_slots: None,
+            read_only_page_tables: false,
         }
     }
 
@@ -260,7 +303,6 @@ mod tests {
             if entry & 1 == 0 {
                 return None;
             }
-            assert_eq!(entry & PTE_PRESENT_WRITABLE, PTE_PRESENT_WRITABLE);
             table = ((entry & !0xfff) - PTE_BASE) / PAGE_SIZE;
         }
         Some(table)
@@ -306,9 +348,53 @@ mod tests {
         assert_eq!(word(48), page_table_frames(2048));
         assert_eq!(word(56), built.first_free_gfn);
         assert_eq!(word(64), built.stack_top);
-        assert_eq!(&page[72..84], b"hello exit=3");
+        assert_eq!(word(72), gfn_to_va(built.shared_info_gfn));
+        assert_eq!(word(80), gfn_to_va(built.hypercall_page_gfn));
+        assert_eq!(&page[88..100], b"hello exit=3");
         assert_eq!(built.start_info, gfn_to_va(0x105), "right after the image (ends at gfn 0x105)");
-        assert_eq!(built.first_free_gfn, 0x105 + 1 + page_table_frames(2048) + BOOT_STACK_PAGES);
+        assert_eq!((built.shared_info_gfn, built.hypercall_page_gfn, built.l4_gfn), (0x106, 0x107, 0x108));
+        assert_eq!(built.first_free_gfn, 0x108 + page_table_frames(2048) + BOOT_STACK_PAGES);
+    }
+
+    /// The leaf entry that maps `gfn`.
+    fn leaf(memory: &[Page], l4_gfn: u64, gfn: u64) -> u64 {
+        let va = gfn_to_va(gfn);
+        let mut table = l4_gfn;
+        for level in (2..=4).rev() {
+            table = ((read_entry(memory, table, index(va, level)) & !0xfff) - PTE_BASE) / PAGE_SIZE;
+        }
+        read_entry(memory, table, index(va, 1))
+    }
+
+    #[test]
+    fn pv_page_tables_are_read_only_and_only_the_user_segment_is_user() {
+        let image = write_executable(
+            GUEST_KERNEL_BASE,
+            &[
+                (GUEST_KERNEL_BASE, PF_R | PF_X, &[0xc3; 0x20], 0x20),
+                (GUEST_KERNEL_BASE + 0x1000, PF_R | PF_X | PF_XENLITE_USER, &[0x90; 4], 0x2000),
+            ],
+        );
+        let mut mem = memory(2048);
+        let mut spec = spec(&image);
+        spec.read_only_page_tables = true;
+        let built = build(&mut mem, &spec).unwrap();
+        let l4 = built.l4_gfn;
+        assert_eq!(leaf(&mem, l4, l4) & 0b111, 0b001, "L4 frame: present, read-only, supervisor");
+        assert_eq!(leaf(&mem, l4, l4 + 3) & 0b111, 0b001, "an L1 frame");
+        assert_eq!(leaf(&mem, l4, 0x100) & 0b111, 0b011, "kernel text: supervisor");
+        assert_eq!(leaf(&mem, l4, 0x101) & 0b111, 0b111, "user segment");
+        assert_eq!(leaf(&mem, l4, 0x102) & 0b111, 0b111, "user segment, second page");
+        assert_eq!(leaf(&mem, l4, 0x103) & 0b111, 0b011, "StartInfo");
+
+        let two = write_executable(
+            GUEST_KERNEL_BASE,
+            &[
+                (GUEST_KERNEL_BASE, PF_R | PF_X | PF_XENLITE_USER, &[0xc3], 1),
+                (GUEST_KERNEL_BASE + 0x1000, PF_R | PF_XENLITE_USER, &[0], 1),
+            ],
+        );
+        assert_eq!(build(&mut mem, &self::spec(&two)), Err(BuildError::TwoUserSegments));
     }
 
     #[test]

@@ -10,7 +10,14 @@
 //! | 0     | `0x00`   | null                                           |
 //! | 1     | `0x08`   | xen-lite code: ring 0, 64-bit                  |
 //! | 2     | `0x10`   | xen-lite data: ring 0                          |
-//! | 3-4   | `0x18`   | TSS (a 16-byte system descriptor)              |
+//! | 3     | `0x19`   | guest kernel code: ring 1, 64-bit (`pv`)       |
+//! | 4     | `0x21`   | guest kernel data: ring 1 (`pv`)               |
+//! | 5     | `0x2b`   | user data: ring 3                              |
+//! | 6     | `0x33`   | user code: ring 3, 64-bit                      |
+//! | 7-8   | `0x38`   | TSS (a 16-byte system descriptor)              |
+//!
+//! A selector's low two bits are its requested privilege level: a ring-1 selector ends in 1.
+//! TSS.RSP0 points at [`HYPERVISOR_STACK`]: every entry from ring 1 or ring 3 lands there.
 
 use spin::Once;
 use x86::bits64::segmentation::Descriptor64;
@@ -28,8 +35,23 @@ use crate::instructions;
 pub const HYPERVISOR_CS: SegmentSelector = SegmentSelector::new(1, Ring::Ring0);
 /// Selector of xen-lite's data segment.
 pub const HYPERVISOR_DS: SegmentSelector = SegmentSelector::new(2, Ring::Ring0);
+/// Selector of the guest kernel's code segment (ring 1).
+pub const GUEST_KERNEL_CS: SegmentSelector = SegmentSelector::new(3, Ring::Ring1);
+/// Selector of the guest kernel's data and stack segment (ring 1).
+pub const GUEST_KERNEL_DS: SegmentSelector = SegmentSelector::new(4, Ring::Ring1);
+/// Selector of user data and stack (ring 3).
+pub const USER_DS: SegmentSelector = SegmentSelector::new(5, Ring::Ring3);
+/// Selector of user code (ring 3).
+pub const USER_CS: SegmentSelector = SegmentSelector::new(6, Ring::Ring3);
+// The guest-visible selectors are part of the ABI; the table must agree with it.
+const _: () = {
+    use hypercall_abi::layout::selectors::*;
+    assert!(GUEST_KERNEL_CS.bits() == FLAT_RING1_CS && GUEST_KERNEL_DS.bits() == FLAT_RING1_DS);
+    assert!(USER_CS.bits() == FLAT_RING3_CS && USER_DS.bits() == FLAT_RING3_DS);
+};
+
 /// Selector of the TSS.
-pub const TSS_SELECTOR: SegmentSelector = SegmentSelector::new(3, Ring::Ring0);
+pub const TSS_SELECTOR: SegmentSelector = SegmentSelector::new(7, Ring::Ring0);
 
 /// IST slot (1-based, as the IDT gate encodes it) of the double-fault stack.
 pub const DOUBLE_FAULT_IST: u8 = 1;
@@ -41,6 +63,13 @@ struct Stack([u8; STACK_SIZE]);
 
 /// Taken on a double fault, so a kernel-stack overflow still gets reported.
 static DOUBLE_FAULT_STACK: Stack = Stack([0; STACK_SIZE]);
+/// The stack every entry from an outer ring (1 or 3) starts on (TSS.RSP0).
+static HYPERVISOR_STACK: Stack = Stack([0; STACK_SIZE]);
+
+/// Top of [`HYPERVISOR_STACK`].
+pub fn hypervisor_stack_top() -> u64 {
+    HYPERVISOR_STACK.0.as_ptr_range().end as u64
+}
 
 /// The table, laid out as the hardware reads it.
 #[repr(C, packed)]
@@ -48,27 +77,31 @@ struct Gdt {
     null: Descriptor,
     code: Descriptor,
     data: Descriptor,
+    guest_code: Descriptor,
+    guest_data: Descriptor,
+    user_data: Descriptor,
+    user_code: Descriptor,
     tss: Descriptor64,
 }
 
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<Gdt> = Once::new();
 
-/// The descriptor of xen-lite's 64-bit ring-0 code segment.
-fn code_descriptor() -> Descriptor {
+/// A flat 64-bit code segment for `ring`.
+fn code_descriptor(ring: Ring) -> Descriptor {
     DescriptorBuilder::code_descriptor(0, 0xfffff, CodeSegmentType::ExecuteRead)
         .present()
-        .dpl(Ring::Ring0)
+        .dpl(ring)
         .l()
         .limit_granularity_4kb()
         .finish()
 }
 
-/// The descriptor of xen-lite's ring-0 data segment.
-fn data_descriptor() -> Descriptor {
+/// A flat data segment for `ring`.
+fn data_descriptor(ring: Ring) -> Descriptor {
     DescriptorBuilder::data_descriptor(0, 0xfffff, DataSegmentType::ReadWrite)
         .present()
-        .dpl(Ring::Ring0)
+        .dpl(ring)
         .limit_granularity_4kb()
         .finish()
 }
@@ -79,14 +112,19 @@ pub fn init() {
         let mut tss = TaskStateSegment::new();
         let top = DOUBLE_FAULT_STACK.0.as_ptr_range().end as u64;
         tss.set_ist(usize::from(DOUBLE_FAULT_IST - 1), top);
+        tss.set_rsp(Ring::Ring0, hypervisor_stack_top());
         tss
     });
     let tss_base = core::ptr::from_ref(tss) as u64;
     let tss_limit = core::mem::size_of::<TaskStateSegment>() as u64 - 1;
     let gdt = GDT.call_once(|| Gdt {
         null: Descriptor::NULL,
-        code: code_descriptor(),
-        data: data_descriptor(),
+        code: code_descriptor(Ring::Ring0),
+        data: data_descriptor(Ring::Ring0),
+        guest_code: code_descriptor(Ring::Ring1),
+        guest_data: data_descriptor(Ring::Ring1),
+        user_data: data_descriptor(Ring::Ring3),
+        user_code: code_descriptor(Ring::Ring3),
         tss: <DescriptorBuilder as GateDescriptorBuilder<u64>>::tss_descriptor(
             tss_base, tss_limit, true,
         )
@@ -111,11 +149,16 @@ mod tests {
     #[test]
     fn descriptors_encode_long_mode_ring_0_segments() {
         // Access byte 0x9a: present, DPL 0, code, execute/read. Flags 0xa: 4 KiB granularity, L.
-        assert_eq!(code_descriptor().as_u64(), 0x00af_9a00_0000_ffff);
+        assert_eq!(code_descriptor(Ring::Ring0).as_u64(), 0x00af_9a00_0000_ffff);
         // Access byte 0x92: present, DPL 0, data, read/write. Flags 0x8: 4 KiB granularity.
-        assert_eq!(data_descriptor().as_u64(), 0x008f_9200_0000_ffff);
+        assert_eq!(data_descriptor(Ring::Ring0).as_u64(), 0x008f_9200_0000_ffff);
+        // DPL lives in access-byte bits 5-6: 0xba is code at DPL 1, 0xf2 data at DPL 3.
+        assert_eq!(code_descriptor(Ring::Ring1).as_u64(), 0x00af_ba00_0000_ffff);
+        assert_eq!(data_descriptor(Ring::Ring3).as_u64(), 0x008f_f200_0000_ffff);
         assert_eq!(HYPERVISOR_CS.bits(), 0x08);
-        assert_eq!(TSS_SELECTOR.bits(), 0x18);
-        assert_eq!(core::mem::size_of::<Gdt>(), 40);
+        assert_eq!((GUEST_KERNEL_CS.bits(), GUEST_KERNEL_DS.bits()), (0x19, 0x21));
+        assert_eq!((USER_DS.bits(), USER_CS.bits()), (0x2b, 0x33));
+        assert_eq!(TSS_SELECTOR.bits(), 0x38);
+        assert_eq!(core::mem::size_of::<Gdt>(), 72);
     }
 }

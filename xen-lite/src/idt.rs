@@ -1,10 +1,21 @@
 //! xen-lite's interrupt descriptor table.
 //!
-//! Vectors 0-31 (the exceptions) point at the stubs `entry.rs` generates; every other vector is
-//! left not-present for now, so a stray interrupt raises #NP whose error code names the vector.
-//! All gates are interrupt gates (IF cleared on entry) with DPL 0: neither ring 1 nor ring 3 may
-//! raise them with `int n`. See: Intel SDM Vol. 3A, revision 086, 6.14.1.
+//! Every vector has a stub (`entry.rs`), but only these gates are present:
+//!
+//! | vectors      | DPL | why                                                              |
+//! |--------------|-----|------------------------------------------------------------------|
+//! | 0-31         | 0   | exceptions; #DF on its own stack (IST 1)                         |
+//! | 3 (#BP), 4 (#OF) | 3 | `int3` and `into` are legal in user code: they must reach the  |
+//! |              |     | handler as #BP/#OF, not as #GP                                   |
+//! | 0x20         | 0   | the timer (IRQ 0 of the 8259 PIC, remapped)                      |
+//! | 0x82         | 1   | hypercalls: ring 1 may `int 0x82`, ring 3 gets #GP               |
+//!
+//! Any other vector is not present, so a stray interrupt raises #NP whose error code names it.
+//! All gates are interrupt gates (IF cleared on entry): xen-lite never runs with interrupts on,
+//! except in the idle loop. See: Intel SDM Vol. 3A, revision 086, 6.12.1.1 (gate DPL checks
+//! for `int n`) and 6.14.1.
 
+use hypercall_abi::hypercall::HYPERCALL_VECTOR;
 use spin::Once;
 use x86::bits64::segmentation::Descriptor64;
 use x86::dtables::DescriptorTablePointer;
@@ -14,21 +25,34 @@ use x86::Ring;
 use crate::entry::{stub_address, EXCEPTION_VECTORS};
 use crate::gdt::{DOUBLE_FAULT_IST, HYPERVISOR_CS};
 use crate::instructions;
+use crate::timer::TIMER_VECTOR;
 use crate::trap::Vector;
 
 static IDT: Once<[Descriptor64; 256]> = Once::new();
+
+/// The gate DPL for a present vector, or `None` for a vector left not-present.
+fn gate_dpl(vector: u8) -> Option<Ring> {
+    match vector {
+        Vector::BREAKPOINT | Vector::OVERFLOW => Some(Ring::Ring3),
+        v if v < EXCEPTION_VECTORS => Some(Ring::Ring0),
+        TIMER_VECTOR => Some(Ring::Ring0),
+        HYPERCALL_VECTOR => Some(Ring::Ring1),
+        _ => None,
+    }
+}
 
 /// Builds the IDT and loads it.
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = [Descriptor64::NULL; 256];
-        for vector in 0..EXCEPTION_VECTORS {
+        for vector in 0..=255u8 {
+            let Some(dpl) = gate_dpl(vector) else { continue };
             let mut gate = <DescriptorBuilder as GateDescriptorBuilder<u64>>::interrupt_descriptor(
                 HYPERVISOR_CS,
                 stub_address(vector),
             )
             .present()
-            .dpl(Ring::Ring0);
+            .dpl(dpl);
             if vector == Vector::DOUBLE_FAULT {
                 gate = gate.ist(DOUBLE_FAULT_IST);
             }
@@ -40,4 +64,18 @@ pub fn init() {
     // SAFETY: `IDT` is a static written once; every present gate points at a generated stub
     // that saves state and calls `trap::handle_trap`.
     unsafe { instructions::lidt(&pointer) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_documented_gates_are_reachable_from_outer_rings() {
+        assert_eq!(gate_dpl(3), Some(Ring::Ring3));
+        assert_eq!(gate_dpl(13), Some(Ring::Ring0));
+        assert_eq!(gate_dpl(0x82), Some(Ring::Ring1), "hypercalls: ring 1 only");
+        assert_eq!(gate_dpl(0x80), None, "no fast trap yet");
+        assert_eq!(gate_dpl(0x21), None);
+    }
 }

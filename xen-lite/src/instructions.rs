@@ -131,6 +131,15 @@ pub unsafe fn inb(port: u16) -> u8 {
     unsafe { x86::io::inb(port) }
 }
 
+/// Enables interrupts and halts until the next one: the idle loop's only instruction pair.
+/// `sti` takes effect after the following instruction, so no interrupt can slip in between
+/// and leave the CPU halted with work pending.
+pub fn wait_for_interrupt() {
+    // SAFETY: enabling interrupts is safe here because only the idle context calls this, and
+    // every interrupt it can take has a handler.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
 /// Disables interrupts and halts, forever: the last thing a dying CPU does.
 pub fn halt_forever() -> ! {
     loop {

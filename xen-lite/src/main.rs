@@ -33,11 +33,14 @@ mod gdt;
 mod entry;
 mod trap;
 mod idt;
+mod timer;
 mod cpu;
 // Booting domains: the command line, the builder, the modes.
 mod config;
 mod domain_builder;
 mod native;
+mod decode;
+mod pv;
 
 use bootloader_api::info::MemoryRegionKind;
 use bootloader_api::BootInfo;
@@ -52,7 +55,7 @@ use crate::exit::exit_emulator;
 use crate::frame::FrameAllocator;
 
 /// Physical memory xen-lite manages: 4 GiB, one bit per frame (128 KiB of bitmap).
-const FRAME_BITMAP_WORDS: usize = (4 << 30) / 4096 / 64;
+pub const FRAME_BITMAP_WORDS: usize = (4 << 30) / 4096 / 64;
 
 /// Every free machine frame.
 static FRAMES: Mutex<FrameAllocator<FRAME_BITMAP_WORDS>> = Mutex::new(FrameAllocator::new());
@@ -121,9 +124,10 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
             let memory = FRAMES.lock().alloc_contiguous(config.domain_pages);
             native::run(config, bundle.find(config.kernel), memory)
         }
-        Mode::Pv | Mode::Vmx | Mode::Svm => {
+        Mode::Pv => pv::start(config, bundle.find(config.kernel), &FRAMES),
+        Mode::Vmx | Mode::Svm => {
             log::error!(
-                "fatal: mode={} is not available in this build yet; use mode=native",
+                "fatal: mode={} is not available in this build yet; use mode=pv or mode=native",
                 config.mode.name()
             );
             exit_emulator(STATUS_BAD_BUNDLE)

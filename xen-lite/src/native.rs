@@ -45,6 +45,7 @@ pub fn run(config: &Config<'_>, image: Option<&[u8]>, memory: Option<Frame>) -> 
         image,
         pte_base: base.addr(),
         hypervisor_slots: Some((HYPERVISOR_L4_SLOTS, hypervisor_l4_entries())),
+        read_only_page_tables: false,
     };
     let built = match domain_builder::build(memory, &spec) {
         Ok(built) => built,

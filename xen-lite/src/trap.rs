@@ -18,8 +18,14 @@ use crate::memory_map::IMAGE_BASE;
 pub struct Vector;
 
 impl Vector {
+    /// #BP: breakpoint (`int3`).
+    pub const BREAKPOINT: u8 = 3;
+    /// #OF: overflow (`into`).
+    pub const OVERFLOW: u8 = 4;
     /// #DF: double fault.
     pub const DOUBLE_FAULT: u8 = 8;
+    /// #GP: general protection.
+    pub const GENERAL_PROTECTION: u8 = 13;
     /// #PF: page fault.
     pub const PAGE_FAULT: u8 = 14;
 
@@ -76,15 +82,25 @@ impl Vector {
     }
 }
 
-/// Called by `trap_common` for every vector with the saved state.
+/// Called by `trap_common` for every vector with the saved state. In `pv` mode the timer,
+/// hypercalls and anything raised in ring 1 or 3 belong to the domains; an exception in
+/// xen-lite itself is always fatal.
 pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
-    fatal_exception(frame)
+    let from_guest = frame.cs & 3 != 0;
+    let ours = frame.vector == u64::from(crate::timer::TIMER_VECTOR) || from_guest;
+    if crate::pv::active() && ours {
+        crate::pv::handle(frame)
+    } else {
+        fatal_exception(frame)
+    }
 }
 
 /// Who was running when the exception hit.
 fn culprit(frame: &TrapFrame) -> &'static str {
     if frame.rip >= IMAGE_BASE && frame.rip < crate::memory_map::DYNAMIC_START {
         "xen-lite"
+    } else if frame.cs & 3 != 0 {
+        "a guest"
     } else {
         "the native guest (domain 0)"
     }

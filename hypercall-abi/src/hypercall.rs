@@ -1,0 +1,295 @@
+//! The hypercall interface: numbers, sub-operations, argument records and error codes.
+//!
+//! Numbers follow Xen's `public/xen.h` where the meaning is the same, so a student can read the
+//! two side by side. A guest calls hypercall `n` at `StartInfo::hypercall_page + 32 * n`; the
+//! stub there (written by xen-lite) loads `n` into `rax` and enters the hypervisor by the
+//! mode's transport (`int 0x82` in `pv`). Arguments go in `rdi, rsi, rdx, r10, r8` (Xen's
+//! x86-64 order); the result comes back in `rax`: zero or a positive value on success, a
+//! negative [`Errno`] on failure.
+
+use core::mem::size_of;
+
+/// Every hypercall xen-lite knows. Deliberately exhaustive (no `#[non_exhaustive]`): adding one
+/// breaks xen-lite's dispatcher until it is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Hypercall {
+    /// `set_trap_table(table: *const TrapInfo)`: install the virtual IDT (entries until
+    /// `address == 0`, at most 256).
+    SetTrapTable = 0,
+    /// `stack_switch(ss, rsp)`: the ring-1 stack bounces from ring 3 start on.
+    StackSwitch = 3,
+    /// `set_callbacks(event, failsafe, syscall, no_delivery_start, no_delivery_end)`.
+    SetCallbacks = 4,
+    /// `set_timer_op(deadline_ns)`: one-shot timer event at system time `deadline_ns`; 0
+    /// cancels.
+    SetTimerOp = 15,
+    /// `xen_version()`: `major << 16 | minor`.
+    XenVersion = 17,
+    /// `console_io(CONSOLEIO_WRITE, len, buf)`: write to the domain's console.
+    ConsoleIo = 18,
+    /// `sched_op(cmd, arg)`: yield, block, shutdown.
+    SchedOp = 29,
+    /// `event_channel_op(cmd, arg0, arg1)`: bind a VIRQ, open a port, send.
+    EventChannelOp = 32,
+    /// `stats(buf: *mut Stats)`: copy this domain's counters out.
+    Stats = 40,
+}
+
+impl Hypercall {
+    /// All hypercalls, for tables and tests.
+    pub const ALL: [Hypercall; 9] = [
+        Hypercall::SetTrapTable,
+        Hypercall::StackSwitch,
+        Hypercall::SetCallbacks,
+        Hypercall::SetTimerOp,
+        Hypercall::XenVersion,
+        Hypercall::ConsoleIo,
+        Hypercall::SchedOp,
+        Hypercall::EventChannelOp,
+        Hypercall::Stats,
+    ];
+
+    /// Decodes a hypercall number.
+    pub fn from_number(number: u64) -> Option<Hypercall> {
+        Hypercall::ALL.into_iter().find(|h| *h as u64 == number)
+    }
+
+    /// The handler's name without `do_`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hypercall::SetTrapTable => "set_trap_table",
+            Hypercall::StackSwitch => "stack_switch",
+            Hypercall::SetCallbacks => "set_callbacks",
+            Hypercall::SetTimerOp => "set_timer_op",
+            Hypercall::XenVersion => "xen_version",
+            Hypercall::ConsoleIo => "console_io",
+            Hypercall::SchedOp => "sched_op",
+            Hypercall::EventChannelOp => "event_channel_op",
+            Hypercall::Stats => "stats",
+        }
+    }
+}
+
+/// Bytes per stub in the hypercall page.
+pub const HYPERCALL_STUB_SIZE: u64 = 32;
+/// Stubs in the hypercall page (numbers `0..HYPERCALL_PAGE_ENTRIES`).
+pub const HYPERCALL_PAGE_ENTRIES: u64 = 4096 / HYPERCALL_STUB_SIZE;
+/// The `pv` transport: the vector of `int 0x82` (gate DPL 1: ring 1 may use it, ring 3 may not).
+pub const HYPERCALL_VECTOR: u8 = 0x82;
+/// `xen_version` of this xen-lite: 0.1.
+pub const XEN_LITE_VERSION: u64 = 1;
+
+/// `console_io` command: write.
+pub const CONSOLEIO_WRITE: u64 = 0;
+/// Longest `console_io` write accepted in one call.
+pub const CONSOLEIO_MAX: u64 = 4096;
+
+/// `sched_op` command: give up the CPU, stay runnable.
+pub const SCHEDOP_YIELD: u64 = 0;
+/// `sched_op` command: unmask events and sleep until one is pending.
+pub const SCHEDOP_BLOCK: u64 = 1;
+/// `sched_op` command: end the domain with exit code `arg` (0..=99).
+pub const SCHEDOP_SHUTDOWN: u64 = 2;
+
+/// `event_channel_op` command: `bind_virq(virq) -> port`.
+pub const EVTCHNOP_BIND_VIRQ: u64 = 1;
+/// `event_channel_op` command: `send(domain, port)`: set `port` pending in `domain`.
+pub const EVTCHNOP_SEND: u64 = 4;
+/// `event_channel_op` command: `alloc_unbound(remote_domain) -> port`: a port that
+/// `remote_domain` may send to.
+pub const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
+/// Event ports per domain.
+pub const NR_EVENT_PORTS: u64 = 64;
+/// The virtual timer interrupt (raised when a `set_timer_op` deadline passes).
+pub const VIRQ_TIMER: u64 = 0;
+/// Number of VIRQs.
+pub const NR_VIRQS: u64 = 1;
+
+/// Negative return values. See: Linux `asm-generic/errno-base.h` (the numbers Xen uses too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i64)]
+pub enum Errno {
+    /// Not allowed for this domain.
+    EPERM = 1,
+    /// No such object (a port or VIRQ that is not bound).
+    ENOENT = 2,
+    /// No such domain.
+    ESRCH = 3,
+    /// The caller may not do this to that object.
+    EACCES = 13,
+    /// A guest pointer that is not in the domain's memory.
+    EFAULT = 14,
+    /// Already in use.
+    EBUSY = 16,
+    /// A bad argument.
+    EINVAL = 22,
+    /// Out of slots.
+    ENOSPC = 28,
+    /// No such hypercall or sub-command.
+    ENOSYS = 38,
+}
+
+impl Errno {
+    /// The value a hypercall returns in `rax`: `-errno` as `u64`.
+    pub const fn to_return(self) -> u64 {
+        (-(self as i64)) as u64
+    }
+
+    /// Decodes a hypercall return value, if it is an error.
+    pub fn from_return(value: u64) -> Option<Errno> {
+        let all = [
+            Errno::EPERM,
+            Errno::ENOENT,
+            Errno::ESRCH,
+            Errno::EACCES,
+            Errno::EFAULT,
+            Errno::EBUSY,
+            Errno::EINVAL,
+            Errno::ENOSPC,
+            Errno::ENOSYS,
+        ];
+        all.into_iter().find(|e| e.to_return() == value)
+    }
+}
+
+/// One entry of the virtual IDT given to `set_trap_table`. Written by the guest, copied in and
+/// checked by xen-lite at the call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TrapInfo {
+    /// Exception or interrupt vector.
+    pub vector: u8,
+    /// Bits 0-1: the highest ring allowed to raise this vector with `int n` (the gate's DPL);
+    /// 3 lets ring 3 use `int3` or `int 0x80`.
+    pub flags: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 6],
+    /// Handler address (ring 1); 0 ends the table.
+    pub address: u64,
+}
+
+const _: () = assert!(size_of::<TrapInfo>() == 16);
+
+/// Counters xen-lite keeps per domain, copied out by `stats`. Written by xen-lite only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Stats {
+    /// Hypercalls by number (index = number, up to 63).
+    pub hypercalls: [u64; 64],
+    /// Exceptions bounced to the guest, by vector.
+    pub bounces: [u64; 32],
+    /// Event upcalls delivered (bounces to the event callback).
+    pub events_delivered: u64,
+    /// Entries into xen-lite from this domain: hypercalls.
+    pub entries_hypercall: u64,
+    /// Entries into xen-lite from this domain: exceptions.
+    pub entries_exception: u64,
+    /// Entries into xen-lite while this domain ran: interrupts (timer).
+    pub entries_interrupt: u64,
+    /// Times this domain was scheduled in.
+    pub schedules: u64,
+    /// CR3 writes xen-lite made to switch to this domain.
+    pub cr3_writes: u64,
+}
+
+const _: () = assert!(size_of::<Stats>() == (64 + 32 + 6) * 8);
+
+impl Stats {
+    /// All zero.
+    pub const fn new() -> Stats {
+        Stats {
+            hypercalls: [0; 64],
+            bounces: [0; 32],
+            events_delivered: 0,
+            entries_hypercall: 0,
+            entries_exception: 0,
+            entries_interrupt: 0,
+            schedules: 0,
+            cr3_writes: 0,
+        }
+    }
+}
+
+impl Stats {
+    /// Number of 64-bit words in the structure.
+    pub const WORDS: usize = size_of::<Stats>() / 8;
+
+    /// The counters in layout order, for copying to a guest as little-endian bytes.
+    pub fn to_words(&self) -> [u64; Stats::WORDS] {
+        let mut words = [0; Stats::WORDS];
+        let tail = [
+            self.events_delivered,
+            self.entries_hypercall,
+            self.entries_exception,
+            self.entries_interrupt,
+            self.schedules,
+            self.cr3_writes,
+        ];
+        let all = self.hypercalls.iter().chain(self.bounces.iter()).chain(tail.iter());
+        for (slot, value) in words.iter_mut().zip(all) {
+            *slot = *value;
+        }
+        words
+    }
+
+    /// Rebuilds the structure from [`Stats::to_words`] (the guest's side).
+    pub fn from_words(words: &[u64; Stats::WORDS]) -> Stats {
+        let mut stats = Stats::new();
+        stats.hypercalls.copy_from_slice(&words[..64]);
+        stats.bounces.copy_from_slice(&words[64..96]);
+        [
+            stats.events_delivered,
+            stats.entries_hypercall,
+            stats.entries_exception,
+            stats.entries_interrupt,
+            stats.schedules,
+            stats.cr3_writes,
+        ] = [words[96], words[97], words[98], words[99], words[100], words[101]];
+        stats
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_match_xen_and_round_trip() {
+        assert_eq!(Hypercall::SetTrapTable as u64, 0);
+        assert_eq!(Hypercall::ConsoleIo as u64, 18);
+        assert_eq!(Hypercall::SchedOp as u64, 29);
+        assert_eq!(Hypercall::EventChannelOp as u64, 32);
+        for h in Hypercall::ALL {
+            assert_eq!(Hypercall::from_number(h as u64), Some(h));
+            assert!((h as u64) < HYPERCALL_PAGE_ENTRIES && (h as u64) < 64, "fits the page and Stats");
+        }
+        assert_eq!(Hypercall::from_number(1), None, "mmu_update is not there yet");
+    }
+
+    #[test]
+    fn stats_words_round_trip_in_layout_order() {
+        let mut stats = Stats::new();
+        stats.hypercalls[18] = 7;
+        stats.bounces[14] = 2;
+        stats.cr3_writes = 9;
+        let words = stats.to_words();
+        assert_eq!((words[18], words[64 + 14], words[101]), (7, 2, 9));
+        assert_eq!(core::mem::offset_of!(Stats, cr3_writes), 101 * 8);
+        assert_eq!(Stats::from_words(&words), stats);
+    }
+
+    #[test]
+    fn errno_values_are_negative_returns() {
+        assert_eq!(Errno::ENOSYS.to_return(), (-38i64) as u64);
+        assert_eq!(Errno::from_return((-22i64) as u64), Some(Errno::EINVAL));
+        assert_eq!(Errno::from_return(0), None);
+        assert_eq!(HYPERCALL_PAGE_ENTRIES, 128);
+    }
+}

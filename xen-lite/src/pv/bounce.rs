@@ -1,0 +1,130 @@
+//! Bounce frames: how an exception or event raised while a guest runs reaches the guest
+//! kernel's own handler in ring 1.
+//!
+//! xen-lite takes every exception and interrupt first (it owns the real IDT). To hand one to the
+//! guest it builds, on the guest kernel's stack, exactly the frame the CPU would have pushed had
+//! the guest's handler been in the IDT, then returns into that handler with `iretq`:
+//!
+//! ```text
+//!            higher addresses
+//!   +40  SS       of the interrupted context (user 0x2b, or the ring-1 SS)
+//!   +32  RSP      of the interrupted context
+//!   +24  RFLAGS   of the interrupted context, but IF = the *virtual* IF (!upcall_mask)
+//!   +16  CS       of the interrupted context: RPL 3 from user code, RPL 1 from the kernel
+//!    +8  RIP      where the interrupted context resumes
+//!    +0  error    only for vectors that have one (#DF #TS #NP #SS #GP #PF #AC ...)
+//!            <- new ring-1 RSP, 16-byte aligned before the push, as the CPU does
+//! ```
+//!
+//! The stack is the interrupted one if the guest kernel itself was interrupted (ring 1), or the
+//! one registered with `stack_switch` if user code was (ring 3), just like the CPU's choice
+//! between the current stack and TSS.RSPn. See: Intel SDM Vol. 3A, revision 086, 6.14.2.
+
+use crate::entry::TrapFrame;
+
+/// RFLAGS.IF.
+pub const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS bits the CPU clears when it delivers through a gate: TF, NT, RF (and VM, AC are not
+/// used here). See: Intel SDM Vol. 3A, 6.12.1.3.
+const RFLAGS_CLEARED_ON_DELIVERY: u64 = 1 << 8 | 1 << 14 | 1 << 16;
+
+/// Why a bounce cannot be made; the domain is then killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BounceError {
+    /// User code was interrupted but the kernel never called `stack_switch`.
+    NoKernelStack,
+}
+
+/// A bounce frame: `len` words starting at `words[0]`, to be written at the new stack pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BounceFrame {
+    /// The words, lowest address first.
+    pub words: [u64; 6],
+    /// How many are used (5, or 6 with an error code).
+    pub len: usize,
+    /// Where the first word goes: the guest handler's `rsp`.
+    pub rsp: u64,
+}
+
+impl BounceFrame {
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.len as u64 * 8
+    }
+}
+
+/// Lays out the frame for interrupting `interrupted`, for a handler running on ring 1.
+/// `kernel_stack` is the `stack_switch` stack; `virtual_if` the guest's virtual IF right now.
+pub fn bounce_frame(
+    interrupted: &TrapFrame,
+    error_code: Option<u64>,
+    virtual_if: bool,
+    kernel_stack: Option<u64>,
+) -> Result<BounceFrame, BounceError> {
+    let from_user = interrupted.cs & 3 == 3;
+    let top = if from_user { kernel_stack.ok_or(BounceError::NoKernelStack)? } else { interrupted.rsp };
+    let rflags = (interrupted.rflags & !RFLAGS_IF) | if virtual_if { RFLAGS_IF } else { 0 };
+    let mut words = [0; 6];
+    let mut len = 0;
+    if let Some(code) = error_code {
+        words[0] = code;
+        len = 1;
+    }
+    for word in [interrupted.rip, interrupted.cs, rflags, interrupted.rsp, interrupted.ss] {
+        words[len] = word;
+        len += 1;
+    }
+    let rsp = (top & !0xf).wrapping_sub(len as u64 * 8);
+    Ok(BounceFrame { words, len, rsp })
+}
+
+/// Points `frame` at the guest handler: ring-1 code and stack, real IF on (the guest's virtual
+/// IF is what it sees), delivery-cleared flags off.
+pub fn enter_handler(frame: &mut TrapFrame, handler: u64, bounce: &BounceFrame, cs: u64, ss: u64) {
+    frame.rip = handler;
+    frame.cs = cs;
+    frame.rsp = bounce.rsp;
+    frame.ss = ss;
+    frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_DELIVERY) | RFLAGS_IF;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_frame() -> TrapFrame {
+        TrapFrame { rip: 0x40_1000, cs: 0x33, rflags: 0x202, rsp: 0x7fff_0008, ss: 0x2b, ..TrapFrame::default() }
+    }
+
+    #[test]
+    fn from_user_the_frame_goes_on_the_kernel_stack_with_the_error_code() {
+        let bounce = bounce_frame(&user_frame(), Some(0x412), false, Some(0xffff_ffff_8020_0008)).unwrap();
+        assert_eq!(bounce.len, 6);
+        assert_eq!(bounce.rsp, 0xffff_ffff_8020_0000 - 48, "aligned to 16, then six words");
+        assert_eq!(bounce.words, [0x412, 0x40_1000, 0x33, 0x002, 0x7fff_0008, 0x2b], "IF from the virtual IF");
+    }
+
+    #[test]
+    fn from_the_kernel_the_frame_goes_on_its_own_stack() {
+        let kernel = TrapFrame { rip: 0xffff_ffff_8010_0000, cs: 0x19, rflags: 0x202, rsp: 0xffff_ffff_8030_0000, ss: 0x21, ..TrapFrame::default() };
+        let bounce = bounce_frame(&kernel, None, true, None).unwrap();
+        assert_eq!(bounce.len, 5);
+        assert_eq!(bounce.rsp, 0xffff_ffff_8030_0000 - 40);
+        assert_eq!(bounce.words[..5], [0xffff_ffff_8010_0000, 0x19, 0x202, 0xffff_ffff_8030_0000, 0x21]);
+    }
+
+    #[test]
+    fn user_code_without_a_kernel_stack_cannot_be_bounced() {
+        assert_eq!(bounce_frame(&user_frame(), None, true, None), Err(BounceError::NoKernelStack));
+    }
+
+    #[test]
+    fn entering_the_handler_sets_ring_1_and_real_if() {
+        let mut frame = user_frame();
+        frame.rflags = 0x100 | 0x2; // TF set, IF clear
+        let bounce = bounce_frame(&frame, None, true, Some(0x1000)).unwrap();
+        enter_handler(&mut frame, 0xffff_ffff_8010_0040, &bounce, 0x19, 0x21);
+        assert_eq!((frame.rip, frame.cs, frame.ss, frame.rsp), (0xffff_ffff_8010_0040, 0x19, 0x21, 0x1000 - 40));
+        assert_eq!(frame.rflags, 0x202);
+    }
+}

@@ -1,0 +1,172 @@
+//! A `pv` domain: everything xen-lite remembers about one guest.
+
+use core::ops::Range;
+
+use hypercall_abi::hypercall::{Errno, Stats, NR_EVENT_PORTS, NR_VIRQS};
+use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::shared_info::SharedInfo;
+
+use super::guest_memory::guest_offset;
+use crate::entry::TrapFrame;
+use crate::frame::Frame;
+use crate::memory_map::phys_to_virt;
+
+/// Where a domain is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// May be scheduled.
+    Runnable,
+    /// In `sched_op(block)`: waits for an event.
+    Blocked,
+    /// Shut down with this status (a kill uses `STATUS_DOMAIN_KILLED`).
+    Dead(u8),
+}
+
+/// What an event port is connected to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// Not in use.
+    Free,
+    /// Raised by xen-lite for this virtual IRQ.
+    Virq(u64),
+    /// Open for `send` from this domain.
+    Unbound {
+        /// The domain allowed to send.
+        remote: u32,
+    },
+}
+
+/// One entry of the virtual IDT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapHandler {
+    /// Ring-1 handler address; 0 = none.
+    pub address: u64,
+    /// Highest ring allowed to raise it with `int n`.
+    pub dpl: u8,
+}
+
+/// Longest console line kept before it is printed anyway.
+const LINE_MAX: usize = 160;
+
+/// A `pv` domain.
+pub struct Domain {
+    /// Its id.
+    pub id: u32,
+    /// Its state.
+    pub state: State,
+    /// Registers, saved while it is not running.
+    pub regs: TrapFrame,
+    /// First machine frame of its (contiguous) memory.
+    pub memory: Frame,
+    /// Frames of memory.
+    pub nr_pages: u64,
+    /// CR3 value: machine address of its level-4 table.
+    pub cr3: u64,
+    /// gfn of its `SharedInfo`.
+    pub shared_info_gfn: u64,
+    /// The virtual IDT (`set_trap_table`).
+    pub traps: [TrapHandler; 256],
+    /// Event upcall entry (`set_callbacks`); 0 = none.
+    pub event_callback: u64,
+    /// Failsafe callback (`set_callbacks`); recorded, used when segment reloads fail.
+    pub failsafe_callback: u64,
+    /// `rip` range in which no upcall is delivered (the guest's unmask-and-`iretq` window).
+    pub no_delivery: Range<u64>,
+    /// Ring-1 stack for bounces from ring 3 (`stack_switch`).
+    pub kernel_stack: Option<u64>,
+    /// One-shot timer deadline in ns (`set_timer_op`); 0 = none.
+    pub timer_deadline: u64,
+    /// Event ports.
+    pub ports: [Port; NR_EVENT_PORTS as usize],
+    /// The port bound to each VIRQ.
+    pub virq_ports: [Option<u8>; NR_VIRQS as usize],
+    /// Console bytes not yet printed (no newline yet).
+    line: [u8; LINE_MAX],
+    line_len: usize,
+    /// Counters for `stats` and the summary.
+    pub stats: Stats,
+}
+
+impl Domain {
+    /// A new domain owning `nr_pages` frames from `memory`.
+    pub fn new(id: u32, memory: Frame, nr_pages: u64, cr3: u64, shared_info_gfn: u64, regs: TrapFrame) -> Domain {
+        Domain {
+            id,
+            state: State::Runnable,
+            regs,
+            memory,
+            nr_pages,
+            cr3,
+            shared_info_gfn,
+            traps: [TrapHandler::default(); 256],
+            event_callback: 0,
+            failsafe_callback: 0,
+            no_delivery: 0..0,
+            kernel_stack: None,
+            timer_deadline: 0,
+            ports: [Port::Free; NR_EVENT_PORTS as usize],
+            virq_ports: [None; NR_VIRQS as usize],
+            line: [0; LINE_MAX],
+            line_len: 0,
+            stats: Stats::new(),
+        }
+    }
+
+    /// Whether it has ended.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, State::Dead(_))
+    }
+
+    /// xen-lite's pointer to byte `offset` of the domain's memory.
+    fn host_address(&self, offset: u64) -> u64 {
+        phys_to_virt(self.memory.addr() + offset)
+    }
+
+    /// Copies `out.len()` bytes from guest address `va`.
+    pub fn copy_from_guest(&self, va: u64, out: &mut [u8]) -> Result<(), Errno> {
+        let offset = guest_offset(va, out.len() as u64, self.nr_pages)?;
+        // SAFETY: `guest_offset` proved the range lies in this domain's frames, which xen-lite
+        // maps in its direct map; the guest is not running, so nothing writes them meanwhile.
+        unsafe { core::ptr::copy_nonoverlapping(self.host_address(offset) as *const u8, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` to guest address `va`.
+    pub fn copy_to_guest(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
+        let offset = guest_offset(va, data.len() as u64, self.nr_pages)?;
+        // SAFETY: as in `copy_from_guest`; the bytes written belong to this domain alone.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.host_address(offset) as *mut u8, data.len()) };
+        Ok(())
+    }
+
+    /// The domain's `SharedInfo`, through xen-lite's map.
+    pub fn shared(&mut self) -> &mut SharedInfo {
+        let address = self.host_address(self.shared_info_gfn * PAGE_SIZE);
+        // SAFETY: the page belongs to this domain and is only accessed through this `&mut self`
+        // while xen-lite runs (the guest is stopped); the struct fits in the page.
+        unsafe { &mut *(address as *mut SharedInfo) }
+    }
+
+    /// Appends console output, printing each complete line with the `[domN]` prefix.
+    pub fn console_write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if byte == b'\n' || self.line_len == LINE_MAX {
+                crate::console::guest_line(self.id, &self.line[..self.line_len]);
+                self.line_len = 0;
+                if byte == b'\n' {
+                    continue;
+                }
+            }
+            self.line[self.line_len] = byte;
+            self.line_len += 1;
+        }
+    }
+
+    /// Prints what is left of an unfinished line (at shutdown).
+    pub fn console_flush(&mut self) {
+        if self.line_len > 0 {
+            crate::console::guest_line(self.id, &self.line[..self.line_len]);
+            self.line_len = 0;
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! `pv` mode: guest kernels in ring 1 under xen-lite (DESIGN §3-§5).
+//!
+//! Every way into xen-lite while a domain runs ends in [`handle`]: a hypercall (`int 0x82`), an
+//! exception the guest raised, or the timer. Each entry does its work, then [`Pv::resume`]
+//! decides what the trap frame returns to: the same domain, another one (round robin,
+//! preemptive), the idle loop, or the end of the run. Before the frame goes back to a domain,
+//! pending events are delivered (`events`). The frame is the whole context: switching domains
+//! is saving one frame, loading another and writing CR3.
+//!
+//! What ring 1 buys and what it does not: the guest cannot execute privileged instructions
+//! (they #GP, and xen-lite kills the domain naming the instruction, `crate::decode`), cannot
+//! raise hypercalls from its user code (the gate's DPL is 1), and cannot write its page
+//! tables (mapped read-only). But paging does not tell ring 1 from ring 0, so xen-lite's own
+//! pages, present in every guest address space, are not yet protected from a hostile guest
+//! kernel: that is the next step (validated direct paging, a switcher region).
+
+mod bounce;
+mod domain;
+mod events;
+mod guest_memory;
+mod hypercalls;
+mod schedule;
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED};
+use hypercall_abi::hypercall::{Hypercall, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR};
+use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::Mode;
+use spin::Mutex;
+
+use self::bounce::{bounce_frame, enter_handler, BounceError};
+use self::domain::{Domain, State};
+use self::schedule::{pick_next, Next, SLICE_TICKS};
+use crate::config::{Config, MAX_DOMAINS};
+use crate::decode::privileged_instruction;
+use crate::domain_builder::{self, DomainSpec, Page};
+use crate::entry::{enter_frame, TrapFrame};
+use crate::exit::exit_emulator;
+use crate::frame::Frame;
+use crate::gdt::{hypervisor_stack_top, GUEST_KERNEL_CS, GUEST_KERNEL_DS, HYPERVISOR_CS, HYPERVISOR_DS};
+use crate::instructions::{read_cr2, read_cr3, wait_for_interrupt, write_cr3};
+use crate::memory_map::{phys_to_virt, HYPERVISOR_L4_SLOTS};
+use crate::paging::hypervisor_l4_entries;
+use crate::timer::{self, TIMER_VECTOR};
+use crate::trap::Vector;
+
+/// All `pv` state: the domains and who runs.
+pub struct Pv {
+    domains: [Option<Domain>; MAX_DOMAINS],
+    /// The running domain; `None` while idle.
+    current: Option<usize>,
+    /// Ticks left in the current domain's slice.
+    slice_left: u64,
+    /// The current domain asked to yield.
+    yield_now: bool,
+}
+
+static PV: Mutex<Pv> = Mutex::new(Pv { domains: [const { None }; MAX_DOMAINS], current: None, slice_left: 0, yield_now: false });
+
+/// Set once the domains are built: from then on traps from outer rings belong to them. An
+/// atomic rather than a look into `PV`, so a fault while `PV` is locked still gets reported.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `pv` mode is running.
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+impl Pv {
+    /// Domain `index`, which must exist.
+    fn domain(&mut self, index: usize) -> &mut Domain {
+        self.domains[index].as_mut().expect("the caller names an existing domain")
+    }
+
+    /// Domain `index`, if it exists.
+    fn find(&mut self, index: usize) -> Option<&mut Domain> {
+        self.domains.get_mut(index).and_then(Option::as_mut)
+    }
+
+    /// Ends domain `index` for breaking the ABI, with one line naming the rule and the values.
+    fn kill(&mut self, index: usize, why: fmt::Arguments<'_>) {
+        let domain = self.domain(index);
+        domain.console_flush();
+        domain.state = State::Dead(STATUS_DOMAIN_KILLED);
+        log::error!("dom{index} killed: {why}");
+    }
+
+    /// Decides what `frame` returns to, and delivers pending events to it.
+    fn resume(&mut self, frame: &mut TrapFrame) {
+        loop {
+            let must_switch = match self.current {
+                None => true,
+                Some(c) => self.domain(c).state != State::Runnable || self.yield_now || self.slice_left == 0,
+            };
+            if must_switch {
+                self.switch(frame);
+            }
+            let Some(c) = self.current else { return };
+            let domain = self.domain(c);
+            domain.shared().system_time_ns = timer::now_ns();
+            if !events::upcall_due(domain, frame.rip, frame.cs) {
+                return;
+            }
+            let handler = domain.event_callback;
+            match self.bounce(c, frame, handler, None) {
+                Ok(()) => {
+                    let domain = self.domain(c);
+                    domain.shared().vcpu.upcall_mask = 1;
+                    domain.stats.events_delivered += 1;
+                    return;
+                }
+                Err(()) => continue, // killed; choose again
+            }
+        }
+    }
+
+    /// Saves the current domain's frame and loads the next one's (or the idle loop's).
+    fn switch(&mut self, frame: &mut TrapFrame) {
+        let states: [State; MAX_DOMAINS] =
+            core::array::from_fn(|i| self.domains[i].as_ref().map_or(State::Dead(0), |d| d.state));
+        let next = pick_next(&states, self.current);
+        if let Some(c) = self.current {
+            let stays = next == Next::Domain(c);
+            self.slice_left = SLICE_TICKS;
+            self.yield_now = false;
+            if stays {
+                return;
+            }
+            if !self.domain(c).is_dead() {
+                self.domain(c).regs = *frame;
+            }
+        }
+        match next {
+            Next::Domain(n) => {
+                let domain = self.domain(n);
+                *frame = domain.regs;
+                domain.stats.schedules += 1;
+                if read_cr3() & !0xfff != domain.cr3 {
+                    // SAFETY: every domain's level-4 table carries xen-lite's slots, so this
+                    // code, its stacks and the frame stay mapped.
+                    unsafe { write_cr3(domain.cr3) };
+                    domain.stats.cr3_writes += 1;
+                }
+                self.current = Some(n);
+                self.slice_left = SLICE_TICKS;
+                self.yield_now = false;
+            }
+            Next::Idle => {
+                *frame = idle_frame();
+                self.current = None;
+            }
+            Next::AllDead => self.finish(),
+        }
+    }
+
+    /// Bounces `frame` (domain `index`) to the guest `handler`; kills the domain if the frame
+    /// cannot be written.
+    fn bounce(&mut self, index: usize, frame: &mut TrapFrame, handler: u64, error_code: Option<u64>) -> Result<(), ()> {
+        let domain = self.domain(index);
+        let virtual_if = events::virtual_if(domain);
+        let bounce = match bounce_frame(frame, error_code, virtual_if, domain.kernel_stack) {
+            Ok(bounce) => bounce,
+            Err(BounceError::NoKernelStack) => {
+                self.kill(index, format_args!(
+                    "vector {} at rip {:#x} from ring 3: no kernel stack registered with stack_switch",
+                    frame.vector, frame.rip
+                ));
+                return Err(());
+            }
+        };
+        let mut bytes = [0u8; 48];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&bounce.words[..bounce.len]) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        if domain.copy_to_guest(bounce.rsp, &bytes[..bounce.bytes() as usize]).is_err() {
+            self.kill(index, format_args!(
+                "vector {} at rip {:#x}: the ring-1 stack at {:#x} cannot take a {}-byte bounce frame",
+                frame.vector, frame.rip, bounce.rsp, bounce.bytes()
+            ));
+            return Err(());
+        }
+        enter_handler(frame, handler, &bounce, u64::from(GUEST_KERNEL_CS.bits()), u64::from(GUEST_KERNEL_DS.bits()));
+        Ok(())
+    }
+
+    /// An exception raised by domain `index`: bounce it to the guest's handler, or kill.
+    fn guest_exception(&mut self, index: usize, frame: &mut TrapFrame) {
+        let vector = frame.vector as u8;
+        let (mnemonic, _) = Vector::name(frame.vector);
+        let domain = self.domain(index);
+        domain.stats.entries_exception += 1;
+        if vector == Vector::PAGE_FAULT {
+            domain.shared().vcpu.cr2 = read_cr2();
+        }
+        if vector == Vector::GENERAL_PROTECTION && frame.cs & 3 == 1 {
+            let mut bytes = [0u8; 15];
+            let readable = (1..=bytes.len()).rev().find(|&n| domain.copy_from_guest(frame.rip, &mut bytes[..n]).is_ok());
+            if let Some(name) = readable.and_then(|n| privileged_instruction(&bytes[..n])) {
+                self.kill(index, format_args!("privileged instruction `{name}` in ring 1 at rip {:#x} (#GP)", frame.rip));
+                return;
+            }
+        }
+        let handler = domain.traps[usize::from(vector)].address;
+        if handler == 0 {
+            self.kill(index, format_args!(
+                "{mnemonic} (vector {vector}) at rip {:#x} in ring {}, error code {:#x}: no handler registered with set_trap_table",
+                frame.rip, frame.cs & 3, frame.error_code
+            ));
+            return;
+        }
+        let error_code = (Vector::HAS_ERROR_CODE >> vector & 1 == 1).then_some(frame.error_code);
+        if self.bounce(index, frame, handler, error_code).is_ok() {
+            self.domain(index).stats.bounces[usize::from(vector)] += 1;
+        }
+    }
+
+    /// A timer tick: time advances, timers fire, the slice shrinks.
+    fn tick(&mut self) {
+        let now = timer::tick();
+        for domain in self.domains.iter_mut().flatten().filter(|d| !d.is_dead()) {
+            domain.shared().system_time_ns = now;
+            events::check_timer(domain, now);
+        }
+        if let Some(c) = self.current {
+            self.domain(c).stats.entries_interrupt += 1;
+            self.slice_left = self.slice_left.saturating_sub(1);
+        }
+    }
+
+    /// Every domain has ended: print the summary and leave with 0 only if all exited 0.
+    fn finish(&mut self) -> ! {
+        log::info!("all domains have ended; summary:");
+        let mut status = 0;
+        for domain in self.domains.iter().flatten() {
+            let State::Dead(code) = domain.state else { continue };
+            if status == 0 {
+                status = code;
+            }
+            log::info!("{}", Summary(domain, code));
+        }
+        exit_emulator(status)
+    }
+}
+
+/// One domain's summary line.
+struct Summary<'a>(&'a Domain, u8);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (domain, code) = (self.0, self.1);
+        let stats = &domain.stats;
+        if code == STATUS_DOMAIN_KILLED {
+            write!(f, "  dom{}: killed (status {code})", domain.id)?;
+        } else {
+            write!(f, "  dom{}: exit code {code}", domain.id)?;
+        }
+        f.write_str("; hypercalls:")?;
+        let mut any = false;
+        for hypercall in Hypercall::ALL {
+            let count = stats.hypercalls[hypercall as usize];
+            if count > 0 {
+                write!(f, " {} {count}", hypercall.name())?;
+                any = true;
+            }
+        }
+        if !any {
+            f.write_str(" none")?;
+        }
+        f.write_str("; bounces:")?;
+        any = false;
+        for (vector, &count) in stats.bounces.iter().enumerate().filter(|(_, c)| **c > 0) {
+            write!(f, " {} {count}", Vector::name(vector as u64).0)?;
+            any = true;
+        }
+        if !any {
+            f.write_str(" none")?;
+        }
+        write!(f, "; events delivered {}; scheduled {} times", stats.events_delivered, stats.schedules)
+    }
+}
+
+/// Handles an entry from a `pv` domain (or a timer tick while idle), then returns into
+/// whatever `frame` now describes.
+pub fn handle(frame: &mut TrapFrame) {
+    let mut pv = PV.lock();
+    let vector = frame.vector as u8;
+    match (vector, pv.current) {
+        (TIMER_VECTOR, _) => pv.tick(),
+        (HYPERCALL_VECTOR, Some(c)) if frame.cs & 3 == 1 => {
+            pv.domain(c).stats.entries_hypercall += 1;
+            hypercalls::dispatch(&mut pv, c, frame);
+        }
+        (v, Some(c)) if v < 32 && frame.cs & 3 != 0 => pv.guest_exception(c, frame),
+        _ => crate::trap::fatal_exception(frame),
+    }
+    pv.resume(frame);
+}
+
+/// The idle loop: interrupts on, halt, repeat. Runs only when every live domain is blocked.
+extern "C" fn idle_loop() -> ! {
+    loop {
+        wait_for_interrupt();
+    }
+}
+
+const IDLE_STACK_SIZE: usize = 8192;
+#[repr(C, align(16))]
+struct IdleStack([u8; IDLE_STACK_SIZE]);
+static IDLE_STACK: IdleStack = IdleStack([0; IDLE_STACK_SIZE]);
+
+/// A fresh frame for the idle loop (it keeps no state, so it always starts over).
+fn idle_frame() -> TrapFrame {
+    TrapFrame {
+        rip: idle_loop as *const () as u64,
+        cs: u64::from(HYPERVISOR_CS.bits()),
+        rflags: 0x2,
+        rsp: IDLE_STACK.0.as_ptr_range().end as u64,
+        ss: u64::from(HYPERVISOR_DS.bits()),
+        ..TrapFrame::default()
+    }
+}
+
+/// The stub for hypercall `number`: `mov eax, number; int 0x82; ret`, padded with `int3`.
+pub fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
+    let mut stub = [0xcc; HYPERCALL_STUB_SIZE as usize];
+    stub[0] = 0xb8;
+    stub[1..5].copy_from_slice(&(number as u32).to_le_bytes());
+    stub[5..7].copy_from_slice(&[0xcd, HYPERCALL_VECTOR]);
+    stub[7] = 0xc3;
+    stub
+}
+
+/// Builds every domain the command line names and starts the first.
+pub fn start(config: &Config<'_>, image: Option<&[u8]>, frames: &Mutex<crate::frame::FrameAllocator<{ crate::FRAME_BITMAP_WORDS }>>) -> ! {
+    let Some(image) = image else {
+        log::error!("pv: no image '{}' in the boot bundle", config.kernel);
+        exit_emulator(STATUS_BAD_BUNDLE);
+    };
+    let mut pv = PV.lock();
+    for (id, cmdline) in config.domains().iter().enumerate() {
+        let Some(base) = frames.lock().alloc_contiguous(config.domain_pages) else {
+            log::error!("pv: no {} contiguous free frames for dom{id}", config.domain_pages);
+            exit_emulator(STATUS_BAD_GUEST);
+        };
+        pv.domains[id] = Some(build(id as u32, config, cmdline, image, base));
+    }
+    timer::init();
+    ACTIVE.store(true, Ordering::Relaxed);
+    let first = pv.domain(0);
+    let (regs, cr3) = (first.regs, first.cr3);
+    first.stats.schedules += 1;
+    pv.current = Some(0);
+    pv.slice_left = SLICE_TICKS;
+    drop(pv);
+    log::info!("pv: entering dom0 in ring 1");
+    // SAFETY: dom0's tables map xen-lite's slots, so this code and the hypervisor stack stay
+    // mapped; `regs` is a ring-1 context the builder laid out; the hypervisor stack is unused.
+    unsafe {
+        write_cr3(cr3);
+        enter_frame(&regs, hypervisor_stack_top())
+    }
+}
+
+/// Builds one domain in the frames at `base`.
+fn build(id: u32, config: &Config<'_>, cmdline: &str, image: &[u8], base: Frame) -> Domain {
+    let pages = config.domain_pages;
+    // SAFETY: the frames were just allocated for this domain and are reached only through
+    // this slice until the domain runs.
+    let memory = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(base.addr()) as *mut Page, pages as usize) };
+    let spec = DomainSpec {
+        domain_id: id,
+        mode: Mode::Pv,
+        cmdline,
+        image,
+        pte_base: base.addr(),
+        hypervisor_slots: Some((HYPERVISOR_L4_SLOTS, hypervisor_l4_entries())),
+        read_only_page_tables: true,
+    };
+    let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {
+        log::error!("pv: cannot build dom{id} from '{}': {error}", config.kernel);
+        exit_emulator(STATUS_BAD_GUEST)
+    });
+    let page = &mut memory[built.hypercall_page_gfn as usize];
+    for number in 0..HYPERCALL_PAGE_ENTRIES {
+        let at = (number * HYPERCALL_STUB_SIZE) as usize;
+        page[at..at + HYPERCALL_STUB_SIZE as usize].copy_from_slice(&hypercall_stub(number));
+    }
+    let regs = TrapFrame {
+        rip: built.entry,
+        cs: u64::from(GUEST_KERNEL_CS.bits()),
+        rflags: 0x202, // IF on: the real timer must be able to preempt the guest
+        rsp: built.stack_top,
+        ss: u64::from(GUEST_KERNEL_DS.bits()),
+        rdi: built.start_info,
+        ..TrapFrame::default()
+    };
+    let cr3 = base.addr() + built.l4_gfn * PAGE_SIZE;
+    let mut domain = Domain::new(id, base, pages, cr3, built.shared_info_gfn, regs);
+    domain.shared().vcpu.upcall_mask = 1; // events start masked, as after a CPU reset
+    log::info!("pv: dom{id}: {pages} frames at machine {:#x}, entry {:#x}, command line \"{cmdline}\"", base.addr(), built.entry);
+    domain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypercall_stubs_load_the_number_and_trap() {
+        let stub = hypercall_stub(18);
+        assert_eq!(stub[..8], [0xb8, 18, 0, 0, 0, 0xcd, 0x82, 0xc3]);
+        assert!(stub[8..].iter().all(|&b| b == 0xcc));
+    }
+}

@@ -1,0 +1,63 @@
+//! The real timer, owned by xen-lite: the 8254 PIT on IRQ 0 of the 8259 PIC, at [`HZ`].
+//!
+//! Guests never see these devices. Each tick advances xen-lite's clock (the
+//! `SharedInfo::system_time_ns` every domain reads), fires the domains' one-shot virtual timers
+//! and drives preemptive scheduling. The PIT is chosen over the local APIC timer because its
+//! frequency is fixed (1.193182 MHz), so no calibration is needed, and QEMU and Bochs both
+//! model it. See: Intel 8254 and 8259A data sheets.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::instructions::outb;
+
+/// Timer interrupts per second.
+pub const HZ: u64 = 1000;
+/// Nanoseconds per tick.
+pub const NS_PER_TICK: u64 = 1_000_000_000 / HZ;
+/// The IDT vector IRQ 0 arrives on (the PIC is remapped past the exceptions).
+pub const TIMER_VECTOR: u8 = 0x20;
+
+const PIT_HZ: u64 = 1_193_182;
+const PIC1_COMMAND: u16 = 0x20;
+const PIC1_DATA: u16 = 0x21;
+const PIC2_COMMAND: u16 = 0xa0;
+const PIC2_DATA: u16 = 0xa1;
+const PIC_EOI: u8 = 0x20;
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Remaps the PICs to vectors 0x20-0x2f, unmasks only IRQ 0, and starts the PIT at [`HZ`].
+pub fn init() {
+    let divisor = (PIT_HZ / HZ) as u16;
+    let sequence: [(u16, u8); 13] = [
+        (PIC1_COMMAND, 0x11), // ICW1: initialise, ICW4 follows
+        (PIC2_COMMAND, 0x11),
+        (PIC1_DATA, TIMER_VECTOR), // ICW2: vector base
+        (PIC2_DATA, TIMER_VECTOR + 8),
+        (PIC1_DATA, 0x04), // ICW3: slave on IRQ 2
+        (PIC2_DATA, 0x02),
+        (PIC1_DATA, 0x01), // ICW4: 8086 mode
+        (PIC2_DATA, 0x01),
+        (PIC1_DATA, 0xfe), // masks: only IRQ 0
+        (PIC2_DATA, 0xff),
+        (0x43, 0x34), // PIT channel 0, lo/hi byte, mode 2 (rate generator)
+        (0x40, divisor as u8),
+        (0x40, (divisor >> 8) as u8),
+    ];
+    for (port, value) in sequence {
+        // SAFETY: programming the PIC and PIT, which xen-lite alone owns.
+        unsafe { outb(port, value) };
+    }
+}
+
+/// Counts a tick and acknowledges it at the PIC; returns the new time in nanoseconds.
+pub fn tick() -> u64 {
+    // SAFETY: end-of-interrupt to the master PIC for the IRQ being handled.
+    unsafe { outb(PIC1_COMMAND, PIC_EOI) };
+    (TICKS.fetch_add(1, Ordering::Relaxed) + 1) * NS_PER_TICK
+}
+
+/// Nanoseconds since [`init`], at tick resolution.
+pub fn now_ns() -> u64 {
+    TICKS.load(Ordering::Relaxed) * NS_PER_TICK
+}
