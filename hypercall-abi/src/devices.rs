@@ -78,7 +78,9 @@ mod tests {
 
     #[test]
     fn reserved_statuses_are_outside_the_guest_range() {
-        for s in [STATUS_HYPERVISOR_FAULT, STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED] {
+        for s in
+            [STATUS_HYPERVISOR_FAULT, STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED]
+        {
             assert!(s > GUEST_STATUS_MAX && s <= STATUS_MAX);
         }
     }

@@ -25,6 +25,7 @@ pub mod bundle;
 pub mod elf;
 pub mod start_info;
 pub mod shared_info;
+pub mod frame;
 pub mod hypercall;
 
 pub use mode::Mode;

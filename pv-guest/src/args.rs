@@ -1,19 +1,54 @@
 //! The guest's own command line: what to run and how to exit.
 //!
 //! `WORKLOAD [exit=N]`, e.g. `hello exit=3`. The workload names what the kernel does after
-//! start of day; `exit=` the shutdown code it reports when done (default 0).
+//! start of day (see `workloads`); `exit=` the shutdown code it reports when done (default 0;
+//! workloads that check something report their own failures instead).
 
 use core::fmt;
 
 use hypercall_abi::cmdline::{self, CmdlineError};
 use hypercall_abi::devices::GUEST_STATUS_MAX;
 
+/// A privileged instruction the `privileged` workload executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Instruction {
+    /// `cli`
+    Cli,
+    /// `hlt`
+    Hlt,
+    /// `mov cr3, rax`
+    MovCr3,
+    /// `lgdt [rax]`
+    Lgdt,
+    /// `wrmsr`
+    Wrmsr,
+    /// `out 0x80, al`
+    Out,
+}
+
 /// What the kernel runs after start of day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
     /// Print a greeting and shut down.
     Hello,
+    /// Count timer ticks, sleeping in between (events, virtual timer, `block`).
+    Counter,
+    /// Find primes, printing progress (pure computation; preempted by xen-lite).
+    Primes,
+    /// Spin with events masked for a while: must not starve other domains.
+    SpinMasked,
+    /// The kernel's self-tests of hypercalls, bounces and events.
+    Tests,
+    /// Execute a privileged instruction (in ring 1: xen-lite kills the domain).
+    Privileged(Instruction),
+    /// Raise #BP with no trap table (xen-lite kills the domain).
+    NoHandler,
+    /// Fault with a stack xen-lite cannot write a bounce frame to (killed).
+    BadStack,
 }
+
+/// Names, for messages.
+pub const KNOWN: &str = "hello, counter, primes, spin-masked, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,9 +76,9 @@ impl fmt::Display for ArgsError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ArgsError::Syntax(error) => write!(f, "{error}"),
-            ArgsError::NoWorkload => write!(f, "no workload named (known: hello)"),
+            ArgsError::NoWorkload => write!(f, "no workload named (known: {KNOWN})"),
             ArgsError::UnknownWorkload(name) => {
-                write!(f, "unknown workload '{name}' (known: hello)")
+                write!(f, "unknown workload '{name}' (known: {KNOWN})")
             }
             ArgsError::BadOption(word) => {
                 write!(f, "bad option '{word}' (known: exit=0..={GUEST_STATUS_MAX})")
@@ -59,16 +94,35 @@ impl Args {
         let mut exit_code = 0;
         for word in cmdline::words(line) {
             let word = word.map_err(ArgsError::Syntax)?;
-            match (word.key, word.value) {
+            let named = match (word.key, word.value) {
                 ("exit", Some(value)) => {
                     exit_code = cmdline::parse_u64(value)
                         .filter(|&code| code <= u64::from(GUEST_STATUS_MAX))
                         .ok_or(ArgsError::BadOption(word.key))?
                         as u8;
+                    continue;
                 }
-                ("hello", None) if workload.is_none() => workload = Some(Workload::Hello),
+                ("hello", None) => Workload::Hello,
+                ("counter", None) => Workload::Counter,
+                ("primes", None) => Workload::Primes,
+                ("spin-masked", None) => Workload::SpinMasked,
+                ("tests", None) => Workload::Tests,
+                ("no-handler", None) => Workload::NoHandler,
+                ("bad-stack", None) => Workload::BadStack,
+                ("privileged", Some(name)) => Workload::Privileged(match name {
+                    "cli" => Instruction::Cli,
+                    "hlt" => Instruction::Hlt,
+                    "cr3" => Instruction::MovCr3,
+                    "lgdt" => Instruction::Lgdt,
+                    "wrmsr" => Instruction::Wrmsr,
+                    "out" => Instruction::Out,
+                    _ => return Err(ArgsError::BadOption(word.key)),
+                }),
                 (name, None) if workload.is_none() => return Err(ArgsError::UnknownWorkload(name)),
                 (key, _) => return Err(ArgsError::BadOption(key)),
+            };
+            if workload.replace(named).is_some() {
+                return Err(ArgsError::BadOption(word.key));
             }
         }
         Ok(Args { workload: workload.ok_or(ArgsError::NoWorkload)?, exit_code })
@@ -87,6 +141,11 @@ mod tests {
             Ok(Args { workload: Workload::Hello, exit_code: 3 })
         );
         assert_eq!(Args::parse("exit=0x10 hello").unwrap().exit_code, 16);
+        assert_eq!(
+            Args::parse("privileged=cr3").unwrap().workload,
+            Workload::Privileged(Instruction::MovCr3)
+        );
+        assert_eq!(Args::parse("spin-masked").unwrap().workload, Workload::SpinMasked);
     }
 
     #[test]
@@ -96,6 +155,7 @@ mod tests {
         assert_eq!(Args::parse("hello hello"), Err(ArgsError::BadOption("hello")));
         assert_eq!(Args::parse("hello exit=100"), Err(ArgsError::BadOption("exit")));
         assert_eq!(Args::parse("hello exit"), Err(ArgsError::BadOption("exit")));
+        assert_eq!(Args::parse("privileged=mov"), Err(ArgsError::BadOption("privileged")));
         assert!(matches!(Args::parse("hello exit=\"3"), Err(ArgsError::Syntax(_))));
     }
 
@@ -104,5 +164,7 @@ mod tests {
         let script = include_str!("../kernel.ld");
         let base = format!("{:#x}", hypercall_abi::layout::GUEST_KERNEL_BASE);
         assert!(script.contains(&base), "kernel.ld must link at {base}");
+        let user = format!("{:#010x}", hypercall_abi::elf::PF_XENLITE_USER | 7);
+        assert!(script.contains(&user), "kernel.ld must flag the user segment with {user}");
     }
 }

@@ -16,25 +16,34 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
 
-#[cfg(not(any(feature = "hvm", test)))]
-compile_error!("pick a flavour: build pv-guest with `--features hvm` (the xtask does this)");
+#[cfg(not(any(feature = "pv", feature = "hvm", test)))]
+compile_error!(
+    "pick a flavour: build pv-guest with `--features pv` or `--features hvm` (the xtask does this)"
+);
+#[cfg(all(feature = "pv", feature = "hvm"))]
+compile_error!("pick one flavour, not both");
 
 #[cfg(not(test))]
 mod start;
-#[cfg_attr(any(feature = "hvm", test), path = "platform/hvm.rs")]
+#[cfg_attr(feature = "pv", path = "platform/pv.rs")]
+#[cfg_attr(any(feature = "hvm", all(test, not(feature = "pv"))), path = "platform/hvm.rs")]
 mod platform;
 mod console;
 mod args;
+mod traps;
+mod events;
+mod timer;
+mod workloads;
 
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::StartInfo;
 
-use crate::args::{Args, Workload};
+use crate::args::Args;
 
-/// Exit code of a guest that panicked.
-const EXIT_PANIC: u8 = 99;
+/// Exit code of a guest that panicked or took an unexpected exception.
+pub const EXIT_PANIC: u8 = 99;
 /// Exit code for a command line the guest does not understand.
-const EXIT_BAD_ARGS: u8 = 98;
+pub const EXIT_BAD_ARGS: u8 = 98;
 
 /// Called by `start::_start` with the `StartInfo` xen-lite built.
 fn kernel_main(info: &'static StartInfo) -> ! {
@@ -62,6 +71,10 @@ fn kernel_main(info: &'static StartInfo) -> ! {
         info.first_free_gfn,
         info.stack_top
     );
+    if let Err(errno) = platform::install_traps() {
+        println!("cannot install trap handlers ({errno:?})");
+        platform::shutdown(EXIT_PANIC);
+    }
     let cmdline = info.cmdline().unwrap_or("");
     println!("command line: \"{cmdline}\"");
     let args = match Args::parse(cmdline) {
@@ -71,11 +84,9 @@ fn kernel_main(info: &'static StartInfo) -> ! {
             platform::shutdown(EXIT_BAD_ARGS);
         }
     };
-    match args.workload {
-        Workload::Hello => println!("hello from the guest kernel!"),
-    }
-    println!("shutting down with exit code {}", args.exit_code);
-    platform::shutdown(args.exit_code)
+    let code = workloads::run(&args, info);
+    println!("shutting down with exit code {code}");
+    platform::shutdown(code)
 }
 
 #[cfg(not(test))]

@@ -10,9 +10,9 @@
 /// The name of the privileged instruction at the start of `bytes`, if it is one.
 pub fn privileged_instruction(bytes: &[u8]) -> Option<&'static str> {
     // Skip legacy prefixes (operand/address size, rep, segment, lock) and one REX prefix.
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, 0x66 | 0x67 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65 | 0xf0))?;
+    let start = bytes.iter().position(|b| {
+        !matches!(b, 0x66 | 0x67 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65 | 0xf0)
+    })?;
     let bytes = &bytes[start..];
     let bytes = match bytes.first()? {
         0x40..=0x4f => &bytes[1..],
@@ -85,9 +85,9 @@ mod tests {
             (&[0x0f, 0x00, 0xd8], "ltr"),     // ltr ax
             (&[0x0f, 0x30], "wrmsr"),
             (&[0x0f, 0x32], "rdmsr"),
-            (&[0xe6, 0x80], "out"),           // out 0x80, al
-            (&[0xec], "in"),                  // in al, dx
-            (&[0x0f, 0x01, 0x38], "invlpg"),  // invlpg [rax]
+            (&[0xe6, 0x80], "out"),          // out 0x80, al
+            (&[0xec], "in"),                 // in al, dx
+            (&[0x0f, 0x01, 0x38], "invlpg"), // invlpg [rax]
             (&[0x0f, 0x09], "wbinvd"),
         ];
         for (bytes, name) in cases {
@@ -104,7 +104,15 @@ mod tests {
 
     #[test]
     fn ordinary_instructions_are_not() {
-        for bytes in [&[0x90][..], &[0x48, 0x89, 0xc8], &[0xcd, 0x82], &[0x0f, 0x05], &[0x0f, 0x01, 0xd0], &[], &[0x66]] {
+        for bytes in [
+            &[0x90][..],
+            &[0x48, 0x89, 0xc8],
+            &[0xcd, 0x82],
+            &[0x0f, 0x05],
+            &[0x0f, 0x01, 0xd0],
+            &[],
+            &[0x66],
+        ] {
             assert_eq!(privileged_instruction(bytes), None, "{bytes:02x?}");
         }
     }

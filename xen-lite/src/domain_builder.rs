@@ -352,7 +352,10 @@ mod tests {
         assert_eq!(word(80), gfn_to_va(built.hypercall_page_gfn));
         assert_eq!(&page[88..100], b"hello exit=3");
         assert_eq!(built.start_info, gfn_to_va(0x105), "right after the image (ends at gfn 0x105)");
-        assert_eq!((built.shared_info_gfn, built.hypercall_page_gfn, built.l4_gfn), (0x106, 0x107, 0x108));
+        assert_eq!(
+            (built.shared_info_gfn, built.hypercall_page_gfn, built.l4_gfn),
+            (0x106, 0x107, 0x108)
+        );
         assert_eq!(built.first_free_gfn, 0x108 + page_table_frames(2048) + BOOT_STACK_PAGES);
     }
 

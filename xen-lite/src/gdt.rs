@@ -30,6 +30,7 @@ use x86::segmentation::{
 use x86::Ring;
 
 use crate::instructions;
+use crate::stack::Stack;
 
 /// Selector of xen-lite's code segment.
 pub const HYPERVISOR_CS: SegmentSelector = SegmentSelector::new(1, Ring::Ring0);
@@ -57,18 +58,14 @@ pub const TSS_SELECTOR: SegmentSelector = SegmentSelector::new(7, Ring::Ring0);
 pub const DOUBLE_FAULT_IST: u8 = 1;
 const STACK_SIZE: usize = 16 * 1024;
 
-/// A stack the CPU switches to by itself; 16-byte aligned as the ABI wants.
-#[repr(C, align(16))]
-struct Stack([u8; STACK_SIZE]);
-
 /// Taken on a double fault, so a kernel-stack overflow still gets reported.
-static DOUBLE_FAULT_STACK: Stack = Stack([0; STACK_SIZE]);
+static DOUBLE_FAULT_STACK: Stack<STACK_SIZE> = Stack::new();
 /// The stack every entry from an outer ring (1 or 3) starts on (TSS.RSP0).
-static HYPERVISOR_STACK: Stack = Stack([0; STACK_SIZE]);
+static HYPERVISOR_STACK: Stack<STACK_SIZE> = Stack::new();
 
 /// Top of [`HYPERVISOR_STACK`].
 pub fn hypervisor_stack_top() -> u64 {
-    HYPERVISOR_STACK.0.as_ptr_range().end as u64
+    HYPERVISOR_STACK.top()
 }
 
 /// The table, laid out as the hardware reads it.
@@ -110,7 +107,7 @@ fn data_descriptor(ring: Ring) -> Descriptor {
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        let top = DOUBLE_FAULT_STACK.0.as_ptr_range().end as u64;
+        let top = DOUBLE_FAULT_STACK.top();
         tss.set_ist(usize::from(DOUBLE_FAULT_IST - 1), top);
         tss.set_rsp(Ring::Ring0, hypervisor_stack_top());
         tss

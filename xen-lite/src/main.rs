@@ -29,6 +29,7 @@ mod memory_map;
 mod frame;
 mod paging;
 // CPU tables and exception entry.
+mod stack;
 mod gdt;
 mod entry;
 mod trap;

@@ -13,10 +13,15 @@ use hypercall_abi::bundle::BundleWriter;
 use crate::process::{cargo, clear_build_environment, root, run_visible};
 use crate::setup::{ensure_kernel_target, ensure_nightly, KERNEL_TARGET, NIGHTLY};
 
+/// The guest kernel's flavours, each a cargo feature of `pv-guest`.
+pub const FLAVOURS: [&str; 2] = ["pv", "hvm"];
+
 /// Built kernels and the image builder.
 pub struct Artifacts {
     /// xen-lite's ELF.
     pub xen_lite: PathBuf,
+    /// The guest kernel, pv flavour.
+    pub guest_pv: PathBuf,
     /// The guest kernel, hvm flavour.
     pub guest_hvm: PathBuf,
     /// The disk-image builder binary.
@@ -37,33 +42,32 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
     ensure_kernel_target()?;
     let mut xen = cargo();
     xen.args(["build", "--quiet", "--package", "xen-lite", "--target", KERNEL_TARGET]);
-    let mut guest = cargo();
-    // Each flavour has its own target directory, so switching flavours never rebuilds.
-    guest.args([
-        "build",
-        "--quiet",
-        "--package",
-        "pv-guest",
-        "--features",
-        "hvm",
-        "--target",
-        KERNEL_TARGET,
-    ]);
-    guest.args(["--target-dir", "target/guest-hvm"]);
-    for command in [&mut xen, &mut guest] {
+    let mut commands = vec![xen];
+    for flavour in FLAVOURS {
+        let mut guest = cargo();
+        // Each flavour has its own target directory, so switching flavours never rebuilds.
+        guest.args(["build", "--quiet", "--package", "pv-guest", "--features", flavour]);
+        guest.args(["--target", KERNEL_TARGET, "--target-dir", &format!("target/guest-{flavour}")]);
+        commands.push(guest);
+    }
+    for command in &mut commands {
         if release {
             command.arg("--release");
         }
         run_visible(command)?;
     }
     let target = root().join("target");
-    Ok(Artifacts {
-        xen_lite: target.join(KERNEL_TARGET).join(profile(release)).join("xen-lite"),
-        guest_hvm: target
-            .join("guest-hvm")
+    let guest = |flavour: &str| {
+        target
+            .join(format!("guest-{flavour}"))
             .join(KERNEL_TARGET)
             .join(profile(release))
-            .join("pv-guest"),
+            .join("pv-guest")
+    };
+    Ok(Artifacts {
+        xen_lite: target.join(KERNEL_TARGET).join(profile(release)).join("xen-lite"),
+        guest_pv: guest("pv"),
+        guest_hvm: guest("hvm"),
         image_builder: image_builder()?,
     })
 }
@@ -91,6 +95,12 @@ pub fn image_builder() -> Result<PathBuf, String> {
     command.arg(root().join("target/image-builder"));
     run_visible(&mut command)?;
     Ok(binary)
+}
+
+/// The standard bundle: `cmdline` and both guest flavours, as `guest-pv` and `guest-hvm`.
+pub fn standard_bundle(artifacts: &Artifacts, cmdline: &str) -> Result<Vec<u8>, String> {
+    let (pv, hvm) = (read(&artifacts.guest_pv)?, read(&artifacts.guest_hvm)?);
+    bundle_bytes(cmdline, &[("guest-pv", &pv), ("guest-hvm", &hvm)])
 }
 
 /// The bytes of a bundle with `cmdline` and `images`.

@@ -7,10 +7,10 @@
 use hypercall_abi::bundle::{reseal, HEADER_LEN};
 use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_HYPERVISOR_FAULT};
 
-use crate::artifacts::bundle_bytes;
+use crate::artifacts::{bundle_bytes, standard_bundle, Artifacts};
 use crate::cli::Emulator;
 
-/// How a test's bundle is made from the standard one (`guest-hvm` plus its command line).
+/// How a test's bundle is made from the standard one (both guest flavours and a command line).
 #[derive(Clone, Copy)]
 pub enum Bundle {
     /// The standard bundle with this xen-lite command line.
@@ -44,12 +44,10 @@ impl BootTest {
     }
 
     /// The bytes of this test's bundle.
-    pub fn bundle_bytes(&self, guest: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn bundle_bytes(&self, artifacts: &Artifacts) -> Result<Vec<u8>, String> {
         match self.bundle {
-            Bundle::Cmdline(cmdline) => bundle_bytes(cmdline, &[("guest-hvm", guest)]),
-            Bundle::Mangled(mangle) => {
-                Ok(mangle(bundle_bytes(NATIVE_HELLO, &[("guest-hvm", guest)])?))
-            }
+            Bundle::Cmdline(cmdline) => standard_bundle(artifacts, cmdline),
+            Bundle::Mangled(mangle) => Ok(mangle(standard_bundle(artifacts, NATIVE_HELLO)?)),
             Bundle::GuestImage(bytes) => bundle_bytes(NATIVE_HELLO, &[("guest-hvm", bytes)]),
             Bundle::NoGuest => bundle_bytes(NATIVE_HELLO, &[]),
         }
@@ -61,7 +59,7 @@ const NATIVE_HELLO: &str = "mode=native domain=\"hello\"";
 /// The lines every successful native boot shows.
 const GREETING: [&str; 5] = [
     "[xen] xen-lite ",
-    "[xen] bundle: 1 images, mode=native, 1 domain(s)",
+    "[xen] bundle: 2 images, mode=native, 1 domain(s)",
     "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
     "[dom0] command line: \"hello\"",
     "[dom0] hello from the guest kernel!",

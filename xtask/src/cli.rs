@@ -104,7 +104,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         "run" => {
             let mut options = RunOptions {
-                mode: Mode::Native,
+                mode: Mode::Pv,
                 emulator: Emulator::Qemu,
                 guests: Vec::new(),
                 release: false,
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(run.guests, ["hello", "b"]);
         assert_eq!(run.timeout, Duration::from_secs(5));
         assert_eq!(run.extra, ["loglevel=debug", "x"]);
-        assert_eq!(run.mode, Mode::Native);
+        assert_eq!(run.mode, Mode::Pv, "pv is the default");
     }
 
     #[test]

@@ -144,7 +144,6 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
         return Ok(());
     }
     let artifacts = artifacts::build(options.release)?;
-    let guest = artifacts::read(&artifacts.guest_hvm)?;
     println!(
         "xtask: {} boot tests, {} at a time, timeout {} s each",
         runnable.len(),
@@ -158,7 +157,7 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
         for _ in 0..options.jobs.min(runnable.len()) {
             scope.spawn(|| {
                 while let Some(test) = runnable.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let (ok, report) = run_one(test, &artifacts, &guest, options);
+                    let (ok, report) = run_one(test, &artifacts, options);
                     println!("{report}");
                     let mut counts = results.lock().unwrap_or_else(|p| p.into_inner());
                     if ok {
@@ -177,16 +176,11 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
 }
 
 /// Boots one test; returns whether it passed and its report.
-fn run_one(
-    test: &BootTest,
-    artifacts: &Artifacts,
-    guest: &[u8],
-    options: &TestOptions,
-) -> (bool, String) {
+fn run_one(test: &BootTest, artifacts: &Artifacts, options: &TestOptions) -> (bool, String) {
     let label = test.label();
     let attempt = || -> Result<(Option<String>, emulator::Outcome, std::path::PathBuf), String> {
         let dir = emulator::private_dir(&label.replace('/', "-"))?;
-        let disk = disk_for(artifacts, &dir, &test.bundle_bytes(guest)?)?;
+        let disk = disk_for(artifacts, &dir, &test.bundle_bytes(artifacts)?)?;
         let outcome = emulator::boot(&Boot {
             emulator: test.emulator,
             disk: &disk,

@@ -2,16 +2,25 @@
 //! instructions.
 //!
 //! Today this is `native` mode, where no hypervisor is underneath: the console is COM1 driven
-//! by port I/O, and shutdown uses the same exit device as xen-lite (`hypercall_abi::devices`).
-//! Under VMX and SVM the console and shutdown will go through the hypercall page instead.
+//! by port I/O, shutdown uses the same exit device as xen-lite (`hypercall_abi::devices`), and
+//! `cli`/`sti` are the real instructions. The kernel still runs on the GDT and IDT xen-lite
+//! left behind; its own IDT, timer and page tables arrive with the comparison builds (VMX,
+//! SVM), and until then the operations that need them answer `ENOSYS`, which every caller
+//! reports as "not in this flavour yet".
 
+use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hypercall_abi::devices::{COM1, DEBUG_EXIT_PORT, UART_LSR, UART_LSR_TEMT, UART_LSR_THRE};
+use hypercall_abi::hypercall::{Errno, Stats};
 use hypercall_abi::StartInfo;
 
 /// This flavour's name, for messages.
 pub const FLAVOUR: &str = "hvm";
+/// The kernel's code selector: ring 0 (xen-lite's GDT, still loaded in `native` mode).
+pub const KERNEL_CS: u16 = 0x08;
+/// The kernel's stack selector: ring 0.
+pub const KERNEL_SS: u16 = 0x10;
 
 /// Whether the next byte starts a line (and so gets the `[domN] ` prefix).
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
@@ -79,12 +88,116 @@ pub fn shutdown(code: u8) -> ! {
     // SAFETY: QEMU's isa-debug-exit ends the emulator here; elsewhere the port is unassigned.
     unsafe { x86::io::outl(DEBUG_EXIT_PORT, u32::from(code)) };
     // SAFETY: the Bochs magic breakpoint (`xchg bx, bx`) only exchanges a register with itself.
-    unsafe { core::arch::asm!("xchg bx, bx", in("eax") u32::from(code), options(nomem, nostack)) };
+    unsafe { asm!("xchg bx, bx", in("eax") u32::from(code), options(nomem, nostack)) };
     loop {
         // SAFETY: nothing is left to run; halting with interrupts off stops this CPU.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+/// No hypercalls without a hypervisor.
+pub fn hypercall(_number: u64, _args: [u64; 5]) -> u64 {
+    Errno::ENOSYS.to_return()
+}
+
+/// The kernel's own IDT: every exception vector to its `traps` entry, ring-0 interrupt gates
+/// (#BP and #OF reachable from ring 3), then `lidt`.
+pub fn install_traps() -> Result<(), Errno> {
+    use x86::bits64::segmentation::Descriptor64;
+    use x86::dtables::DescriptorTablePointer;
+    use x86::segmentation::{
+        BuildDescriptor, DescriptorBuilder, GateDescriptorBuilder, SegmentSelector,
+    };
+    use x86::Ring;
+
+    let idt = IDT.call_once(|| {
+        let mut idt = [Descriptor64::NULL; 256];
+        for (vector, gate) in idt.iter_mut().enumerate().take(crate::traps::VECTORS) {
+            let dpl = if vector == 3 || vector == 4 { Ring::Ring3 } else { Ring::Ring0 };
+            *gate = <DescriptorBuilder as GateDescriptorBuilder<u64>>::interrupt_descriptor(
+                SegmentSelector::from_raw(KERNEL_CS),
+                crate::traps::handler_address(vector as u64),
+            )
+            .present()
+            .dpl(dpl)
+            .finish();
+        }
+        idt
+    });
+    // SAFETY: the table is a static built once, and every gate points at a `traps` entry stub.
+    unsafe { x86::dtables::lidt(&DescriptorTablePointer::new_from_slice(idt)) };
+    Ok(())
+}
+
+static IDT: spin::Once<[x86::bits64::segmentation::Descriptor64; 256]> = spin::Once::new();
+
+/// CR2, read directly: ring 0 may.
+pub fn fault_address() -> u64 {
+    // SAFETY: reading CR2 has no side effect; the hvm kernel runs in ring 0.
+    unsafe { x86::controlregs::cr2() as u64 }
+}
+
+/// The real `cli`.
+pub fn events_disable() {
+    // SAFETY: ring 0 may clear IF; nothing relies on interrupts here.
+    unsafe { x86::irq::disable() };
+}
+
+/// The real `sti`.
+pub fn events_enable() {
+    // SAFETY: no interrupt source is programmed in native mode yet, so none can arrive.
+    unsafe { x86::irq::enable() };
+}
+
+/// No event channels without a hypervisor.
+pub fn upcall_pending() -> bool {
+    false
+}
+
+/// No event channels without a hypervisor.
+pub fn take_pending_events() -> u64 {
+    0
+}
+
+/// No event channels without a hypervisor.
+pub fn port_pending(_port: u64) -> bool {
+    false
+}
+
+/// No clock yet in this flavour.
+pub fn now_ns() -> Result<u64, Errno> {
+    Err(Errno::ENOSYS)
+}
+
+/// No timer yet in this flavour.
+pub fn set_timer(_deadline_ns: u64) -> Result<(), Errno> {
+    Err(Errno::ENOSYS)
+}
+
+/// No timer yet in this flavour.
+pub fn bind_timer() -> Result<u64, Errno> {
+    Err(Errno::ENOSYS)
+}
+
+/// Nothing to wait for without interrupts.
+pub fn block() -> Result<(), Errno> {
+    Err(Errno::ENOSYS)
+}
+
+/// No hypervisor counts anything.
+pub fn stats() -> Result<Stats, Errno> {
+    Err(Errno::ENOSYS)
+}
+
+// The return from an exception: the real `iretq` restores IF itself.
+global_asm!(
+    r#"
+    .section .text.platform_return, "ax"
+    .global platform_trap_return
+platform_trap_return:
+    iretq
+    "#
+);
 
 #[cfg(test)]
 mod tests {

@@ -62,7 +62,8 @@ pub fn bounce_frame(
     kernel_stack: Option<u64>,
 ) -> Result<BounceFrame, BounceError> {
     let from_user = interrupted.cs & 3 == 3;
-    let top = if from_user { kernel_stack.ok_or(BounceError::NoKernelStack)? } else { interrupted.rsp };
+    let top =
+        if from_user { kernel_stack.ok_or(BounceError::NoKernelStack)? } else { interrupted.rsp };
     let rflags = (interrupted.rflags & !RFLAGS_IF) | if virtual_if { RFLAGS_IF } else { 0 };
     let mut words = [0; 6];
     let mut len = 0;
@@ -93,24 +94,46 @@ mod tests {
     use super::*;
 
     fn user_frame() -> TrapFrame {
-        TrapFrame { rip: 0x40_1000, cs: 0x33, rflags: 0x202, rsp: 0x7fff_0008, ss: 0x2b, ..TrapFrame::default() }
+        TrapFrame {
+            rip: 0x40_1000,
+            cs: 0x33,
+            rflags: 0x202,
+            rsp: 0x7fff_0008,
+            ss: 0x2b,
+            ..TrapFrame::default()
+        }
     }
 
     #[test]
     fn from_user_the_frame_goes_on_the_kernel_stack_with_the_error_code() {
-        let bounce = bounce_frame(&user_frame(), Some(0x412), false, Some(0xffff_ffff_8020_0008)).unwrap();
+        let bounce =
+            bounce_frame(&user_frame(), Some(0x412), false, Some(0xffff_ffff_8020_0008)).unwrap();
         assert_eq!(bounce.len, 6);
         assert_eq!(bounce.rsp, 0xffff_ffff_8020_0000 - 48, "aligned to 16, then six words");
-        assert_eq!(bounce.words, [0x412, 0x40_1000, 0x33, 0x002, 0x7fff_0008, 0x2b], "IF from the virtual IF");
+        assert_eq!(
+            bounce.words,
+            [0x412, 0x40_1000, 0x33, 0x002, 0x7fff_0008, 0x2b],
+            "IF from the virtual IF"
+        );
     }
 
     #[test]
     fn from_the_kernel_the_frame_goes_on_its_own_stack() {
-        let kernel = TrapFrame { rip: 0xffff_ffff_8010_0000, cs: 0x19, rflags: 0x202, rsp: 0xffff_ffff_8030_0000, ss: 0x21, ..TrapFrame::default() };
+        let kernel = TrapFrame {
+            rip: 0xffff_ffff_8010_0000,
+            cs: 0x19,
+            rflags: 0x202,
+            rsp: 0xffff_ffff_8030_0000,
+            ss: 0x21,
+            ..TrapFrame::default()
+        };
         let bounce = bounce_frame(&kernel, None, true, None).unwrap();
         assert_eq!(bounce.len, 5);
         assert_eq!(bounce.rsp, 0xffff_ffff_8030_0000 - 40);
-        assert_eq!(bounce.words[..5], [0xffff_ffff_8010_0000, 0x19, 0x202, 0xffff_ffff_8030_0000, 0x21]);
+        assert_eq!(
+            bounce.words[..5],
+            [0xffff_ffff_8010_0000, 0x19, 0x202, 0xffff_ffff_8030_0000, 0x21]
+        );
     }
 
     #[test]
@@ -124,7 +147,10 @@ mod tests {
         frame.rflags = 0x100 | 0x2; // TF set, IF clear
         let bounce = bounce_frame(&frame, None, true, Some(0x1000)).unwrap();
         enter_handler(&mut frame, 0xffff_ffff_8010_0040, &bounce, 0x19, 0x21);
-        assert_eq!((frame.rip, frame.cs, frame.ss, frame.rsp), (0xffff_ffff_8010_0040, 0x19, 0x21, 0x1000 - 40));
+        assert_eq!(
+            (frame.rip, frame.cs, frame.ss, frame.rsp),
+            (0xffff_ffff_8010_0040, 0x19, 0x21, 0x1000 - 40)
+        );
         assert_eq!(frame.rflags, 0x202);
     }
 }

@@ -89,7 +89,14 @@ pub struct Domain {
 
 impl Domain {
     /// A new domain owning `nr_pages` frames from `memory`.
-    pub fn new(id: u32, memory: Frame, nr_pages: u64, cr3: u64, shared_info_gfn: u64, regs: TrapFrame) -> Domain {
+    pub fn new(
+        id: u32,
+        memory: Frame,
+        nr_pages: u64,
+        cr3: u64,
+        shared_info_gfn: u64,
+        regs: TrapFrame,
+    ) -> Domain {
         Domain {
             id,
             state: State::Runnable,
@@ -127,7 +134,13 @@ impl Domain {
         let offset = guest_offset(va, out.len() as u64, self.nr_pages)?;
         // SAFETY: `guest_offset` proved the range lies in this domain's frames, which xen-lite
         // maps in its direct map; the guest is not running, so nothing writes them meanwhile.
-        unsafe { core::ptr::copy_nonoverlapping(self.host_address(offset) as *const u8, out.as_mut_ptr(), out.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.host_address(offset) as *const u8,
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
         Ok(())
     }
 
@@ -135,7 +148,13 @@ impl Domain {
     pub fn copy_to_guest(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
         let offset = guest_offset(va, data.len() as u64, self.nr_pages)?;
         // SAFETY: as in `copy_from_guest`; the bytes written belong to this domain alone.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.host_address(offset) as *mut u8, data.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.host_address(offset) as *mut u8,
+                data.len(),
+            )
+        };
         Ok(())
     }
 

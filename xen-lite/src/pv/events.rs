@@ -53,4 +53,3 @@ pub fn upcall_due(domain: &mut Domain, rip: u64, cs: u64) -> bool {
 pub fn virtual_if(domain: &mut Domain) -> bool {
     domain.shared().vcpu.upcall_mask == 0
 }
-

@@ -33,21 +33,24 @@ mod tests {
     fn ranges_inside_the_domain_are_accepted() {
         assert_eq!(guest_offset(GUEST_DIRECT_MAP, 1, PAGES), Ok(0));
         assert_eq!(guest_offset(GUEST_DIRECT_MAP + 5, 10, PAGES), Ok(5));
-        assert_eq!(guest_offset(GUEST_DIRECT_MAP + PAGES * 4096 - 8, 8, PAGES), Ok(PAGES * 4096 - 8));
+        assert_eq!(
+            guest_offset(GUEST_DIRECT_MAP + PAGES * 4096 - 8, 8, PAGES),
+            Ok(PAGES * 4096 - 8)
+        );
         assert_eq!(guest_offset(GUEST_DIRECT_MAP + 100, 0, PAGES), Ok(100));
     }
 
     #[test]
     fn ridiculous_pointers_are_efault() {
         for (va, len) in [
-            (GUEST_DIRECT_MAP - 1, 1),                 // just below
-            (GUEST_DIRECT_MAP + PAGES * 4096 - 4, 8),  // runs off the end
-            (GUEST_DIRECT_MAP + PAGES * 4096, 1),      // just past
-            (HYPERVISOR_START, 8),                     // into xen-lite
-            (0, 8),                                    // null
-            (USER_END - 8, 8),                         // user space (not in the direct map)
-            (u64::MAX - 3, 8),                         // wraps around
-            (GUEST_DIRECT_MAP, u64::MAX),              // length wraps
+            (GUEST_DIRECT_MAP - 1, 1),                // just below
+            (GUEST_DIRECT_MAP + PAGES * 4096 - 4, 8), // runs off the end
+            (GUEST_DIRECT_MAP + PAGES * 4096, 1),     // just past
+            (HYPERVISOR_START, 8),                    // into xen-lite
+            (0, 8),                                   // null
+            (USER_END - 8, 8),                        // user space (not in the direct map)
+            (u64::MAX - 3, 8),                        // wraps around
+            (GUEST_DIRECT_MAP, u64::MAX),             // length wraps
         ] {
             assert_eq!(guest_offset(va, len, PAGES), Err(Errno::EFAULT), "{va:#x}+{len:#x}");
         }

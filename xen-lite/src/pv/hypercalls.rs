@@ -7,12 +7,12 @@
 //! the documented errno, never a kill: the policy for bad guest input (STYLE rule 12) is an
 //! errno for anything a correct caller could get wrong.
 
+use hypercall_abi::devices::GUEST_STATUS_MAX;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_MAX, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND,
-    EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, NR_EVENT_PORTS, NR_VIRQS, SCHEDOP_BLOCK,
-    SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, XEN_LITE_VERSION,
+    EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, NR_EVENT_PORTS, NR_VIRQS, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
+    SCHEDOP_YIELD, XEN_LITE_VERSION,
 };
-use hypercall_abi::devices::GUEST_STATUS_MAX;
 
 use super::domain::{Domain, Port, State, TrapHandler};
 use super::guest_memory::guest_offset;
@@ -32,7 +32,9 @@ pub fn dispatch(pv: &mut Pv, caller: usize, frame: &mut TrapFrame) {
             match hypercall {
                 Hypercall::SetTrapTable => do_set_trap_table(pv.domain(caller), a0),
                 Hypercall::StackSwitch => do_stack_switch(pv.domain(caller), a0, a1),
-                Hypercall::SetCallbacks => do_set_callbacks(pv.domain(caller), [a0, a1, a2, a3, a4]),
+                Hypercall::SetCallbacks => {
+                    do_set_callbacks(pv.domain(caller), [a0, a1, a2, a3, a4])
+                }
                 Hypercall::SetTimerOp => do_set_timer_op(pv, caller, a0),
                 Hypercall::XenVersion => do_xen_version(),
                 Hypercall::ConsoleIo => do_console_io(pv.domain(caller), a0, a1, a2),
@@ -71,7 +73,8 @@ fn do_set_trap_table(domain: &mut Domain, table: u64) -> Result {
             if index == 256 || !valid_code_address(domain, info.address) {
                 return Err(Errno::EINVAL);
             }
-            traps[usize::from(info.vector)] = TrapHandler { address: info.address, dpl: info.flags & 3 };
+            traps[usize::from(info.vector)] =
+                TrapHandler { address: info.address, dpl: info.flags & 3 };
         }
     }
     domain.traps = traps;
@@ -91,7 +94,10 @@ fn do_stack_switch(domain: &mut Domain, ss: u64, rsp: u64) -> Result {
 }
 
 /// `set_callbacks(event, failsafe, syscall, no_delivery_start, no_delivery_end)`.
-fn do_set_callbacks(domain: &mut Domain, [event, failsafe, syscall, start, end]: [u64; 5]) -> Result {
+fn do_set_callbacks(
+    domain: &mut Domain,
+    [event, failsafe, syscall, start, end]: [u64; 5],
+) -> Result {
     let bad = |address: u64| address != 0 && !valid_code_address(domain, address);
     if bad(event) || bad(failsafe) || bad(syscall) || bad(start) || start > end {
         return Err(Errno::EINVAL);
@@ -154,7 +160,8 @@ fn do_sched_op(pv: &mut Pv, caller: usize, command: u64, arg: u64) -> Result {
             Ok(0)
         }
         SCHEDOP_SHUTDOWN => {
-            let code = u8::try_from(arg).ok().filter(|&c| c <= GUEST_STATUS_MAX).ok_or(Errno::EINVAL)?;
+            let code =
+                u8::try_from(arg).ok().filter(|&c| c <= GUEST_STATUS_MAX).ok_or(Errno::EINVAL)?;
             let domain = pv.domain(caller);
             domain.console_flush();
             domain.state = State::Dead(code);

@@ -25,7 +25,10 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED};
-use hypercall_abi::hypercall::{Hypercall, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR};
+use hypercall_abi::frame::has_error_code;
+use hypercall_abi::hypercall::{
+    Hypercall, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR,
+};
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::Mode;
 use spin::Mutex;
@@ -39,10 +42,13 @@ use crate::domain_builder::{self, DomainSpec, Page};
 use crate::entry::{enter_frame, TrapFrame};
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
-use crate::gdt::{hypervisor_stack_top, GUEST_KERNEL_CS, GUEST_KERNEL_DS, HYPERVISOR_CS, HYPERVISOR_DS};
+use crate::gdt::{
+    hypervisor_stack_top, GUEST_KERNEL_CS, GUEST_KERNEL_DS, HYPERVISOR_CS, HYPERVISOR_DS,
+};
 use crate::instructions::{read_cr2, read_cr3, wait_for_interrupt, write_cr3};
 use crate::memory_map::{phys_to_virt, HYPERVISOR_L4_SLOTS};
 use crate::paging::hypervisor_l4_entries;
+use crate::stack::Stack;
 use crate::timer::{self, TIMER_VECTOR};
 use crate::trap::Vector;
 
@@ -57,7 +63,12 @@ pub struct Pv {
     yield_now: bool,
 }
 
-static PV: Mutex<Pv> = Mutex::new(Pv { domains: [const { None }; MAX_DOMAINS], current: None, slice_left: 0, yield_now: false });
+static PV: Mutex<Pv> = Mutex::new(Pv {
+    domains: [const { None }; MAX_DOMAINS],
+    current: None,
+    slice_left: 0,
+    yield_now: false,
+});
 
 /// Set once the domains are built: from then on traps from outer rings belong to them. An
 /// atomic rather than a look into `PV`, so a fault while `PV` is locked still gets reported.
@@ -92,7 +103,11 @@ impl Pv {
         loop {
             let must_switch = match self.current {
                 None => true,
-                Some(c) => self.domain(c).state != State::Runnable || self.yield_now || self.slice_left == 0,
+                Some(c) => {
+                    self.domain(c).state != State::Runnable
+                        || self.yield_now
+                        || self.slice_left == 0
+                }
             };
             if must_switch {
                 self.switch(frame);
@@ -157,7 +172,13 @@ impl Pv {
 
     /// Bounces `frame` (domain `index`) to the guest `handler`; kills the domain if the frame
     /// cannot be written.
-    fn bounce(&mut self, index: usize, frame: &mut TrapFrame, handler: u64, error_code: Option<u64>) -> Result<(), ()> {
+    fn bounce(
+        &mut self,
+        index: usize,
+        frame: &mut TrapFrame,
+        handler: u64,
+        error_code: Option<u64>,
+    ) -> Result<(), ()> {
         let domain = self.domain(index);
         let virtual_if = events::virtual_if(domain);
         let bounce = match bounce_frame(frame, error_code, virtual_if, domain.kernel_stack) {
@@ -181,7 +202,13 @@ impl Pv {
             ));
             return Err(());
         }
-        enter_handler(frame, handler, &bounce, u64::from(GUEST_KERNEL_CS.bits()), u64::from(GUEST_KERNEL_DS.bits()));
+        enter_handler(
+            frame,
+            handler,
+            &bounce,
+            u64::from(GUEST_KERNEL_CS.bits()),
+            u64::from(GUEST_KERNEL_DS.bits()),
+        );
         Ok(())
     }
 
@@ -196,9 +223,17 @@ impl Pv {
         }
         if vector == Vector::GENERAL_PROTECTION && frame.cs & 3 == 1 {
             let mut bytes = [0u8; 15];
-            let readable = (1..=bytes.len()).rev().find(|&n| domain.copy_from_guest(frame.rip, &mut bytes[..n]).is_ok());
+            let readable = (1..=bytes.len())
+                .rev()
+                .find(|&n| domain.copy_from_guest(frame.rip, &mut bytes[..n]).is_ok());
             if let Some(name) = readable.and_then(|n| privileged_instruction(&bytes[..n])) {
-                self.kill(index, format_args!("privileged instruction `{name}` in ring 1 at rip {:#x} (#GP)", frame.rip));
+                self.kill(
+                    index,
+                    format_args!(
+                        "privileged instruction `{name}` in ring 1 at rip {:#x} (#GP)",
+                        frame.rip
+                    ),
+                );
                 return;
             }
         }
@@ -210,7 +245,7 @@ impl Pv {
             ));
             return;
         }
-        let error_code = (Vector::HAS_ERROR_CODE >> vector & 1 == 1).then_some(frame.error_code);
+        let error_code = has_error_code(frame.vector).then_some(frame.error_code);
         if self.bounce(index, frame, handler, error_code).is_ok() {
             self.domain(index).stats.bounces[usize::from(vector)] += 1;
         }
@@ -277,7 +312,11 @@ impl fmt::Display for Summary<'_> {
         if !any {
             f.write_str(" none")?;
         }
-        write!(f, "; events delivered {}; scheduled {} times", stats.events_delivered, stats.schedules)
+        write!(
+            f,
+            "; events delivered {}; scheduled {} times",
+            stats.events_delivered, stats.schedules
+        )
     }
 }
 
@@ -306,9 +345,7 @@ extern "C" fn idle_loop() -> ! {
 }
 
 const IDLE_STACK_SIZE: usize = 8192;
-#[repr(C, align(16))]
-struct IdleStack([u8; IDLE_STACK_SIZE]);
-static IDLE_STACK: IdleStack = IdleStack([0; IDLE_STACK_SIZE]);
+static IDLE_STACK: Stack<IDLE_STACK_SIZE> = Stack::new();
 
 /// A fresh frame for the idle loop (it keeps no state, so it always starts over).
 fn idle_frame() -> TrapFrame {
@@ -316,7 +353,7 @@ fn idle_frame() -> TrapFrame {
         rip: idle_loop as *const () as u64,
         cs: u64::from(HYPERVISOR_CS.bits()),
         rflags: 0x2,
-        rsp: IDLE_STACK.0.as_ptr_range().end as u64,
+        rsp: IDLE_STACK.top(),
         ss: u64::from(HYPERVISOR_DS.bits()),
         ..TrapFrame::default()
     }
@@ -333,7 +370,11 @@ pub fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
 }
 
 /// Builds every domain the command line names and starts the first.
-pub fn start(config: &Config<'_>, image: Option<&[u8]>, frames: &Mutex<crate::frame::FrameAllocator<{ crate::FRAME_BITMAP_WORDS }>>) -> ! {
+pub fn start(
+    config: &Config<'_>,
+    image: Option<&[u8]>,
+    frames: &Mutex<crate::frame::FrameAllocator<{ crate::FRAME_BITMAP_WORDS }>>,
+) -> ! {
     let Some(image) = image else {
         log::error!("pv: no image '{}' in the boot bundle", config.kernel);
         exit_emulator(STATUS_BAD_BUNDLE);
@@ -368,7 +409,9 @@ fn build(id: u32, config: &Config<'_>, cmdline: &str, image: &[u8], base: Frame)
     let pages = config.domain_pages;
     // SAFETY: the frames were just allocated for this domain and are reached only through
     // this slice until the domain runs.
-    let memory = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(base.addr()) as *mut Page, pages as usize) };
+    let memory = unsafe {
+        core::slice::from_raw_parts_mut(phys_to_virt(base.addr()) as *mut Page, pages as usize)
+    };
     let spec = DomainSpec {
         domain_id: id,
         mode: Mode::Pv,
@@ -399,7 +442,11 @@ fn build(id: u32, config: &Config<'_>, cmdline: &str, image: &[u8], base: Frame)
     let cr3 = base.addr() + built.l4_gfn * PAGE_SIZE;
     let mut domain = Domain::new(id, base, pages, cr3, built.shared_info_gfn, regs);
     domain.shared().vcpu.upcall_mask = 1; // events start masked, as after a CPU reset
-    log::info!("pv: dom{id}: {pages} frames at machine {:#x}, entry {:#x}, command line \"{cmdline}\"", base.addr(), built.entry);
+    log::info!(
+        "pv: dom{id}: {pages} frames at machine {:#x}, entry {:#x}, command line \"{cmdline}\"",
+        base.addr(),
+        built.entry
+    );
     domain
 }
 

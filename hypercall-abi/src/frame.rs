@@ -1,0 +1,101 @@
+//! The trap frame: the register state both kernels' exception entries save, and the part of it
+//! the CPU (or a xen-lite bounce) pushes.
+//!
+//! The upper part, from `rip` to `ss`, is the x86-64 interrupt frame, laid out by the hardware;
+//! `error_code` is pushed by the CPU for the vectors in [`ERROR_CODE_VECTORS`] and as a zero by
+//! the entry stub for all others, so every frame has one shape; `vector` is pushed by the stub;
+//! the general registers by the common entry code. xen-lite's entry (`xen-lite/src/entry.rs`)
+//! and the guest's (`pv-guest/src/traps.rs`) build exactly this, so a bounce frame written by
+//! xen-lite is read by the guest as if the CPU had written it. See: Intel SDM Vol. 3A,
+//! revision 086, 6.14.1 (64-bit mode stack frame).
+
+use core::mem::{offset_of, size_of};
+
+/// Bit `n` set: the CPU pushes an error code for exception `n` (#DF, #TS, #NP, #SS, #GP, #PF,
+/// #AC, #CP, #VC, #SX). The one statement of this set; both kernels assemble their stubs from
+/// it. See: Intel SDM Vol. 3A, revision 086, Table 6-1.
+pub const ERROR_CODE_VECTORS: u32 = 1 << 8
+    | 1 << 10
+    | 1 << 11
+    | 1 << 12
+    | 1 << 13
+    | 1 << 14
+    | 1 << 17
+    | 1 << 21
+    | 1 << 29
+    | 1 << 30;
+
+/// Whether the CPU pushes an error code for `vector`.
+pub const fn has_error_code(vector: u64) -> bool {
+    vector < 32 && ERROR_CODE_VECTORS >> vector & 1 == 1
+}
+
+/// Saved state, lowest address first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct TrapFrame {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    /// Pushed by the entry stub.
+    pub vector: u64,
+    /// Pushed by the CPU, or a zero pushed by the stub.
+    pub error_code: u64,
+    /// From here on: the hardware interrupt frame.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Bytes of general registers the common entry code pushes: everything below `vector`.
+pub const SAVED_REGISTERS: usize = offset_of!(TrapFrame, vector);
+/// Bytes the stub pushes (vector and error code) between the registers and the CPU's frame.
+pub const STUB_PUSHED: usize = offset_of!(TrapFrame, rip) - SAVED_REGISTERS;
+
+const _: () = assert!(SAVED_REGISTERS == 15 * 8, "the entry code pushes fifteen registers");
+const _: () = assert!(STUB_PUSHED == 16, "vector + error code");
+// The CPU aligns RSP to 16 before pushing its frame; keeping the whole frame a multiple of 16
+// keeps the call into Rust ABI-aligned.
+const _: () = assert!(size_of::<TrapFrame>().is_multiple_of(16));
+
+impl TrapFrame {
+    /// The ring the interrupted code ran in (RPL of the saved CS).
+    pub const fn ring(&self) -> u64 {
+        self.cs & 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_vectors_match_the_manual() {
+        let with: [u64; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+        for vector in 0..64 {
+            assert_eq!(has_error_code(vector), with.contains(&vector), "vector {vector}");
+        }
+    }
+
+    #[test]
+    fn the_hardware_part_is_on_top() {
+        assert_eq!(offset_of!(TrapFrame, rip), 17 * 8);
+        assert_eq!(offset_of!(TrapFrame, ss), 21 * 8);
+        assert_eq!(size_of::<TrapFrame>(), 176);
+    }
+}

@@ -1,0 +1,261 @@
+//! The `pv` flavour of the platform layer: the kernel runs in ring 1 under xen-lite, and every
+//! sensitive operation is a hypercall or a store to the shared page.
+//!
+//! | what a native kernel does      | what this flavour does instead                        |
+//! |--------------------------------|-------------------------------------------------------|
+//! | `out` to the UART              | `console_io` hypercall                                |
+//! | `lidt` with its IDT            | `set_trap_table` (a virtual IDT), `stack_switch`      |
+//! | `cli` / `sti`                  | store 1 / 0 to `SharedInfo.vcpu.upcall_mask`; after   |
+//! |                                | unmasking, check `upcall_pending` ("unmask, then      |
+//! |                                | check pending") and, if set, make any hypercall so    |
+//! |                                | xen-lite delivers it on the way back                  |
+//! | program the timer              | `set_timer_op` (one-shot) + the timer VIRQ            |
+//! | `hlt`                          | `sched_op(block)`                                     |
+//! | read CR2 in the #PF handler    | read `SharedInfo.vcpu.cr2`                            |
+//! | `iretq` from an interrupt      | restore the virtual IF, then `iretq`, inside the      |
+//! |                                | no-delivery window registered with `set_callbacks`    |
+//! | power off                      | `sched_op(shutdown, code)`                            |
+
+use core::arch::{asm, global_asm};
+use core::mem::offset_of;
+use core::ptr::addr_of_mut;
+use core::sync::atomic::{compiler_fence, AtomicU64, Ordering};
+
+use hypercall_abi::frame::TrapFrame;
+use hypercall_abi::hypercall::{
+    Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_WRITE, EVTCHNOP_BIND_VIRQ, HYPERCALL_PAGE_ENTRIES,
+    HYPERCALL_STUB_SIZE, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, VIRQ_TIMER,
+};
+use hypercall_abi::layout::selectors::{FLAT_RING1_CS, FLAT_RING1_DS};
+use hypercall_abi::shared_info::{SharedInfo, VcpuInfo};
+use hypercall_abi::StartInfo;
+
+use crate::traps;
+
+/// This flavour's name, for messages.
+pub const FLAVOUR: &str = "pv";
+/// The kernel's code selector (ring 1).
+pub const KERNEL_CS: u16 = FLAT_RING1_CS;
+/// The kernel's stack selector (ring 1).
+pub const KERNEL_SS: u16 = FLAT_RING1_DS;
+
+static HYPERCALL_PAGE: AtomicU64 = AtomicU64::new(0);
+/// Address of `SharedInfo` (read by the return path's assembly too).
+static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
+
+const KERNEL_STACK_SIZE: usize = 16 * 1024;
+/// A stack only the CPU (and xen-lite's bounces) touch; `UnsafeCell` keeps it in writable
+/// memory.
+#[repr(C, align(16))]
+struct Stack(core::cell::UnsafeCell<[u8; KERNEL_STACK_SIZE]>);
+// SAFETY: Rust code never accesses the bytes; they are only used as a stack.
+unsafe impl Sync for Stack {}
+/// The ring-1 stack xen-lite bounces onto when user code is interrupted (`stack_switch`).
+static KERNEL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; KERNEL_STACK_SIZE]));
+
+/// Start-of-day platform set-up: remember where the hypercall page and shared page are.
+pub fn init(info: &StartInfo) {
+    HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
+    SHARED_INFO.store(info.shared_info, Ordering::Relaxed);
+}
+
+/// Calls hypercall `number` with up to five arguments; returns `rax` (negative errno on error).
+pub fn hypercall(number: u64, args: [u64; 5]) -> u64 {
+    if number >= HYPERCALL_PAGE_ENTRIES {
+        return Errno::ENOSYS.to_return();
+    }
+    let entry = HYPERCALL_PAGE.load(Ordering::Relaxed) + number * HYPERCALL_STUB_SIZE;
+    let result;
+    // SAFETY: the stub xen-lite wrote at `entry` loads the number into `rax`, traps with
+    // `int 0x82` and returns; xen-lite preserves every register but `rax`. Pointer arguments
+    // are checked by xen-lite, never trusted.
+    unsafe {
+        asm!(
+            "call {entry}",
+            entry = in(reg) entry,
+            out("rax") result,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+        );
+    }
+    result
+}
+
+/// Calls `hypercall` and turns a negative return into an `Errno`.
+fn call(hypercall: Hypercall, args: [u64; 5]) -> Result<u64, Errno> {
+    let value = self::hypercall(hypercall as u64, args);
+    match Errno::from_return(value) {
+        Some(errno) => Err(errno),
+        None => Ok(value),
+    }
+}
+
+/// Writes console output (`console_io`).
+pub fn console_write(bytes: &[u8]) {
+    // Nothing useful can be done if the console itself fails.
+    let _ = call(
+        Hypercall::ConsoleIo,
+        [CONSOLEIO_WRITE, bytes.len() as u64, bytes.as_ptr() as u64, 0, 0],
+    );
+}
+
+/// Ends the domain with `code` (`sched_op(shutdown)`).
+pub fn shutdown(code: u8) -> ! {
+    let _ = call(Hypercall::SchedOp, [SCHEDOP_SHUTDOWN, u64::from(code), 0, 0, 0]);
+    // xen-lite never resumes a domain that shut down; if it did, trap loudly.
+    loop {
+        // SAFETY: `ud2` only raises #UD.
+        unsafe { asm!("ud2") };
+    }
+}
+
+/// Installs the trap table, the bounce stack and the event callback.
+pub fn install_traps() -> Result<(), Errno> {
+    let mut table = [TrapInfo::default(); traps::VECTORS + 1];
+    for (vector, entry) in table.iter_mut().take(traps::VECTORS).enumerate() {
+        // #BP and #OF may be raised from user code with `int3` / `into`.
+        let dpl = if vector == 3 || vector == 4 { 3 } else { 0 };
+        *entry = TrapInfo {
+            vector: vector as u8,
+            flags: dpl,
+            reserved: [0; 6],
+            address: traps::handler_address(vector as u64),
+        };
+    }
+    call(Hypercall::SetTrapTable, [table.as_ptr() as u64, 0, 0, 0, 0])?;
+    let stack_top = KERNEL_STACK.0.get() as u64 + KERNEL_STACK_SIZE as u64;
+    call(Hypercall::StackSwitch, [u64::from(FLAT_RING1_DS), stack_top, 0, 0, 0])?;
+    let (start, end) = unmask_window();
+    call(Hypercall::SetCallbacks, [traps::handler_address(traps::EVENT_VECTOR), 0, 0, start, end])?;
+    Ok(())
+}
+
+fn shared() -> *mut SharedInfo {
+    SHARED_INFO.load(Ordering::Relaxed) as *mut SharedInfo
+}
+
+/// The faulting address of the last #PF (xen-lite copies CR2 into the shared page).
+pub fn fault_address() -> u64 {
+    // SAFETY: the shared page is mapped for the domain's whole life.
+    unsafe { addr_of_mut!((*shared()).vcpu.cr2).read_volatile() }
+}
+
+/// The virtual `cli`.
+pub fn events_disable() {
+    // SAFETY: as in `fault_address`; a byte store is atomic with respect to xen-lite.
+    unsafe { addr_of_mut!((*shared()).vcpu.upcall_mask).write_volatile(1) };
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// The virtual `sti`: unmask, then check pending; if something is pending, any hypercall
+/// makes xen-lite deliver it on the way back.
+pub fn events_enable() {
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as in `events_disable`.
+    unsafe { addr_of_mut!((*shared()).vcpu.upcall_mask).write_volatile(0) };
+    compiler_fence(Ordering::SeqCst);
+    if upcall_pending() {
+        let _ = call(Hypercall::XenVersion, [0; 5]);
+    }
+}
+
+/// Whether xen-lite has an upcall waiting.
+pub fn upcall_pending() -> bool {
+    // SAFETY: as in `fault_address`.
+    unsafe { addr_of_mut!((*shared()).vcpu.upcall_pending).read_volatile() != 0 }
+}
+
+/// Clears `upcall_pending` and takes (clears and returns) the pending, unmasked ports.
+pub fn take_pending_events() -> u64 {
+    let shared = shared();
+    // SAFETY: as in `fault_address`; xen-lite only writes these while the guest is stopped.
+    unsafe {
+        addr_of_mut!((*shared).vcpu.upcall_pending).write_volatile(0);
+        let pending = addr_of_mut!((*shared).evtchn_pending).read_volatile();
+        let mask = addr_of_mut!((*shared).evtchn_mask).read_volatile();
+        let taken = pending & !mask;
+        addr_of_mut!((*shared).evtchn_pending).write_volatile(pending & !taken);
+        taken
+    }
+}
+
+/// Whether port `port` is pending.
+pub fn port_pending(port: u64) -> bool {
+    // SAFETY: as in `fault_address`.
+    unsafe { addr_of_mut!((*shared()).evtchn_pending).read_volatile() >> port & 1 == 1 }
+}
+
+/// xen-lite's clock.
+pub fn now_ns() -> Result<u64, Errno> {
+    // SAFETY: as in `fault_address`.
+    Ok(unsafe { addr_of_mut!((*shared()).system_time_ns).read_volatile() })
+}
+
+/// Arms the one-shot timer.
+pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
+    call(Hypercall::SetTimerOp, [deadline_ns, 0, 0, 0, 0]).map(drop)
+}
+
+/// Binds the timer VIRQ; returns its port.
+pub fn bind_timer() -> Result<u64, Errno> {
+    call(Hypercall::EventChannelOp, [EVTCHNOP_BIND_VIRQ, VIRQ_TIMER, 0, 0, 0])
+}
+
+/// Sleeps until an event is pending (the virtual `sti; hlt`).
+pub fn block() -> Result<(), Errno> {
+    call(Hypercall::SchedOp, [SCHEDOP_BLOCK, 0, 0, 0, 0]).map(drop)
+}
+
+/// This domain's counters in xen-lite.
+pub fn stats() -> Result<Stats, Errno> {
+    let mut words = [0u64; Stats::WORDS];
+    call(Hypercall::Stats, [words.as_mut_ptr() as u64, 0, 0, 0, 0])?;
+    Ok(Stats::from_words(&words))
+}
+
+// The return from an exception or upcall (`traps` jumps here with `rsp` at the iret frame):
+// the virtual IF is restored from the saved RFLAGS.IF, then `iretq`. Unmasking and `iretq`
+// sit inside the window registered with `set_callbacks`, where xen-lite delivers no upcall:
+// an event arriving there waits until the `iretq` is done, so frames never pile up.
+global_asm!(
+    r#"
+    .section .text.platform_return, "ax"
+    .global platform_trap_return
+platform_trap_return:
+    test qword ptr [rsp + {rflags}], 0x200
+    jz 2f
+    .global pv_unmask_window_start
+pv_unmask_window_start:
+    push rax
+    mov rax, [rip + {shared}]
+    mov byte ptr [rax + {mask}], 0
+    pop rax
+    iretq
+    .global pv_unmask_window_end
+pv_unmask_window_end:
+2:
+    push rax
+    mov rax, [rip + {shared}]
+    mov byte ptr [rax + {mask}], 1
+    pop rax
+    iretq
+    "#,
+    rflags = const offset_of!(TrapFrame, rflags) - offset_of!(TrapFrame, rip),
+    shared = sym SHARED_INFO,
+    mask = const offset_of!(SharedInfo, vcpu) + offset_of!(VcpuInfo, upcall_mask),
+);
+
+unsafe extern "C" {
+    static pv_unmask_window_start: u8;
+    static pv_unmask_window_end: u8;
+}
+
+fn unmask_window() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(pv_unmask_window_start) as u64,
+        core::ptr::addr_of!(pv_unmask_window_end) as u64,
+    )
+}

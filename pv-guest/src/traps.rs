@@ -1,0 +1,223 @@
+//! The guest kernel's exception entry, and a way to run code that is expected to fault.
+//!
+//! The entry stubs build a `hypercall_abi::frame::TrapFrame` exactly as xen-lite's do, because
+//! the frame underneath is the same: pushed by the CPU in the `hvm` flavour, written by a
+//! xen-lite bounce in the `pv` flavour (which the guest cannot tell apart; that is the point).
+//! `platform::install_traps` hands [`HANDLERS`] to the hardware IDT or to `set_trap_table`.
+//!
+//! [`catch`] runs a snippet in ring 1 or ring 3 and returns the exception it raised: the
+//! kernel's self-tests use it to check that every fault arrives with the right frame. The
+//! snippet is entered with `iretq` from [`catch`]'s own frame; the handler returns to
+//! `trap_resume` on the stack `catch` saved, as a `longjmp` would.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use hypercall_abi::frame::{TrapFrame, ERROR_CODE_VECTORS, STUB_PUSHED};
+
+use crate::platform;
+
+/// Exceptions with a handler: all 32.
+pub const VECTORS: usize = 32;
+/// The pseudo-vector the event-upcall entry records.
+pub const EVENT_VECTOR: u64 = 256;
+
+global_asm!(
+    r#"
+    .altmacro
+    .macro guest_trap_stub vector
+        .balign 16
+        .if ({error_code_mask} >> \vector) & 1
+        .else
+            push 0                  // no error code: push one, same frame shape
+        .endif
+        push \vector
+        jmp guest_trap_common
+    .endm
+
+    .section .text.guest_traps, "ax"
+    .balign 16
+    .global guest_trap_vectors
+guest_trap_vectors:
+    .set vector, 0
+    .rept {vectors}
+        guest_trap_stub %vector
+        .set vector, vector + 1
+    .endr
+    .noaltmacro
+
+    // The event upcall: a bounce frame like an interrupt's, no error code.
+    .global guest_event_entry
+guest_event_entry:
+    push 0
+    push {event_vector}
+    // fall through
+
+guest_trap_common:
+    push r15                        // TrapFrame.r15 ... down to
+    push r14
+    push r13
+    push r12
+    push r11
+    push r10
+    push r9
+    push r8
+    push rbp
+    push rdi
+    push rsi
+    push rdx
+    push rcx
+    push rbx
+    push rax                        // ... TrapFrame.rax
+    mov rdi, rsp
+    cld
+    call {handler}
+    pop rax
+    pop rbx
+    pop rcx
+    pop rdx
+    pop rsi
+    pop rdi
+    pop rbp
+    pop r8
+    pop r9
+    pop r10
+    pop r11
+    pop r12
+    pop r13
+    pop r14
+    pop r15
+    add rsp, {stub_pushed}
+    jmp platform_trap_return        // iretq, the way this flavour must do it (platform)
+
+    // catch(rip = rdi, cs = rsi, rsp = rdx, ss = rcx): enter the snippet; returns (at
+    // trap_resume) when it faults.
+    .global guest_catch_enter
+guest_catch_enter:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rip + {catch_rsp}], rsp
+    push rcx                        // ss
+    push rdx                        // rsp
+    pushfq                          // rflags
+    push rsi                        // cs
+    push rdi                        // rip
+    iretq
+    .global guest_trap_resume
+guest_trap_resume:
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+    "#,
+    error_code_mask = const ERROR_CODE_VECTORS,
+    vectors = const VECTORS,
+    event_vector = const EVENT_VECTOR,
+    stub_pushed = const STUB_PUSHED,
+    handler = sym handle,
+    catch_rsp = sym CATCH_RSP,
+);
+
+unsafe extern "C" {
+    static guest_trap_vectors: u8;
+    static guest_event_entry: u8;
+    fn guest_catch_enter(rip: u64, cs: u64, rsp: u64, ss: u64);
+    static guest_trap_resume: u8;
+}
+
+/// Address of the entry for exception `vector` (0-31), or of the event upcall for
+/// [`EVENT_VECTOR`].
+pub fn handler_address(vector: u64) -> u64 {
+    if vector == EVENT_VECTOR {
+        core::ptr::addr_of!(guest_event_entry) as u64
+    } else {
+        core::ptr::addr_of!(guest_trap_vectors) as u64 + vector % VECTORS as u64 * 16
+    }
+}
+
+/// What an exception looked like when it arrived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caught {
+    /// Exception vector.
+    pub vector: u64,
+    /// Error code (0 if the vector has none).
+    pub error_code: u64,
+    /// Where it happened.
+    pub rip: u64,
+    /// Code selector of the interrupted context (its RPL is the ring).
+    pub cs: u64,
+    /// Stack pointer of the interrupted context.
+    pub rsp: u64,
+    /// The faulting address, for #PF.
+    pub fault_address: u64,
+    /// The interrupted RFLAGS as the handler saw them.
+    pub rflags: u64,
+}
+
+/// `catch`'s saved kernel stack pointer; zero when no `catch` is running.
+static CATCH_RSP: AtomicU64 = AtomicU64::new(0);
+static CATCH_ARMED: AtomicBool = AtomicBool::new(false);
+static mut CAUGHT: Caught =
+    Caught { vector: 0, error_code: 0, rip: 0, cs: 0, rsp: 0, fault_address: 0, rflags: 0 };
+
+/// Runs the code at `rip` with `cs`/`ss` (ring 1 or ring 3) on stack `rsp`, and returns the
+/// exception it raised. The snippet must fault: it has nowhere to return to.
+pub fn catch(rip: u64, cs: u16, rsp: u64, ss: u16) -> Caught {
+    CATCH_ARMED.store(true, Ordering::SeqCst);
+    // SAFETY: the assembly saves the callee-saved registers and this stack, and the handler
+    // resumes at `guest_trap_resume` on exactly that stack, so to the compiler this is an
+    // ordinary call that returns.
+    unsafe { guest_catch_enter(rip, u64::from(cs), rsp, u64::from(ss)) };
+    CATCH_ARMED.store(false, Ordering::SeqCst);
+    // SAFETY: written only by `handle` while armed, before resuming here; single CPU.
+    unsafe { core::ptr::addr_of!(CAUGHT).read() }
+}
+
+/// Runs a kernel-mode snippet (ring 1 in `pv`) on the current stack, below it, with room.
+pub fn catch_in_kernel(rip: u64) -> Caught {
+    let mut probe = 0u64;
+    let rsp = (core::ptr::addr_of_mut!(probe) as u64 - 512) & !0xf;
+    catch(rip, platform::KERNEL_CS, rsp, platform::KERNEL_SS)
+}
+
+/// Called by the stubs with the saved frame.
+extern "C" fn handle(frame: &mut TrapFrame) {
+    if frame.vector == EVENT_VECTOR {
+        crate::events::upcall();
+        return;
+    }
+    if CATCH_ARMED.swap(false, Ordering::SeqCst) {
+        let caught = Caught {
+            vector: frame.vector,
+            error_code: frame.error_code,
+            rip: frame.rip,
+            cs: frame.cs,
+            rsp: frame.rsp,
+            fault_address: if frame.vector == 14 { platform::fault_address() } else { 0 },
+            rflags: frame.rflags,
+        };
+        // SAFETY: single CPU, and `catch` reads it only after we resume there.
+        unsafe { core::ptr::addr_of_mut!(CAUGHT).write(caught) };
+        frame.rip = core::ptr::addr_of!(guest_trap_resume) as u64;
+        frame.cs = u64::from(platform::KERNEL_CS);
+        frame.rsp = CATCH_RSP.load(Ordering::SeqCst);
+        frame.ss = u64::from(platform::KERNEL_SS);
+        return;
+    }
+    crate::println!(
+        "unexpected exception: vector {} at rip {:#x} (ring {}), error code {:#x}, fault address {:#x}",
+        frame.vector,
+        frame.rip,
+        frame.cs & 3,
+        frame.error_code,
+        platform::fault_address()
+    );
+    platform::shutdown(crate::EXIT_PANIC);
+}

@@ -1,0 +1,51 @@
+//! Workloads that break the rules on purpose: each must end with xen-lite killing only this
+//! domain, naming what it did. In `native` mode they simply execute, which is the point of
+//! comparison.
+
+use core::arch::asm;
+
+use hypercall_abi::hypercall::{Errno, Hypercall};
+
+use crate::args::Instruction;
+use crate::{platform, println};
+
+/// Executes one privileged instruction. Native: it runs. `pv` (ring 1): #GP, and xen-lite kills
+/// the domain naming the instruction.
+pub fn privileged(instruction: Instruction) -> Result<(), Errno> {
+    println!("privileged: executing {instruction:?}");
+    // SAFETY: deliberately sensitive. In ring 1 none of these executes. In ring 0 (native)
+    // `cli` and `out 0x80` (the POST port) are harmless; `mov cr3` reloads the current value;
+    // `lgdt` reloads the current GDTR; `wrmsr` writes IA32_TSC_AUX (only read by `rdtscp`).
+    // `hlt` with interrupts off would stop a native kernel forever, so it is not offered there
+    // (the `hvm` platform keeps IF clear); the test runs it only in `pv`.
+    unsafe {
+        match instruction {
+            Instruction::Cli => asm!("cli"),
+            Instruction::Hlt => asm!("hlt"),
+            Instruction::MovCr3 => asm!("mov rax, cr3", "mov cr3, rax", out("rax") _),
+            Instruction::Lgdt => asm!("sub rsp, 16", "sgdt [rsp]", "lgdt [rsp]", "add rsp, 16"),
+            Instruction::Wrmsr => asm!("wrmsr", in("ecx") 0xc000_0103u32, in("eax") 0, in("edx") 0),
+            Instruction::Out => asm!("out 0x80, al", in("al") 0u8),
+        }
+    }
+    println!("privileged: {instruction:?} executed without trapping");
+    Ok(())
+}
+
+/// Clears the trap table, then raises #BP: with no handler to bounce to, xen-lite must kill.
+pub fn no_handler() -> Result<(), Errno> {
+    let result = platform::hypercall(Hypercall::SetTrapTable as u64, [0; 5]);
+    println!("no-handler: trap table cleared ({result:#x}); raising #BP");
+    // SAFETY: deliberately raises #BP with no handler registered.
+    unsafe { asm!("int3") };
+    println!("no-handler: #BP returned?");
+    Ok(())
+}
+
+/// With handlers installed (at start of day), raises #UD on a stack pointer outside the domain: xen-lite cannot
+/// write the bounce frame and must kill.
+pub fn bad_stack() -> Result<(), Errno> {
+    println!("bad-stack: raising #UD with rsp = 0x1000 (not the domain's memory)");
+    // SAFETY: deliberately faults with a stack no handler can run on; control never returns.
+    unsafe { asm!("mov rsp, 0x1000", "ud2", options(noreturn)) }
+}

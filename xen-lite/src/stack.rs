@@ -1,0 +1,26 @@
+//! Stacks the CPU switches to by itself (TSS.RSP0, IST) or that xen-lite starts a context on.
+
+use core::cell::UnsafeCell;
+
+/// A 16-byte-aligned stack of `N` bytes in writable, zero-initialised memory (`.bss`).
+///
+/// The bytes sit in an `UnsafeCell`: a plain immutable `static` array could be placed in
+/// read-only memory, and the first push would page-fault.
+#[repr(C, align(16))]
+pub struct Stack<const N: usize>(UnsafeCell<[u8; N]>);
+
+// SAFETY: Rust code never reads or writes the bytes; only the CPU does, as a stack, on the one
+// CPU xen-lite runs on.
+unsafe impl<const N: usize> Sync for Stack<N> {}
+
+impl<const N: usize> Stack<N> {
+    /// A zeroed stack.
+    pub const fn new() -> Self {
+        Stack(UnsafeCell::new([0; N]))
+    }
+
+    /// The address just past the stack: the initial stack pointer.
+    pub fn top(&self) -> u64 {
+        self.0.get() as u64 + N as u64
+    }
+}
