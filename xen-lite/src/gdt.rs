@@ -110,6 +110,10 @@ pub fn init() {
         let top = DOUBLE_FAULT_STACK.top();
         tss.set_ist(usize::from(DOUBLE_FAULT_IST - 1), top);
         tss.set_rsp(Ring::Ring0, hypervisor_stack_top());
+        // No I/O permission bitmap: its offset points past the TSS limit, so `in`/`out` from
+        // any ring above IOPL (0) raise #GP. Left at 0, the CPU would read the TSS's own first
+        // bytes as the bitmap and let ring 1 reach some ports.
+        tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
         tss
     });
     let tss_base = core::ptr::from_ref(tss) as u64;

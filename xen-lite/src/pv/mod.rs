@@ -185,8 +185,8 @@ impl Pv {
             Ok(bounce) => bounce,
             Err(BounceError::NoKernelStack) => {
                 self.kill(index, format_args!(
-                    "vector {} at rip {:#x} from ring 3: no kernel stack registered with stack_switch",
-                    frame.vector, frame.rip
+                    "{} (vector {}) at rip {:#x} from ring 3: no kernel stack registered with stack_switch",
+                    Vector::name(frame.vector).0, frame.vector, frame.rip
                 ));
                 return Err(());
             }
@@ -197,8 +197,8 @@ impl Pv {
         }
         if domain.copy_to_guest(bounce.rsp, &bytes[..bounce.bytes() as usize]).is_err() {
             self.kill(index, format_args!(
-                "vector {} at rip {:#x}: the ring-1 stack at {:#x} cannot take a {}-byte bounce frame",
-                frame.vector, frame.rip, bounce.rsp, bounce.bytes()
+                "{} (vector {}) at rip {:#x}: the ring-1 stack at {:#x} cannot take a {}-byte bounce frame",
+                Vector::name(frame.vector).0, frame.vector, frame.rip, bounce.rsp, bounce.bytes()
             ));
             return Err(());
         }
