@@ -21,6 +21,8 @@ pub const FLAVOUR: &str = "hvm";
 pub const KERNEL_CS: u16 = 0x08;
 /// The kernel's stack selector: ring 0.
 pub const KERNEL_SS: u16 = 0x10;
+/// The kernel owns its page tables and writes them directly.
+pub const KERNEL_WRITES_PAGE_TABLES: bool = true;
 
 /// Whether the next byte starts a line (and so gets the `[domN] ` prefix).
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);

@@ -38,6 +38,8 @@ pub const FLAVOUR: &str = "pv";
 pub const KERNEL_CS: u16 = FLAT_RING1_CS;
 /// The kernel's stack selector (ring 1).
 pub const KERNEL_SS: u16 = FLAT_RING1_DS;
+/// Page tables are mapped read-only: every change goes through xen-lite.
+pub const KERNEL_WRITES_PAGE_TABLES: bool = false;
 
 static HYPERCALL_PAGE: AtomicU64 = AtomicU64::new(0);
 /// Address of `SharedInfo` (read by the return path's assembly too).

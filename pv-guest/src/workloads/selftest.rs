@@ -4,7 +4,7 @@
 //! the exit code is the number of failures.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hypercall_abi::hypercall::{
     Errno, Hypercall, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND,
@@ -44,6 +44,7 @@ fn expect(name: &str, got: Result<u64, Errno>, want: Result<u64, Errno>) {
 pub fn run(info: &StartInfo) -> u8 {
     hypercalls(info);
     bounces_from_ring_1();
+    page_tables_are_read_only(info);
     bounces_from_ring_3();
     events_and_the_virtual_if(info);
     let (passed, failed) = (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
@@ -196,6 +197,9 @@ kernel_de_div:  div ecx
 kernel_pf:      mov eax, 0x1000
 kernel_pf_load: mov rax, [rax]
                 ud2
+kernel_pt:      mov rax, [rip + {page_table}]
+kernel_pt_store: mov qword ptr [rax], 0
+                ud2
 
     .section .user, "awx"
     .balign 4096
@@ -220,7 +224,11 @@ user_stack:     .space 1024
 user_stack_top:
     "#,
     kernel = const GUEST_KERNEL_BASE,
+    page_table = sym PAGE_TABLE,
 );
+
+/// The address `kernel_pt` tries to write: the start-of-day level-4 table.
+static PAGE_TABLE: AtomicU64 = AtomicU64::new(0);
 
 unsafe extern "C" {
     static kernel_bp: u8;
@@ -230,6 +238,8 @@ unsafe extern "C" {
     static kernel_de_div: u8;
     static kernel_pf: u8;
     static kernel_pf_load: u8;
+    static kernel_pt: u8;
+    static kernel_pt_store: u8;
     static user_de: u8;
     static user_de_div: u8;
     static user_bp: u8;
@@ -317,6 +327,22 @@ fn bounces_from_ring_1() {
         masked.rflags & 0x200 == 0 && unmasked.rflags & 0x200 != 0,
         format_args!("masked {:#x}, unmasked {:#x}", masked.rflags, unmasked.rflags),
     );
+}
+
+fn page_tables_are_read_only(info: &StartInfo) {
+    PAGE_TABLE.store(info.pt_base, Ordering::Relaxed);
+    let caught = catch_in_kernel(address!(kernel_pt));
+    // Error code 3: the page is present (bit 0) and the access was a write (bit 1).
+    if !platform::KERNEL_WRITES_PAGE_TABLES {
+        expect_caught(
+            "writing the L4 page table is #PF (read-only)",
+            caught,
+            14,
+            1,
+            address!(kernel_pt_store),
+            3,
+        );
+    }
 }
 
 fn in_ring_3(rip: u64) -> Caught {
