@@ -2,14 +2,14 @@
 //!
 //! The guest kernel xen-lite runs. One source, two flavours chosen at build time:
 //!
-//! - `pv`: runs in ring 1 under xen-lite; every sensitive operation is a hypercall (arrives
-//!   with pv mode).
+//! - `pv`: runs in ring 1 under xen-lite; every sensitive operation is a hypercall or a store
+//!   to the shared page.
 //! - `hvm`: runs in ring 0 and uses the real instructions, natively, under VMX or under SVM.
 //!
 //! The difference lives in one module, [`platform`], and nowhere else: that module *is* the
 //! "sensitive instructions swapped for hypercalls" of the lecture, made visible. Everything
-//! else (today: start of day, console, arguments; later: memory, processes, syscalls) is
-//! shared, so a measurement across modes compares only the mechanism.
+//! else (start of day, console, traps, events, the tick, the workloads; later: memory,
+//! processes, syscalls) is shared, so a measurement across modes compares only the mechanism.
 //!
 //! Modules, in reading order:
 #![cfg_attr(not(test), no_std)]

@@ -9,10 +9,10 @@
 //! domains in the mode the command line names. `lecture-notes/01-how-xen-lite-boots.md`
 //! follows this path step by step.
 //!
-//! Today it runs `native` mode: the `hvm` guest gets the machine and xen-lite steps aside.
-//! It will own the `pv` mode (the guest kernel in ring 1: hypercalls, bounced traps, virtual
-//! interrupts, validated direct paging, scheduling of domains) and the `vmx` and `svm` backends
-//! behind one trait with a shared run loop.
+//! It runs `pv` mode (guest kernels in ring 1: hypercalls, bounced traps, virtual interrupts,
+//! timers, preemptive scheduling of domains; see [`pv`]) and `native` mode (the `hvm` guest
+//! gets the machine and xen-lite steps aside). It will add validated direct paging for `pv`,
+//! and the `vmx` and `svm` backends behind one trait with a shared run loop.
 //!
 //! Modules, in reading order:
 #![cfg_attr(not(test), no_std)]

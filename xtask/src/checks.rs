@@ -3,7 +3,11 @@
 //! - every `unsafe` block in the kernels and the ABI says why, in a `// SAFETY:` comment in the
 //!   comment lines right above it (STYLE rule 8);
 //! - every `path::item` reference in the lecture notes and README names a file that exists and
-//!   an item that file still mentions (STYLE rule 15), so the notes cannot silently rot.
+//!   an item that file still mentions (STYLE rule 15), so the notes cannot silently rot;
+//! - the guest kernel outside `platform/hvm.rs` calls no CPL-0-only function of the `x86` crate
+//!   (STYLE rule 7: in ring 1 they fault; the `pv` flavour's privileged layer is the hypercall);
+//! - nothing in the guest outside `src/platform/` and the one line in `main.rs` that picks the
+//!   platform file is conditional on the flavour (DESIGN §6).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -126,6 +130,67 @@ pub fn note_references() -> CheckResult {
     CheckResult { name: "lecture-note code references resolve", examined, problems }
 }
 
+/// `x86` crate paths whose functions need ring 0.
+const RING_0_ONLY: [&str; 8] = [
+    "x86::controlregs",
+    "x86::msr",
+    "x86::dtables::l",
+    "x86::irq",
+    "x86::io",
+    "x86::halt",
+    "x86::tlb",
+    "x86::task::load_tr",
+];
+
+/// Lines of `source` that call a ring-0-only `x86` function.
+pub fn ring_0_calls(source: &str) -> Vec<usize> {
+    let code = |line: &str| line.split("//").next().unwrap_or("").to_string();
+    source
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| RING_0_ONLY.iter().any(|path| code(line).contains(path)))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// Lines of `source` that test the flavour features.
+pub fn flavour_conditionals(source: &str) -> Vec<usize> {
+    source
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains("feature = \"pv\"") || line.contains("feature = \"hvm\""))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// Checks the guest's flavour boundary: ring-0 calls only in the hvm platform, flavour tests
+/// only where the platform is chosen.
+pub fn flavour_boundary() -> CheckResult {
+    let mut files = Vec::new();
+    rust_files(&root().join("pv-guest/src"), &mut files);
+    let mut problems = Vec::new();
+    for file in &files {
+        let Ok(source) = fs::read_to_string(file) else { continue };
+        let shown = file.strip_prefix(root()).unwrap_or(file).display().to_string();
+        let in_platform = shown.starts_with("pv-guest/src/platform/");
+        if shown != "pv-guest/src/platform/hvm.rs" {
+            for line in ring_0_calls(&source) {
+                problems.push(format!(
+                    "{shown}:{line}: calls a ring-0-only x86 function outside the hvm platform"
+                ));
+            }
+        }
+        if !in_platform && shown != "pv-guest/src/main.rs" {
+            for line in flavour_conditionals(&source) {
+                problems.push(format!(
+                    "{shown}:{line}: flavour-conditional code outside src/platform/"
+                ));
+            }
+        }
+    }
+    CheckResult { name: "the guest's flavour boundary holds", examined: files.len(), problems }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +199,13 @@ mod tests {
     fn unsafe_blocks_need_a_safety_comment_above() {
         let source = "fn a() {\n    // SAFETY: fine.\n    unsafe { x() };\n    unsafe { y() };\n    // SAFETY: the pointer is valid.\n    // More words.\n    let v = unsafe { *p };\n}\nunsafe fn z() {}\n";
         assert_eq!(undocumented_unsafe(source), [4]);
+    }
+
+    #[test]
+    fn ring_0_calls_and_flavour_tests_are_found() {
+        let source = "let a = x86::io::inb(1);\n// x86::msr::rdmsr in a comment\nlet b = 1;\n#[cfg(feature = \"pv\")]\n";
+        assert_eq!(ring_0_calls(source), [1]);
+        assert_eq!(flavour_conditionals(source), [4]);
     }
 
     #[test]

@@ -41,7 +41,9 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
         host_tests(&mut tally);
     }
     if wanted("source") {
-        for check in [checks::safety_comments(), checks::note_references()] {
+        for check in
+            [checks::safety_comments(), checks::note_references(), checks::flavour_boundary()]
+        {
             if check.problems.is_empty() {
                 println!("PASS  source check: {} ({} examined)", check.name, check.examined);
                 tally.passed += 1;
