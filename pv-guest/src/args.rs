@@ -37,6 +37,10 @@ pub enum Workload {
     Primes,
     /// Spin with events masked for a while: must not starve other domains.
     SpinMasked,
+    /// Open an event port for domain `n` and wait for three events on it.
+    Pong(u32),
+    /// Send three events to port 1 of domain `n` (where `pong` listens).
+    Ping(u32),
     /// The kernel's self-tests of hypercalls, bounces and events.
     Tests,
     /// Execute a privileged instruction (in ring 1: xen-lite kills the domain).
@@ -48,7 +52,7 @@ pub enum Workload {
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "hello, counter, primes, spin-masked, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack";
+pub const KNOWN: &str = "hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +113,16 @@ impl Args {
                 ("tests", None) => Workload::Tests,
                 ("no-handler", None) => Workload::NoHandler,
                 ("bad-stack", None) => Workload::BadStack,
+                ("ping", Some(domain)) | ("pong", Some(domain)) => {
+                    let domain = cmdline::parse_u64(domain)
+                        .and_then(|d| u32::try_from(d).ok())
+                        .ok_or(ArgsError::BadOption(word.key))?;
+                    if word.key == "ping" {
+                        Workload::Ping(domain)
+                    } else {
+                        Workload::Pong(domain)
+                    }
+                }
                 ("privileged", Some(name)) => Workload::Privileged(match name {
                     "cli" => Instruction::Cli,
                     "hlt" => Instruction::Hlt,
@@ -146,6 +160,9 @@ mod tests {
             Workload::Privileged(Instruction::MovCr3)
         );
         assert_eq!(Args::parse("spin-masked").unwrap().workload, Workload::SpinMasked);
+        assert_eq!(Args::parse("ping=1").unwrap().workload, Workload::Ping(1));
+        assert_eq!(Args::parse("pong=0").unwrap().workload, Workload::Pong(0));
+        assert_eq!(Args::parse("pong=x"), Err(ArgsError::BadOption("pong")));
     }
 
     #[test]

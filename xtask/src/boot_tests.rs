@@ -259,6 +259,18 @@ fn pv() -> Vec<BootTest> {
             status: 0,
         });
         tests.push(BootTest {
+            name: "pv-event-channel-between-domains",
+            emulator,
+            bundle: Bundle::Cmdline("mode=pv domain=pong=1 domain=ping=0"),
+            expect: &[
+                "[dom0] pong: listening on port 1 for dom1",
+                "[dom0] pong: received 3 events from dom1",
+                "[xen]   dom0: exit code 0;",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
             name: "pv-masked-spinner-cannot-starve",
             emulator,
             bundle: Bundle::Cmdline("mode=pv domain=spin-masked domain=counter"),
@@ -289,6 +301,15 @@ fn pv() -> Vec<BootTest> {
             status: STATUS_DOMAIN_KILLED,
         });
     }
+    tests.push(BootTest {
+        name: "pv-blocked-forever-is-reported",
+        emulator: Emulator::Qemu,
+        bundle: Bundle::Cmdline("mode=pv domain=pong=0"),
+        expect: &[
+            "[xen] ERROR dom0 killed: blocked forever: no timer armed and no runnable domain left",
+        ],
+        status: STATUS_DOMAIN_KILLED,
+    });
     let bochs_only: [(&'static str, &'static str, &'static str); 6] = [
         (
             "pv-privileged-hlt",

@@ -186,6 +186,19 @@ pub fn block() -> Result<(), Errno> {
     Err(Errno::ENOSYS)
 }
 
+/// Alone on the machine, yielding returns at once.
+pub fn yield_cpu() {}
+
+/// No other domains without a hypervisor.
+pub fn open_port_for(_remote: u32) -> Result<u64, Errno> {
+    Err(Errno::ENOSYS)
+}
+
+/// No other domains without a hypervisor.
+pub fn send_event(_domain: u32, _port: u64) -> Result<(), Errno> {
+    Err(Errno::ENOSYS)
+}
+
 /// No hypervisor counts anything.
 pub fn stats() -> Result<Stats, Errno> {
     Err(Errno::ENOSYS)

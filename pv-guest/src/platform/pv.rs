@@ -23,8 +23,9 @@ use core::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::{
-    Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_WRITE, EVTCHNOP_BIND_VIRQ, HYPERCALL_PAGE_ENTRIES,
-    HYPERCALL_STUB_SIZE, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, VIRQ_TIMER,
+    Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ,
+    EVTCHNOP_SEND, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
+    SCHEDOP_YIELD, VIRQ_TIMER,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING1_CS, FLAT_RING1_DS};
 use hypercall_abi::shared_info::{SharedInfo, VcpuInfo};
@@ -209,6 +210,21 @@ pub fn bind_timer() -> Result<u64, Errno> {
 /// Sleeps until an event is pending (the virtual `sti; hlt`).
 pub fn block() -> Result<(), Errno> {
     call(Hypercall::SchedOp, [SCHEDOP_BLOCK, 0, 0, 0, 0]).map(drop)
+}
+
+/// Gives the CPU to another domain.
+pub fn yield_cpu() {
+    let _ = call(Hypercall::SchedOp, [SCHEDOP_YIELD, 0, 0, 0, 0]);
+}
+
+/// Opens an event port that domain `remote` may send to; returns it.
+pub fn open_port_for(remote: u32) -> Result<u64, Errno> {
+    call(Hypercall::EventChannelOp, [EVTCHNOP_ALLOC_UNBOUND, u64::from(remote), 0, 0, 0])
+}
+
+/// Raises event `port` in domain `domain`.
+pub fn send_event(domain: u32, port: u64) -> Result<(), Errno> {
+    call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, u64::from(domain), port, 0, 0]).map(drop)
 }
 
 /// This domain's counters in xen-lite.

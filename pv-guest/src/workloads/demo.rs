@@ -2,7 +2,10 @@
 
 use hypercall_abi::hypercall::Errno;
 
-use crate::{platform, println, timer};
+use crate::{events, platform, println, timer};
+
+/// Events `ping` sends and `pong` waits for.
+const PINGS: u64 = 3;
 
 /// Counts five 100 ms periods of timer ticks, sleeping (`block`) in between: the domain only
 /// runs when its virtual timer fires.
@@ -52,5 +55,38 @@ pub fn spin_masked() -> Result<(), Errno> {
     }
     println!("spin-masked: done, spun {spins} times over 1000 ms with events masked");
     platform::events_enable();
+    Ok(())
+}
+
+/// Opens an event port that domain `from` may send to (the first free port, 1), then sleeps
+/// until `PINGS` events have arrived on it.
+pub fn pong(from: u32) -> Result<(), Errno> {
+    let port = platform::open_port_for(from)?;
+    println!("pong: listening on port {port} for dom{from}");
+    platform::events_enable();
+    while events::count(port) < PINGS {
+        platform::block()?;
+    }
+    println!("pong: received {} events from dom{from}", events::count(port));
+    Ok(())
+}
+
+/// Sends `PINGS` events to port 1 of domain `to`, yielding until `pong` has opened it. Events
+/// on one port coalesce until the receiver handles them (a pending *bit*), so after each send
+/// it yields, letting `pong` take the event before the next one.
+pub fn ping(to: u32) -> Result<(), Errno> {
+    let mut sent = 0;
+    while sent < PINGS {
+        match platform::send_event(to, 1) {
+            Ok(()) => {
+                sent += 1;
+                println!("ping: event {sent} sent to dom{to}");
+                platform::yield_cpu();
+            }
+            // Not open yet (ENOENT): let the other domain run.
+            Err(Errno::ENOENT) => platform::yield_cpu(),
+            Err(errno) => return Err(errno),
+        }
+    }
     Ok(())
 }

@@ -24,6 +24,8 @@ pub fn run(args: &Args, info: &StartInfo) -> u8 {
         Workload::Counter => demo::counter(),
         Workload::Primes => demo::primes(),
         Workload::SpinMasked => demo::spin_masked(),
+        Workload::Pong(from) => demo::pong(from),
+        Workload::Ping(to) => demo::ping(to),
         Workload::Tests => return selftest::run(info),
         Workload::Privileged(instruction) => hostile::privileged(instruction),
         Workload::NoHandler => hostile::no_handler(),

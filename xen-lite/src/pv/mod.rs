@@ -162,12 +162,30 @@ impl Pv {
                 self.slice_left = SLICE_TICKS;
                 self.yield_now = false;
             }
+            Next::Idle if self.nothing_can_wake() => {
+                for index in 0..MAX_DOMAINS {
+                    if self.find(index).is_some_and(|d| d.state == State::Blocked) {
+                        self.kill(index, format_args!(
+                            "blocked forever: no timer armed and no runnable domain left to send it an event"
+                        ));
+                    }
+                }
+                self.finish()
+            }
             Next::Idle => {
                 *frame = idle_frame();
                 self.current = None;
             }
             Next::AllDead => self.finish(),
         }
+    }
+
+    /// Whether no blocked domain can ever wake: none has a timer armed, and nobody runs.
+    fn nothing_can_wake(&self) -> bool {
+        self.domains
+            .iter()
+            .flatten()
+            .all(|d| d.is_dead() || (d.state == State::Blocked && d.timer_deadline == 0))
     }
 
     /// Bounces `frame` (domain `index`) to the guest `handler`; kills the domain if the frame
