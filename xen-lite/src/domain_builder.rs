@@ -256,7 +256,7 @@ fn map_direct(memory: &mut [Page], l4_gfn: u64, pte_base: u64, flags: impl Fn(u6
         let l3 = table_for(memory, l4_gfn, index(va, 4));
         let l2 = table_for(memory, l3, index(va, 3));
         let l1 = table_for(memory, l2, index(va, 2));
-        write_entry(memory, l1, index(va, 1), pte_base + gfn * PAGE_SIZE | flags(gfn));
+        write_entry(memory, l1, index(va, 1), (pte_base + gfn * PAGE_SIZE) | flags(gfn));
     }
 }
 

@@ -34,7 +34,7 @@ pub fn primes() -> Result<(), Errno> {
         let prime = (2..).take_while(|d| d * d <= candidate).all(|d| candidate % d != 0);
         if prime {
             found += 1;
-            if found % 5_000 == 0 {
+            if found.is_multiple_of(5_000) {
                 println!("primes: {found} found, the latest is {candidate}");
             }
         }

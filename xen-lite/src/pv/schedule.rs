@@ -27,7 +27,7 @@ pub fn pick_next(states: &[State], current: Option<usize>) -> Next {
     let start = current.map_or(0, |c| c + 1);
     if let Some(next) = (0..n).map(|i| (start + i) % n).find(|&i| states[i] == State::Runnable) {
         Next::Domain(next)
-    } else if states.iter().any(|s| *s == State::Blocked) {
+    } else if states.contains(&State::Blocked) {
         Next::Idle
     } else {
         Next::AllDead
