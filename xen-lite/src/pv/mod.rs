@@ -19,6 +19,7 @@ mod domain;
 mod events;
 mod guest_memory;
 mod hypercalls;
+mod page_types;
 mod schedule;
 
 use core::fmt;
