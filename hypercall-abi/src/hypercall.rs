@@ -17,6 +17,10 @@ pub enum Hypercall {
     /// `set_trap_table(table: *const TrapInfo)`: install the virtual IDT (entries until
     /// `address == 0`, at most 256).
     SetTrapTable = 0,
+    /// `mmu_update(requests: *const MmuUpdate, count, done: *mut u64)`: write page-table
+    /// entries, each validated; stops at the first refused one and stores how many were
+    /// applied in `*done` (if `done` is not null).
+    MmuUpdate = 1,
     /// `stack_switch(ss, rsp)`: the ring-1 stack bounces from ring 3 start on.
     StackSwitch = 3,
     /// `set_callbacks(event, failsafe, syscall, no_delivery_start, no_delivery_end)`.
@@ -24,6 +28,9 @@ pub enum Hypercall {
     /// `set_timer_op(deadline_ns)`: one-shot timer event at system time `deadline_ns`; 0
     /// cancels.
     SetTimerOp = 15,
+    /// `update_va_mapping(va, entry, flags)`: write the level-1 entry that maps `va` in the
+    /// current address space (validated); `flags` is `UVMF_*`.
+    UpdateVaMapping = 14,
     /// `xen_version()`: `major << 16 | minor`.
     XenVersion = 17,
     /// `console_io(CONSOLEIO_WRITE, len, buf)`: write to the domain's console.
@@ -32,14 +39,20 @@ pub enum Hypercall {
     SchedOp = 29,
     /// `event_channel_op(cmd, arg0, arg1)`: bind a VIRQ, open a port, send.
     EventChannelOp = 32,
+    /// `mmuext_op(ops: *const MmuextOp, count, done: *mut u64)`: pin and unpin tables, switch
+    /// the base pointer, flush the TLB.
+    MmuextOp = 26,
     /// `stats(buf: *mut Stats)`: copy this domain's counters out.
     Stats = 40,
 }
 
 impl Hypercall {
     /// All hypercalls, for tables and tests.
-    pub const ALL: [Hypercall; 9] = [
+    pub const ALL: [Hypercall; 12] = [
         Hypercall::SetTrapTable,
+        Hypercall::MmuUpdate,
+        Hypercall::UpdateVaMapping,
+        Hypercall::MmuextOp,
         Hypercall::StackSwitch,
         Hypercall::SetCallbacks,
         Hypercall::SetTimerOp,
@@ -59,6 +72,9 @@ impl Hypercall {
     pub const fn name(self) -> &'static str {
         match self {
             Hypercall::SetTrapTable => "set_trap_table",
+            Hypercall::MmuUpdate => "mmu_update",
+            Hypercall::UpdateVaMapping => "update_va_mapping",
+            Hypercall::MmuextOp => "mmuext_op",
             Hypercall::StackSwitch => "stack_switch",
             Hypercall::SetCallbacks => "set_callbacks",
             Hypercall::SetTimerOp => "set_timer_op",
@@ -105,6 +121,54 @@ pub const NR_EVENT_PORTS: u64 = 64;
 pub const VIRQ_TIMER: u64 = 0;
 /// Number of VIRQs.
 pub const NR_VIRQS: u64 = 1;
+
+/// `mmu_update` request: `ptr` is the machine address of the entry (8-byte aligned; the low
+/// bits hold the command, only [`MMU_NORMAL_PT_UPDATE`]), `val` the new entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MmuUpdate {
+    /// Machine address of the entry, with the command in bits 0-2.
+    pub ptr: u64,
+    /// The new entry (machine address and flags).
+    pub val: u64,
+}
+
+const _: () = assert!(size_of::<MmuUpdate>() == 16);
+
+/// `mmu_update` command: write a page-table entry.
+pub const MMU_NORMAL_PT_UPDATE: u64 = 0;
+/// Longest batch `mmu_update` and `mmuext_op` take in one call.
+pub const MMU_BATCH_MAX: u64 = 512;
+
+/// `mmuext_op` operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MmuextOp {
+    /// One of the `MMUEXT_*` commands.
+    pub cmd: u64,
+    /// A machine frame number (pin, unpin, new base pointer) or a virtual address (invlpg).
+    pub arg: u64,
+}
+
+const _: () = assert!(size_of::<MmuextOp>() == 16);
+
+/// `mmuext_op`: pin a frame as a level-1 table (level 2, 3, 4: the next three numbers).
+pub const MMUEXT_PIN_L1_TABLE: u64 = 0;
+/// `mmuext_op`: pin as a level-4 table.
+pub const MMUEXT_PIN_L4_TABLE: u64 = 3;
+/// `mmuext_op`: unpin a table.
+pub const MMUEXT_UNPIN_TABLE: u64 = 4;
+/// `mmuext_op`: switch to the address space whose level-4 table is frame `arg`.
+pub const MMUEXT_NEW_BASEPTR: u64 = 5;
+/// `mmuext_op`: flush this CPU's TLB.
+pub const MMUEXT_TLB_FLUSH_LOCAL: u64 = 6;
+/// `mmuext_op`: flush the TLB entry for address `arg`.
+pub const MMUEXT_INVLPG_LOCAL: u64 = 7;
+
+/// `update_va_mapping` flag: flush the whole TLB afterwards.
+pub const UVMF_TLB_FLUSH: u64 = 1;
+/// `update_va_mapping` flag: flush the entry for `va` afterwards.
+pub const UVMF_INVLPG: u64 = 2;
 
 /// Negative return values. See: Linux `asm-generic/errno-base.h` (the numbers Xen uses too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,9 +255,11 @@ pub struct Stats {
     pub schedules: u64,
     /// CR3 writes xen-lite made to switch to this domain.
     pub cr3_writes: u64,
+    /// Page-table updates (`mmu_update`, `update_va_mapping`, `mmuext_op`) refused.
+    pub mmu_rejected: u64,
 }
 
-const _: () = assert!(size_of::<Stats>() == (64 + 32 + 6) * 8);
+const _: () = assert!(size_of::<Stats>() == (64 + 32 + 7) * 8);
 
 impl Stats {
     /// All zero.
@@ -207,6 +273,7 @@ impl Stats {
             entries_interrupt: 0,
             schedules: 0,
             cr3_writes: 0,
+            mmu_rejected: 0,
         }
     }
 }
@@ -225,6 +292,7 @@ impl Stats {
             self.entries_interrupt,
             self.schedules,
             self.cr3_writes,
+            self.mmu_rejected,
         ];
         let all = self.hypercalls.iter().chain(self.bounces.iter()).chain(tail.iter());
         for (slot, value) in words.iter_mut().zip(all) {
@@ -245,7 +313,8 @@ impl Stats {
             stats.entries_interrupt,
             stats.schedules,
             stats.cr3_writes,
-        ] = [words[96], words[97], words[98], words[99], words[100], words[101]];
+            stats.mmu_rejected,
+        ] = [words[96], words[97], words[98], words[99], words[100], words[101], words[102]];
         stats
     }
 }
@@ -270,7 +339,9 @@ mod tests {
             assert_eq!(Hypercall::from_number(h as u64), Some(h));
             assert!((h as u64) < 64, "fits Stats (and so the 128-entry hypercall page)");
         }
-        assert_eq!(Hypercall::from_number(1), None, "mmu_update is not there yet");
+        assert_eq!(Hypercall::MmuUpdate as u64, 1);
+        assert_eq!(Hypercall::MmuextOp as u64, 26);
+        assert_eq!(Hypercall::from_number(2), None, "set_gdt is not offered");
     }
 
     #[test]

@@ -28,6 +28,18 @@ pub unsafe fn write_cr3(l4: u64) {
     unsafe { x86::controlregs::cr3_write(l4) }
 }
 
+/// Flushes every non-global TLB entry (by reloading CR3 with its own value).
+pub fn flush_tlb() {
+    // SAFETY: writing CR3 with its current value changes no mapping, only drops cached ones.
+    unsafe { write_cr3(read_cr3()) };
+}
+
+/// Flushes the TLB entry for virtual address `va`.
+pub fn invlpg(va: u64) {
+    // SAFETY: `invlpg` only drops a cached translation; any address is allowed.
+    unsafe { x86::tlb::flush(va as usize) };
+}
+
 /// Reads CR2: the linear address of the most recent page fault.
 pub fn read_cr2() -> u64 {
     // SAFETY: reading CR2 has no side effect.

@@ -7,9 +7,10 @@ use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::shared_info::SharedInfo;
 
 use super::guest_memory::guest_offset;
+use super::page_types::{FrameTable, PageInfo, TableMemory, ENTRIES};
 use crate::entry::TrapFrame;
 use crate::frame::Frame;
-use crate::memory_map::phys_to_virt;
+use crate::memory_map::{phys_to_virt, HYPERVISOR_L4_SLOTS};
 
 /// Where a domain is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,10 +86,44 @@ pub struct Domain {
     line_len: usize,
     /// Counters for `stats` and the summary.
     pub stats: Stats,
+    /// Type and reference counts of every frame (direct paging), in frames xen-lite allocated.
+    page_info: &'static mut [PageInfo],
+}
+
+/// The domain's frames as page tables, through xen-lite's direct map.
+pub struct DomainTables {
+    /// xen-lite's address of the domain's first frame.
+    base: u64,
+    /// Frames in the domain.
+    nr_pages: u64,
+}
+
+impl DomainTables {
+    fn slot_address(&self, index: u64, slot: usize) -> *mut u64 {
+        assert!(
+            index < self.nr_pages && slot < ENTRIES,
+            "frame {index} slot {slot} is outside the domain"
+        );
+        (self.base + index * PAGE_SIZE + slot as u64 * 8) as *mut u64
+    }
+}
+
+impl TableMemory for DomainTables {
+    fn entry(&self, index: u64, slot: usize) -> u64 {
+        // SAFETY: `slot_address` checked the frame is the domain's; it is mapped in xen-lite's
+        // direct map and the guest is stopped while xen-lite runs.
+        unsafe { self.slot_address(index, slot).read_volatile() }
+    }
+
+    fn set_entry(&mut self, index: u64, slot: usize, value: u64) {
+        // SAFETY: as in `entry`; the value was validated by `FrameTable` before this write.
+        unsafe { self.slot_address(index, slot).write_volatile(value) }
+    }
 }
 
 impl Domain {
-    /// A new domain owning `nr_pages` frames from `memory`.
+    /// A new domain owning `nr_pages` frames from `memory`; `page_info` has one zeroed record
+    /// per frame.
     pub fn new(
         id: u32,
         memory: Frame,
@@ -96,6 +131,7 @@ impl Domain {
         cr3: u64,
         shared_info_gfn: u64,
         regs: TrapFrame,
+        page_info: &'static mut [PageInfo],
     ) -> Domain {
         Domain {
             id,
@@ -116,6 +152,18 @@ impl Domain {
             line: [0; LINE_MAX],
             line_len: 0,
             stats: Stats::new(),
+            page_info,
+        }
+    }
+
+    /// The direct-paging state of this domain's frames.
+    pub fn frame_table(&mut self) -> FrameTable<'_, DomainTables> {
+        let memory = DomainTables { base: self.host_address(0), nr_pages: self.nr_pages };
+        FrameTable {
+            pages: self.page_info,
+            base: self.memory.0,
+            memory,
+            reserved_l4: HYPERVISOR_L4_SLOTS,
         }
     }
 

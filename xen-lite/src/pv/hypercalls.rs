@@ -16,6 +16,7 @@ use hypercall_abi::hypercall::{
 
 use super::domain::{Domain, Port, State, TrapHandler};
 use super::guest_memory::guest_offset;
+use super::mmu;
 use super::Pv;
 use crate::entry::TrapFrame;
 use crate::gdt::GUEST_KERNEL_DS;
@@ -31,6 +32,11 @@ pub fn dispatch(pv: &mut Pv, caller: usize, frame: &mut TrapFrame) {
             pv.domain(caller).stats.hypercalls[hypercall as usize] += 1;
             match hypercall {
                 Hypercall::SetTrapTable => do_set_trap_table(pv.domain(caller), a0),
+                Hypercall::MmuUpdate => mmu::do_mmu_update(pv.domain(caller), a0, a1, a2),
+                Hypercall::UpdateVaMapping => {
+                    mmu::do_update_va_mapping(pv.domain(caller), a0, a1, a2)
+                }
+                Hypercall::MmuextOp => mmu::do_mmuext_op(pv.domain(caller), a0, a1, a2),
                 Hypercall::StackSwitch => do_stack_switch(pv.domain(caller), a0, a1),
                 Hypercall::SetCallbacks => {
                     do_set_callbacks(pv.domain(caller), [a0, a1, a2, a3, a4])

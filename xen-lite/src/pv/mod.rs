@@ -19,10 +19,12 @@ mod domain;
 mod events;
 mod guest_memory;
 mod hypercalls;
+mod mmu;
 mod page_types;
 mod schedule;
 
 use core::fmt;
+use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED};
@@ -36,6 +38,7 @@ use spin::Mutex;
 
 use self::bounce::{bounce_frame, enter_handler, BounceError};
 use self::domain::{Domain, State};
+use self::page_types::{PageInfo, PageType};
 use self::schedule::{pick_next, Next, SLICE_TICKS};
 use crate::config::{Config, MAX_DOMAINS};
 use crate::decode::privileged_instruction;
@@ -404,7 +407,19 @@ pub fn start(
             log::error!("pv: no {} contiguous free frames for dom{id}", config.domain_pages);
             exit_emulator(STATUS_BAD_GUEST);
         };
-        pv.domains[id] = Some(build(id as u32, config, cmdline, image, base));
+        let info_frames = (config.domain_pages * size_of::<PageInfo>() as u64).div_ceil(PAGE_SIZE);
+        let Some(info) = frames.lock().alloc_contiguous(info_frames) else {
+            log::error!("pv: no {info_frames} contiguous free frames for dom{id}'s frame table");
+            exit_emulator(STATUS_BAD_GUEST);
+        };
+        // SAFETY: the frames were just allocated for this table; zero bytes are a valid
+        // `PageInfo` (type None, counts 0) and nothing else refers to them.
+        let page_info = unsafe {
+            let start = phys_to_virt(info.addr()) as *mut u8;
+            core::ptr::write_bytes(start, 0, (info_frames * PAGE_SIZE) as usize);
+            core::slice::from_raw_parts_mut(start as *mut PageInfo, config.domain_pages as usize)
+        };
+        pv.domains[id] = Some(build(id as u32, config, cmdline, image, base, page_info));
     }
     timer::init();
     ACTIVE.store(true, Ordering::Relaxed);
@@ -424,7 +439,14 @@ pub fn start(
 }
 
 /// Builds one domain in the frames at `base`.
-fn build(id: u32, config: &Config<'_>, cmdline: &str, image: &[u8], base: Frame) -> Domain {
+fn build(
+    id: u32,
+    config: &Config<'_>,
+    cmdline: &str,
+    image: &[u8],
+    base: Frame,
+    page_info: &'static mut [PageInfo],
+) -> Domain {
     let pages = config.domain_pages;
     // SAFETY: the frames were just allocated for this domain and are reached only through
     // this slice until the domain runs.
@@ -459,7 +481,19 @@ fn build(id: u32, config: &Config<'_>, cmdline: &str, image: &[u8], base: Frame)
         ..TrapFrame::default()
     };
     let cr3 = base.addr() + built.l4_gfn * PAGE_SIZE;
-    let mut domain = Domain::new(id, base, pages, cr3, built.shared_info_gfn, regs);
+    let mut domain = Domain::new(id, base, pages, cr3, built.shared_info_gfn, regs, page_info);
+    // Direct paging from the first instruction: the start-of-day L4 is validated and pinned,
+    // and holds one more type reference for being the base pointer.
+    let mut table = domain.frame_table();
+    let typed = table
+        .pin(built.l4_gfn, PageType::L4)
+        .and_then(|()| table.get_type(built.l4_gfn, PageType::L4));
+    if let Err(error) = typed {
+        log::error!(
+            "pv: dom{id}'s start-of-day page tables break the direct-paging rules: {error:?}"
+        );
+        exit_emulator(STATUS_BAD_GUEST);
+    }
     domain.shared().vcpu.upcall_mask = 1; // events start masked, as after a CPU reset
     log::info!(
         "pv: dom{id}: {pages} frames at machine {:#x}, entry {:#x}, command line \"{cmdline}\"",

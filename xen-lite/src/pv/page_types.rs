@@ -135,6 +135,11 @@ pub enum MmError {
         /// The frame number.
         frame: u64,
     },
+    /// `update_va_mapping` for an address with no level-1 table (or in xen-lite's range).
+    NotMapped {
+        /// The address.
+        va: u64,
+    },
     /// Unpinning a frame that is not pinned.
     NotPinned {
         /// The frame number.
@@ -148,7 +153,11 @@ impl MmError {
         match self {
             MmError::NotOwned { .. } | MmError::ReservedSlot { .. } => Errno::EPERM,
             MmError::TypeConflict { .. } => Errno::EBUSY,
-            MmError::Superpage { .. } | MmError::NotATable { .. } | MmError::AlreadyPinned { .. } | MmError::NotPinned { .. } => Errno::EINVAL,
+            MmError::Superpage { .. }
+            | MmError::NotATable { .. }
+            | MmError::NotMapped { .. }
+            | MmError::AlreadyPinned { .. }
+            | MmError::NotPinned { .. } => Errno::EINVAL,
         }
     }
 }
@@ -292,7 +301,11 @@ impl<M: TableMemory> FrameTable<'_, M> {
     /// entry, then releases the old one.
     pub fn update_entry(&mut self, index: u64, slot: usize, value: u64) -> Result<(), MmError> {
         let info = *self.info(index);
-        let level = info.page_type.level().filter(|_| info.type_count > 0).ok_or(MmError::NotATable { frame: self.frame(index) })?;
+        let level = info
+            .page_type
+            .level()
+            .filter(|_| info.type_count > 0)
+            .ok_or(MmError::NotATable { frame: self.frame(index) })?;
         if !self.guest_slot(level, slot) {
             return Err(MmError::ReservedSlot { slot });
         }
@@ -365,15 +378,19 @@ mod tests {
         let mut pages = [PageInfo::default(); 8];
         let mut table = tree(&mut pages);
         table.pin(0, PageType::L4).unwrap();
-        let types: Vec<_> = table.pages.iter().map(|p| (p.page_type, p.type_count, p.ref_count)).collect();
-        assert_eq!(types[..6], [
-            (PageType::L4, 1, 1), // pinned, and mapped read-only by the L1
-            (PageType::L3, 1, 0),
-            (PageType::L2, 1, 0),
-            (PageType::L1, 1, 0),
-            (PageType::Writable, 1, 0),
-            (PageType::None, 0, 1),
-        ]);
+        let types: Vec<_> =
+            table.pages.iter().map(|p| (p.page_type, p.type_count, p.ref_count)).collect();
+        assert_eq!(
+            types[..6],
+            [
+                (PageType::L4, 1, 1), // pinned, and mapped read-only by the L1
+                (PageType::L3, 1, 0),
+                (PageType::L2, 1, 0),
+                (PageType::L1, 1, 0),
+                (PageType::Writable, 1, 0),
+                (PageType::None, 0, 1),
+            ]
+        );
         assert_eq!(table.pin(0, PageType::L4), Err(MmError::AlreadyPinned { frame: BASE }));
         table.unpin(0).unwrap();
         assert!(table.pages.iter().all(|p| p.type_count == 0 && p.ref_count == 0), "all released");
@@ -386,7 +403,14 @@ mod tests {
         let mut table = tree(&mut pages);
         table.pin(0, PageType::L4).unwrap();
         let error = table.update_entry(3, 7, entry(2, RW)).unwrap_err();
-        assert_eq!(error, MmError::TypeConflict { frame: BASE + 2, has: PageType::L2, wanted: PageType::Writable });
+        assert_eq!(
+            error,
+            MmError::TypeConflict {
+                frame: BASE + 2,
+                has: PageType::L2,
+                wanted: PageType::Writable
+            }
+        );
         assert_eq!(error.errno(), Errno::EBUSY);
         table.update_entry(3, 7, entry(2, PTE_PRESENT)).unwrap();
         assert_eq!(table.pages[2].ref_count, 1, "read-only mappings of tables are fine");
@@ -397,7 +421,10 @@ mod tests {
         let mut pages = [PageInfo::default(); 8];
         let mut table = tree(&mut pages);
         table.pin(0, PageType::L4).unwrap();
-        assert!(matches!(table.pin(4, PageType::L1), Err(MmError::TypeConflict { has: PageType::Writable, .. })));
+        assert!(matches!(
+            table.pin(4, PageType::L1),
+            Err(MmError::TypeConflict { has: PageType::Writable, .. })
+        ));
         // Drop the writable mapping; now it can.
         table.update_entry(3, 0, 0).unwrap();
         assert_eq!(table.pages[4], PageInfo::default());
@@ -422,10 +449,20 @@ mod tests {
         let mut pages = [PageInfo::default(); 8];
         let mut table = tree(&mut pages);
         table.pin(0, PageType::L4).unwrap();
-        assert_eq!(table.update_entry(2, 5, entry(6, RW | PTE_HUGE)), Err(MmError::Superpage { entry: entry(6, RW | PTE_HUGE) }));
-        assert_eq!(table.update_entry(0, 256, entry(1, RW)), Err(MmError::ReservedSlot { slot: 256 }));
+        assert_eq!(
+            table.update_entry(2, 5, entry(6, RW | PTE_HUGE)),
+            Err(MmError::Superpage { entry: entry(6, RW | PTE_HUGE) })
+        );
+        assert_eq!(
+            table.update_entry(0, 256, entry(1, RW)),
+            Err(MmError::ReservedSlot { slot: 256 })
+        );
         assert_eq!(table.update_entry(4, 0, 0), Err(MmError::NotATable { frame: BASE + 4 }));
-        assert_eq!(table.update_entry(6, 0, 0), Err(MmError::NotATable { frame: BASE + 6 }), "unused frame");
+        assert_eq!(
+            table.update_entry(6, 0, 0),
+            Err(MmError::NotATable { frame: BASE + 6 }),
+            "unused frame"
+        );
     }
 
     #[test]
@@ -444,7 +481,10 @@ mod tests {
         let mut pages = [PageInfo::default(); 8];
         let mut table = tree(&mut pages);
         table.memory.0[0][5] = entry(0, RW); // the L4 as its own L3: a recursive mapping
-        assert!(matches!(table.pin(0, PageType::L4), Err(MmError::TypeConflict { has: PageType::L4, wanted: PageType::L3, .. })));
+        assert!(matches!(
+            table.pin(0, PageType::L4),
+            Err(MmError::TypeConflict { has: PageType::L4, wanted: PageType::L3, .. })
+        ));
         assert!(table.pages.iter().all(|p| *p == PageInfo::default()));
     }
 

@@ -1,0 +1,194 @@
+//! The page-table hypercalls: `mmu_update`, `mmuext_op`, `update_va_mapping`.
+//!
+//! Each request names machine addresses (direct paging: the guest's tables hold real frame
+//! numbers, computed from `StartInfo::pte_base`). Every one goes through the rules of
+//! `page_types` before anything is written; a refused request returns its errno, counts in
+//! `Stats::mmu_rejected`, and ends the batch, whose applied count goes to `*done`.
+//!
+//! TLB: after any change xen-lite flushes the TLB itself. Leaving it to the guest would let a
+//! stale writable translation outlive the rule that removed it (a frame that just became a
+//! page table must not stay writable through a cached entry).
+
+use hypercall_abi::hypercall::{
+    Errno, MmuUpdate, MmuextOp, MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L1_TABLE,
+    MMUEXT_PIN_L4_TABLE, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MMU_BATCH_MAX,
+    MMU_NORMAL_PT_UPDATE, UVMF_INVLPG,
+};
+use hypercall_abi::layout::PAGE_SIZE;
+
+use super::domain::Domain;
+use super::page_types::{MmError, PageType, TableMemory, ADDRESS_MASK, PTE_PRESENT};
+use crate::instructions::{flush_tlb, invlpg, write_cr3};
+use crate::memory_map::HYPERVISOR_L4_SLOTS;
+use crate::paging::hypervisor_l4_entries;
+
+type Result = core::result::Result<u64, Errno>;
+
+/// Reads record `index` of a guest array of 16-byte records.
+fn read_record(domain: &Domain, array: u64, index: u64) -> core::result::Result<[u64; 2], Errno> {
+    let mut raw = [0u8; 16];
+    let at = array.checked_add(index * 16).ok_or(Errno::EFAULT)?;
+    domain.copy_from_guest(at, &mut raw)?;
+    let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    Ok([word(0), word(1)])
+}
+
+/// Stores the applied count, if the guest asked for it.
+fn report_done(domain: &Domain, done: u64, count: u64) -> core::result::Result<(), Errno> {
+    if done != 0 {
+        domain.copy_to_guest(done, &count.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+/// Counts and converts a rule violation.
+fn refused(domain: &mut Domain, error: MmError) -> Errno {
+    domain.stats.mmu_rejected += 1;
+    log::debug!("dom{}: page-table request refused: {error:?}", domain.id);
+    error.errno()
+}
+
+/// `mmu_update(requests, count, done)`.
+pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) -> Result {
+    if count > MMU_BATCH_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let mut applied = 0;
+    let mut result = Ok(0);
+    for index in 0..count {
+        let [ptr, val] = match read_record(domain, requests, index) {
+            Ok(record) => record,
+            Err(errno) => {
+                result = Err(errno);
+                break;
+            }
+        };
+        let request = MmuUpdate { ptr, val };
+        if let Err(errno) = apply_update(domain, request) {
+            result = Err(errno);
+            break;
+        }
+        applied += 1;
+    }
+    if applied > 0 {
+        flush_tlb();
+    }
+    report_done(domain, done, applied)?;
+    result
+}
+
+fn apply_update(domain: &mut Domain, request: MmuUpdate) -> core::result::Result<(), Errno> {
+    if request.ptr & 7 != MMU_NORMAL_PT_UPDATE {
+        domain.stats.mmu_rejected += 1;
+        return Err(Errno::EINVAL);
+    }
+    let slot = (request.ptr & (PAGE_SIZE - 1)) as usize / 8;
+    let mut table = domain.frame_table();
+    let outcome = table
+        .index(request.ptr >> 12)
+        .and_then(|index| table.update_entry(index, slot, request.val));
+    outcome.map_err(|error| refused(domain, error))
+}
+
+/// `mmuext_op(ops, count, done)`.
+pub fn do_mmuext_op(domain: &mut Domain, ops: u64, count: u64, done: u64) -> Result {
+    if count > MMU_BATCH_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let mut applied = 0;
+    let mut result = Ok(0);
+    for index in 0..count {
+        let outcome = read_record(domain, ops, index)
+            .and_then(|[cmd, arg]| apply_ext(domain, MmuextOp { cmd, arg }));
+        if let Err(errno) = outcome {
+            result = Err(errno);
+            break;
+        }
+        applied += 1;
+    }
+    report_done(domain, done, applied)?;
+    result
+}
+
+fn apply_ext(domain: &mut Domain, op: MmuextOp) -> core::result::Result<(), Errno> {
+    let mut table = domain.frame_table();
+    let outcome = match op.cmd {
+        MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
+            let level = (op.cmd - MMUEXT_PIN_L1_TABLE + 1) as u8;
+            let kind = PageType::table(level).unwrap_or(PageType::L1);
+            table.index(op.arg).and_then(|index| {
+                table.pin(index, kind)?;
+                if kind == PageType::L4 {
+                    install_hypervisor_slots(&mut table.memory, index);
+                }
+                Ok(())
+            })
+        }
+        MMUEXT_UNPIN_TABLE => table.index(op.arg).and_then(|index| table.unpin(index)),
+        MMUEXT_NEW_BASEPTR => return new_baseptr(domain, op.arg),
+        MMUEXT_TLB_FLUSH_LOCAL => {
+            flush_tlb();
+            Ok(())
+        }
+        MMUEXT_INVLPG_LOCAL => {
+            invlpg(op.arg);
+            Ok(())
+        }
+        _ => return Err(Errno::ENOSYS),
+    };
+    outcome.map_err(|error| refused(domain, error))
+}
+
+/// xen-lite's level-4 slots, written into a guest level-4 table once it has been validated (so
+/// the guest has no writable mapping of it): xen-lite must be mapped wherever a trap can arrive.
+fn install_hypervisor_slots(memory: &mut impl TableMemory, index: u64) {
+    for (slot, entry) in HYPERVISOR_L4_SLOTS.zip(hypervisor_l4_entries().iter()) {
+        memory.set_entry(index, slot, *entry);
+    }
+}
+
+/// Switches the domain to the level-4 table in machine frame `frame`.
+fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errno> {
+    let old = domain.cr3 >> 12;
+    let mut table = domain.frame_table();
+    let outcome = table.index(frame).and_then(|index| {
+        table.get_type(index, PageType::L4)?;
+        install_hypervisor_slots(&mut table.memory, index);
+        let old_index = table.index(old)?;
+        table.put_type(old_index);
+        Ok(())
+    });
+    outcome.map_err(|error| refused(domain, error))?;
+    domain.cr3 = frame << 12;
+    // SAFETY: the new table was validated as an L4 and carries xen-lite's slots.
+    unsafe { write_cr3(domain.cr3) };
+    domain.stats.cr3_writes += 1;
+    Ok(())
+}
+
+/// `update_va_mapping(va, entry, flags)`.
+pub fn do_update_va_mapping(domain: &mut Domain, va: u64, entry: u64, flags: u64) -> Result {
+    let l4 = domain.cr3 >> 12;
+    let mut table = domain.frame_table();
+    let walk = (|| {
+        let mut index = table.index(l4)?;
+        for level in (2..=4u32).rev() {
+            let slot = ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
+            let next = table.memory.entry(index, slot);
+            if next & PTE_PRESENT == 0 || (level == 4 && HYPERVISOR_L4_SLOTS.contains(&slot)) {
+                return Err(MmError::NotMapped { va });
+            }
+            index = table.index((next & ADDRESS_MASK) >> 12)?;
+        }
+        table.update_entry(index, ((va >> 12) & 0x1ff) as usize, entry)
+    })();
+    walk.map_err(|error| refused(domain, error))?;
+    // `UVMF_INVLPG` flushes one entry; anything else (`UVMF_TLB_FLUSH` or nothing) the whole
+    // TLB, since xen-lite never leaves a stale translation behind (see the module comment).
+    if flags == UVMF_INVLPG {
+        invlpg(va);
+    } else {
+        flush_tlb();
+    }
+    Ok(0)
+}
