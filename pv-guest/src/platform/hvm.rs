@@ -12,7 +12,7 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hypercall_abi::devices::{COM1, DEBUG_EXIT_PORT, UART_LSR, UART_LSR_TEMT, UART_LSR_THRE};
-use hypercall_abi::hypercall::{Errno, Stats};
+use hypercall_abi::hypercall::{Errno, MmuUpdate, MmuextOp, Stats};
 use hypercall_abi::StartInfo;
 
 /// This flavour's name, for messages.
@@ -196,6 +196,21 @@ pub fn open_port_for(_remote: u32) -> Result<u64, Errno> {
 
 /// No other domains without a hypervisor.
 pub fn send_event(_domain: u32, _port: u64) -> Result<(), Errno> {
+    Err(Errno::ENOSYS)
+}
+
+/// The hvm kernel will write its own tables directly; not built yet in this flavour.
+pub fn mmu_update(_requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
+    (0, Err(Errno::ENOSYS))
+}
+
+/// Not built yet in this flavour (see `mmu_update`).
+pub fn mmuext_op(_ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
+    (0, Err(Errno::ENOSYS))
+}
+
+/// Not built yet in this flavour (see `mmu_update`).
+pub fn update_va_mapping(_va: u64, _entry: u64) -> Result<(), Errno> {
     Err(Errno::ENOSYS)
 }
 

@@ -23,9 +23,9 @@ use core::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::{
-    Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ,
-    EVTCHNOP_SEND, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
-    SCHEDOP_YIELD, VIRQ_TIMER,
+    Errno, Hypercall, MmuUpdate, MmuextOp, Stats, TrapInfo, CONSOLEIO_WRITE,
+    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, HYPERCALL_PAGE_ENTRIES,
+    HYPERCALL_STUB_SIZE, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING1_CS, FLAT_RING1_DS};
 use hypercall_abi::shared_info::{SharedInfo, VcpuInfo};
@@ -225,6 +225,38 @@ pub fn open_port_for(remote: u32) -> Result<u64, Errno> {
 /// Raises event `port` in domain `domain`.
 pub fn send_event(domain: u32, port: u64) -> Result<(), Errno> {
     call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, u64::from(domain), port, 0, 0]).map(drop)
+}
+
+/// Applies page-table updates through xen-lite; returns how many were applied, and the error
+/// that stopped the batch, if any.
+pub fn mmu_update(requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
+    let mut done = 0u64;
+    let result = call(
+        Hypercall::MmuUpdate,
+        [
+            requests.as_ptr() as u64,
+            requests.len() as u64,
+            core::ptr::addr_of_mut!(done) as u64,
+            0,
+            0,
+        ],
+    );
+    (done, result.map(drop))
+}
+
+/// Runs extended MMU operations (pin, unpin, new base pointer, flushes).
+pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
+    let mut done = 0u64;
+    let result = call(
+        Hypercall::MmuextOp,
+        [ops.as_ptr() as u64, ops.len() as u64, core::ptr::addr_of_mut!(done) as u64, 0, 0],
+    );
+    (done, result.map(drop))
+}
+
+/// Sets the level-1 entry that maps `va` to `entry` (a machine address and flags).
+pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
+    call(Hypercall::UpdateVaMapping, [va, entry, UVMF_INVLPG, 0, 0]).map(drop)
 }
 
 /// This domain's counters in xen-lite.

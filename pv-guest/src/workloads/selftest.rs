@@ -10,12 +10,18 @@ use hypercall_abi::hypercall::{
     Errno, Hypercall, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND,
     SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, VIRQ_TIMER, XEN_LITE_VERSION,
 };
+use hypercall_abi::hypercall::{MmuUpdate, MmuextOp, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L4_TABLE};
 use hypercall_abi::layout::selectors::{FLAT_RING1_DS, FLAT_RING3_CS, FLAT_RING3_DS};
-use hypercall_abi::layout::{GUEST_KERNEL_BASE, HYPERVISOR_START};
+use hypercall_abi::layout::{gfn_to_va, GUEST_KERNEL_BASE, HYPERVISOR_START, PAGE_SIZE};
 use hypercall_abi::StartInfo;
 
 use crate::traps::{catch, catch_in_kernel, Caught};
 use crate::{events, platform, println};
+
+const PTE_PRESENT: u64 = 1;
+const PTE_WRITABLE: u64 = 2;
+const PTE_HUGE: u64 = 1 << 7;
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 static PASSED: AtomicU32 = AtomicU32::new(0);
 static FAILED: AtomicU32 = AtomicU32::new(0);
@@ -45,6 +51,7 @@ pub fn run(info: &StartInfo) -> u8 {
     hypercalls(info);
     bounces_from_ring_1();
     page_tables_are_read_only(info);
+    direct_paging(info);
     bounces_from_ring_3();
     events_and_the_virtual_if(info);
     let (passed, failed) = (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
@@ -71,7 +78,7 @@ fn hypercalls(info: &StartInfo) {
     expect("console_io null buffer", write(8, 0), Err(Errno::EFAULT));
 
     expect("xen_version", call(Hypercall::XenVersion, [0; 5]), Ok(XEN_LITE_VERSION));
-    expect("unknown hypercall 1", call_number(1), Err(Errno::ENOSYS));
+    expect("unknown hypercall 2", call_number(2), Err(Errno::ENOSYS));
     expect("unknown hypercall 127", call_number(127), Err(Errno::ENOSYS));
 
     let bad_table = [0u64, HYPERVISOR_START, 0, 0];
@@ -343,6 +350,129 @@ fn page_tables_are_read_only(info: &StartInfo) {
             3,
         );
     }
+}
+
+/// Reads a 64-bit word at a virtual address of the direct map.
+fn peek(va: u64) -> u64 {
+    // SAFETY: callers pass addresses inside the domain's start-of-day direct map.
+    unsafe { (va as *const u64).read_volatile() }
+}
+
+/// Direct paging: the guest writes machine addresses into its tables through xen-lite, which
+/// refuses every mapping that would reach memory that is not the domain's, or make a page
+/// table writable.
+fn direct_paging(info: &StartInfo) {
+    let machine = |gfn: u64| info.pte_base + gfn * PAGE_SIZE;
+    let va = |gfn: u64| gfn_to_va(gfn);
+    let (rw, ro) = (PTE_PRESENT | PTE_WRITABLE, PTE_PRESENT);
+    let scratch = info.first_free_gfn + 8;
+    let other = scratch + 1;
+    let l4_gfn = (info.pt_base - gfn_to_va(0)) / PAGE_SIZE;
+    let restore = || platform::update_va_mapping(va(scratch), machine(scratch) | rw);
+
+    expect_unit(
+        "update_va_mapping maps another of its frames",
+        platform::update_va_mapping(va(scratch), machine(other) | rw),
+        Ok(()),
+    );
+    // SAFETY: `scratch`'s address now maps `other`, a free frame of this domain.
+    unsafe { (va(scratch) as *mut u64).write_volatile(0x5eed) };
+    check(
+        "the new mapping reaches that frame",
+        peek(va(other)) == 0x5eed,
+        format_args!("read {:#x}", peek(va(other))),
+    );
+    expect_unit("update_va_mapping restores the mapping", restore(), Ok(()));
+
+    expect_unit(
+        "map a xen-lite frame",
+        platform::update_va_mapping(va(scratch), 0x1000 | ro),
+        Err(Errno::EPERM),
+    );
+    expect_unit(
+        "map another domain's frame",
+        platform::update_va_mapping(va(scratch), machine(info.nr_pages) | ro),
+        Err(Errno::EPERM),
+    );
+    expect_unit(
+        "map its own L4 writable",
+        platform::update_va_mapping(va(scratch), machine(l4_gfn) | rw),
+        Err(Errno::EBUSY),
+    );
+    expect_unit(
+        "map its own L4 read-only",
+        platform::update_va_mapping(va(scratch), machine(l4_gfn) | ro),
+        Ok(()),
+    );
+    expect_unit("and restore", restore(), Ok(()));
+
+    // Walk to the L2 that maps the direct map: L4 slot 511, L3 slot 510.
+    let l3 = (peek(info.pt_base + 511 * 8) & ADDRESS_MASK) - info.pte_base;
+    let l2 = (peek(va(l3 / PAGE_SIZE) + 510 * 8) & ADDRESS_MASK) - info.pte_base;
+    let l2_machine = info.pte_base + l2;
+    let update = |ptr: u64, val: u64| platform::mmu_update(&[MmuUpdate { ptr, val }]).1;
+    expect_unit(
+        "mmu_update a 2 MiB superpage",
+        update(l2_machine + 511 * 8, machine(0) | rw | PTE_HUGE),
+        Err(Errno::EINVAL),
+    );
+    expect_unit(
+        "mmu_update xen-lite's L4 slot",
+        update(machine(l4_gfn) + 256 * 8, 0),
+        Err(Errno::EPERM),
+    );
+    expect_unit(
+        "mmu_update a frame that is not a page table",
+        update(machine(scratch), 0),
+        Err(Errno::EINVAL),
+    );
+
+    // The entry mapping `scratch` in its L1, found through the L2.
+    let l1 = (peek(va(l2 / PAGE_SIZE) + ((va(scratch) >> 21) & 0x1ff) * 8) & ADDRESS_MASK)
+        - info.pte_base;
+    let scratch_pte = info.pte_base + l1 + ((va(scratch) >> 12) & 0x1ff) * 8;
+    let batch = [
+        MmuUpdate { ptr: scratch_pte, val: machine(other) | rw },
+        MmuUpdate { ptr: scratch_pte, val: 0x2000 | rw },
+        MmuUpdate { ptr: scratch_pte, val: machine(scratch) | rw },
+    ];
+    let (done, result) = platform::mmu_update(&batch);
+    check(
+        "a batch stops at the first refused entry",
+        done == 1 && result == Err(Errno::EPERM),
+        format_args!("done {done}, {result:?}"),
+    );
+    expect_unit("and restore", restore(), Ok(()));
+
+    let ext = |cmd: u64, arg: u64| platform::mmuext_op(&[MmuextOp { cmd, arg }]).1;
+    expect_unit(
+        "new_baseptr to a data frame",
+        ext(MMUEXT_NEW_BASEPTR, machine(scratch) >> 12),
+        Err(Errno::EBUSY),
+    );
+    expect_unit("new_baseptr to a xen-lite frame", ext(MMUEXT_NEW_BASEPTR, 1), Err(Errno::EPERM));
+    expect_unit(
+        "pin the pinned L4 again",
+        ext(MMUEXT_PIN_L4_TABLE, machine(l4_gfn) >> 12),
+        Err(Errno::EINVAL),
+    );
+    expect_unit(
+        "new_baseptr to its own L4",
+        ext(MMUEXT_NEW_BASEPTR, machine(l4_gfn) >> 12),
+        Ok(()),
+    );
+    match platform::stats() {
+        Ok(stats) => check(
+            "stats counts refused page-table requests",
+            stats.mmu_rejected >= 10,
+            format_args!("{}", stats.mmu_rejected),
+        ),
+        Err(errno) => check("stats", false, format_args!("{errno:?}")),
+    }
+}
+
+fn expect_unit(name: &str, got: Result<(), Errno>, want: Result<(), Errno>) {
+    check(name, got == want, format_args!("got {got:?}, expected {want:?}"));
 }
 
 fn in_ring_3(rip: u64) -> Caught {
