@@ -6,11 +6,18 @@
 //!     vectors that ask for one.
 //!  2. The vector's stub pushes a zero where the CPU pushed no error code, so every frame has
 //!     the same shape, then pushes its vector number.
-//!  3. `trap_common` pushes the fifteen general registers, completing a [`TrapFrame`], and
-//!     calls [`crate::trap::handle_trap`] with a pointer to it.
-//!  4. If the handler returns, `trap_return` pops the registers, drops vector and error code,
-//!     and `iretq` resumes whatever the frame now describes. The handler may have rewritten the
-//!     frame: that is how xen-lite bounces to a guest handler or switches to another domain.
+//!  3. `trap_common` pushes the fifteen general registers, completing a [`TrapFrame`], then
+//!     loads xen-lite's own CR3 (until here only the switcher is mapped, see `switcher.rs`),
+//!     moves to xen-lite's private handler stack if it came from a guest (so nothing of
+//!     xen-lite's is ever left on the stack a guest can read), and calls
+//!     [`crate::trap::handle_trap`] with a pointer to the frame.
+//!  4. If the handler returns, `trap_return` loads the CR3 of the context being resumed
+//!     (`switcher::RETURN_CR3`), pops the registers, drops vector and error code, and `iretq`
+//!     resumes whatever the frame now describes. The handler may have rewritten the frame: that
+//!     is how xen-lite bounces to a guest handler or switches to another domain.
+//!
+//! All of this code lives in `.text.switcher`, on pages of its own, because it runs with a
+//! guest's CR3 loaded and so must be mapped in every guest.
 //!
 //! [`enter_frame`] starts a context that was never interrupted (a domain's first run, the idle
 //! loop) by placing its frame at the top of the hypervisor stack and jumping to `trap_return`.
@@ -20,8 +27,9 @@
 //! `hypercall_abi::frame::ERROR_CODE_VECTORS`, the only place that list is written.
 
 use core::arch::global_asm;
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 
+use crate::switcher::{ENTRY_FRAME, HANDLER_STACK_TOP, HYPERVISOR_CR3, RETURN_CR3};
 use crate::trap::handle_trap;
 
 /// Number of exception vectors (0-31); every one of the 256 vectors gets a stub.
@@ -45,8 +53,10 @@ global_asm!(
         jmp trap_common
     .endm
 
-    .section .text.trap_vectors, "ax"
-    .balign {stub_size}
+    .section .text.switcher, "ax"
+    .balign 4096
+    .global switcher_text_start
+switcher_text_start:
     .global trap_vectors
 trap_vectors:
     .set vector, 0
@@ -72,11 +82,29 @@ trap_common:
     push rcx
     push rbx
     push rax                        // ... TrapFrame.rax, at the lowest address
-    mov rdi, rsp                    // argument: &mut TrapFrame
+    mov rax, [rip + {hypervisor_cr3}]
+    mov cr3, rax                    // all of xen-lite is mapped from here on
+    mov rbx, rsp                    // rbx (callee-saved): the frame
+    test byte ptr [rsp + {cs}], 3   // from ring 1 or 3?
+    jz 2f
+    mov rsp, [rip + {handler_stack}] // then run on xen-lite's private stack
+2:
+    mov rdi, rbx                    // argument: &mut TrapFrame
     cld                             // the ABI wants DF clear on function entry
     call {handler}
+    mov rsp, rbx
     .global trap_return
 trap_return:                        // rsp points at a TrapFrame
+    mov rax, [rip + {return_cr3}]
+    cmp rax, [rip + {hypervisor_cr3}]
+    je 3f                           // staying in xen-lite's address space: pop in place
+    mov rsi, rsp                    // into a guest: the frame must be on the entry stack, the
+    mov rdi, [rip + {entry_frame}]  // only stack mapped there (it may be on the idle stack);
+    mov ecx, {frame_words}          // rsi, rdi, rcx come back from the frame below
+    rep movsq
+    mov rsp, [rip + {entry_frame}]
+3:
+    mov cr3, rax                    // a guest's CR3: from here on only the switcher is mapped
     pop rax
     pop rbx
     pop rcx
@@ -94,12 +122,21 @@ trap_return:                        // rsp points at a TrapFrame
     pop r15
     add rsp, {vector_and_error}     // drop vector and error code
     iretq
+    .balign 4096
+    .global switcher_text_end
+switcher_text_end:
     "#,
     stub_size = const STUB_SIZE,
     error_code_mask = const ERROR_CODE_VECTORS,
     vectors = const VECTORS,
     vector_and_error = const STUB_PUSHED,
     handler = sym handle_trap,
+    hypervisor_cr3 = sym HYPERVISOR_CR3,
+    return_cr3 = sym RETURN_CR3,
+    handler_stack = sym HANDLER_STACK_TOP,
+    entry_frame = sym ENTRY_FRAME,
+    frame_words = const size_of::<TrapFrame>() / 8,
+    cs = const offset_of!(TrapFrame, cs),
 );
 
 unsafe extern "C" {
@@ -107,6 +144,13 @@ unsafe extern "C" {
     static trap_vectors: u8;
     /// The return half of `trap_common`: `rsp` must point at a complete [`TrapFrame`].
     fn trap_return() -> !;
+    static switcher_text_start: u8;
+    static switcher_text_end: u8;
+}
+
+/// The page range of the entry code.
+pub fn switcher_text() -> (u64, u64) {
+    (core::ptr::addr_of!(switcher_text_start) as u64, core::ptr::addr_of!(switcher_text_end) as u64)
 }
 
 /// Starts the context `frame` describes: copies it to just below `stack_top` (the hypervisor

@@ -31,6 +31,7 @@ use x86::Ring;
 
 use crate::instructions;
 use crate::stack::Stack;
+use crate::switcher::PageAligned;
 
 /// Selector of xen-lite's code segment.
 pub const HYPERVISOR_CS: SegmentSelector = SegmentSelector::new(1, Ring::Ring0);
@@ -81,12 +82,26 @@ struct Gdt {
     tss: Descriptor64,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
-static GDT: Once<Gdt> = Once::new();
+static TSS: Once<PageAligned<TaskStateSegment>> = Once::new();
+static GDT: Once<PageAligned<Gdt>> = Once::new();
 
-/// A flat 64-bit code segment for `ring`.
+/// The pages a guest must see (see `switcher.rs`): GDT, TSS, the entry stack, the #DF stack.
+pub fn switcher_pages() -> [(u64, u64); 4] {
+    let gdt = GDT.get().expect("gdt::init runs at boot").pages();
+    let tss = TSS.get().expect("gdt::init runs at boot").pages();
+    let stack = |bottom: u64, top: u64| (bottom, top);
+    [
+        gdt,
+        tss,
+        stack(HYPERVISOR_STACK.bottom(), HYPERVISOR_STACK.top()),
+        stack(DOUBLE_FAULT_STACK.bottom(), DOUBLE_FAULT_STACK.top()),
+    ]
+}
+
+/// A flat 64-bit code segment for `ring`. Created *accessed*, so loading it never makes the CPU
+/// write the GDT (which guests map read-only).
 fn code_descriptor(ring: Ring) -> Descriptor {
-    DescriptorBuilder::code_descriptor(0, 0xfffff, CodeSegmentType::ExecuteRead)
+    DescriptorBuilder::code_descriptor(0, 0xfffff, CodeSegmentType::ExecuteReadAccessed)
         .present()
         .dpl(ring)
         .l()
@@ -94,9 +109,9 @@ fn code_descriptor(ring: Ring) -> Descriptor {
         .finish()
 }
 
-/// A flat data segment for `ring`.
+/// A flat data segment for `ring`, created *accessed* for the same reason.
 fn data_descriptor(ring: Ring) -> Descriptor {
-    DescriptorBuilder::data_descriptor(0, 0xfffff, DataSegmentType::ReadWrite)
+    DescriptorBuilder::data_descriptor(0, 0xfffff, DataSegmentType::ReadWriteAccessed)
         .present()
         .dpl(ring)
         .limit_granularity_4kb()
@@ -114,26 +129,28 @@ pub fn init() {
         // any ring above IOPL (0) raise #GP. Left at 0, the CPU would read the TSS's own first
         // bytes as the bitmap and let ring 1 reach some ports.
         tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
-        tss
+        PageAligned(tss)
     });
-    let tss_base = core::ptr::from_ref(tss) as u64;
+    let tss_base = core::ptr::from_ref(&tss.0) as u64;
     let tss_limit = core::mem::size_of::<TaskStateSegment>() as u64 - 1;
-    let gdt = GDT.call_once(|| Gdt {
-        null: Descriptor::NULL,
-        code: code_descriptor(Ring::Ring0),
-        data: data_descriptor(Ring::Ring0),
-        guest_code: code_descriptor(Ring::Ring1),
-        guest_data: data_descriptor(Ring::Ring1),
-        user_data: data_descriptor(Ring::Ring3),
-        user_code: code_descriptor(Ring::Ring3),
-        tss: <DescriptorBuilder as GateDescriptorBuilder<u64>>::tss_descriptor(
-            tss_base, tss_limit, true,
-        )
-        .present()
-        .dpl(Ring::Ring0)
-        .finish(),
+    let gdt = GDT.call_once(|| {
+        PageAligned(Gdt {
+            null: Descriptor::NULL,
+            code: code_descriptor(Ring::Ring0),
+            data: data_descriptor(Ring::Ring0),
+            guest_code: code_descriptor(Ring::Ring1),
+            guest_data: data_descriptor(Ring::Ring1),
+            user_data: data_descriptor(Ring::Ring3),
+            user_code: code_descriptor(Ring::Ring3),
+            tss: <DescriptorBuilder as GateDescriptorBuilder<u64>>::tss_descriptor(
+                tss_base, tss_limit, true,
+            )
+            .present()
+            .dpl(Ring::Ring0)
+            .finish(),
+        })
     });
-    let pointer = DescriptorTablePointer::new(gdt);
+    let pointer = DescriptorTablePointer::new(&gdt.0);
     // SAFETY: `GDT` and `TSS` are statics initialised once and never changed afterwards; the
     // selectors below name the descriptors just built.
     unsafe {
@@ -149,17 +166,19 @@ mod tests {
 
     #[test]
     fn descriptors_encode_long_mode_ring_0_segments() {
-        // Access byte 0x9a: present, DPL 0, code, execute/read. Flags 0xa: 4 KiB granularity, L.
-        assert_eq!(code_descriptor(Ring::Ring0).as_u64(), 0x00af_9a00_0000_ffff);
-        // Access byte 0x92: present, DPL 0, data, read/write. Flags 0x8: 4 KiB granularity.
-        assert_eq!(data_descriptor(Ring::Ring0).as_u64(), 0x008f_9200_0000_ffff);
-        // DPL lives in access-byte bits 5-6: 0xba is code at DPL 1, 0xf2 data at DPL 3.
-        assert_eq!(code_descriptor(Ring::Ring1).as_u64(), 0x00af_ba00_0000_ffff);
-        assert_eq!(data_descriptor(Ring::Ring3).as_u64(), 0x008f_f200_0000_ffff);
+        // Access byte 0x9b: present, DPL 0, code, execute/read, accessed. Flags 0xa: 4 KiB
+        // granularity, L.
+        assert_eq!(code_descriptor(Ring::Ring0).as_u64(), 0x00af_9b00_0000_ffff);
+        // Access byte 0x93: present, DPL 0, data, read/write, accessed. Flags 0x8: 4 KiB.
+        assert_eq!(data_descriptor(Ring::Ring0).as_u64(), 0x008f_9300_0000_ffff);
+        // DPL lives in access-byte bits 5-6: 0xbb is code at DPL 1, 0xf3 data at DPL 3.
+        assert_eq!(code_descriptor(Ring::Ring1).as_u64(), 0x00af_bb00_0000_ffff);
+        assert_eq!(data_descriptor(Ring::Ring3).as_u64(), 0x008f_f300_0000_ffff);
         assert_eq!(HYPERVISOR_CS.bits(), 0x08);
         assert_eq!((GUEST_KERNEL_CS.bits(), GUEST_KERNEL_DS.bits()), (0x19, 0x21));
         assert_eq!((USER_DS.bits(), USER_CS.bits()), (0x2b, 0x33));
         assert_eq!(TSS_SELECTOR.bits(), 0x38);
         assert_eq!(core::mem::size_of::<Gdt>(), 72);
+        assert_eq!(core::mem::size_of::<PageAligned<Gdt>>(), 4096, "a page of its own");
     }
 }

@@ -25,10 +25,16 @@ use x86::Ring;
 use crate::entry::{stub_address, EXCEPTION_VECTORS};
 use crate::gdt::{DOUBLE_FAULT_IST, HYPERVISOR_CS};
 use crate::instructions;
+use crate::switcher::PageAligned;
 use crate::timer::TIMER_VECTOR;
 use crate::trap::Vector;
 
-static IDT: Once<[Descriptor64; 256]> = Once::new();
+static IDT: Once<PageAligned<[Descriptor64; 256]>> = Once::new();
+
+/// The page the IDT occupies (the CPU reads it while a guest's CR3 is loaded).
+pub fn table_pages() -> (u64, u64) {
+    IDT.get().expect("idt::init runs at boot").pages()
+}
 
 /// The gate DPL for a present vector, or `None` for a vector left not-present.
 fn gate_dpl(vector: u8) -> Option<Ring> {
@@ -58,9 +64,9 @@ pub fn init() {
             }
             idt[usize::from(vector)] = gate.finish();
         }
-        idt
+        PageAligned(idt)
     });
-    let pointer = DescriptorTablePointer::new_from_slice(idt);
+    let pointer = DescriptorTablePointer::new_from_slice(&idt.0);
     // SAFETY: `IDT` is a static written once; every present gate points at a generated stub
     // that saves state and calls `trap::handle_trap`.
     unsafe { instructions::lidt(&pointer) };

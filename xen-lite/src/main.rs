@@ -30,6 +30,7 @@ mod frame;
 mod paging;
 // CPU tables and exception entry.
 mod stack;
+mod switcher;
 mod gdt;
 mod entry;
 mod trap;
@@ -68,6 +69,8 @@ bootloader_api::entry_point!(kernel_main, config = &memory_map::BOOTLOADER_CONFI
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     console::init(LevelFilter::Info);
     log::info!("xen-lite {} booting", env!("CARGO_PKG_VERSION"));
+    // Every entry loads this CR3; until xen-lite has its own tables it is the bootloader's.
+    switcher::set_hypervisor_cr3(instructions::read_cr3());
     gdt::init();
     idt::init();
 

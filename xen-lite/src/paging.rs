@@ -29,6 +29,29 @@ pub fn adopt_boot_tables(l4_frame: Frame) {
     // SAFETY: every part of xen-lite (image, stacks, boot info, ramdisk, direct map) lies in the
     // slots copied above, as `memory_map::BOOTLOADER_CONFIG` requests.
     unsafe { write_cr3(l4_frame.addr()) };
+    crate::switcher::set_hypervisor_cr3(l4_frame.addr());
+}
+
+/// The physical address behind `va` in the current address space, if it is mapped. Follows
+/// 1 GiB and 2 MiB pages.
+pub fn translate(va: u64) -> Option<u64> {
+    let mut table = read_cr3() & !0xfff;
+    for level in (1..=4u32).rev() {
+        let index = (va >> (12 + 9 * (level - 1))) & 0x1ff;
+        // SAFETY: `table` is a page-table frame of the live tables, reachable through the
+        // direct map; reading an entry has no side effect.
+        let entry = unsafe { *(phys_to_virt(table) as *const u64).add(index as usize) };
+        if entry & 1 == 0 {
+            return None;
+        }
+        let frame = entry & 0x000f_ffff_ffff_f000;
+        let page_size = 1u64 << (12 + 9 * (level - 1));
+        if level == 1 || (level <= 3 && entry & (1 << 7) != 0) {
+            return Some((frame & !(page_size - 1)) + (va & (page_size - 1)));
+        }
+        table = frame;
+    }
+    None
 }
 
 /// xen-lite's level-4 entries, to copy into an address space that must keep xen-lite mapped.

@@ -186,6 +186,14 @@ pub fn block() -> Result<(), Errno> {
     Err(Errno::ENOSYS)
 }
 
+/// Where the CPU's IDT is.
+pub fn idt_base() -> u64 {
+    let mut pointer = [0u8; 10];
+    // SAFETY: `sidt` stores 10 bytes to the buffer.
+    unsafe { asm!("sidt [{}]", in(reg) pointer.as_mut_ptr()) };
+    u64::from_le_bytes(pointer[2..10].try_into().unwrap_or_default())
+}
+
 /// Alone on the machine, yielding returns at once.
 pub fn yield_cpu() {}
 

@@ -212,6 +212,14 @@ pub fn block() -> Result<(), Errno> {
     call(Hypercall::SchedOp, [SCHEDOP_BLOCK, 0, 0, 0, 0]).map(drop)
 }
 
+/// Where the CPU's IDT is (`sidt` is not privileged): xen-lite's, in the switcher.
+pub fn idt_base() -> u64 {
+    let mut pointer = [0u8; 10];
+    // SAFETY: `sidt` stores 10 bytes to the buffer; it needs no privilege (UMIP is off).
+    unsafe { asm!("sidt [{}]", in(reg) pointer.as_mut_ptr()) };
+    u64::from_le_bytes(pointer[2..10].try_into().unwrap_or_default())
+}
+
 /// Gives the CPU to another domain.
 pub fn yield_cpu() {
     let _ = call(Hypercall::SchedOp, [SCHEDOP_YIELD, 0, 0, 0, 0]);

@@ -52,6 +52,7 @@ pub fn run(info: &StartInfo) -> u8 {
     bounces_from_ring_1();
     page_tables_are_read_only(info);
     direct_paging(info);
+    xen_lite_is_out_of_reach();
     bounces_from_ring_3();
     events_and_the_virtual_if(info);
     let (passed, failed) = (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
@@ -207,6 +208,12 @@ kernel_pf_load: mov rax, [rax]
 kernel_pt:      mov rax, [rip + {page_table}]
 kernel_pt_store: mov qword ptr [rax], 0
                 ud2
+kernel_peek:    mov rax, [rip + {target}]
+kernel_peek_load: mov rax, [rax]
+                ud2
+kernel_poke:    mov rax, [rip + {target}]
+kernel_poke_store: mov qword ptr [rax], 0
+                ud2
 
     .section .user, "awx"
     .balign 4096
@@ -232,7 +239,11 @@ user_stack_top:
     "#,
     kernel = const GUEST_KERNEL_BASE,
     page_table = sym PAGE_TABLE,
+    target = sym TARGET,
 );
+
+/// The address `kernel_peek` reads and `kernel_poke` writes.
+static TARGET: AtomicU64 = AtomicU64::new(0);
 
 /// The address `kernel_pt` tries to write: the start-of-day level-4 table.
 static PAGE_TABLE: AtomicU64 = AtomicU64::new(0);
@@ -247,6 +258,10 @@ unsafe extern "C" {
     static kernel_pf_load: u8;
     static kernel_pt: u8;
     static kernel_pt_store: u8;
+    static kernel_peek: u8;
+    static kernel_peek_load: u8;
+    static kernel_poke: u8;
+    static kernel_poke_store: u8;
     static user_de: u8;
     static user_de_div: u8;
     static user_bp: u8;
@@ -469,6 +484,63 @@ fn direct_paging(info: &StartInfo) {
         ),
         Err(errno) => check("stats", false, format_args!("{errno:?}")),
     }
+}
+
+/// Ring 1 is supervisor to the MMU, so only page tables keep it out of xen-lite: its memory is
+/// absent from the guest's address space, and the few switcher pages the CPU needs (entry code,
+/// IDT, GDT, TSS) are read-only.
+fn xen_lite_is_out_of_reach() {
+    let ring = u64::from(platform::KERNEL_CS & 3);
+    let touch = |address: u64, write: bool| {
+        TARGET.store(address, Ordering::Relaxed);
+        if write {
+            catch_in_kernel(address!(kernel_poke))
+        } else {
+            catch_in_kernel(address!(kernel_peek))
+        }
+    };
+    // Error code bits: 0 = the page was present, 1 = the access was a write.
+    let caught = touch(HYPERVISOR_START, false);
+    expect_caught(
+        "reading xen-lite's memory map is #PF (absent)",
+        caught,
+        14,
+        ring,
+        address!(kernel_peek_load),
+        0,
+    );
+    let caught = touch(HYPERVISOR_START + 0x1000, true);
+    expect_caught(
+        "writing xen-lite's memory map is #PF (absent)",
+        caught,
+        14,
+        ring,
+        address!(kernel_poke_store),
+        2,
+    );
+    let idt = platform::idt_base();
+    let caught = touch(idt, true);
+    expect_caught(
+        "writing the IDT is #PF (read-only)",
+        caught,
+        14,
+        ring,
+        address!(kernel_poke_store),
+        3,
+    );
+    // The first gate names xen-lite's entry code for #DE.
+    // SAFETY: the IDT is mapped readable (that is what this test relies on).
+    let gate = unsafe { core::slice::from_raw_parts(idt as *const u64, 2) };
+    let entry = (gate[0] & 0xffff) | ((gate[0] >> 32) & 0xffff_0000) | (gate[1] << 32);
+    let caught = touch(entry, true);
+    expect_caught(
+        "writing xen-lite's entry code is #PF (read-only)",
+        caught,
+        14,
+        ring,
+        address!(kernel_poke_store),
+        3,
+    );
 }
 
 fn expect_unit(name: &str, got: Result<(), Errno>, want: Result<(), Errno>) {

@@ -18,9 +18,8 @@ use hypercall_abi::layout::PAGE_SIZE;
 
 use super::domain::Domain;
 use super::page_types::{MmError, PageType, TableMemory, ADDRESS_MASK, PTE_PRESENT};
-use crate::instructions::{flush_tlb, invlpg, write_cr3};
+use crate::instructions::{flush_tlb, invlpg};
 use crate::memory_map::HYPERVISOR_L4_SLOTS;
-use crate::paging::hypervisor_l4_entries;
 
 type Result = core::result::Result<u64, Errno>;
 
@@ -140,10 +139,12 @@ fn apply_ext(domain: &mut Domain, op: MmuextOp) -> core::result::Result<(), Errn
 }
 
 /// xen-lite's level-4 slots, written into a guest level-4 table once it has been validated (so
-/// the guest has no writable mapping of it): xen-lite must be mapped wherever a trap can arrive.
+/// the guest has no writable mapping of it): the switcher must be mapped wherever a trap can
+/// arrive, and nothing else of xen-lite may be.
 fn install_hypervisor_slots(memory: &mut impl TableMemory, index: u64) {
-    for (slot, entry) in HYPERVISOR_L4_SLOTS.zip(hypervisor_l4_entries().iter()) {
-        memory.set_entry(index, slot, *entry);
+    let (switcher, entry) = super::switcher_slot();
+    for slot in HYPERVISOR_L4_SLOTS {
+        memory.set_entry(index, slot, if slot == switcher { entry } else { 0 });
     }
 }
 
@@ -159,10 +160,8 @@ fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errn
         Ok(())
     });
     outcome.map_err(|error| refused(domain, error))?;
+    // The return from this hypercall loads it (`switcher::RETURN_CR3`).
     domain.cr3 = frame << 12;
-    // SAFETY: the new table was validated as an L4 and carries xen-lite's slots.
-    unsafe { write_cr3(domain.cr3) };
-    domain.stats.cr3_writes += 1;
     Ok(())
 }
 

@@ -34,7 +34,7 @@ use hypercall_abi::hypercall::{
 };
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::Mode;
-use spin::Mutex;
+use spin::{Mutex, Once};
 
 use self::bounce::{bounce_frame, enter_handler, BounceError};
 use self::domain::{Domain, State};
@@ -49,10 +49,10 @@ use crate::frame::Frame;
 use crate::gdt::{
     hypervisor_stack_top, GUEST_KERNEL_CS, GUEST_KERNEL_DS, HYPERVISOR_CS, HYPERVISOR_DS,
 };
-use crate::instructions::{read_cr2, read_cr3, wait_for_interrupt, write_cr3};
-use crate::memory_map::{phys_to_virt, HYPERVISOR_L4_SLOTS};
-use crate::paging::hypervisor_l4_entries;
+use crate::instructions::{read_cr2, wait_for_interrupt};
+use crate::memory_map::phys_to_virt;
 use crate::stack::Stack;
+use crate::switcher;
 use crate::timer::{self, TIMER_VECTOR};
 use crate::trap::Vector;
 
@@ -156,12 +156,6 @@ impl Pv {
                 let domain = self.domain(n);
                 *frame = domain.regs;
                 domain.stats.schedules += 1;
-                if read_cr3() & !0xfff != domain.cr3 {
-                    // SAFETY: every domain's level-4 table carries xen-lite's slots, so this
-                    // code, its stacks and the frame stay mapped.
-                    unsafe { write_cr3(domain.cr3) };
-                    domain.stats.cr3_writes += 1;
-                }
                 self.current = Some(n);
                 self.slice_left = SLICE_TICKS;
                 self.yield_now = false;
@@ -347,6 +341,9 @@ impl fmt::Display for Summary<'_> {
 pub fn handle(frame: &mut TrapFrame) {
     let mut pv = PV.lock();
     let vector = frame.vector as u8;
+    if let (Some(c), true) = (pv.current, frame.cs & 3 != 0) {
+        pv.domain(c).stats.cr3_writes += 1; // the entry code loaded xen-lite's CR3
+    }
     match (vector, pv.current) {
         (TIMER_VECTOR, _) => pv.tick(),
         (HYPERCALL_VECTOR, Some(c)) if frame.cs & 3 == 1 => {
@@ -357,6 +354,23 @@ pub fn handle(frame: &mut TrapFrame) {
         _ => crate::trap::fatal_exception(frame),
     }
     pv.resume(frame);
+    // `trap_return` loads this CR3 before it pops the frame.
+    match pv.current {
+        Some(c) => {
+            let domain = pv.domain(c);
+            domain.stats.cr3_writes += 1;
+            switcher::set_return_cr3(domain.cr3);
+        }
+        None => switcher::set_return_cr3(switcher::hypervisor_cr3()),
+    }
+}
+
+/// The level-4 slot and entry that map the switcher into every guest (`switcher.rs`).
+static SWITCHER_SLOT: Once<(usize, u64)> = Once::new();
+
+/// The switcher's slot and entry; xen-lite writes it into every guest L4 it validates.
+pub fn switcher_slot() -> (usize, u64) {
+    *SWITCHER_SLOT.get().expect("pv::start builds it")
 }
 
 /// The idle loop: interrupts on, halt, repeat. Runs only when every live domain is blocked.
@@ -401,6 +415,19 @@ pub fn start(
         log::error!("pv: no image '{}' in the boot bundle", config.kernel);
         exit_emulator(STATUS_BAD_BUNDLE);
     };
+    SWITCHER_SLOT.call_once(|| {
+        switcher::build_guest_slot(|| {
+            let frame = frames
+                .lock()
+                .alloc()
+                .unwrap_or_else(|| panic!("no frame for the switcher's page tables"));
+            // SAFETY: a frame just allocated for a page table; nothing else refers to it.
+            unsafe {
+                core::ptr::write_bytes(phys_to_virt(frame.addr()) as *mut u8, 0, PAGE_SIZE as usize)
+            };
+            frame
+        })
+    });
     let mut pv = PV.lock();
     for (id, cmdline) in config.domains().iter().enumerate() {
         let Some(base) = frames.lock().alloc_contiguous(config.domain_pages) else {
@@ -430,12 +457,11 @@ pub fn start(
     pv.slice_left = SLICE_TICKS;
     drop(pv);
     log::info!("pv: entering dom0 in ring 1");
-    // SAFETY: dom0's tables map xen-lite's slots, so this code and the hypervisor stack stay
-    // mapped; `regs` is a ring-1 context the builder laid out; the hypervisor stack is unused.
-    unsafe {
-        write_cr3(cr3);
-        enter_frame(&regs, hypervisor_stack_top())
-    }
+    switcher::set_return_cr3(cr3);
+    // SAFETY: `trap_return` switches to dom0's tables, which map the switcher (its code and the
+    // entry stack the frame is on); `regs` is a ring-1 context the builder laid out; the entry
+    // stack is unused.
+    unsafe { enter_frame(&regs, hypervisor_stack_top()) }
 }
 
 /// Builds one domain in the frames at `base`.
@@ -448,6 +474,7 @@ fn build(
     page_info: &'static mut [PageInfo],
 ) -> Domain {
     let pages = config.domain_pages;
+    let switcher_slot = switcher_slot();
     // SAFETY: the frames were just allocated for this domain and are reached only through
     // this slice until the domain runs.
     let memory = unsafe {
@@ -459,7 +486,10 @@ fn build(
         cmdline,
         image,
         pte_base: base.addr(),
-        hypervisor_slots: Some((HYPERVISOR_L4_SLOTS, hypervisor_l4_entries())),
+        hypervisor_slots: Some((
+            switcher_slot.0..switcher_slot.0 + 1,
+            core::slice::from_ref(&switcher_slot.1),
+        )),
         read_only_page_tables: true,
     };
     let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {

@@ -1,0 +1,139 @@
+//! The switcher: the only part of xen-lite that a `pv` guest's address space contains.
+//!
+//! Ring 1 is *supervisor* to the MMU, so any page of xen-lite mapped in a guest's page tables is
+//! a page the guest kernel can read (and, if writable, write). xen-lite therefore runs on its
+//! own page tables and maps into every guest only what the CPU itself must reach while the
+//! guest's CR3 is loaded, on the way in and on the way out (DESIGN §4, invariant 1):
+//!
+//! | pages                                  | guest rights | why the CPU needs them                |
+//! |----------------------------------------|--------------|---------------------------------------|
+//! | entry code (`entry.rs`, `.text.switcher`) | read, execute | the first and last instructions of every entry run before / after the CR3 switch |
+//! | IDT                                    | read         | the CPU reads the gate on every interrupt |
+//! | GDT and TSS                            | read         | segment loads; TSS.RSP0 / IST stack pointers. Descriptors are created *accessed* so the CPU never writes them |
+//! | `HYPERVISOR_CR3`                       | read         | the entry code loads xen-lite's CR3 from it |
+//! | entry stack (TSS.RSP0) and #DF stack   | read, write  | the CPU pushes the interrupt frame there |
+//!
+//! Everything else — xen-lite's code and data, its map of physical memory, other domains — is
+//! simply absent. All of it sits in xen-lite's image, in one level-4 slot; every guest's L4 gets
+//! that slot pointing at a small tree (built once, owned by xen-lite, never mappable by a guest)
+//! that maps these pages and nothing else. The guest can read the switcher but can change
+//! nothing in it that matters: the entry stack holds only the frame of the context being
+//! entered or resumed (the handler runs on a private stack, [`HANDLER_STACK`]).
+//!
+//! The price: every entry from a guest writes CR3 twice (to xen-lite's tables and back), and
+//! without PCIDs each write flushes the TLB. `Stats::cr3_writes` counts them.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::frame::Frame;
+use crate::memory_map::{l4_index, phys_to_virt, IMAGE_BASE};
+use crate::paging::translate;
+use crate::stack::Stack;
+
+/// A value alone on its own page(s), so it can be mapped without its neighbours.
+#[repr(C, align(4096))]
+pub struct PageAligned<T>(pub T);
+
+impl<T> PageAligned<T> {
+    /// The page range `[start, end)` the value occupies.
+    pub fn pages(&self) -> (u64, u64) {
+        let start = core::ptr::from_ref(self) as u64;
+        (start, start + core::mem::size_of::<Self>() as u64)
+    }
+}
+
+/// xen-lite's CR3, read by the entry code while a guest's CR3 is still loaded.
+pub static HYPERVISOR_CR3: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+/// The CR3 `trap_return` loads before popping the frame: the resumed domain's, or xen-lite's.
+/// Read while xen-lite's CR3 is loaded, so it need not be in the switcher.
+pub static RETURN_CR3: AtomicU64 = AtomicU64::new(0);
+
+const HANDLER_STACK_SIZE: usize = 64 * 1024;
+/// The private stack xen-lite's handlers run on after an entry from a guest.
+pub static HANDLER_STACK: Stack<HANDLER_STACK_SIZE> = Stack::new();
+/// [`HANDLER_STACK`]'s top, for the entry code.
+pub static HANDLER_STACK_TOP: AtomicU64 = AtomicU64::new(0);
+
+/// Where the frame of an entry from ring 1 or 3 sits: the top of the entry stack (TSS.RSP0).
+/// `trap_return` moves a frame here before it returns into a guest from anywhere else.
+pub static ENTRY_FRAME: AtomicU64 = AtomicU64::new(0);
+
+/// Records xen-lite's CR3 (and makes it the return CR3 until a guest runs).
+pub fn set_hypervisor_cr3(cr3: u64) {
+    HYPERVISOR_CR3.0.store(cr3, Ordering::SeqCst);
+    RETURN_CR3.store(cr3, Ordering::SeqCst);
+    HANDLER_STACK_TOP.store(HANDLER_STACK.top(), Ordering::SeqCst);
+    let frame = core::mem::size_of::<crate::entry::TrapFrame>() as u64;
+    ENTRY_FRAME.store(crate::gdt::hypervisor_stack_top() - frame, Ordering::SeqCst);
+}
+
+/// xen-lite's CR3.
+pub fn hypervisor_cr3() -> u64 {
+    HYPERVISOR_CR3.0.load(Ordering::SeqCst)
+}
+
+/// The CR3 the next return from an entry loads.
+pub fn set_return_cr3(cr3: u64) {
+    RETURN_CR3.store(cr3, Ordering::SeqCst);
+}
+
+/// Page-table entry bits.
+const PRESENT: u64 = 1;
+const WRITABLE: u64 = 2;
+
+/// The pages a guest sees, with their rights: `(start, end, writable)`.
+fn regions() -> [(u64, u64, bool); 6] {
+    let [gdt, tss, rsp0, df] = crate::gdt::switcher_pages();
+    [
+        (crate::entry::switcher_text().0, crate::entry::switcher_text().1, false),
+        (crate::idt::table_pages().0, crate::idt::table_pages().1, false),
+        (gdt.0, tss.1.max(gdt.1), false),
+        (HYPERVISOR_CR3.pages().0, HYPERVISOR_CR3.pages().1, false),
+        (rsp0.0, rsp0.1, true),
+        (df.0, df.1, true),
+    ]
+}
+
+/// Builds the tree every guest L4 points to in xen-lite's image slot; returns `(slot, entry)`.
+/// `alloc` gives zeroed frames.
+pub fn build_guest_slot(mut alloc: impl FnMut() -> Frame) -> (usize, u64) {
+    let slot = l4_index(IMAGE_BASE);
+    let l3 = alloc();
+    for (start, end, writable) in regions() {
+        let mut va = start & !0xfff;
+        while va < end {
+            assert_eq!(l4_index(va), slot, "switcher page {va:#x} outside xen-lite's image slot");
+            let phys =
+                translate(va).unwrap_or_else(|| panic!("switcher page {va:#x} is not mapped"));
+            map(l3, va, phys, if writable { PRESENT | WRITABLE } else { PRESENT }, &mut alloc);
+            va += 4096;
+        }
+    }
+    (slot, l3.addr() | PRESENT | WRITABLE)
+}
+
+/// Maps `va` to `phys` under the L3 table `l3`, creating L2 and L1 tables as needed.
+fn map(l3: Frame, va: u64, phys: u64, flags: u64, alloc: &mut impl FnMut() -> Frame) {
+    let mut table = l3.addr();
+    for level in [3u32, 2] {
+        let index = ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
+        let entry = table_entry(table, index);
+        // SAFETY: `entry` points into a table frame this function allocated (or the L3 given).
+        let current = unsafe { entry.read() };
+        table = if current & PRESENT == 0 {
+            let next = alloc().addr();
+            // SAFETY: as above; intermediate entries allow everything, the leaf decides.
+            unsafe { entry.write(next | PRESENT | WRITABLE) };
+            next
+        } else {
+            current & 0x000f_ffff_ffff_f000
+        };
+    }
+    let index = ((va >> 12) & 0x1ff) as usize;
+    // SAFETY: `table` is an L1 frame this function allocated.
+    unsafe { *table_entry(table, index) = phys | flags };
+}
+
+fn table_entry(table: u64, index: usize) -> *mut u64 {
+    (phys_to_virt(table) as *mut u64).wrapping_add(index)
+}
