@@ -28,6 +28,14 @@ pub unsafe fn write_cr3(l4: u64) {
     unsafe { x86::controlregs::cr3_write(l4) }
 }
 
+/// Sets CR0.WP, so supervisor code (ring 0, and the guest kernel in ring 1) cannot write
+/// through read-only mappings. Direct paging depends on it (DESIGN §4, invariant 2).
+pub fn enable_write_protect() {
+    use x86::controlregs::{cr0, cr0_write, Cr0};
+    // SAFETY: setting WP only adds protection; xen-lite never writes through read-only mappings.
+    unsafe { cr0_write(cr0() | Cr0::CR0_WRITE_PROTECT) };
+}
+
 /// Flushes every non-global TLB entry (by reloading CR3 with its own value).
 pub fn flush_tlb() {
     // SAFETY: writing CR3 with its current value changes no mapping, only drops cached ones.

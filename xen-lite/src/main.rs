@@ -71,6 +71,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     log::info!("xen-lite {} booting", env!("CARGO_PKG_VERSION"));
     // Every entry loads this CR3; until xen-lite has its own tables it is the bootloader's.
     switcher::set_hypervisor_cr3(instructions::read_cr3());
+    instructions::enable_write_protect();
     gdt::init();
     idt::init();
 

@@ -9,11 +9,11 @@
 //!
 //! What ring 1 buys and what it does not: the guest cannot execute privileged instructions
 //! (they #GP, and xen-lite kills the domain naming the instruction, `crate::decode`), cannot
-//! raise hypercalls from its user code (the gate's DPL is 1), and cannot write its page
-//! tables (mapped read-only). But paging does not tell ring 1 from ring 0, so xen-lite's own
-//! pages, present in every guest address space, are not yet protected from a hostile guest
-//! kernel: that is the next step (validated direct paging, a switcher region).
-
+//! raise hypercalls from its user code (the gate's DPL is 1), and cannot reach I/O ports. But
+//! paging does not tell ring 1 from ring 0, so memory is protected by page tables alone: xen-lite
+//! maps only its switcher into guests (`crate::switcher`), and every page-table change goes
+//! through validated direct paging (`page_types`, `mmu`).
+//!
 mod bounce;
 mod domain;
 mod events;
