@@ -93,6 +93,14 @@ pub const HYPERCALL_STUB_SIZE: u64 = 32;
 pub const HYPERCALL_PAGE_ENTRIES: u64 = 4096 / HYPERCALL_STUB_SIZE;
 /// The `pv` transport: the vector of `int 0x82` (gate DPL 1: ring 1 may use it, ring 3 may not).
 pub const HYPERCALL_VECTOR: u8 = 0x82;
+/// The vector of the `int 0x80` system call. A guest that registers it in its trap table with
+/// DPL 3 gets a real IDT gate from ring 3 straight to its ring-1 handler (the *fast trap*, no
+/// hypervisor entry); the same handler address as its `syscall` callback makes both paths
+/// deliver the same frame.
+pub const SYSCALL_VECTOR: u8 = 0x80;
+/// The `vector` a bounced `syscall` carries in its trap frame (not a real IDT vector).
+pub const SYSCALL_BOUNCE_VECTOR: u64 = 0x100;
+
 /// `xen_version` of this xen-lite: 0.1.
 pub const XEN_LITE_VERSION: u64 = 1;
 
@@ -257,9 +265,12 @@ pub struct Stats {
     pub cr3_writes: u64,
     /// Page-table updates (`mmu_update`, `update_va_mapping`, `mmuext_op`) refused.
     pub mmu_rejected: u64,
+    /// Entries into xen-lite from this domain: `syscall` from user code (bounced to the guest
+    /// kernel). The `int 0x80` fast trap never enters xen-lite, so it has no counter here.
+    pub entries_syscall: u64,
 }
 
-const _: () = assert!(size_of::<Stats>() == (64 + 32 + 7) * 8);
+const _: () = assert!(size_of::<Stats>() == (64 + 32 + 8) * 8);
 
 impl Stats {
     /// All zero.
@@ -274,6 +285,7 @@ impl Stats {
             schedules: 0,
             cr3_writes: 0,
             mmu_rejected: 0,
+            entries_syscall: 0,
         }
     }
 }
@@ -293,6 +305,7 @@ impl Stats {
             self.schedules,
             self.cr3_writes,
             self.mmu_rejected,
+            self.entries_syscall,
         ];
         let all = self.hypercalls.iter().chain(self.bounces.iter()).chain(tail.iter());
         for (slot, value) in words.iter_mut().zip(all) {
@@ -314,7 +327,8 @@ impl Stats {
             stats.schedules,
             stats.cr3_writes,
             stats.mmu_rejected,
-        ] = [words[96], words[97], words[98], words[99], words[100], words[101], words[102]];
+            stats.entries_syscall,
+        ] = [words[96], words[97], words[98], words[99], words[100], words[101], words[102], words[103]];
         stats
     }
 }

@@ -29,7 +29,9 @@
 use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
 
-use crate::switcher::{ENTRY_FRAME, HANDLER_STACK_TOP, HYPERVISOR_CR3, RETURN_CR3};
+use crate::switcher::{
+    ENTRY_FRAME, HANDLER_STACK_TOP, HYPERVISOR_CR3, RETURN_CR3, SYSCALL_SCRATCH, SYSCALL_STACK,
+};
 use crate::trap::handle_trap;
 
 /// Number of exception vectors (0-31); every one of the 256 vectors gets a stub.
@@ -122,6 +124,22 @@ trap_return:                        // rsp points at a TrapFrame
     pop r15
     add rsp, {vector_and_error}     // drop vector and error code
     iretq
+
+    // `syscall` from user code (LSTAR). The CPU saved rip in rcx and rflags in r11, cleared IF
+    // (FMASK), loaded CS and SS from STAR, and left rsp alone: build the frame an interrupt
+    // from ring 3 would have left, on the entry stack, and join the common path.
+    .global syscall_entry
+syscall_entry:
+    mov [rip + {syscall_scratch}], rsp  // the user's rsp, for two instructions
+    mov rsp, [rip + {syscall_stack}]    // the entry stack (a read-only page to guests)
+    push {user_ss}                      // ss
+    push qword ptr [rip + {syscall_scratch}] // rsp
+    push r11                            // rflags
+    push {user_cs}                      // cs: user code, as for an interrupt from ring 3
+    push rcx                            // rip
+    push 0                              // error code
+    push {syscall_vector}               // vector: a bounced syscall
+    jmp trap_common
     .balign 4096
     .global switcher_text_end
 switcher_text_end:
@@ -135,6 +153,11 @@ switcher_text_end:
     return_cr3 = sym RETURN_CR3,
     handler_stack = sym HANDLER_STACK_TOP,
     entry_frame = sym ENTRY_FRAME,
+    syscall_scratch = sym SYSCALL_SCRATCH,
+    syscall_stack = sym SYSCALL_STACK,
+    user_ss = const hypercall_abi::layout::selectors::FLAT_RING3_DS,
+    user_cs = const hypercall_abi::layout::selectors::FLAT_RING3_CS,
+    syscall_vector = const hypercall_abi::hypercall::SYSCALL_BOUNCE_VECTOR,
     frame_words = const size_of::<TrapFrame>() / 8,
     cs = const offset_of!(TrapFrame, cs),
 );
@@ -146,6 +169,12 @@ unsafe extern "C" {
     fn trap_return() -> !;
     static switcher_text_start: u8;
     static switcher_text_end: u8;
+    static syscall_entry: u8;
+}
+
+/// The `syscall` entry point (for LSTAR).
+pub fn syscall_entry_address() -> u64 {
+    core::ptr::addr_of!(syscall_entry) as u64
 }
 
 /// The page range of the entry code.

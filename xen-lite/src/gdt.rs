@@ -31,7 +31,7 @@ use x86::Ring;
 
 use crate::instructions;
 use crate::stack::Stack;
-use crate::switcher::PageAligned;
+use crate::switcher::{CpuTable, PageAligned};
 
 /// Selector of xen-lite's code segment.
 pub const HYPERVISOR_CS: SegmentSelector = SegmentSelector::new(1, Ring::Ring0);
@@ -82,8 +82,14 @@ struct Gdt {
     tss: Descriptor64,
 }
 
-static TSS: Once<PageAligned<TaskStateSegment>> = Once::new();
+static TSS: Once<PageAligned<CpuTable<TaskStateSegment>>> = Once::new();
 static GDT: Once<PageAligned<Gdt>> = Once::new();
+
+/// Sets TSS.RSP1: the stack the CPU switches to when ring 3 enters ring 1 through the fast
+/// trap (the running domain's `stack_switch` stack).
+pub fn set_ring1_stack(rsp: u64) {
+    TSS.get().expect("gdt::init runs at boot").0.update(|tss| tss.set_rsp(Ring::Ring1, rsp));
+}
 
 /// The pages a guest must see (see `switcher.rs`): GDT, TSS, the entry stack, the #DF stack.
 pub fn switcher_pages() -> [(u64, u64); 4] {
@@ -129,9 +135,9 @@ pub fn init() {
         // any ring above IOPL (0) raise #GP. Left at 0, the CPU would read the TSS's own first
         // bytes as the bitmap and let ring 1 reach some ports.
         tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
-        PageAligned(tss)
+        PageAligned(CpuTable::new(tss))
     });
-    let tss_base = core::ptr::from_ref(&tss.0) as u64;
+    let tss_base = core::ptr::from_ref(tss.0.get()) as u64;
     let tss_limit = core::mem::size_of::<TaskStateSegment>() as u64 - 1;
     let gdt = GDT.call_once(|| {
         PageAligned(Gdt {

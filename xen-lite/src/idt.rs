@@ -9,13 +9,15 @@
 //! |              |     | handler as #BP/#OF, not as #GP                                   |
 //! | 0x20         | 0   | the timer (IRQ 0 of the 8259 PIC, remapped)                      |
 //! | 0x82         | 1   | hypercalls: ring 1 may `int 0x82`, ring 3 gets #GP               |
+//! | 0x80         | 3   | only while the running `pv` domain registered it: a *trap* gate  |
+//! |              |     | from ring 3 straight to its ring-1 handler ([`set_fast_trap`])   |
 //!
 //! Any other vector is not present, so a stray interrupt raises #NP whose error code names it.
-//! All gates are interrupt gates (IF cleared on entry): xen-lite never runs with interrupts on,
-//! except in the idle loop. See: Intel SDM Vol. 3A, revision 086, 6.12.1.1 (gate DPL checks
+//! All of xen-lite's own gates are interrupt gates (IF cleared on entry): xen-lite never runs
+//! with interrupts on, except in the idle loop. See: Intel SDM Vol. 3A, revision 086, 6.12.1.1 (gate DPL checks
 //! for `int n`) and 6.14.1.
 
-use hypercall_abi::hypercall::HYPERCALL_VECTOR;
+use hypercall_abi::hypercall::{HYPERCALL_VECTOR, SYSCALL_VECTOR};
 use spin::Once;
 use x86::bits64::segmentation::Descriptor64;
 use x86::dtables::DescriptorTablePointer;
@@ -23,13 +25,13 @@ use x86::segmentation::{BuildDescriptor, DescriptorBuilder, GateDescriptorBuilde
 use x86::Ring;
 
 use crate::entry::{stub_address, EXCEPTION_VECTORS};
-use crate::gdt::{DOUBLE_FAULT_IST, HYPERVISOR_CS};
+use crate::gdt::{DOUBLE_FAULT_IST, GUEST_KERNEL_CS, HYPERVISOR_CS};
 use crate::instructions;
-use crate::switcher::PageAligned;
+use crate::switcher::{CpuTable, PageAligned};
 use crate::timer::TIMER_VECTOR;
 use crate::trap::Vector;
 
-static IDT: Once<PageAligned<[Descriptor64; 256]>> = Once::new();
+static IDT: Once<PageAligned<CpuTable<[Descriptor64; 256]>>> = Once::new();
 
 /// The page the IDT occupies (the CPU reads it while a guest's CR3 is loaded).
 pub fn table_pages() -> (u64, u64) {
@@ -64,12 +66,30 @@ pub fn init() {
             }
             idt[usize::from(vector)] = gate.finish();
         }
-        PageAligned(idt)
+        PageAligned(CpuTable::new(idt))
     });
-    let pointer = DescriptorTablePointer::new_from_slice(&idt.0);
+    let pointer = DescriptorTablePointer::new_from_slice(idt.0.get());
     // SAFETY: `IDT` is a static written once; every present gate points at a generated stub
     // that saves state and calls `trap::handle_trap`.
     unsafe { instructions::lidt(&pointer) };
+}
+
+/// Installs (or, with `None`, removes) the `int 0x80` fast trap: a trap gate of DPL 3 straight
+/// to the running domain's ring-1 handler. A *trap* gate, because an interrupt gate would clear
+/// the real IF, and ring 1 could never set it again (`sti` is privileged, and `iretq` at CPL 1 >
+/// IOPL leaves IF alone): the domain could no longer be preempted.
+pub fn set_fast_trap(handler: Option<u64>) {
+    let gate = match handler {
+        Some(address) => <DescriptorBuilder as GateDescriptorBuilder<u64>>::trap_gate_descriptor(
+            GUEST_KERNEL_CS,
+            address,
+        )
+        .present()
+        .dpl(Ring::Ring3)
+        .finish(),
+        None => Descriptor64::NULL,
+    };
+    IDT.get().expect("idt::init runs at boot").0.update(|idt| idt[usize::from(SYSCALL_VECTOR)] = gate);
 }
 
 #[cfg(test)]

@@ -63,6 +63,15 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
     unsafe { x86::msr::rdmsr(msr) }
 }
 
+/// Writes model-specific register `msr`.
+///
+/// # Safety
+/// `msr` must exist, and the value must be one the rest of xen-lite is prepared for.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller vouches for the register and the value.
+    unsafe { x86::msr::wrmsr(msr, value) }
+}
+
 /// Executes CPUID for `leaf`/`subleaf`; returns `[eax, ebx, ecx, edx]`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = x86::cpuid::native_cpuid::cpuid_count(leaf, subleaf);

@@ -42,6 +42,7 @@ mod config;
 mod domain_builder;
 mod native;
 mod decode;
+mod syscall;
 mod pv;
 
 use bootloader_api::info::MemoryRegionKind;

@@ -10,8 +10,9 @@
 //! | entry code (`entry.rs`, `.text.switcher`) | read, execute | the first and last instructions of every entry run before / after the CR3 switch |
 //! | IDT                                    | read         | the CPU reads the gate on every interrupt |
 //! | GDT and TSS                            | read         | segment loads; TSS.RSP0 / IST stack pointers. Descriptors are created *accessed* so the CPU never writes them |
-//! | `HYPERVISOR_CR3`                       | read         | the entry code loads xen-lite's CR3 from it |
+//! | `HYPERVISOR_CR3`, `SYSCALL_STACK`      | read         | the entry code loads xen-lite's CR3 and, for `syscall`, the entry stack's top from them |
 //! | entry stack (TSS.RSP0) and #DF stack   | read, write  | the CPU pushes the interrupt frame there |
+//! | `SYSCALL_SCRATCH`                      | read, write  | `syscall` does not switch stacks: the entry code parks the user's `rsp` here for two instructions |
 //!
 //! Everything else — xen-lite's code and data, its map of physical memory, other domains — is
 //! simply absent. All of it sits in xen-lite's image, in one level-4 slot; every guest's L4 gets
@@ -42,8 +43,43 @@ impl<T> PageAligned<T> {
     }
 }
 
+/// A CPU table xen-lite changes while it runs (the IDT's fast-trap gate, TSS.RSP1).
+pub struct CpuTable<T>(core::cell::UnsafeCell<T>);
+
+// SAFETY: xen-lite runs on one CPU, and changes these tables only in its handlers, with
+// interrupts off; the CPU reads them only while delivering an interrupt, never concurrently
+// with a change.
+unsafe impl<T> Sync for CpuTable<T> {}
+
+impl<T> CpuTable<T> {
+    /// Wraps a table.
+    pub const fn new(value: T) -> Self {
+        CpuTable(core::cell::UnsafeCell::new(value))
+    }
+
+    /// The table, for loading it into the CPU.
+    pub fn get(&self) -> &T {
+        // SAFETY: see the `Sync` impl: no change happens while this reference is used.
+        unsafe { &*self.0.get() }
+    }
+
+    /// Changes the table.
+    pub fn update(&self, change: impl FnOnce(&mut T)) {
+        // SAFETY: see the `Sync` impl; no other reference is held across this call.
+        change(unsafe { &mut *self.0.get() })
+    }
+}
+
 /// xen-lite's CR3, read by the entry code while a guest's CR3 is still loaded.
 pub static HYPERVISOR_CR3: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+/// The top of the entry stack, for the `syscall` entry (which, unlike an interrupt, does not
+/// switch stacks by itself). Read-only to guests: a guest that could change it would choose
+/// where ring 0 pushes.
+pub static SYSCALL_STACK: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+/// Where the `syscall` entry parks the user's `rsp` while interrupts are off. Guests may write
+/// it; the value is only live between two instructions of the entry code.
+pub static SYSCALL_SCRATCH: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+
 /// The CR3 `trap_return` loads before popping the frame: the resumed domain's, or xen-lite's.
 /// Read while xen-lite's CR3 is loaded, so it need not be in the switcher.
 pub static RETURN_CR3: AtomicU64 = AtomicU64::new(0);
@@ -65,6 +101,7 @@ pub fn set_hypervisor_cr3(cr3: u64) {
     HANDLER_STACK_TOP.store(HANDLER_STACK.top(), Ordering::SeqCst);
     let frame = core::mem::size_of::<crate::entry::TrapFrame>() as u64;
     ENTRY_FRAME.store(crate::gdt::hypervisor_stack_top() - frame, Ordering::SeqCst);
+    SYSCALL_STACK.0.store(crate::gdt::hypervisor_stack_top(), Ordering::SeqCst);
 }
 
 /// xen-lite's CR3.
@@ -82,13 +119,15 @@ const PRESENT: u64 = 1;
 const WRITABLE: u64 = 2;
 
 /// The pages a guest sees, with their rights: `(start, end, writable)`.
-fn regions() -> [(u64, u64, bool); 6] {
+fn regions() -> [(u64, u64, bool); 8] {
     let [gdt, tss, rsp0, df] = crate::gdt::switcher_pages();
     [
         (crate::entry::switcher_text().0, crate::entry::switcher_text().1, false),
         (crate::idt::table_pages().0, crate::idt::table_pages().1, false),
         (gdt.0, tss.1.max(gdt.1), false),
         (HYPERVISOR_CR3.pages().0, HYPERVISOR_CR3.pages().1, false),
+        (SYSCALL_STACK.pages().0, SYSCALL_STACK.pages().1, false),
+        (SYSCALL_SCRATCH.pages().0, SYSCALL_SCRATCH.pages().1, true),
         (rsp0.0, rsp0.1, true),
         (df.0, df.1, true),
     ]

@@ -71,6 +71,10 @@ pub struct Domain {
     pub event_callback: u64,
     /// Failsafe callback (`set_callbacks`); recorded, used when segment reloads fail.
     pub failsafe_callback: u64,
+    /// Where a user `syscall` is bounced to (`set_callbacks`); 0 = none.
+    pub syscall_callback: u64,
+    /// The ring-1 handler for `int 0x80` if the trap table gave it DPL 3: the fast trap.
+    pub fast_trap: Option<u64>,
     /// `rip` range in which no upcall is delivered (the guest's unmask-and-`iretq` window).
     pub no_delivery: Range<u64>,
     /// Ring-1 stack for bounces from ring 3 (`stack_switch`).
@@ -144,6 +148,8 @@ impl Domain {
             traps: [TrapHandler::default(); 256],
             event_callback: 0,
             failsafe_callback: 0,
+            syscall_callback: 0,
+            fast_trap: None,
             no_delivery: 0..0,
             kernel_stack: None,
             timer_deadline: 0,

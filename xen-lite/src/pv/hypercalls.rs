@@ -11,7 +11,7 @@ use hypercall_abi::devices::GUEST_STATUS_MAX;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_MAX, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND,
     EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, NR_EVENT_PORTS, NR_VIRQS, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
-    SCHEDOP_YIELD, XEN_LITE_VERSION,
+    SCHEDOP_YIELD, SYSCALL_VECTOR, XEN_LITE_VERSION,
 };
 
 use super::domain::{Domain, Port, State, TrapHandler};
@@ -83,6 +83,8 @@ fn do_set_trap_table(domain: &mut Domain, table: u64) -> Result {
                 TrapHandler { address: info.address, dpl: info.flags & 3 };
         }
     }
+    let fast = traps[usize::from(SYSCALL_VECTOR)];
+    domain.fast_trap = (fast.address != 0 && fast.dpl == 3).then_some(fast.address);
     domain.traps = traps;
     Ok(0)
 }
@@ -110,8 +112,8 @@ fn do_set_callbacks(
     }
     domain.event_callback = event;
     domain.failsafe_callback = failsafe;
+    domain.syscall_callback = syscall;
     domain.no_delivery = start..end;
-    // `syscall` is accepted now and used once user processes make system calls.
     Ok(0)
 }
 

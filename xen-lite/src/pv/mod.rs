@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED};
 use hypercall_abi::frame::has_error_code;
 use hypercall_abi::hypercall::{
-    Hypercall, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR,
+    Hypercall, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR, SYSCALL_BOUNCE_VECTOR,
 };
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::Mode;
@@ -267,6 +267,19 @@ impl Pv {
         }
     }
 
+    /// A user program's `syscall`, which always enters ring 0: bounce it to the guest
+    /// kernel's syscall callback, as if the user had raised an interrupt.
+    fn guest_syscall(&mut self, index: usize, frame: &mut TrapFrame) {
+        let domain = self.domain(index);
+        domain.stats.entries_syscall += 1;
+        let handler = domain.syscall_callback;
+        if handler == 0 {
+            self.kill(index, format_args!("syscall at rip {:#x}: no syscall callback registered with set_callbacks", frame.rip));
+            return;
+        }
+        let _ = self.bounce(index, frame, handler, None);
+    }
+
     /// A timer tick: time advances, timers fire, the slice shrinks.
     fn tick(&mut self) {
         let now = timer::tick();
@@ -340,28 +353,42 @@ impl fmt::Display for Summary<'_> {
 /// whatever `frame` now describes.
 pub fn handle(frame: &mut TrapFrame) {
     let mut pv = PV.lock();
-    let vector = frame.vector as u8;
     if let (Some(c), true) = (pv.current, frame.cs & 3 != 0) {
         pv.domain(c).stats.cr3_writes += 1; // the entry code loaded xen-lite's CR3
     }
-    match (vector, pv.current) {
-        (TIMER_VECTOR, _) => pv.tick(),
-        (HYPERCALL_VECTOR, Some(c)) if frame.cs & 3 == 1 => {
+    match (frame.vector, pv.current) {
+        (v, _) if v == u64::from(TIMER_VECTOR) => pv.tick(),
+        (v, Some(c)) if v == u64::from(HYPERCALL_VECTOR) && frame.cs & 3 == 1 => {
             pv.domain(c).stats.entries_hypercall += 1;
             hypercalls::dispatch(&mut pv, c, frame);
         }
+        (SYSCALL_BOUNCE_VECTOR, Some(c)) => pv.guest_syscall(c, frame),
         (v, Some(c)) if v < 32 && frame.cs & 3 != 0 => pv.guest_exception(c, frame),
         _ => crate::trap::fatal_exception(frame),
     }
     pv.resume(frame);
-    // `trap_return` loads this CR3 before it pops the frame.
+    // What `trap_return` needs for the context it resumes: its CR3, and (for a domain) its
+    // fast-trap gate and ring-1 stack.
     match pv.current {
         Some(c) => {
             let domain = pv.domain(c);
             domain.stats.cr3_writes += 1;
             switcher::set_return_cr3(domain.cr3);
+            load_fast_trap(domain);
         }
         None => switcher::set_return_cr3(switcher::hypervisor_cr3()),
+    }
+}
+
+/// Points the `int 0x80` gate and TSS.RSP1 at `domain`'s handler and stack, if it registered
+/// both; otherwise removes the gate.
+fn load_fast_trap(domain: &Domain) {
+    match (domain.fast_trap, domain.kernel_stack) {
+        (Some(handler), Some(stack)) => {
+            crate::gdt::set_ring1_stack(stack);
+            crate::idt::set_fast_trap(Some(handler));
+        }
+        _ => crate::idt::set_fast_trap(None),
     }
 }
 
@@ -449,6 +476,7 @@ pub fn start(
         pv.domains[id] = Some(build(id as u32, config, cmdline, image, base, page_info));
     }
     timer::init();
+    crate::syscall::init(crate::entry::syscall_entry_address());
     ACTIVE.store(true, Ordering::Relaxed);
     let first = pv.domain(0);
     let (regs, cr3) = (first.regs, first.cr3);
