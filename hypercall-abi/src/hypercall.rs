@@ -328,7 +328,10 @@ impl Stats {
             stats.cr3_writes,
             stats.mmu_rejected,
             stats.entries_syscall,
-        ] = [words[96], words[97], words[98], words[99], words[100], words[101], words[102], words[103]];
+        ] = [
+            words[96], words[97], words[98], words[99], words[100], words[101], words[102],
+            words[103],
+        ];
         stats
     }
 }

@@ -31,6 +31,7 @@ mod platform;
 mod console;
 mod args;
 mod traps;
+mod syscall;
 mod events;
 mod timer;
 mod workloads;

@@ -20,7 +20,9 @@ use crate::platform;
 /// Exceptions with a handler: all 32.
 pub const VECTORS: usize = 32;
 /// The pseudo-vector the event-upcall entry records.
-pub const EVENT_VECTOR: u64 = 256;
+pub const EVENT_VECTOR: u64 = 0x200;
+/// The vector of system calls (`int 0x80`; a bounced `syscall` arrives at the same entry).
+pub const SYSCALL_VECTOR: u64 = hypercall_abi::hypercall::SYSCALL_VECTOR as u64;
 
 global_asm!(
     r#"
@@ -45,6 +47,13 @@ guest_trap_vectors:
         .set vector, vector + 1
     .endr
     .noaltmacro
+
+    // A system call, by `int 0x80` or bounced `syscall`: the same frame, no error code.
+    .global guest_syscall_entry
+guest_syscall_entry:
+    push 0
+    push {syscall_vector}
+    jmp guest_trap_common
 
     // The event upcall: a bounce frame like an interrupt's, no error code.
     .global guest_event_entry
@@ -120,6 +129,7 @@ guest_trap_resume:
     error_code_mask = const ERROR_CODE_VECTORS,
     vectors = const VECTORS,
     event_vector = const EVENT_VECTOR,
+    syscall_vector = const SYSCALL_VECTOR,
     stub_pushed = const STUB_PUSHED,
     handler = sym handle,
     catch_rsp = sym CATCH_RSP,
@@ -128,15 +138,18 @@ guest_trap_resume:
 unsafe extern "C" {
     static guest_trap_vectors: u8;
     static guest_event_entry: u8;
+    static guest_syscall_entry: u8;
     fn guest_catch_enter(rip: u64, cs: u64, rsp: u64, ss: u64);
     static guest_trap_resume: u8;
 }
 
-/// Address of the entry for exception `vector` (0-31), or of the event upcall for
-/// [`EVENT_VECTOR`].
+/// Address of the entry for exception `vector` (0-31), of the system-call entry for
+/// [`SYSCALL_VECTOR`], or of the event upcall for [`EVENT_VECTOR`].
 pub fn handler_address(vector: u64) -> u64 {
     if vector == EVENT_VECTOR {
         core::ptr::addr_of!(guest_event_entry) as u64
+    } else if vector == SYSCALL_VECTOR {
+        core::ptr::addr_of!(guest_syscall_entry) as u64
     } else {
         core::ptr::addr_of!(guest_trap_vectors) as u64 + vector % VECTORS as u64 * 16
     }
@@ -187,28 +200,41 @@ pub fn catch_in_kernel(rip: u64) -> Caught {
     catch(rip, platform::KERNEL_CS, rsp, platform::KERNEL_SS)
 }
 
+/// If a [`catch`] is running, records `caught` and points `frame` back into it (the snippet is
+/// over); returns whether it did.
+pub fn end_catch(frame: &mut TrapFrame, caught: Caught) -> bool {
+    if !CATCH_ARMED.swap(false, Ordering::SeqCst) {
+        return false;
+    }
+    // SAFETY: single CPU, and `catch` reads it only after we resume there.
+    unsafe { core::ptr::addr_of_mut!(CAUGHT).write(caught) };
+    frame.rip = core::ptr::addr_of!(guest_trap_resume) as u64;
+    frame.cs = u64::from(platform::KERNEL_CS);
+    frame.rsp = CATCH_RSP.load(Ordering::SeqCst);
+    frame.ss = u64::from(platform::KERNEL_SS);
+    true
+}
+
 /// Called by the stubs with the saved frame.
 extern "C" fn handle(frame: &mut TrapFrame) {
     if frame.vector == EVENT_VECTOR {
         crate::events::upcall();
         return;
     }
-    if CATCH_ARMED.swap(false, Ordering::SeqCst) {
-        let caught = Caught {
-            vector: frame.vector,
-            error_code: frame.error_code,
-            rip: frame.rip,
-            cs: frame.cs,
-            rsp: frame.rsp,
-            fault_address: if frame.vector == 14 { platform::fault_address() } else { 0 },
-            rflags: frame.rflags,
-        };
-        // SAFETY: single CPU, and `catch` reads it only after we resume there.
-        unsafe { core::ptr::addr_of_mut!(CAUGHT).write(caught) };
-        frame.rip = core::ptr::addr_of!(guest_trap_resume) as u64;
-        frame.cs = u64::from(platform::KERNEL_CS);
-        frame.rsp = CATCH_RSP.load(Ordering::SeqCst);
-        frame.ss = u64::from(platform::KERNEL_SS);
+    if frame.vector == SYSCALL_VECTOR {
+        crate::syscall::dispatch(frame);
+        return;
+    }
+    let caught = Caught {
+        vector: frame.vector,
+        error_code: frame.error_code,
+        rip: frame.rip,
+        cs: frame.cs,
+        rsp: frame.rsp,
+        fault_address: if frame.vector == 14 { platform::fault_address() } else { 0 },
+        rflags: frame.rflags,
+    };
+    if end_catch(frame, caught) {
         return;
     }
     crate::println!(

@@ -89,7 +89,10 @@ pub fn set_fast_trap(handler: Option<u64>) {
         .finish(),
         None => Descriptor64::NULL,
     };
-    IDT.get().expect("idt::init runs at boot").0.update(|idt| idt[usize::from(SYSCALL_VECTOR)] = gate);
+    IDT.get()
+        .expect("idt::init runs at boot")
+        .0
+        .update(|idt| idt[usize::from(SYSCALL_VECTOR)] = gate);
 }
 
 #[cfg(test)]

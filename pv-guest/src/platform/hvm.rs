@@ -124,6 +124,14 @@ pub fn install_traps() -> Result<(), Errno> {
             .dpl(dpl)
             .finish();
         }
+        idt[crate::traps::SYSCALL_VECTOR as usize] =
+            <DescriptorBuilder as GateDescriptorBuilder<u64>>::trap_gate_descriptor(
+                SegmentSelector::from_raw(KERNEL_CS),
+                crate::traps::handler_address(crate::traps::SYSCALL_VECTOR),
+            )
+            .present()
+            .dpl(Ring::Ring3)
+            .finish();
         idt
     });
     // SAFETY: the table is a static built once, and every gate points at a `traps` entry stub.

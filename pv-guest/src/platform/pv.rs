@@ -117,7 +117,7 @@ pub fn shutdown(code: u8) -> ! {
 
 /// Installs the trap table, the bounce stack and the event callback.
 pub fn install_traps() -> Result<(), Errno> {
-    let mut table = [TrapInfo::default(); traps::VECTORS + 1];
+    let mut table = [TrapInfo::default(); traps::VECTORS + 2];
     for (vector, entry) in table.iter_mut().take(traps::VECTORS).enumerate() {
         // #BP and #OF may be raised from user code with `int3` / `into`.
         let dpl = if vector == 3 || vector == 4 { 3 } else { 0 };
@@ -128,11 +128,22 @@ pub fn install_traps() -> Result<(), Errno> {
             address: traps::handler_address(vector as u64),
         };
     }
+    // `int 0x80` with DPL 3: xen-lite turns it into the fast trap, ring 3 straight to ring 1.
+    let syscall = traps::handler_address(traps::SYSCALL_VECTOR);
+    table[traps::VECTORS] = TrapInfo {
+        vector: traps::SYSCALL_VECTOR as u8,
+        flags: 3,
+        reserved: [0; 6],
+        address: syscall,
+    };
     call(Hypercall::SetTrapTable, [table.as_ptr() as u64, 0, 0, 0, 0])?;
     let stack_top = KERNEL_STACK.0.get() as u64 + KERNEL_STACK_SIZE as u64;
     call(Hypercall::StackSwitch, [u64::from(FLAT_RING1_DS), stack_top, 0, 0, 0])?;
     let (start, end) = unmask_window();
-    call(Hypercall::SetCallbacks, [traps::handler_address(traps::EVENT_VECTOR), 0, 0, start, end])?;
+    call(
+        Hypercall::SetCallbacks,
+        [traps::handler_address(traps::EVENT_VECTOR), 0, syscall, start, end],
+    )?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use hypercall_abi::layout::selectors::{FLAT_RING1_DS, FLAT_RING3_CS, FLAT_RING3_
 use hypercall_abi::layout::{gfn_to_va, GUEST_KERNEL_BASE, HYPERVISOR_START, PAGE_SIZE};
 use hypercall_abi::StartInfo;
 
+use crate::syscall::{SYS_EXIT, SYS_GETPID};
 use crate::traps::{catch, catch_in_kernel, Caught};
 use crate::{events, platform, println};
 
@@ -54,6 +55,7 @@ pub fn run(info: &StartInfo) -> u8 {
     direct_paging(info);
     xen_lite_is_out_of_reach();
     bounces_from_ring_3();
+    both_syscall_paths();
     events_and_the_virtual_if(info);
     let (passed, failed) = (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
     println!("tests: {passed} passed, {failed} failed");
@@ -233,6 +235,28 @@ user_gp:        hlt
 user_hypercall: mov eax, 18
 user_int82:     int 0x82
                 ud2
+user_syscalls:  mov r12d, {calls}       // `calls` getpid()s by `syscall`, checking each answer,
+3:              mov eax, {getpid}       // then exit(0)
+                syscall
+                cmp rax, 1
+                jne 4f
+                dec r12d
+                jnz 3b
+                xor edi, edi
+                mov eax, {exit}
+                syscall
+4:              ud2
+user_fast:      mov r12d, {calls}       // the same by `int 0x80`, then exit(7)
+5:              mov eax, {getpid}
+                int 0x80
+                cmp rax, 1
+                jne 6f
+                dec r12d
+                jnz 5b
+                mov edi, 7
+                mov eax, {exit}
+                int 0x80
+6:              ud2
     .balign 16
 user_stack:     .space 1024
 user_stack_top:
@@ -240,7 +264,13 @@ user_stack_top:
     kernel = const GUEST_KERNEL_BASE,
     page_table = sym PAGE_TABLE,
     target = sym TARGET,
+    calls = const SYSCALLS,
+    getpid = const SYS_GETPID,
+    exit = const SYS_EXIT,
 );
+
+/// System calls each path test makes.
+const SYSCALLS: u64 = 100;
 
 /// The address `kernel_peek` reads and `kernel_poke` writes.
 static TARGET: AtomicU64 = AtomicU64::new(0);
@@ -271,6 +301,8 @@ unsafe extern "C" {
     static user_gp: u8;
     static user_hypercall: u8;
     static user_int82: u8;
+    static user_syscalls: u8;
+    static user_fast: u8;
     static user_stack_top: u8;
 }
 
@@ -596,6 +628,62 @@ fn bounces_from_ring_3() {
             caught.vector, caught.rip, caught.error_code
         ),
     );
+}
+
+/// `syscall` enters xen-lite once and is bounced to the kernel; `int 0x80` goes from ring 3
+/// straight to ring 1. The counters must show exactly that: one entry per bounced call, none per
+/// fast-trapped one (and nothing else: no exceptions, only the one `stats` hypercall).
+fn both_syscall_paths() {
+    let paths = [
+        (
+            "getpid() by syscall answered, then exit(0)",
+            "syscall: 1 hypervisor entry per call",
+            address!(user_syscalls),
+            0,
+            1,
+        ),
+        (
+            "getpid() by int 0x80 answered, then exit(7)",
+            "int 0x80: 0 hypervisor entries per call",
+            address!(user_fast),
+            7,
+            0,
+        ),
+    ];
+    for (answered, entries, snippet, status, per_call) in paths {
+        let before = platform::stats();
+        let caught = in_ring_3(snippet);
+        let after = platform::stats();
+        let (Ok(before), Ok(after)) = (before, after) else {
+            check(entries, false, format_args!("stats unavailable"));
+            continue;
+        };
+        check(
+            answered,
+            caught.vector == crate::traps::SYSCALL_VECTOR
+                && caught.error_code == status
+                && caught.cs & 3 == 3,
+            format_args!(
+                "vector {:#x}, status {}, ring {}",
+                caught.vector,
+                caught.error_code,
+                caught.cs & 3
+            ),
+        );
+        let syscalls = after.entries_syscall - before.entries_syscall;
+        let others = (
+            after.entries_exception - before.entries_exception,
+            after.entries_hypercall - before.entries_hypercall,
+        );
+        check(
+            entries,
+            syscalls == per_call * (SYSCALLS + 1) && others == (0, 1),
+            format_args!(
+                "{syscalls} syscall entries for {} calls; exceptions and hypercalls {others:?}",
+                SYSCALLS + 1
+            ),
+        );
+    }
 }
 
 /// Spins until xen-lite's clock passes `deadline`.

@@ -274,7 +274,13 @@ impl Pv {
         domain.stats.entries_syscall += 1;
         let handler = domain.syscall_callback;
         if handler == 0 {
-            self.kill(index, format_args!("syscall at rip {:#x}: no syscall callback registered with set_callbacks", frame.rip));
+            self.kill(
+                index,
+                format_args!(
+                    "syscall at rip {:#x}: no syscall callback registered with set_callbacks",
+                    frame.rip
+                ),
+            );
             return;
         }
         let _ = self.bounce(index, frame, handler, None);
