@@ -195,7 +195,8 @@ fn call_number(number: u64) -> Result<u64, Errno> {
 global_asm!(
     r#"
     .section .text.selftest_snippets, "ax"
-    .global kernel_bp, kernel_bp_end, kernel_ud, kernel_de, kernel_pf
+    .global kernel_bp, kernel_bp_end, kernel_ud, kernel_de, kernel_de_div, kernel_pf, kernel_pf_load
+    .global kernel_pt, kernel_pt_store, kernel_peek, kernel_peek_load, kernel_poke, kernel_poke_store
 kernel_bp:      int3
 kernel_bp_end:  ud2
 kernel_ud:      ud2
@@ -219,7 +220,8 @@ kernel_poke_store: mov qword ptr [rax], 0
 
     .section .user, "awx"
     .balign 4096
-    .global user_de, user_bp_end, user_pf, user_gp, user_hypercall, user_stack_top
+    .global user_de, user_de_div, user_bp, user_bp_end, user_pf, user_pf_load, user_gp
+    .global user_hypercall, user_int82, user_syscalls, user_fast, user_stack_top
 user_de:        xor ecx, ecx
                 xor eax, eax
                 xor edx, edx
