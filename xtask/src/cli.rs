@@ -14,6 +14,10 @@ usage:
   cargo xtask test   [--filter PATTERN] [--timeout SECS] [--jobs N] [--release]
       Host unit tests of every crate, then the boot tests in QEMU and Bochs.
       Ends with \"N passed, N failed[, N skipped]\".
+  cargo xtask gdb    [--mode pv|native] [--guests A,B,...] [--port N] [--release]
+                     [--no-gdb | --batch FILE | --walkthrough [--record]] [-- XEN_LITE_CMDLINE_WORDS...]
+      QEMU halted at its first instruction, gdb attached with the symbols of xen-lite and the
+      guest kernel and the xl-* commands. --walkthrough runs the checked syscall walkthrough.
   cargo xtask doctor
       What this machine can run (QEMU, Bochs with VMX, gdb, KVM) and how to fix what is missing.
 
@@ -66,10 +70,27 @@ pub struct TestOptions {
     pub release: bool,
 }
 
+/// Options of `gdb`.
+#[derive(Debug)]
+pub struct GdbOptions {
+    pub mode: Mode,
+    pub guests: Vec<String>,
+    pub port: u16,
+    pub release: bool,
+    pub no_gdb: bool,
+    pub batch: Option<std::path::PathBuf>,
+    pub walkthrough: bool,
+    pub record: bool,
+    pub extra: Vec<String>,
+    /// Print the transcript only on failure (the test suite).
+    pub quiet: bool,
+}
+
 /// A parsed command.
 #[derive(Debug)]
 pub enum Command {
     Run(RunOptions),
+    Gdb(GdbOptions),
     Test(TestOptions),
     Doctor,
     Help,
@@ -88,6 +109,15 @@ fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
         _ => Err(format!("{flag} '{text}' is not a positive number of seconds")),
     }
+}
+
+/// Splits a `--guests` list: comma-separated guest command lines, none empty, no quotes.
+fn guest_list(list: &str) -> Result<Vec<String>, String> {
+    let guests: Vec<String> = list.split(',').map(|g| g.trim().to_string()).collect();
+    if guests.iter().any(|g| g.is_empty() || g.contains('"')) {
+        return Err(format!("--guests '{list}': names must be non-empty, without quotes"));
+    }
+    Ok(guests)
 }
 
 /// Parses the arguments after `cargo xtask`.
@@ -131,15 +161,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                             }
                         }
                     }
-                    "--guests" => {
-                        let list = value(flag, &mut it)?;
-                        options.guests = list.split(',').map(|g| g.trim().to_string()).collect();
-                        if options.guests.iter().any(|g| g.is_empty() || g.contains('"')) {
-                            return Err(format!(
-                                "--guests '{list}': names must be non-empty, without quotes"
-                            ));
-                        }
-                    }
+                    "--guests" => options.guests = guest_list(value(flag, &mut it)?)?,
                     "--release" => options.release = true,
                     "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
                     "--" => options.extra.extend(it.by_ref().cloned()),
@@ -147,6 +169,58 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 }
             }
             Ok(Command::Run(options))
+        }
+        "gdb" => {
+            let mut options = GdbOptions {
+                mode: Mode::Pv,
+                guests: Vec::new(),
+                port: crate::gdb::default_port(),
+                release: false,
+                no_gdb: false,
+                batch: None,
+                walkthrough: false,
+                record: false,
+                extra: Vec::new(),
+                quiet: false,
+            };
+            while let Some(flag) = it.next() {
+                match flag.as_str() {
+                    "--mode" => {
+                        let name = value(flag, &mut it)?;
+                        options.mode = Mode::from_name(name).ok_or_else(|| {
+                            format!("--mode '{name}': expected pv, vmx, svm or native")
+                        })?;
+                    }
+                    "--guests" => options.guests = guest_list(value(flag, &mut it)?)?,
+                    "--port" => {
+                        let text = value(flag, &mut it)?;
+                        options.port = text
+                            .parse()
+                            .ok()
+                            .filter(|&p| p >= 1024)
+                            .ok_or_else(|| format!("--port '{text}': expected 1024..=65535"))?;
+                    }
+                    "--release" => options.release = true,
+                    "--no-gdb" => options.no_gdb = true,
+                    "--batch" => options.batch = Some(value(flag, &mut it)?.into()),
+                    "--walkthrough" => options.walkthrough = true,
+                    "--record" => options.record = true,
+                    "--" => options.extra.extend(it.by_ref().cloned()),
+                    other => return Err(format!("gdb: unknown flag '{other}'")),
+                }
+            }
+            if options.record && !options.walkthrough {
+                return Err("--record only goes with --walkthrough".into());
+            }
+            if [options.no_gdb, options.batch.is_some(), options.walkthrough]
+                .iter()
+                .filter(|&&x| x)
+                .count()
+                > 1
+            {
+                return Err("choose one of --no-gdb, --batch and --walkthrough".into());
+            }
+            Ok(Command::Gdb(options))
         }
         "test" => {
             let mut options =

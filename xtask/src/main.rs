@@ -4,6 +4,7 @@
 //! cargo xtask run    [--mode M] [--emulator qemu|bochs|kvm] [--guests a,b] [--release]
 //!                    [--timeout SECS] [-- XEN_LITE_CMDLINE_WORDS...]
 //! cargo xtask test   [--filter P] [--timeout SECS] [--jobs N] [--release]
+//! cargo xtask gdb    [--mode M] [--guests a,b] [--no-gdb | --batch FILE | --walkthrough]
 //! cargo xtask doctor
 //! ```
 //!
@@ -21,6 +22,7 @@ mod run;
 mod boot_tests;
 mod checks;
 mod test;
+mod gdb;
 mod doctor;
 
 use std::process::ExitCode;
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Run(options) => run::run(&options),
         cli::Command::Test(options) => test::test(&options),
+        cli::Command::Gdb(options) => gdb::gdb(&options),
         cli::Command::Doctor => doctor::doctor(),
     };
     match result {

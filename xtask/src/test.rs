@@ -62,6 +62,9 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if !tests.is_empty() {
         boot(&tests, options, &mut tally)?;
     }
+    if wanted("gdb-walkthrough/qemu") {
+        gdb_walkthrough(options, &mut tally);
+    }
 
     let skipped: String =
         tally.skipped.iter().map(|(why, n)| format!(", {n} skipped ({why})")).collect();
@@ -72,6 +75,44 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     );
     println!("{} passed, {} failed{skipped}", tally.passed, tally.failed);
     Ok(if tally.failed == 0 { 0 } else { 1 })
+}
+
+/// The checked gdb walkthrough of one system call (`xtask/gdb/walkthrough.gdb`), in QEMU.
+fn gdb_walkthrough(options: &TestOptions, tally: &mut Tally) {
+    let missing = setup::missing_packages();
+    if let Some(package) = missing.iter().find(|p| p.name == "gdb" || p.name == "qemu-system-x86") {
+        let why = format!("{} missing: {}", package.name, setup::install_command(&[package]));
+        *tally.skipped.entry(why).or_default() += 1;
+        return;
+    }
+    let start = Instant::now();
+    let session = crate::cli::GdbOptions {
+        mode: hypercall_abi::Mode::Pv,
+        guests: Vec::new(),
+        // Away from the interactive default, so a student's open session does not collide.
+        port: crate::gdb::default_port() + 2500,
+        release: options.release,
+        no_gdb: false,
+        batch: None,
+        walkthrough: true,
+        record: false,
+        extra: Vec::new(),
+        quiet: true,
+    };
+    match crate::gdb::gdb(&session) {
+        Ok(0) => {
+            tally.passed += 1;
+            println!("PASS  gdb-walkthrough/qemu ({:.1} s)", start.elapsed().as_secs_f64());
+        }
+        Ok(code) => {
+            tally.failed += 1;
+            println!("FAIL  gdb-walkthrough/qemu: gdb exited {code} (transcript above)");
+        }
+        Err(error) => {
+            tally.failed += 1;
+            println!("FAIL  gdb-walkthrough/qemu: {error}");
+        }
+    }
 }
 
 /// Runs `cargo test --workspace` and adds its counts.

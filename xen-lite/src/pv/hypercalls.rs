@@ -60,7 +60,9 @@ fn valid_code_address(domain: &Domain, address: u64) -> bool {
 
 /// `set_trap_table(table)`: reads `TrapInfo` records until one has address 0 (at most 256).
 /// A null `table` clears the virtual IDT. All-or-nothing: a bad entry changes nothing.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_set_trap_table(domain: &mut Domain, table: u64) -> Result {
     let mut traps = [TrapHandler::default(); 256];
     if table != 0 {
@@ -92,7 +94,9 @@ fn do_set_trap_table(domain: &mut Domain, table: u64) -> Result {
 
 /// `stack_switch(ss, rsp)`: the ring-1 stack for bounces from ring 3. `ss` must be the guest
 /// kernel's data selector; a bounce frame (48 bytes) must fit below `rsp` in the domain.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_stack_switch(domain: &mut Domain, ss: u64, rsp: u64) -> Result {
     if ss != u64::from(GUEST_KERNEL_DS.bits()) {
         return Err(Errno::EINVAL);
@@ -104,7 +108,9 @@ fn do_stack_switch(domain: &mut Domain, ss: u64, rsp: u64) -> Result {
 }
 
 /// `set_callbacks(event, failsafe, syscall, no_delivery_start, no_delivery_end)`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_set_callbacks(
     domain: &mut Domain,
     [event, failsafe, syscall, start, end]: [u64; 5],
@@ -122,20 +128,26 @@ fn do_set_callbacks(
 
 /// `set_timer_op(deadline_ns)`: a one-shot VIRQ_TIMER at `deadline_ns`; 0 cancels. A deadline
 /// already past fires at the next tick.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_set_timer_op(pv: &mut Pv, caller: usize, deadline: u64) -> Result {
     pv.domain(caller).timer_deadline = deadline;
     Ok(0)
 }
 
 /// `xen_version()`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_xen_version() -> Result {
     Ok(XEN_LITE_VERSION)
 }
 
 /// `console_io(CONSOLEIO_WRITE, len, buf)`: returns `len`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_console_io(domain: &mut Domain, command: u64, len: u64, buffer: u64) -> Result {
     if command != CONSOLEIO_WRITE {
         return Err(Errno::ENOSYS);
@@ -157,7 +169,9 @@ fn do_console_io(domain: &mut Domain, command: u64, len: u64, buffer: u64) -> Re
 }
 
 /// `sched_op(cmd, arg)`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_sched_op(pv: &mut Pv, caller: usize, command: u64, arg: u64) -> Result {
     match command {
         SCHEDOP_YIELD => {
@@ -188,7 +202,9 @@ fn do_sched_op(pv: &mut Pv, caller: usize, command: u64, arg: u64) -> Result {
 }
 
 /// `event_channel_op(cmd, arg0, arg1)`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_event_channel_op(pv: &mut Pv, caller: usize, command: u64, arg0: u64, arg1: u64) -> Result {
     match command {
         EVTCHNOP_BIND_VIRQ => {
@@ -239,7 +255,9 @@ fn free_port(domain: &Domain) -> core::result::Result<usize, Errno> {
 }
 
 /// `stats(buf)`: copies this domain's `Stats` out.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 fn do_stats(domain: &mut Domain, buffer: u64) -> Result {
     let mut bytes = [0u8; Stats::WORDS * 8];
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(domain.stats.to_words()) {

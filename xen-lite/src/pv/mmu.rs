@@ -48,7 +48,9 @@ fn refused(domain: &mut Domain, error: MmError) -> Errno {
 }
 
 /// `mmu_update(requests, count, done)`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) -> Result {
     if count > MMU_BATCH_MAX {
         return Err(Errno::EINVAL);
@@ -91,7 +93,9 @@ fn apply_update(domain: &mut Domain, request: MmuUpdate) -> core::result::Result
 }
 
 /// `mmuext_op(ops, count, done)`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 pub fn do_mmuext_op(domain: &mut Domain, ops: u64, count: u64, done: u64) -> Result {
     if count > MMU_BATCH_MAX {
         return Err(Errno::EINVAL);
@@ -168,7 +172,9 @@ fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errn
 }
 
 /// `update_va_mapping(va, entry, flags)`.
-#[inline(never)] // a real function, so `break do_<name>` finds it in gdb
+// A real function under its plain name, so `break do_<name>` finds it in gdb.
+#[inline(never)]
+#[unsafe(no_mangle)]
 pub fn do_update_va_mapping(domain: &mut Domain, va: u64, entry: u64, flags: u64) -> Result {
     let l4 = domain.cr3 >> 12;
     let mut table = domain.frame_table();

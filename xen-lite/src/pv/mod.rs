@@ -25,7 +25,7 @@ mod schedule;
 
 use core::fmt;
 use core::mem::size_of;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED};
 use hypercall_abi::frame::has_error_code;
@@ -77,6 +77,10 @@ static PV: Mutex<Pv> = Mutex::new(Pv {
 /// Set once the domains are built: from then on traps from outer rings belong to them. An
 /// atomic rather than a look into `PV`, so a fault while `PV` is locked still gets reported.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// The domain running now (`u64::MAX` while idle); for debuggers (`xl-domain` in gdb).
+#[used] // read only by debuggers: keep it, and every store to it
+pub static CURRENT_DOMAIN: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Whether `pv` mode is running.
 pub fn active() -> bool {
@@ -373,6 +377,7 @@ pub fn handle(frame: &mut TrapFrame) {
         _ => crate::trap::fatal_exception(frame),
     }
     pv.resume(frame);
+    CURRENT_DOMAIN.store(pv.current.map_or(u64::MAX, |c| c as u64), Ordering::Relaxed);
     // What `trap_return` needs for the context it resumes: its CR3, and (for a domain) its
     // fast-trap gate and ring-1 stack.
     match pv.current {
@@ -488,6 +493,7 @@ pub fn start(
     let (regs, cr3) = (first.regs, first.cr3);
     first.stats.schedules += 1;
     pv.current = Some(0);
+    CURRENT_DOMAIN.store(0, Ordering::Relaxed);
     pv.slice_left = SLICE_TICKS;
     drop(pv);
     log::info!("pv: entering dom0 in ring 1");

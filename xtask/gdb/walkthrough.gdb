@@ -1,0 +1,67 @@
+# Follow one system call, checked: the walkthrough behind lecture-notes/04-follow-one-syscall.md.
+# Run by `cargo xtask gdb --walkthrough` (and so by `cargo xtask test`); any failed check ends
+# gdb with status 1.
+
+python
+import gdb
+
+def check(condition, what):
+    if not condition:
+        print("walkthrough: FAILED: " + what)
+        gdb.execute("kill")
+        gdb.execute("quit 1")
+    print("walkthrough: ok: " + what)
+
+def value(expression):
+    return int(gdb.parse_and_eval(expression)) & ((1 << 64) - 1)
+end
+
+echo \n== 1. A hypercall: stop in xen-lite's handler for console_io\n
+break do_console_io
+continue
+info args
+xl-hypercall
+xl-ring
+python
+check(value("command") == 0, "console_io was asked to write (command 0)")
+check(0 < value("len") <= 4096, "its length is between 1 and 4096 bytes")
+check(value("buffer") >= 0xffffffff80000000, "its buffer lies in the guest's direct map")
+check(value("$cs") & 3 == 0, "the handler runs in ring 0")
+end
+delete
+
+echo \n== 2. A system call: user code runs `syscall`, xen-lite bounces it to the guest kernel\n
+hbreak guest_syscall_entry
+continue
+xl-ring
+xl-domain
+xl-frame
+python
+check(value("$cs") & 3 == 1, "the guest's syscall entry runs in ring 1 (CS RPL 1)")
+saved_cs = int.from_bytes(bytes(gdb.selected_inferior().read_memory(value("$rsp") + 8, 8)), "little")
+check(saved_cs & 3 == 3, "the frame xen-lite built says ring 3 was interrupted (saved CS RPL 3)")
+end
+delete
+
+echo \n== 3. Back to user code: the guest kernel's own iretq, no hypervisor on the way\n
+python
+# The window's last instruction is the iretq (2 bytes) just before this label. The label comes
+# from assembly, without a type: evaluate its address as C would.
+gdb.execute("set language c")
+iretq = value("(unsigned long)&pv_unmask_window_end") - 2
+gdb.execute("set language auto")
+gdb.execute("hbreak *%#x" % iretq)
+for attempt in range(20):
+    gdb.execute("continue")
+    gdb.execute("x/i $pc")
+    gdb.execute("stepi")
+    if value("$cs") & 3 == 3:
+        break
+    print("(that iretq went back to ring %d; waiting for the one to user code)" % (value("$cs") & 3))
+check(value("$cs") & 3 == 3, "after the guest's iretq the CPU is in ring 3")
+end
+xl-ring
+x/3i $pc
+echo \nwalkthrough: all checks passed\n
+kill
+quit 0
