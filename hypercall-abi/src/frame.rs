@@ -62,6 +62,26 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
+/// Assembly that pushes the general registers so that, with the vector and error code already
+/// pushed, they complete a [`TrapFrame`] at `rsp` (r15 first, rax last: the struct lists them
+/// from the lowest address). For the kernels' entry code:
+/// `global_asm!(concat!("...", hypercall_abi::push_registers!(), "..."))`.
+#[macro_export]
+macro_rules! push_registers {
+    () => {
+        "push r15\npush r14\npush r13\npush r12\npush r11\npush r10\npush r9\npush r8\npush rbp\npush rdi\npush rsi\npush rdx\npush rcx\npush rbx\npush rax\n"
+    };
+}
+
+/// The reverse of [`push_registers!`]: pops a [`TrapFrame`]'s general registers, leaving `rsp`
+/// at its `vector`.
+#[macro_export]
+macro_rules! pop_registers {
+    () => {
+        "pop rax\npop rbx\npop rcx\npop rdx\npop rsi\npop rdi\npop rbp\npop r8\npop r9\npop r10\npop r11\npop r12\npop r13\npop r14\npop r15\n"
+    };
+}
+
 /// Bytes of general registers the common entry code pushes: everything below `vector`.
 pub const SAVED_REGISTERS: usize = offset_of!(TrapFrame, vector);
 /// Bytes the stub pushes (vector and error code) between the registers and the CPU's frame.
@@ -83,6 +103,8 @@ impl TrapFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
+    use std::vec::Vec;
 
     #[test]
     fn error_code_vectors_match_the_manual() {
@@ -90,6 +112,19 @@ mod tests {
         for vector in 0..64 {
             assert_eq!(has_error_code(vector), with.contains(&vector), "vector {vector}");
         }
+    }
+
+    #[test]
+    fn the_push_order_is_the_field_order_reversed() {
+        let pushed: Vec<&str> =
+            push_registers!().lines().map(|l| l.trim_start_matches("push ")).collect();
+        let popped: Vec<&str> =
+            pop_registers!().lines().map(|l| l.trim_start_matches("pop ")).collect();
+        assert_eq!(pushed.len(), SAVED_REGISTERS / 8);
+        assert_eq!(popped.first(), Some(&"rax"), "the lowest field is popped first");
+        let mut reversed = popped.clone();
+        reversed.reverse();
+        assert_eq!(pushed, reversed);
     }
 
     #[test]

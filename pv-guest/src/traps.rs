@@ -24,7 +24,7 @@ pub const EVENT_VECTOR: u64 = 0x200;
 /// The vector of system calls (`int 0x80`; a bounced `syscall` arrives at the same entry).
 pub const SYSCALL_VECTOR: u64 = hypercall_abi::hypercall::SYSCALL_VECTOR as u64;
 
-global_asm!(
+global_asm!(concat!(
     r#"
     .altmacro
     .macro guest_trap_stub vector
@@ -63,39 +63,15 @@ guest_event_entry:
     // fall through
 
 guest_trap_common:
-    push r15                        // TrapFrame.r15 ... down to
-    push r14
-    push r13
-    push r12
-    push r11
-    push r10
-    push r9
-    push r8
-    push rbp
-    push rdi
-    push rsi
-    push rdx
-    push rcx
-    push rbx
-    push rax                        // ... TrapFrame.rax
+    "#,
+    hypercall_abi::push_registers!(),
+    r#"
     mov rdi, rsp
     cld
     call {handler}
-    pop rax
-    pop rbx
-    pop rcx
-    pop rdx
-    pop rsi
-    pop rdi
-    pop rbp
-    pop r8
-    pop r9
-    pop r10
-    pop r11
-    pop r12
-    pop r13
-    pop r14
-    pop r15
+    "#,
+    hypercall_abi::pop_registers!(),
+    r#"
     add rsp, {stub_pushed}
     jmp platform_trap_return        // iretq, the way this flavour must do it (platform)
 
@@ -125,7 +101,7 @@ guest_trap_resume:
     pop rbp
     pop rbx
     ret
-    "#,
+    "#),
     error_code_mask = const ERROR_CODE_VECTORS,
     vectors = const VECTORS,
     event_vector = const EVENT_VECTOR,

@@ -42,7 +42,7 @@ const STUB_SIZE: u64 = 16;
 pub use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::frame::{ERROR_CODE_VECTORS, STUB_PUSHED};
 
-global_asm!(
+global_asm!(concat!(
     r#"
     .altmacro
     .macro trap_stub vector
@@ -69,21 +69,9 @@ trap_vectors:
     .noaltmacro
 
 trap_common:
-    push r15                        // TrapFrame.r15 ... down to
-    push r14
-    push r13
-    push r12
-    push r11
-    push r10
-    push r9
-    push r8
-    push rbp
-    push rdi
-    push rsi
-    push rdx
-    push rcx
-    push rbx
-    push rax                        // ... TrapFrame.rax, at the lowest address
+    "#,
+    hypercall_abi::push_registers!(), // completes the TrapFrame: rax at the lowest address
+    r#"
     mov rax, [rip + {hypervisor_cr3}]
     mov cr3, rax                    // all of xen-lite is mapped from here on
     mov rbx, rsp                    // rbx (callee-saved): the frame
@@ -107,21 +95,9 @@ trap_return:                        // rsp points at a TrapFrame
     mov rsp, [rip + {entry_frame}]
 3:
     mov cr3, rax                    // a guest's CR3: from here on only the switcher is mapped
-    pop rax
-    pop rbx
-    pop rcx
-    pop rdx
-    pop rsi
-    pop rdi
-    pop rbp
-    pop r8
-    pop r9
-    pop r10
-    pop r11
-    pop r12
-    pop r13
-    pop r14
-    pop r15
+    "#,
+    hypercall_abi::pop_registers!(),
+    r#"
     add rsp, {vector_and_error}     // drop vector and error code
     iretq
 
@@ -143,7 +119,7 @@ syscall_entry:
     .balign 4096
     .global switcher_text_end
 switcher_text_end:
-    "#,
+    "#),
     stub_size = const STUB_SIZE,
     error_code_mask = const ERROR_CODE_VECTORS,
     vectors = const VECTORS,

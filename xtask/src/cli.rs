@@ -111,6 +111,11 @@ fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses a `--mode` value.
+fn mode(name: &str) -> Result<Mode, String> {
+    Mode::from_name(name).ok_or_else(|| format!("--mode '{name}': expected pv, vmx, svm or native"))
+}
+
 /// Splits a `--guests` list: comma-separated guest command lines, none empty, no quotes.
 fn guest_list(list: &str) -> Result<Vec<String>, String> {
     let guests: Vec<String> = list.split(',').map(|g| g.trim().to_string()).collect();
@@ -143,12 +148,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             };
             while let Some(flag) = it.next() {
                 match flag.as_str() {
-                    "--mode" => {
-                        let name = value(flag, &mut it)?;
-                        options.mode = Mode::from_name(name).ok_or_else(|| {
-                            format!("--mode '{name}': expected pv, vmx, svm or native")
-                        })?;
-                    }
+                    "--mode" => options.mode = mode(value(flag, &mut it)?)?,
                     "--emulator" => {
                         options.emulator = match value(flag, &mut it)? {
                             "qemu" => Emulator::Qemu,
@@ -185,12 +185,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             };
             while let Some(flag) = it.next() {
                 match flag.as_str() {
-                    "--mode" => {
-                        let name = value(flag, &mut it)?;
-                        options.mode = Mode::from_name(name).ok_or_else(|| {
-                            format!("--mode '{name}': expected pv, vmx, svm or native")
-                        })?;
-                    }
+                    "--mode" => options.mode = mode(value(flag, &mut it)?)?,
                     "--guests" => options.guests = guest_list(value(flag, &mut it)?)?,
                     "--port" => {
                         let text = value(flag, &mut it)?;

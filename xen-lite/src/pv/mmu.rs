@@ -52,31 +52,34 @@ fn refused(domain: &mut Domain, error: MmError) -> Errno {
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) -> Result {
-    if count > MMU_BATCH_MAX {
-        return Err(Errno::EINVAL);
-    }
-    let mut applied = 0;
-    let mut result = Ok(0);
-    for index in 0..count {
-        let [ptr, val] = match read_record(domain, requests, index) {
-            Ok(record) => record,
-            Err(errno) => {
-                result = Err(errno);
-                break;
-            }
-        };
-        let request = MmuUpdate { ptr, val };
-        if let Err(errno) = apply_update(domain, request) {
-            result = Err(errno);
-            break;
-        }
-        applied += 1;
-    }
+    let (applied, result) = batch(domain, requests, count, |domain, [ptr, val]| {
+        apply_update(domain, MmuUpdate { ptr, val })
+    })?;
     if applied > 0 {
         flush_tlb();
     }
     report_done(domain, done, applied)?;
     result
+}
+
+/// Applies the 16-byte records of a guest array in order, stopping at the first refusal;
+/// returns how many were applied and the outcome.
+fn batch(
+    domain: &mut Domain,
+    array: u64,
+    count: u64,
+    mut apply: impl FnMut(&mut Domain, [u64; 2]) -> core::result::Result<(), Errno>,
+) -> core::result::Result<(u64, Result), Errno> {
+    if count > MMU_BATCH_MAX {
+        return Err(Errno::EINVAL);
+    }
+    for index in 0..count {
+        let outcome = read_record(domain, array, index).and_then(|record| apply(domain, record));
+        if let Err(errno) = outcome {
+            return Ok((index, Err(errno)));
+        }
+    }
+    Ok((count, Ok(0)))
 }
 
 fn apply_update(domain: &mut Domain, request: MmuUpdate) -> core::result::Result<(), Errno> {
@@ -97,20 +100,8 @@ fn apply_update(domain: &mut Domain, request: MmuUpdate) -> core::result::Result
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub fn do_mmuext_op(domain: &mut Domain, ops: u64, count: u64, done: u64) -> Result {
-    if count > MMU_BATCH_MAX {
-        return Err(Errno::EINVAL);
-    }
-    let mut applied = 0;
-    let mut result = Ok(0);
-    for index in 0..count {
-        let outcome = read_record(domain, ops, index)
-            .and_then(|[cmd, arg]| apply_ext(domain, MmuextOp { cmd, arg }));
-        if let Err(errno) = outcome {
-            result = Err(errno);
-            break;
-        }
-        applied += 1;
-    }
+    let (applied, result) =
+        batch(domain, ops, count, |domain, [cmd, arg]| apply_ext(domain, MmuextOp { cmd, arg }))?;
     report_done(domain, done, applied)?;
     result
 }
