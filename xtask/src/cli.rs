@@ -14,7 +14,7 @@ usage:
   cargo xtask test   [--filter PATTERN] [--timeout SECS] [--jobs N] [--release]
       Host unit tests of every crate, then the boot tests in QEMU and Bochs.
       Ends with \"N passed, N failed[, N skipped]\".
-  cargo xtask gdb    [--mode pv|native] [--guests A,B,...] [--port N] [--release]
+  cargo xtask gdb    [--mode pv|native] [--guests A,B,...] [--port N] [--symbols ELF]... [--release]
                      [--no-gdb | --batch FILE | --walkthrough [--record]] [-- XEN_LITE_CMDLINE_WORDS...]
       QEMU halted at its first instruction, gdb attached with the symbols of xen-lite and the
       guest kernel and the xl-* commands. --walkthrough runs the checked syscall walkthrough.
@@ -82,6 +82,8 @@ pub struct GdbOptions {
     pub walkthrough: bool,
     pub record: bool,
     pub extra: Vec<String>,
+    /// More symbol files to load (a user program's ELF, say).
+    pub symbols: Vec<std::path::PathBuf>,
     /// Print the transcript only on failure (the test suite).
     pub quiet: bool,
 }
@@ -181,6 +183,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 walkthrough: false,
                 record: false,
                 extra: Vec::new(),
+                symbols: Vec::new(),
                 quiet: false,
             };
             while let Some(flag) = it.next() {
@@ -200,6 +203,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--batch" => options.batch = Some(value(flag, &mut it)?.into()),
                     "--walkthrough" => options.walkthrough = true,
                     "--record" => options.record = true,
+                    "--symbols" => options.symbols.push(value(flag, &mut it)?.into()),
                     "--" => options.extra.extend(it.by_ref().cloned()),
                     other => return Err(format!("gdb: unknown flag '{other}'")),
                 }

@@ -3,7 +3,7 @@
 //! `xtask/gdb/xen_lite.py`.
 //!
 //! ```text
-//! cargo xtask gdb [--mode pv|native] [--guests A,B] [--port N] [--release]
+//! cargo xtask gdb [--mode pv|native] [--guests A,B] [--port N] [--symbols ELF]... [--release]
 //!                 [--no-gdb | --batch FILE | --walkthrough [--record]] [-- CMDLINE...]
 //! ```
 //!
@@ -39,7 +39,7 @@ pub fn default_port() -> u16 {
 }
 
 /// The gdb script that loads both kernels' symbols, the helpers, and attaches.
-pub fn gdbinit(artifacts: &Artifacts, mode: Mode, port: u16) -> String {
+pub fn gdbinit(artifacts: &Artifacts, mode: Mode, port: u16, extra_symbols: &[PathBuf]) -> String {
     let guest = if mode == Mode::Pv { &artifacts.guest_pv } else { &artifacts.guest_hvm };
     let root = root();
     format!(
@@ -52,7 +52,7 @@ set disassembly-flavor intel
 symbol-file -o {IMAGE_BASE:#x} {xen}
 # The guest kernel is linked at the address it runs at.
 add-symbol-file {guest}
-directory {root}
+{extra}directory {root}
 source {helpers}
 target remote localhost:{port}
 echo \\nxen-lite: QEMU is stopped at its first instruction (the BIOS). Try:\\n
@@ -64,6 +64,10 @@ echo   hbreak <guest symbol>   for guest code (e.g. hbreak guest_syscall_entry)\
         guest = guest.display(),
         root = root.display(),
         helpers = root.join("xtask/gdb/xen_lite.py").display(),
+        extra = extra_symbols
+            .iter()
+            .map(|file| format!("add-symbol-file {}\n", file.display()))
+            .collect::<String>(),
     )
 }
 
@@ -126,7 +130,13 @@ pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
     let line = cmdline(options.mode, &guests, &options.extra);
     let disk = disk_for(&artifacts, &dir, &artifacts::standard_bundle(&artifacts, &line)?)?;
     let init = dir.join("gdbinit");
-    fs::write(&init, gdbinit(&artifacts, options.mode, options.port)).map_err(|e| e.to_string())?;
+    for file in &options.symbols {
+        if !file.is_file() {
+            return Err(format!("--symbols {}: no such file", file.display()));
+        }
+    }
+    fs::write(&init, gdbinit(&artifacts, options.mode, options.port, &options.symbols))
+        .map_err(|e| e.to_string())?;
 
     if options.no_gdb {
         println!(

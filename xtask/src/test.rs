@@ -97,6 +97,7 @@ fn gdb_walkthrough(options: &TestOptions, tally: &mut Tally) {
         walkthrough: true,
         record: false,
         extra: Vec::new(),
+        symbols: Vec::new(),
         quiet: true,
     };
     match crate::gdb::gdb(&session) {
