@@ -49,11 +49,48 @@ pub struct StartInfo {
     /// Virtual address of the hypercall page: call `hypercall_page + 32 * n` for hypercall `n`
     /// (`pv`; in `native` mode the page is left empty).
     pub hypercall_page: u64,
+    /// Virtual address of `nr_modules` [`ModuleInfo`] records: the bundle's other images
+    /// (user programs), copied into the domain's memory after the boot stack.
+    pub modules: u64,
+    /// How many modules.
+    pub nr_modules: u64,
     /// The domain's command line, NUL-terminated UTF-8.
     pub cmdline: [u8; CMDLINE_LEN],
 }
 
-const _: () = assert!(size_of::<StartInfo>() == 88 + CMDLINE_LEN);
+/// Most modules one domain receives.
+pub const MAX_MODULES: usize = 16;
+
+/// One module: a bundle image the domain received. Written by xen-lite's domain builder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ModuleInfo {
+    /// The image's bundle name, NUL-padded.
+    pub name: [u8; 32],
+    /// Virtual address of its first byte (page-aligned, in the start-of-day direct map).
+    pub va: u64,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+const _: () = assert!(size_of::<ModuleInfo>() == 48);
+
+impl ModuleInfo {
+    /// Serialises a record into `out` in its `repr(C)` layout.
+    pub fn write_to(&self, out: &mut [u8]) {
+        out[..32].copy_from_slice(&self.name);
+        out[offset_of!(ModuleInfo, va)..][..8].copy_from_slice(&self.va.to_le_bytes());
+        out[offset_of!(ModuleInfo, len)..][..8].copy_from_slice(&self.len.to_le_bytes());
+    }
+
+    /// The name up to its first NUL, if it is UTF-8.
+    pub fn name(&self) -> Option<&str> {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        core::str::from_utf8(&self.name[..end]).ok()
+    }
+}
+
+const _: () = assert!(size_of::<StartInfo>() == 104 + CMDLINE_LEN);
 const _: () = assert!(offset_of!(StartInfo, nr_pages) == 24);
 const _: () = assert!(offset_of!(StartInfo, stack_top) == 64);
 const _: () = assert!(size_of::<StartInfo>() <= crate::layout::PAGE_SIZE as usize);
@@ -75,6 +112,8 @@ impl StartInfo {
             stack_top: 0,
             shared_info: 0,
             hypercall_page: 0,
+            modules: 0,
+            nr_modules: 0,
             cmdline: [0; CMDLINE_LEN],
         }
     }
@@ -117,6 +156,8 @@ impl StartInfo {
         put(offset_of!(StartInfo, stack_top), &self.stack_top.to_le_bytes());
         put(offset_of!(StartInfo, shared_info), &self.shared_info.to_le_bytes());
         put(offset_of!(StartInfo, hypercall_page), &self.hypercall_page.to_le_bytes());
+        put(offset_of!(StartInfo, modules), &self.modules.to_le_bytes());
+        put(offset_of!(StartInfo, nr_modules), &self.nr_modules.to_le_bytes());
         put(offset_of!(StartInfo, cmdline), &self.cmdline);
     }
 
@@ -139,13 +180,14 @@ mod tests {
 
     #[test]
     fn layout_is_what_the_guest_expects() {
-        assert_eq!(size_of::<StartInfo>(), 600);
+        assert_eq!(size_of::<StartInfo>(), 616);
         assert_eq!(offset_of!(StartInfo, magic), 0);
         assert_eq!(offset_of!(StartInfo, domain_id), 12);
         assert_eq!(offset_of!(StartInfo, mode), 16);
         assert_eq!(offset_of!(StartInfo, pt_base), 40);
         assert_eq!(offset_of!(StartInfo, shared_info), 72);
-        assert_eq!(offset_of!(StartInfo, cmdline), 88);
+        assert_eq!(offset_of!(StartInfo, modules), 88);
+        assert_eq!(offset_of!(StartInfo, cmdline), 104);
         assert_eq!(&START_INFO_MAGIC.to_le_bytes(), b"xen-lite");
     }
 

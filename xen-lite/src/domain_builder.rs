@@ -11,6 +11,8 @@
 //! + 2                   hypercall page (xen-lite fills it after the build, per mode)
 //! + 3 ..                page tables: L4, L3, L2s, L1s mapping every gfn at gfn_to_va(gfn)
 //! then                  boot stack (BOOT_STACK_PAGES); rsp starts at its top
+//! then                  module table (one page, if any module), then each module's bytes,
+//!                       page-aligned (StartInfo::modules)
 //! then                  free: StartInfo::first_free_gfn
 //! ```
 //!
@@ -25,7 +27,7 @@ use core::ops::Range;
 
 use hypercall_abi::elf::{Elf, ElfError, PF_XENLITE_USER};
 use hypercall_abi::layout::{gfn_to_va, va_to_gfn, GUEST_KERNEL_FIRST_GFN, PAGE_SIZE};
-use hypercall_abi::start_info::{StartInfo, CMDLINE_LEN};
+use hypercall_abi::start_info::{ModuleInfo, StartInfo, CMDLINE_LEN, MAX_MODULES};
 use hypercall_abi::Mode;
 
 /// One 4 KiB frame of domain memory.
@@ -55,6 +57,8 @@ pub struct DomainSpec<'a> {
     pub hypervisor_slots: Option<(Range<usize>, &'a [u64])>,
     /// Map the page-table frames read-only (`pv`: updates must go through xen-lite).
     pub read_only_page_tables: bool,
+    /// Images to hand to the domain as modules: `(name, bytes)`.
+    pub modules: &'a [(&'a str, &'a [u8])],
 }
 
 /// A built domain: where to start it.
@@ -97,6 +101,11 @@ pub enum BuildError {
     },
     /// More than one segment asks to be user-accessible.
     TwoUserSegments,
+    /// More modules than `StartInfo` describes.
+    TooManyModules {
+        /// How many were given.
+        count: usize,
+    },
     /// The command line does not fit in `StartInfo`.
     CmdlineTooLong {
         /// Its length.
@@ -114,6 +123,9 @@ impl fmt::Display for BuildError {
             ),
             BuildError::TooSmall { needed, have } => {
                 write!(f, "needs {needed} pages at start of day, the domain has {have}")
+            }
+            BuildError::TooManyModules { count } => {
+                write!(f, "{count} modules, at most {MAX_MODULES}")
             }
             BuildError::TwoUserSegments => {
                 write!(f, "more than one segment is flagged PF_XENLITE_USER")
@@ -175,8 +187,15 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
     let l4_gfn = start_info_gfn + 3;
     let tables = page_table_frames(nr_pages);
     let stack_end_gfn = l4_gfn + tables + BOOT_STACK_PAGES;
-    if stack_end_gfn > nr_pages {
-        return Err(BuildError::TooSmall { needed: stack_end_gfn, have: nr_pages });
+    if spec.modules.len() > MAX_MODULES {
+        return Err(BuildError::TooManyModules { count: spec.modules.len() });
+    }
+    let module_pages: u64 =
+        spec.modules.iter().map(|(_, bytes)| (bytes.len() as u64).div_ceil(PAGE_SIZE)).sum();
+    let module_table_pages = u64::from(!spec.modules.is_empty());
+    let free_gfn = stack_end_gfn + module_table_pages + module_pages;
+    if free_gfn > nr_pages {
+        return Err(BuildError::TooSmall { needed: free_gfn, have: nr_pages });
     }
     if spec.cmdline.len() >= CMDLINE_LEN {
         return Err(BuildError::CmdlineTooLong { len: spec.cmdline.len() });
@@ -217,7 +236,20 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
     info.pte_base = spec.pte_base;
     info.pt_base = gfn_to_va(l4_gfn);
     info.nr_pt_frames = tables;
-    info.first_free_gfn = stack_end_gfn;
+    let mut next = stack_end_gfn + module_table_pages;
+    for (index, (name, bytes)) in spec.modules.iter().enumerate() {
+        let mut record = ModuleInfo { name: [0; 32], va: gfn_to_va(next), len: bytes.len() as u64 };
+        let shown = name.len().min(31);
+        record.name[..shown].copy_from_slice(&name.as_bytes()[..shown]);
+        record.write_to(&mut memory[stack_end_gfn as usize][index * 48..]);
+        for (page, chunk) in bytes.chunks(PAGE_SIZE as usize).enumerate() {
+            memory[(next + page as u64) as usize][..chunk.len()].copy_from_slice(chunk);
+        }
+        next += (bytes.len() as u64).div_ceil(PAGE_SIZE);
+    }
+    info.modules = if spec.modules.is_empty() { 0 } else { gfn_to_va(stack_end_gfn) };
+    info.nr_modules = spec.modules.len() as u64;
+    info.first_free_gfn = free_gfn;
     info.stack_top = gfn_to_va(stack_end_gfn);
     info.shared_info = gfn_to_va(shared_info_gfn);
     info.hypercall_page = gfn_to_va(hypercall_page_gfn);
@@ -231,7 +263,7 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
         l4_gfn,
         shared_info_gfn,
         hypercall_page_gfn,
-        first_free_gfn: stack_end_gfn,
+        first_free_gfn: free_gfn,
     })
 }
 
@@ -292,6 +324,7 @@ mod tests {
             pte_base: PTE_BASE,
             hypervisor_slots: None,
             read_only_page_tables: false,
+            modules: &[],
         }
     }
 
@@ -350,7 +383,7 @@ mod tests {
         assert_eq!(word(64), built.stack_top);
         assert_eq!(word(72), gfn_to_va(built.shared_info_gfn));
         assert_eq!(word(80), gfn_to_va(built.hypercall_page_gfn));
-        assert_eq!(&page[88..100], b"hello exit=3");
+        assert_eq!(&page[104..116], b"hello exit=3");
         assert_eq!(built.start_info, gfn_to_va(0x105), "right after the image (ends at gfn 0x105)");
         assert_eq!(
             (built.shared_info_gfn, built.hypercall_page_gfn, built.l4_gfn),
@@ -398,6 +431,36 @@ mod tests {
             ],
         );
         assert_eq!(build(&mut mem, &self::spec(&two)), Err(BuildError::TwoUserSegments));
+    }
+
+    #[test]
+    fn modules_follow_the_stack_and_are_described() {
+        let image = kernel();
+        let mut mem = memory(2048);
+        let program = vec![7u8; 5000];
+        let modules = [("hello", &program[..]), ("init", &b"\x7fELF"[..])];
+        let mut spec = spec(&image);
+        spec.modules = &modules;
+        let built = build(&mut mem, &spec).unwrap();
+        let info = &mem[va_to_gfn(built.start_info, 2048).unwrap() as usize];
+        let word = |at: usize| u64::from_le_bytes(info[at..at + 8].try_into().unwrap());
+        let (table_va, count) = (word(88), word(96));
+        assert_eq!(count, 2);
+        let table = &mem[va_to_gfn(table_va, 2048).unwrap() as usize];
+        assert_eq!(&table[..6], b"hello\0");
+        let first_va = u64::from_le_bytes(table[32..40].try_into().unwrap());
+        assert_eq!(u64::from_le_bytes(table[40..48].try_into().unwrap()), 5000);
+        let first = va_to_gfn(first_va, 2048).unwrap() as usize;
+        assert!(
+            mem[first].iter().all(|&b| b == 7) && mem[first + 1][..904].iter().all(|&b| b == 7)
+        );
+        assert_eq!(&table[48..53], b"init\0");
+        assert_eq!(
+            u64::from_le_bytes(table[80..88].try_into().unwrap()),
+            first_va + 2 * 4096,
+            "page-aligned, after the first"
+        );
+        assert_eq!(built.first_free_gfn, first as u64 + 3, "two pages of hello, one of init");
     }
 
     #[test]

@@ -49,6 +49,7 @@ use bootloader_api::info::MemoryRegionKind;
 use bootloader_api::BootInfo;
 use hypercall_abi::bundle::Bundle;
 use hypercall_abi::devices::STATUS_BAD_BUNDLE;
+use hypercall_abi::start_info::MAX_MODULES;
 use hypercall_abi::Mode;
 use log::LevelFilter;
 use spin::Mutex;
@@ -125,12 +126,24 @@ fn read_bundle(boot_info: &'static BootInfo) -> Bundle<'static> {
 
 /// Starts the domains in the configured mode.
 fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
+    // Every image that is not a guest kernel is a module for every domain (user programs).
+    let mut modules = [("", &[][..]); MAX_MODULES];
+    let mut count = 0;
+    for entry in bundle.entries().filter(|e| !e.name.starts_with("guest-")) {
+        if count == MAX_MODULES {
+            log::error!("fatal: the bundle holds more than {MAX_MODULES} modules");
+            exit_emulator(STATUS_BAD_BUNDLE);
+        }
+        modules[count] = (entry.name, entry.data);
+        count += 1;
+    }
+    let modules = &modules[..count];
     match config.mode {
         Mode::Native => {
             let memory = FRAMES.lock().alloc_contiguous(config.domain_pages);
-            native::run(config, bundle.find(config.kernel), memory)
+            native::run(config, bundle.find(config.kernel), memory, modules)
         }
-        Mode::Pv => pv::start(config, bundle.find(config.kernel), &FRAMES),
+        Mode::Pv => pv::start(config, bundle.find(config.kernel), modules, &FRAMES),
         Mode::Vmx | Mode::Svm => {
             log::error!(
                 "fatal: mode={} is not available in this build yet; use mode=pv or mode=native",

@@ -21,7 +21,12 @@ use crate::paging::hypervisor_l4_entries;
 use crate::serial;
 
 /// Builds domain 0 from `image` and enters it; returns only by ending the run on an error.
-pub fn run(config: &Config<'_>, image: Option<&[u8]>, memory: Option<Frame>) -> ! {
+pub fn run(
+    config: &Config<'_>,
+    image: Option<&[u8]>,
+    memory: Option<Frame>,
+    modules: &[(&str, &[u8])],
+) -> ! {
     let Some(image) = image else {
         log::error!("native: no image '{}' in the boot bundle", config.kernel);
         exit_emulator(STATUS_BAD_BUNDLE);
@@ -46,6 +51,7 @@ pub fn run(config: &Config<'_>, image: Option<&[u8]>, memory: Option<Frame>) -> 
         pte_base: base.addr(),
         hypervisor_slots: Some((HYPERVISOR_L4_SLOTS, hypervisor_l4_entries())),
         read_only_page_tables: false,
+        modules,
     };
     let built = match domain_builder::build(memory, &spec) {
         Ok(built) => built,

@@ -447,6 +447,7 @@ pub fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
 pub fn start(
     config: &Config<'_>,
     image: Option<&[u8]>,
+    modules: &[(&str, &[u8])],
     frames: &Mutex<crate::frame::FrameAllocator<{ crate::FRAME_BITMAP_WORDS }>>,
 ) -> ! {
     let Some(image) = image else {
@@ -484,7 +485,7 @@ pub fn start(
             core::ptr::write_bytes(start, 0, (info_frames * PAGE_SIZE) as usize);
             core::slice::from_raw_parts_mut(start as *mut PageInfo, config.domain_pages as usize)
         };
-        pv.domains[id] = Some(build(id as u32, config, cmdline, image, base, page_info));
+        pv.domains[id] = Some(build(id as u32, config, cmdline, image, modules, base, page_info));
     }
     timer::init();
     crate::syscall::init(crate::entry::syscall_entry_address());
@@ -510,6 +511,7 @@ fn build(
     config: &Config<'_>,
     cmdline: &str,
     image: &[u8],
+    modules: &[(&str, &[u8])],
     base: Frame,
     page_info: &'static mut [PageInfo],
 ) -> Domain {
@@ -531,6 +533,7 @@ fn build(
             core::slice::from_ref(&switcher_slot.1),
         )),
         read_only_page_tables: true,
+        modules,
     };
     let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {
         log::error!("pv: cannot build dom{id} from '{}': {error}", config.kernel);
