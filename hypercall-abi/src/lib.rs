@@ -27,6 +27,7 @@ pub mod start_info;
 pub mod shared_info;
 pub mod frame;
 pub mod hypercall;
+pub mod syscalls;
 
 pub use mode::Mode;
 pub use start_info::StartInfo;

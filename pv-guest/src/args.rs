@@ -26,6 +26,27 @@ pub enum Instruction {
     Out,
 }
 
+/// A user program's name (a bundle module), at most 31 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramName {
+    bytes: [u8; 31],
+    len: usize,
+}
+
+impl ProgramName {
+    /// The name, if it fits.
+    pub fn new(name: &str) -> Option<ProgramName> {
+        let mut bytes = [0; 31];
+        bytes.get_mut(..name.len())?.copy_from_slice(name.as_bytes());
+        (!name.is_empty()).then_some(ProgramName { bytes, len: name.len() })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
 /// What the kernel runs after start of day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
@@ -45,6 +66,8 @@ pub enum Workload {
     Tests,
     /// Execute a privileged instruction (in ring 1: xen-lite kills the domain).
     Privileged(Instruction),
+    /// Run the user program (bundle module) of this name in ring 3.
+    Run(ProgramName),
     /// Raise #BP with no trap table (xen-lite kills the domain).
     NoHandler,
     /// Fault with a stack xen-lite cannot write a bounce frame to (killed).
@@ -52,7 +75,7 @@ pub enum Workload {
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack";
+pub const KNOWN: &str = "hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +146,9 @@ impl Args {
                         Workload::Pong(domain)
                     }
                 }
+                ("run", Some(name)) => {
+                    Workload::Run(ProgramName::new(name).ok_or(ArgsError::BadOption("run"))?)
+                }
                 ("privileged", Some(name)) => Workload::Privileged(match name {
                     "cli" => Instruction::Cli,
                     "hlt" => Instruction::Hlt,
@@ -162,6 +188,11 @@ mod tests {
         assert_eq!(Args::parse("spin-masked").unwrap().workload, Workload::SpinMasked);
         assert_eq!(Args::parse("ping=1").unwrap().workload, Workload::Ping(1));
         assert_eq!(Args::parse("pong=0").unwrap().workload, Workload::Pong(0));
+        assert_eq!(
+            Args::parse("run=hello").unwrap().workload,
+            Workload::Run(ProgramName::new("hello").unwrap())
+        );
+        assert_eq!(Args::parse("run="), Err(ArgsError::BadOption("run")));
         assert_eq!(Args::parse("pong=x"), Err(ArgsError::BadOption("pong")));
     }
 

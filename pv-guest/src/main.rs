@@ -32,6 +32,9 @@ mod console;
 mod args;
 mod traps;
 mod syscall;
+mod frames;
+mod address_space;
+mod program;
 mod events;
 mod timer;
 mod workloads;
@@ -72,6 +75,7 @@ fn kernel_main(info: &'static StartInfo) -> ! {
         info.first_free_gfn,
         info.stack_top
     );
+    frames::init(info.first_free_gfn, info.nr_pages);
     if let Err(errno) = platform::install_traps() {
         println!("cannot install trap handlers ({errno:?})");
         platform::shutdown(EXIT_PANIC);

@@ -5,22 +5,23 @@
 //! number is in `rax`, arguments in `rdi, rsi, rdx, r10, r8, r9`, the result goes back in
 //! `rax`. (`syscall` itself clobbers `rcx` and `r11`; `int 0x80` does not.)
 //!
-//! There is one program context so far (the kernel's own ring-3 tests, entered with
-//! `traps::catch`): `getpid` says 1 and `exit` ends the `catch`. Processes come next.
+//! One program runs at a time so far (`program::run`, or the kernel's own ring-3 tests, both
+//! entered with `traps::catch`): `getpid` says 1 and `exit` ends the `catch`. Processes come
+//! next.
 
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::Errno;
 
-use crate::traps::{self, Caught};
+pub use hypercall_abi::syscalls::{SYS_EXIT, SYS_GETPID, SYS_WRITE};
 
-/// `getpid()`.
-pub const SYS_GETPID: u64 = 39;
-/// `exit(status)`.
-pub const SYS_EXIT: u64 = 60;
+use crate::traps::{self, Caught};
 
 /// Runs the system call in `frame`.
 pub fn dispatch(frame: &mut TrapFrame) {
     match frame.rax {
+        SYS_WRITE => {
+            frame.rax = write(frame.rdi, frame.rsi, frame.rdx).unwrap_or_else(Errno::to_return)
+        }
         SYS_GETPID => frame.rax = 1,
         SYS_EXIT => {
             let caught = Caught {
@@ -38,4 +39,21 @@ pub fn dispatch(frame: &mut TrapFrame) {
         }
         _ => frame.rax = Errno::ENOSYS.to_return(),
     }
+}
+
+/// `write(fd, buf, len)`: fds 1 and 2 are the console. The buffer is checked page by page
+/// against the program's address space before a byte is read.
+fn write(fd: u64, buffer: u64, len: u64) -> Result<u64, Errno> {
+    if fd != 1 && fd != 2 {
+        return Err(Errno::EINVAL);
+    }
+    let bytes = crate::program::user_bytes(buffer, len.min(4096))?;
+    // Copy in before use: the console hypercall takes only kernel addresses, and the user's
+    // memory is the user's to change.
+    let mut chunk = [0u8; 256];
+    for piece in bytes.chunks(chunk.len()) {
+        chunk[..piece.len()].copy_from_slice(piece);
+        crate::platform::console_write(&chunk[..piece.len()]);
+    }
+    Ok(bytes.len() as u64)
 }

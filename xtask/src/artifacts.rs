@@ -24,9 +24,14 @@ pub struct Artifacts {
     pub guest_pv: PathBuf,
     /// The guest kernel, hvm flavour.
     pub guest_hvm: PathBuf,
+    /// The user programs (`pv-guest/user`), each carried in the bundle under its name.
+    pub user_programs: Vec<(&'static str, PathBuf)>,
     /// The disk-image builder binary.
     pub image_builder: PathBuf,
 }
+
+/// The user programs built from `pv-guest/user/src/bin`.
+pub const USER_PROGRAMS: [&str; 1] = ["hello"];
 
 fn profile(release: bool) -> &'static str {
     if release {
@@ -50,6 +55,17 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
         guest.args(["--target", KERNEL_TARGET, "--target-dir", &format!("target/guest-{flavour}")]);
         commands.push(guest);
     }
+    let mut user = cargo();
+    user.args([
+        "build",
+        "--quiet",
+        "--manifest-path",
+        "pv-guest/user/Cargo.toml",
+        "--target",
+        KERNEL_TARGET,
+    ]);
+    user.args(["--target-dir", "target/user"]);
+    commands.push(user);
     for command in &mut commands {
         if release {
             command.arg("--release");
@@ -68,6 +84,12 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
         xen_lite: target.join(KERNEL_TARGET).join(profile(release)).join("xen-lite"),
         guest_pv: guest("pv"),
         guest_hvm: guest("hvm"),
+        user_programs: USER_PROGRAMS
+            .iter()
+            .map(|name| {
+                (*name, target.join("user").join(KERNEL_TARGET).join(profile(release)).join(name))
+            })
+            .collect(),
         image_builder: image_builder()?,
     })
 }
@@ -97,10 +119,18 @@ pub fn image_builder() -> Result<PathBuf, String> {
     Ok(binary)
 }
 
-/// The standard bundle: `cmdline` and both guest flavours, as `guest-pv` and `guest-hvm`.
+/// The standard bundle: `cmdline`, both guest flavours (`guest-pv`, `guest-hvm`) and the user
+/// programs under their names.
 pub fn standard_bundle(artifacts: &Artifacts, cmdline: &str) -> Result<Vec<u8>, String> {
     let (pv, hvm) = (read(&artifacts.guest_pv)?, read(&artifacts.guest_hvm)?);
-    bundle_bytes(cmdline, &[("guest-pv", &pv), ("guest-hvm", &hvm)])
+    let programs: Vec<(&str, Vec<u8>)> = artifacts
+        .user_programs
+        .iter()
+        .map(|(name, path)| Ok((*name, read(path)?)))
+        .collect::<Result<_, String>>()?;
+    let mut images: Vec<(&str, &[u8])> = vec![("guest-pv", &pv), ("guest-hvm", &hvm)];
+    images.extend(programs.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
+    bundle_bytes(cmdline, &images)
 }
 
 /// The bytes of a bundle with `cmdline` and `images`.

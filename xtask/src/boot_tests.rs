@@ -61,7 +61,7 @@ const NATIVE_HELLO: &str = "mode=native domain=\"hello\"";
 /// The lines every successful native boot shows.
 const GREETING: [&str; 5] = [
     "[xen] xen-lite ",
-    "[xen] bundle: 2 images, mode=native, 1 domain(s)",
+    "[xen] bundle: 3 images, mode=native, 1 domain(s)",
     "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
     "[dom0] command line: \"hello\"",
     "[dom0] hello from the guest kernel!",
@@ -279,6 +279,16 @@ fn pv() -> Vec<BootTest> {
                 "[dom0] pong: received 3 events from dom1",
                 "[xen]   dom0: exit code 0;",
                 "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "pv-user-program",
+            emulator,
+            bundle: Bundle::Cmdline("mode=pv domain=run=hello"),
+            expect: &[
+                "[dom0] hello from ring 3: pid 1 (syscall), pid 1 (int 0x80)",
+                "[dom0] run: hello exited with status 0; every frame it used is free again",
             ],
             status: 0,
         });

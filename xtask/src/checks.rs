@@ -63,7 +63,7 @@ pub fn undocumented_unsafe(source: &str) -> Vec<usize> {
 /// Checks every `unsafe` block of the kernels and the ABI.
 pub fn safety_comments() -> CheckResult {
     let mut files = Vec::new();
-    for crate_dir in ["xen-lite/src", "pv-guest/src", "hypercall-abi/src"] {
+    for crate_dir in ["xen-lite/src", "pv-guest/src", "pv-guest/user/src", "hypercall-abi/src"] {
         rust_files(&root().join(crate_dir), &mut files);
     }
     let mut examined = 0;

@@ -29,6 +29,7 @@ pub fn run(args: &Args, info: &StartInfo) -> u8 {
         Workload::Tests => return selftest::run(info),
         Workload::Privileged(instruction) => hostile::privileged(instruction),
         Workload::NoHandler => hostile::no_handler(),
+        Workload::Run(name) => return run_program(info, name.as_str()),
         Workload::BadStack => hostile::bad_stack(),
     };
     match result {
@@ -42,6 +43,34 @@ pub fn run(args: &Args, info: &StartInfo) -> u8 {
         }
         Err(errno) => {
             println!("workload failed: {errno:?}");
+            1
+        }
+    }
+}
+
+/// Runs user program `name`; its exit status becomes the domain's.
+fn run_program(info: &StartInfo, name: &str) -> u8 {
+    let free_before = crate::frames::free_count();
+    let outcome = crate::program::run(info, name);
+    let leaked = free_before - crate::frames::free_count();
+    if leaked > 0 {
+        println!("run: {name} leaked {leaked} frames");
+        return 1;
+    }
+    match outcome {
+        Ok(crate::program::Outcome::Exited(status)) => {
+            println!("run: {name} exited with status {status}; every frame it used is free again");
+            status.min(u64::from(hypercall_abi::devices::GUEST_STATUS_MAX)) as u8
+        }
+        Ok(crate::program::Outcome::Killed(caught)) => {
+            println!(
+                "run: {name} killed by vector {} at rip {:#x}, error code {:#x}, fault address {:#x}",
+                caught.vector, caught.rip, caught.error_code, caught.fault_address
+            );
+            1
+        }
+        Err(errno) => {
+            println!("run: cannot run {name}: {errno:?}");
             1
         }
     }

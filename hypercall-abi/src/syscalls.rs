@@ -1,0 +1,21 @@
+//! The system calls pv-guest offers its user programs: the contract between the guest kernel
+//! (`pv-guest`) and its programs (`pv-guest/user`). Numbers follow Linux x86-64 where a call
+//! with the same meaning exists.
+//!
+//! Both entries work the same: `syscall` (bounced through xen-lite in `pv` mode) or `int 0x80`
+//! (the fast trap). The number goes in `rax`, arguments in `rdi, rsi, rdx, r10, r8, r9`, the
+//! result comes back in `rax`, negative errno on failure (`crate::hypercall::Errno`).
+
+/// `write(fd, buf, len) -> len`: fd 1 and 2 are the console.
+pub const SYS_WRITE: u64 = 1;
+/// `getpid() -> pid`.
+pub const SYS_GETPID: u64 = 39;
+/// `exit(status)`: does not return.
+pub const SYS_EXIT: u64 = 60;
+
+/// Where user programs are linked (`pv-guest/user/user.ld`).
+pub const USER_BASE: u64 = 0x40_0000;
+/// One past the highest user stack address; the stack grows down from here.
+pub const USER_STACK_TOP: u64 = 0x7fff_0000_0000;
+/// Pages of user stack mapped at start.
+pub const USER_STACK_PAGES: u64 = 4;

@@ -1,0 +1,115 @@
+//! The user-space runtime: system-call wrappers, `print!`, program start and panics.
+//!
+//! A program defines `main() -> u8` and `pv_user::entry!(main);`. Each system call goes through
+//! `syscall` by default; [`int80`] makes the same calls through `int 0x80` (the fast trap), so a
+//! program can choose its path per call site.
+#![no_std]
+
+use core::arch::asm;
+use core::fmt::{self, Write};
+
+use hypercall_abi::syscalls::{SYS_EXIT, SYS_GETPID, SYS_WRITE};
+
+/// A system call through `syscall` (in `pv` mode: bounced through xen-lite).
+///
+/// # Safety
+/// Pointer arguments must be valid for what the call does with them.
+pub unsafe fn syscall3(number: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+    let result;
+    // SAFETY: `syscall` clobbers rcx and r11; the kernel preserves everything else but rax.
+    unsafe {
+        asm!("syscall", inout("rax") number => result, in("rdi") a0, in("rsi") a1, in("rdx") a2,
+             out("rcx") _, out("r11") _, options(nostack));
+    }
+    result
+}
+
+/// The same calls through `int 0x80`: in `pv` mode straight from ring 3 to the guest kernel.
+pub mod int80 {
+    use core::arch::asm;
+
+    /// A system call through `int 0x80`.
+    ///
+    /// # Safety
+    /// As for [`super::syscall3`].
+    pub unsafe fn syscall3(number: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+        let result;
+        // SAFETY: the kernel preserves every register but rax.
+        unsafe {
+            asm!("int 0x80", inout("rax") number => result, in("rdi") a0, in("rsi") a1, in("rdx") a2,
+                 options(nostack));
+        }
+        result
+    }
+
+    /// `getpid()` through `int 0x80`.
+    pub fn getpid() -> u64 {
+        // SAFETY: no pointer arguments.
+        unsafe { syscall3(super::SYS_GETPID, 0, 0, 0) }
+    }
+}
+
+/// `write(fd, bytes)`; returns the raw result.
+pub fn write(fd: u64, bytes: &[u8]) -> u64 {
+    // SAFETY: the buffer is valid for `bytes.len()` bytes.
+    unsafe { syscall3(SYS_WRITE, fd, bytes.as_ptr() as u64, bytes.len() as u64) }
+}
+
+/// `getpid()`.
+pub fn getpid() -> u64 {
+    // SAFETY: no pointer arguments.
+    unsafe { syscall3(SYS_GETPID, 0, 0, 0) }
+}
+
+/// `exit(status)`.
+pub fn exit(status: u8) -> ! {
+    // SAFETY: no pointer arguments.
+    unsafe { syscall3(SYS_EXIT, u64::from(status), 0, 0) };
+    loop {
+        // SAFETY: if exit ever returned, trap rather than run on.
+        unsafe { asm!("ud2") };
+    }
+}
+
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write(1, s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Formats to the console (for the macros).
+pub fn print(args: fmt::Arguments<'_>) {
+    let _ = Console.write_fmt(args);
+}
+
+/// Prints to the console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => ($crate::print(format_args!($($arg)*)));
+}
+
+/// Prints a line to the console.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => ($crate::print(format_args!("{}\n", format_args!($($arg)*))));
+}
+
+/// Defines `_start`, which runs `main` and exits with its status.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn _start() -> ! {
+            $crate::exit($main())
+        }
+    };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("user panic: {}", info.message());
+    exit(101)
+}
