@@ -61,7 +61,7 @@ const NATIVE_HELLO: &str = "mode=native domain=\"hello\"";
 /// The lines every successful native boot shows.
 const GREETING: [&str; 5] = [
     "[xen] xen-lite ",
-    "[xen] bundle: 3 images, mode=native, 1 domain(s)",
+    "[xen] bundle: 4 images, mode=native, 1 domain(s)",
     "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
     "[dom0] command line: \"hello\"",
     "[dom0] hello from the guest kernel!",
@@ -291,6 +291,18 @@ fn pv() -> Vec<BootTest> {
                 "[dom0] run: hello exited with status 0; every frame it used is free again",
             ],
             status: 0,
+        });
+        tests.push(BootTest {
+            name: "pv-user-faults-end-the-program",
+            emulator,
+            bundle: Bundle::Cmdline("mode=pv domain=run=faulty domain=counter"),
+            expect: &[
+                "[dom0] faulty: 5 of 5 ridiculous pointers refused with EFAULT",
+                "[dom0] run: faulty killed by vector 14 at rip 0x",
+                "fault address 0x0",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 1,
         });
         tests.push(BootTest {
             name: "pv-masked-spinner-cannot-starve",
