@@ -188,6 +188,10 @@ pub enum Errno {
     ENOENT = 2,
     /// No such domain.
     ESRCH = 3,
+    /// No child process to wait for.
+    ECHILD = 10,
+    /// Out of memory.
+    ENOMEM = 12,
     /// The caller may not do this to that object.
     EACCES = 13,
     /// A guest pointer that is not in the domain's memory.
@@ -214,6 +218,8 @@ impl Errno {
             Errno::EPERM,
             Errno::ENOENT,
             Errno::ESRCH,
+            Errno::ECHILD,
+            Errno::ENOMEM,
             Errno::EACCES,
             Errno::EFAULT,
             Errno::EBUSY,

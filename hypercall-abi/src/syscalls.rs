@@ -8,6 +8,23 @@
 
 /// `write(fd, buf, len) -> len`: fd 1 and 2 are the console.
 pub const SYS_WRITE: u64 = 1;
+/// `sbrk(increment) -> old break`: grows or shrinks the heap (pages appear on first touch).
+pub const SYS_SBRK: u64 = 12;
+/// `yield()`: let another process run.
+pub const SYS_YIELD: u64 = 24;
+/// `sleep(milliseconds)`.
+pub const SYS_SLEEP: u64 = 35;
+/// `fork() -> child pid` in the parent, 0 in the child.
+pub const SYS_FORK: u64 = 57;
+/// `exec(name, len)`: replace this program by the module `name`; returns only on failure.
+pub const SYS_EXEC: u64 = 59;
+/// `wait(status: *mut u64) -> pid`: wait for a child to end; `ECHILD` if there is none.
+pub const SYS_WAIT: u64 = 61;
+/// `getarg(index, buf, len) -> length`: the `index`-th program named on the domain's command
+/// line after `init` (how `init` learns what to run); `ENOENT` past the last.
+pub const SYS_GETARG: u64 = 1000;
+/// The exit status of a process ended by an exception: this plus the vector.
+pub const STATUS_KILLED_BY: u64 = 128;
 /// `getpid() -> pid`.
 pub const SYS_GETPID: u64 = 39;
 /// `exit(status)`: does not return.

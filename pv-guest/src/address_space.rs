@@ -28,7 +28,8 @@ pub struct AddressSpace {
     pte_base: u64,
     tables: [u64; 32],
     nr_tables: usize,
-    data: [u64; MAX_FRAMES],
+    /// `(user address, gfn, writable)` of every data page.
+    data: [(u64, u64, bool); MAX_FRAMES],
     nr_data: usize,
 }
 
@@ -63,7 +64,7 @@ impl AddressSpace {
             pte_base: info.pte_base,
             tables: [0; 32],
             nr_tables: 0,
-            data: [0; MAX_FRAMES],
+            data: [(0, 0, false); MAX_FRAMES],
             nr_data: 0,
         };
         platform::update_va_mapping(gfn_to_va(l4), space.machine(l4) | PRESENT)?;
@@ -119,10 +120,71 @@ impl AddressSpace {
         }
         let gfn = frames::alloc().ok_or(Errno::ENOSPC)?;
         zero(gfn);
-        self.data[self.nr_data] = gfn;
+        self.data[self.nr_data] = (va, gfn, writable);
         self.nr_data += 1;
         self.map(va, gfn, writable)?;
         Ok(gfn)
+    }
+
+    /// Unmaps the data page at `va` (if this space mapped one) and frees its frame.
+    pub fn unmap(&mut self, va: u64) -> Result<(), Errno> {
+        let Some(position) = self.data[..self.nr_data].iter().position(|&(at, _, _)| at == va)
+        else {
+            return Ok(());
+        };
+        let (_, gfn, _) = self.data[position];
+        let pte = self.leaf_entry_address(va).ok_or(Errno::EINVAL)?;
+        check(platform::mmu_update(&[MmuUpdate { ptr: pte, val: 0 }]))?;
+        frames::free(gfn);
+        self.nr_data -= 1;
+        self.data[position] = self.data[self.nr_data];
+        Ok(())
+    }
+
+    /// The machine address of the level-1 entry for `va`, if its tables exist.
+    fn leaf_entry_address(&self, va: u64) -> Option<u64> {
+        let mut table = self.l4;
+        for level in [4u32, 3, 2] {
+            let entry = peek(table, (va >> (12 + 9 * (level - 1))) & 0x1ff);
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            table = ((entry & ADDRESS) - self.pte_base) / PAGE_SIZE;
+        }
+        Some(self.machine(table) + ((va >> 12) & 0x1ff) * 8)
+    }
+
+    /// A copy of this space: the same pages at the same addresses, with copied contents
+    /// (`fork`).
+    pub fn duplicate(&self, info: &StartInfo) -> Result<AddressSpace, Errno> {
+        let mut copy = AddressSpace::new(info)?;
+        for &(va, gfn, writable) in &self.data[..self.nr_data] {
+            let result = copy.map_new(va, writable).map(|new| {
+                // SAFETY: both frames belong to the domain and are mapped in the direct map;
+                // `new` was just allocated and is still writable there.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        gfn_to_va(gfn) as *const u8,
+                        gfn_to_va(new) as *mut u8,
+                        PAGE_SIZE as usize,
+                    )
+                };
+            });
+            if let Err(errno) = result {
+                copy.destroy();
+                return Err(errno);
+            }
+        }
+        Ok(copy)
+    }
+
+    /// The gfn mapped at user address `va` in this space, if any (and whether writable).
+    pub fn lookup_page(&self, va: u64) -> Option<(u64, bool)> {
+        let entry_address = self.leaf_entry_address(va)?;
+        let entry =
+            peek((entry_address - self.pte_base) / PAGE_SIZE, (entry_address % PAGE_SIZE) / 8);
+        (entry & PRESENT != 0 && entry & USER != 0)
+            .then(|| (((entry & ADDRESS) - self.pte_base) / PAGE_SIZE, entry & WRITABLE != 0))
     }
 
     /// The gfn mapped at user address `va` in the space whose L4 is `l4`, if any.
@@ -163,7 +225,7 @@ impl AddressSpace {
                 platform::update_va_mapping(gfn_to_va(gfn), self.machine(gfn) | PRESENT | WRITABLE);
             frames::free(gfn);
         }
-        self.data[..self.nr_data].iter().for_each(|&gfn| frames::free(gfn));
+        self.data[..self.nr_data].iter().for_each(|&(_, gfn, _)| frames::free(gfn));
     }
 }
 

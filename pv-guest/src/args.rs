@@ -68,14 +68,18 @@ pub enum Workload {
     Privileged(Instruction),
     /// Run the user program (bundle module) of this name in ring 3.
     Run(ProgramName),
+    /// Start processes: `init` runs, one after the other, the programs named after it.
+    Init,
     /// Raise #BP with no trap table (xen-lite kills the domain).
     NoHandler,
     /// Fault with a stack xen-lite cannot write a bounce frame to (killed).
     BadStack,
+    /// Fault with the stack inside the kernel's own L4 (killed: never written).
+    StackOnPageTable,
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +133,7 @@ impl Args {
                         as u8;
                     continue;
                 }
+                ("init", None) => return Ok(Args { workload: Workload::Init, exit_code }),
                 ("hello", None) => Workload::Hello,
                 ("counter", None) => Workload::Counter,
                 ("primes", None) => Workload::Primes,
@@ -136,6 +141,7 @@ impl Args {
                 ("tests", None) => Workload::Tests,
                 ("no-handler", None) => Workload::NoHandler,
                 ("bad-stack", None) => Workload::BadStack,
+                ("stack-on-page-table", None) => Workload::StackOnPageTable,
                 ("ping", Some(domain)) | ("pong", Some(domain)) => {
                     let domain = cmdline::parse_u64(domain)
                         .and_then(|d| u32::try_from(d).ok())

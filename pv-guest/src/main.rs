@@ -35,6 +35,7 @@ mod syscall;
 mod frames;
 mod address_space;
 mod program;
+mod process;
 mod events;
 mod timer;
 mod workloads;

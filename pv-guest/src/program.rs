@@ -44,26 +44,46 @@ fn module<'a>(info: &'a StartInfo, name: &str) -> Option<&'a [u8]> {
 
 /// Loads and runs program `name` to its end.
 pub fn run(info: &StartInfo, name: &str) -> Result<Outcome, Errno> {
-    let image = module(info, name).ok_or(Errno::ENOENT)?;
-    let elf = Elf::parse(image).map_err(|_| Errno::EINVAL)?;
-    let mut space = AddressSpace::new(info)?;
-    let loaded = load(&mut space, &elf);
+    let (space, entry, _) = load_module(info, name)?;
     let kernel_l4 = info.pte_base + (info.pt_base - gfn_to_va(0));
-    let outcome = loaded.and_then(|()| {
+    let outcome = (|| {
         space.activate()?;
-        PTE_BASE.store(info.pte_base, Ordering::Relaxed);
-        CURRENT_L4.store(space.l4(), Ordering::Relaxed);
-        let caught = traps::catch(elf.entry(), FLAT_RING3_CS, USER_STACK_TOP, FLAT_RING3_DS);
-        CURRENT_L4.store(0, Ordering::Relaxed);
+        set_current(space.l4());
+        let caught = traps::catch(entry, FLAT_RING3_CS, USER_STACK_TOP, FLAT_RING3_DS);
+        set_current(0);
         switch_to(kernel_l4)?;
         Ok(if caught.vector == traps::SYSCALL_VECTOR {
             Outcome::Exited(caught.error_code)
         } else {
             Outcome::Killed(caught)
         })
-    });
+    })();
     space.destroy();
     outcome
+}
+
+/// A new address space holding module `name`'s program and a stack; returns it with the
+/// entry point and where the heap starts (the page after the highest segment).
+pub fn load_module(info: &StartInfo, name: &str) -> Result<(AddressSpace, u64, u64), Errno> {
+    PTE_BASE.store(info.pte_base, Ordering::Relaxed);
+    let image = module(info, name).ok_or(Errno::ENOENT)?;
+    let elf = Elf::parse(image).map_err(|_| Errno::EINVAL)?;
+    let mut space = AddressSpace::new(info)?;
+    match load(&mut space, &elf) {
+        Ok(()) => {
+            let heap = elf.span().1.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            Ok((space, elf.entry(), heap))
+        }
+        Err(errno) => {
+            space.destroy();
+            Err(errno)
+        }
+    }
+}
+
+/// Records which address space user pointers are checked against (0: none).
+pub fn set_current(l4: u64) {
+    CURRENT_L4.store(l4, Ordering::Relaxed);
 }
 
 /// Copies the ELF's segments into fresh frames mapped at their addresses, and maps the stack.

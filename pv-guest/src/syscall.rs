@@ -18,6 +18,9 @@ use crate::traps::{self, Caught};
 
 /// Runs the system call in `frame`.
 pub fn dispatch(frame: &mut TrapFrame) {
+    if crate::process::syscall(frame) {
+        return;
+    }
     match frame.rax {
         SYS_WRITE => {
             frame.rax = write(frame.rdi, frame.rsi, frame.rdx).unwrap_or_else(Errno::to_return)
@@ -43,7 +46,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
 
 /// `write(fd, buf, len)`: fds 1 and 2 are the console. The buffer is checked page by page
 /// against the program's address space before a byte is read.
-fn write(fd: u64, buffer: u64, len: u64) -> Result<u64, Errno> {
+pub fn write(fd: u64, buffer: u64, len: u64) -> Result<u64, Errno> {
     if fd != 1 && fd != 2 {
         return Err(Errno::EINVAL);
     }

@@ -10,7 +10,7 @@
 //! snippet is entered with `iretq` from [`catch`]'s own frame; the handler returns to
 //! `trap_resume` on the stack `catch` saved, as a `longjmp` would.
 
-use core::arch::global_asm;
+use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hypercall_abi::frame::{TrapFrame, ERROR_CODE_VECTORS, STUB_PUSHED};
@@ -69,6 +69,8 @@ guest_trap_common:
     mov rdi, rsp
     cld
     call {handler}
+    .global guest_trap_restore
+guest_trap_restore:                 // rsp at a TrapFrame: resume what it describes
     "#,
     hypercall_abi::pop_registers!(),
     r#"
@@ -169,11 +171,33 @@ pub fn catch(rip: u64, cs: u16, rsp: u64, ss: u16) -> Caught {
     unsafe { core::ptr::addr_of!(CAUGHT).read() }
 }
 
-/// Runs a kernel-mode snippet (ring 1 in `pv`) on the current stack, below it, with room.
+/// A stack of its own for kernel-mode snippets: the exception they raise is delivered on it,
+/// and its handler runs on it, far from the registers `catch` saved on the caller's stack.
+#[repr(C, align(16))]
+struct SnippetStack(core::cell::UnsafeCell<[u8; 16384]>);
+// SAFETY: used only as a stack, by one snippet at a time, on one CPU.
+unsafe impl Sync for SnippetStack {}
+static SNIPPET_STACK: SnippetStack = SnippetStack(core::cell::UnsafeCell::new([0; 16384]));
+
+/// Runs a kernel-mode snippet (ring 1 in `pv`) on its own stack.
 pub fn catch_in_kernel(rip: u64) -> Caught {
-    let mut probe = 0u64;
-    let rsp = (core::ptr::addr_of_mut!(probe) as u64 - 512) & !0xf;
+    let rsp = SNIPPET_STACK.0.get() as u64 + 16384;
     catch(rip, platform::KERNEL_CS, rsp, platform::KERNEL_SS)
+}
+
+/// Starts the context `frame` describes, from the top of `stack` (the kernel's entry stack,
+/// so it is empty again), as the return from a trap would.
+///
+/// # Safety
+/// `stack_top` must be the top of a stack nothing is using, and `frame` a context that can run.
+pub unsafe fn enter(frame: &TrapFrame, stack_top: u64) -> ! {
+    let slot = (stack_top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
+    // SAFETY: the caller gives an unused stack; the slot lies inside it.
+    unsafe { slot.write(*frame) };
+    // SAFETY: `rsp` then points at a complete frame, which is what `guest_trap_restore` pops.
+    unsafe {
+        asm!("mov rsp, {slot}", "jmp guest_trap_restore", slot = in(reg) slot, options(noreturn))
+    }
 }
 
 /// If a [`catch`] is running, records `caught` and points `frame` back into it (the snippet is
@@ -195,9 +219,13 @@ pub fn end_catch(frame: &mut TrapFrame, caught: Caught) -> bool {
 extern "C" fn handle(frame: &mut TrapFrame) {
     if frame.vector == EVENT_VECTOR {
         crate::events::upcall();
+        crate::process::after_event(frame);
         return;
     }
     if frame.vector == SYSCALL_VECTOR {
+        // Handlers run with events masked; the return path restores the interrupted context's
+        // virtual IF from its frame.
+        platform::events_disable();
         crate::syscall::dispatch(frame);
         return;
     }
@@ -211,6 +239,10 @@ extern "C" fn handle(frame: &mut TrapFrame) {
         rflags: frame.rflags,
     };
     if end_catch(frame, caught) {
+        return;
+    }
+    platform::events_disable();
+    if crate::process::fault(frame, caught) {
         return;
     }
     crate::println!(

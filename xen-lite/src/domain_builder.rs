@@ -33,8 +33,8 @@ use hypercall_abi::Mode;
 /// One 4 KiB frame of domain memory.
 pub type Page = [u8; PAGE_SIZE as usize];
 
-/// Pages of boot stack.
-pub const BOOT_STACK_PAGES: u64 = 4;
+/// Pages of boot stack (64 KiB).
+pub const BOOT_STACK_PAGES: u64 = 16;
 const ENTRIES: u64 = 512;
 /// Page-table entry bits: present, writable. See: Intel SDM Vol. 3A, revision 086, 4.5.
 const PTE_PRESENT_WRITABLE: u64 = 0b11;

@@ -31,7 +31,7 @@ pub struct Artifacts {
 }
 
 /// The user programs built from `pv-guest/user/src/bin`.
-pub const USER_PROGRAMS: [&str; 2] = ["hello", "faulty"];
+pub const USER_PROGRAMS: [&str; 4] = ["init", "usertests", "hello", "faulty"];
 
 fn profile(release: bool) -> &'static str {
     if release {

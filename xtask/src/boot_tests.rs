@@ -61,7 +61,7 @@ const NATIVE_HELLO: &str = "mode=native domain=\"hello\"";
 /// The lines every successful native boot shows.
 const GREETING: [&str; 5] = [
     "[xen] xen-lite ",
-    "[xen] bundle: 4 images, mode=native, 1 domain(s)",
+    "[xen] bundle: 6 images, mode=native, 1 domain(s)",
     "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
     "[dom0] command line: \"hello\"",
     "[dom0] hello from the guest kernel!",
@@ -210,7 +210,9 @@ pub fn all() -> Vec<BootTest> {
         name: "guest-bad-arguments",
         emulator: Emulator::Qemu,
         bundle: Bundle::Cmdline("mode=native domain=\"juggle\""),
-        expect: &["[dom0] bad command line: unknown workload 'juggle' (known: hello, counter,"],
+        expect: &[
+            "[dom0] bad command line: unknown workload 'juggle' (known: init PROGRAM..., hello,",
+        ],
         status: 98,
     });
     tests
@@ -264,7 +266,7 @@ fn pv() -> Vec<BootTest> {
                 "[dom0] ok int 0x80: 0 hypervisor entries per call",
                 "[dom0] ok masked: the timer event waits, pending",
                 "[dom0] ok delivered exactly once",
-                "[dom0] tests: 78 passed, 0 failed",
+                "[dom0] tests: 79 passed, 0 failed",
                 "[xen]   dom0: exit code 0;",
                 "[xen]   dom1: exit code 0;",
             ],
@@ -289,6 +291,23 @@ fn pv() -> Vec<BootTest> {
             expect: &[
                 "[dom0] hello from ring 3: pid 1 (syscall), pid 1 (int 0x80)",
                 "[dom0] run: hello exited with status 0; every frame it used is free again",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "pv-usertests",
+            emulator,
+            // init runs hello, then usertests; dom1 is a bystander.
+            bundle: Bundle::Cmdline("mode=pv domain=\"init hello usertests\" domain=counter"),
+            expect: &[
+                "[dom0] init: hello (pid 2) exited with status 0",
+                "[dom0] usertests: ok a tree: a child forks a grandchild",
+                "[dom0] usertests: ok touching a freed heap page kills the child",
+                "ALL TESTS PASSED",
+                "[dom0] init: usertests (pid 3) exited with status 0",
+                "[dom0] init: 2 programs run, 0 failed",
+                "[xen]   dom0: exit code 0;",
+                "[xen]   dom1: exit code 0;",
             ],
             status: 0,
         });
@@ -342,7 +361,7 @@ fn pv() -> Vec<BootTest> {
         ],
         status: STATUS_DOMAIN_KILLED,
     });
-    let bochs_only: [(&'static str, &'static str, &'static str); 6] = [
+    let bochs_only: [(&'static str, &'static str, &'static str); 7] = [
         (
             "pv-privileged-hlt",
             "mode=pv domain=privileged=hlt domain=hello",
@@ -372,6 +391,11 @@ fn pv() -> Vec<BootTest> {
             "pv-bad-bounce-stack",
             "mode=pv domain=bad-stack domain=hello",
             "killed: #UD (vector 6) at rip 0x",
+        ),
+        (
+            "pv-bounce-into-page-table",
+            "mode=pv domain=stack-on-page-table domain=hello",
+            "cannot take a 40-byte bounce frame",
         ),
     ];
     for (name, cmdline, killed) in bochs_only {

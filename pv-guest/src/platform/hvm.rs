@@ -29,6 +29,12 @@ static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 /// This domain's id, for the prefix.
 static DOMAIN_ID: AtomicU32 = AtomicU32::new(0);
 
+/// No separate stack for entries from user code yet in this flavour (processes need the
+/// page-table operations it lacks, so none can start).
+pub fn kernel_stack_top() -> u64 {
+    0
+}
+
 /// Start-of-day platform set-up.
 pub fn init(info: &StartInfo) {
     DOMAIN_ID.store(info.domain_id, Ordering::Relaxed);

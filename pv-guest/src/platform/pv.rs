@@ -46,7 +46,7 @@ static HYPERCALL_PAGE: AtomicU64 = AtomicU64::new(0);
 /// Address of `SharedInfo` (read by the return path's assembly too).
 static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
 
-const KERNEL_STACK_SIZE: usize = 16 * 1024;
+const KERNEL_STACK_SIZE: usize = 64 * 1024;
 /// A stack only the CPU (and xen-lite's bounces) touch; `UnsafeCell` keeps it in writable
 /// memory.
 #[repr(C, align(16))]
@@ -55,6 +55,11 @@ struct Stack(core::cell::UnsafeCell<[u8; KERNEL_STACK_SIZE]>);
 unsafe impl Sync for Stack {}
 /// The ring-1 stack xen-lite bounces onto when user code is interrupted (`stack_switch`).
 static KERNEL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; KERNEL_STACK_SIZE]));
+
+/// The top of the kernel stack user code enters on (the `stack_switch` stack).
+pub fn kernel_stack_top() -> u64 {
+    KERNEL_STACK.0.get() as u64 + KERNEL_STACK_SIZE as u64
+}
 
 /// Start-of-day platform set-up: remember where the hypercall page and shared page are.
 pub fn init(info: &StartInfo) {
@@ -137,7 +142,7 @@ pub fn install_traps() -> Result<(), Errno> {
         address: syscall,
     };
     call(Hypercall::SetTrapTable, [table.as_ptr() as u64, 0, 0, 0, 0])?;
-    let stack_top = KERNEL_STACK.0.get() as u64 + KERNEL_STACK_SIZE as u64;
+    let stack_top = kernel_stack_top();
     call(Hypercall::StackSwitch, [u64::from(FLAT_RING1_DS), stack_top, 0, 0, 0])?;
     let (start, end) = unmask_window();
     call(

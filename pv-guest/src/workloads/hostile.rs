@@ -42,6 +42,15 @@ pub fn no_handler() -> Result<(), Errno> {
     Ok(())
 }
 
+/// Points its stack into its own (read-only, validated) L4 and raises #UD: xen-lite writes the
+/// bounce frame through its own map, so it must refuse the page table and kill, never write it.
+pub fn stack_on_page_table(info: &hypercall_abi::StartInfo) -> Result<(), Errno> {
+    let target = info.pt_base + 0x800;
+    println!("stack-on-page-table: raising #UD with rsp = {target:#x} (inside its L4)");
+    // SAFETY: deliberately faults with the stack in a page table; control never returns.
+    unsafe { asm!("mov rsp, {}", "ud2", in(reg) target, options(noreturn)) }
+}
+
 /// With handlers installed (at start of day), raises #UD on a stack pointer outside the domain: xen-lite cannot
 /// write the bounce frame and must kill.
 pub fn bad_stack() -> Result<(), Errno> {

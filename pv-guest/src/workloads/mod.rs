@@ -15,7 +15,7 @@ use crate::args::{Args, Workload};
 use crate::println;
 
 /// Runs the workload; returns the exit code.
-pub fn run(args: &Args, info: &StartInfo) -> u8 {
+pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
     let result = match args.workload {
         Workload::Hello => {
             println!("hello from the guest kernel!");
@@ -30,7 +30,12 @@ pub fn run(args: &Args, info: &StartInfo) -> u8 {
         Workload::Privileged(instruction) => hostile::privileged(instruction),
         Workload::NoHandler => hostile::no_handler(),
         Workload::Run(name) => return run_program(info, name.as_str()),
+        Workload::Init => match crate::process::start(info, "init") {
+            Ok(never) => match never {},
+            Err(errno) => Err(errno),
+        },
         Workload::BadStack => hostile::bad_stack(),
+        Workload::StackOnPageTable => hostile::stack_on_page_table(info),
     };
     match result {
         Ok(()) => args.exit_code,

@@ -170,6 +170,12 @@ fn hypercalls(info: &StartInfo) {
         call(Hypercall::Stats, [HYPERVISOR_START, 0, 0, 0, 0]),
         Err(Errno::EFAULT),
     );
+    // xen-lite writes through its own map: it must not write into a validated page table.
+    expect(
+        "stats into its own page table",
+        call(Hypercall::Stats, [info.pt_base, 0, 0, 0, 0]),
+        Err(Errno::EFAULT),
+    );
     match platform::stats() {
         Ok(stats) => check(
             "stats counts this domain's hypercalls",

@@ -8,7 +8,11 @@
 use core::arch::asm;
 use core::fmt::{self, Write};
 
-use hypercall_abi::syscalls::{SYS_EXIT, SYS_GETPID, SYS_WRITE};
+use hypercall_abi::hypercall::Errno;
+use hypercall_abi::syscalls::{
+    SYS_EXEC, SYS_EXIT, SYS_FORK, SYS_GETARG, SYS_GETPID, SYS_SBRK, SYS_SLEEP, SYS_WAIT, SYS_WRITE,
+    SYS_YIELD,
+};
 
 /// A system call through `syscall` (in `pv` mode: bounced through xen-lite).
 ///
@@ -59,6 +63,59 @@ pub fn write(fd: u64, bytes: &[u8]) -> u64 {
 pub fn getpid() -> u64 {
     // SAFETY: no pointer arguments.
     unsafe { syscall3(SYS_GETPID, 0, 0, 0) }
+}
+
+/// A raw result as `Result`: negative errno values become `Err`.
+pub fn check(value: u64) -> Result<u64, Errno> {
+    Errno::from_return(value).map_or(Ok(value), Err)
+}
+
+/// `fork()`: the child's pid in the parent, 0 in the child.
+pub fn fork() -> Result<u64, Errno> {
+    // SAFETY: no pointer arguments.
+    check(unsafe { syscall3(SYS_FORK, 0, 0, 0) })
+}
+
+/// `exec(name)`: returns only on failure.
+pub fn exec(name: &str) -> Errno {
+    // SAFETY: the name is valid for its length.
+    let result = unsafe { syscall3(SYS_EXEC, name.as_ptr() as u64, name.len() as u64, 0) };
+    Errno::from_return(result).unwrap_or(Errno::EINVAL)
+}
+
+/// `wait()`: a finished child's pid and exit status.
+pub fn wait() -> Result<(u64, u64), Errno> {
+    let mut status = 0u64;
+    // SAFETY: `status` is valid for 8 bytes and lives across the call.
+    let pid = check(unsafe { syscall3(SYS_WAIT, core::ptr::addr_of_mut!(status) as u64, 0, 0) })?;
+    Ok((pid, status))
+}
+
+/// `sbrk(increment)`: the old break.
+pub fn sbrk(increment: i64) -> Result<u64, Errno> {
+    // SAFETY: no pointer arguments.
+    check(unsafe { syscall3(SYS_SBRK, increment as u64, 0, 0) })
+}
+
+/// `yield()`.
+pub fn yield_now() -> Result<u64, Errno> {
+    // SAFETY: no pointer arguments.
+    check(unsafe { syscall3(SYS_YIELD, 0, 0, 0) })
+}
+
+/// `sleep(milliseconds)`.
+pub fn sleep(milliseconds: u64) -> Result<u64, Errno> {
+    // SAFETY: no pointer arguments.
+    check(unsafe { syscall3(SYS_SLEEP, milliseconds, 0, 0) })
+}
+
+/// `getarg(index, buf)`: the length written.
+pub fn getarg(index: u64, buffer: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: the buffer is valid for its length.
+    let len = check(unsafe {
+        syscall3(SYS_GETARG, index, buffer.as_mut_ptr() as u64, buffer.len() as u64)
+    })?;
+    Ok(len as usize)
 }
 
 /// `exit(status)`.

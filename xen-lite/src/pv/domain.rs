@@ -198,9 +198,18 @@ impl Domain {
         Ok(())
     }
 
-    /// Copies `data` to guest address `va`.
+    /// Copies `data` to guest address `va`. xen-lite writes through its own map of the
+    /// domain's frames, which ignores the guest's page-table permissions, so it refuses any
+    /// frame that is a page table: otherwise a guest could aim a bounce frame or a hypercall's
+    /// output at its own (validated, read-only) page tables and write entries nobody checked.
     pub fn copy_to_guest(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
         let offset = guest_offset(va, data.len() as u64, self.nr_pages)?;
+        if !data.is_empty() {
+            let (first, last) = (offset / PAGE_SIZE, (offset + data.len() as u64 - 1) / PAGE_SIZE);
+            if (first..=last).any(|gfn| self.is_page_table(gfn)) {
+                return Err(Errno::EFAULT);
+            }
+        }
         // SAFETY: as in `copy_from_guest`; the bytes written belong to this domain alone.
         unsafe {
             core::ptr::copy_nonoverlapping(
@@ -210,6 +219,12 @@ impl Domain {
             )
         };
         Ok(())
+    }
+
+    /// Whether frame `gfn` is in use as a page table.
+    fn is_page_table(&self, gfn: u64) -> bool {
+        let info = self.page_info[gfn as usize];
+        info.type_count > 0 && info.page_type.level().is_some()
     }
 
     /// The domain's `SharedInfo`, through xen-lite's map.
