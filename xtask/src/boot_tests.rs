@@ -303,6 +303,7 @@ fn pv() -> Vec<BootTest> {
                 "[dom0] init: hello (pid 2) exited with status 0",
                 "[dom0] usertests: ok a tree: a child forks a grandchild",
                 "[dom0] usertests: ok touching a freed heap page kills the child",
+                "[dom0] usertests: ok a spinning process is preempted",
                 "ALL TESTS PASSED",
                 "[dom0] init: usertests (pid 3) exited with status 0",
                 "[dom0] init: 2 programs run, 0 failed",

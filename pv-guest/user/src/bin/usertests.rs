@@ -69,6 +69,13 @@ fn read_byte(address: u64) -> u8 {
     unsafe { (address as *const u8).read_volatile() }
 }
 
+/// Burns CPU time without entering the kernel.
+fn spin(iterations: u64) {
+    for i in 0..iterations {
+        core::hint::black_box(i);
+    }
+}
+
 /// Raises the hardware #DE (not Rust's division check).
 fn divide_by_zero() -> u8 {
     // SAFETY: faults on purpose; the kernel ends the child.
@@ -170,6 +177,19 @@ fn main() -> u8 {
     );
     check("sbrk past the limit is ENOMEM", sbrk(1 << 40) == Err(Errno::ENOMEM));
     check("the stack grows on first touch (32 KiB deep)", recurse(64) == (1..=64).sum::<u64>());
+
+    // Preemption: a child that spins without a system call must not keep a second child from
+    // running. Without preemption the spinner (forked first) would end first.
+    if fork() == Ok(0) {
+        spin(30_000_000);
+        exit(1);
+    }
+    if fork() == Ok(0) {
+        exit(2);
+    }
+    let first = wait().map(|(_, status)| status);
+    let second = wait().map(|(_, status)| status);
+    check("a spinning process is preempted", first == Ok(2) && second == Ok(1));
 
     check(
         "a child dividing by zero is killed (#DE)",
