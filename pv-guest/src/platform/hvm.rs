@@ -3,10 +3,10 @@
 //!
 //! Today this is `native` mode, where no hypervisor is underneath: the console is COM1 driven
 //! by port I/O, shutdown uses the same exit device as xen-lite (`hypercall_abi::devices`), and
-//! `cli`/`sti` are the real instructions. The kernel still runs on the GDT and IDT xen-lite
-//! left behind; its own IDT, timer and page tables arrive with the comparison builds (VMX,
-//! SVM), and until then the operations that need them answer `ENOSYS`, which every caller
-//! reports as "not in this flavour yet".
+//! `cli`/`sti` are the real instructions, and the kernel loads its own IDT. It still runs on the
+//! GDT and TSS xen-lite left behind; its timer, page-table writes and system-call entry arrive
+//! with the comparison builds (VMX, SVM), and until then the operations that need them answer
+//! `ENOSYS`, which every caller reports as "not in this flavour yet".
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
