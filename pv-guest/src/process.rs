@@ -444,7 +444,7 @@ pub fn fault(frame: &mut TrapFrame, caught: Caught) -> bool {
     let in_heap =
         address >= process.heap_start && address < process.brk.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let in_stack =
-        address < USER_STACK_TOP && address >= USER_STACK_TOP - STACK_GROWTH_PAGES * PAGE_SIZE;
+        (USER_STACK_TOP - STACK_GROWTH_PAGES * PAGE_SIZE..USER_STACK_TOP).contains(&address);
     let not_present = caught.error_code & 1 == 0;
     if caught.vector == 14 && not_present && (in_heap || in_stack) {
         if let Some(space) = process.space.as_mut() {

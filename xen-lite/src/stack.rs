@@ -17,7 +17,7 @@ unsafe impl<const N: usize> Sync for Stack<N> {}
 impl<const N: usize> Stack<N> {
     /// A zeroed stack.
     pub const fn new() -> Self {
-        assert!(N % 4096 == 0, "stacks are whole pages");
+        assert!(N.is_multiple_of(4096), "stacks are whole pages");
         Stack(UnsafeCell::new([0; N]))
     }
 
