@@ -57,8 +57,15 @@ impl AddressSpace {
         let l4 = frames::alloc().ok_or(Errno::ENOSPC)?;
         zero(l4);
         let kernel_l4 = (info.pt_base - gfn_to_va(0)) / PAGE_SIZE;
-        // SAFETY: `l4` is still writable (just allocated); slot 511 maps the kernel.
-        unsafe { ((gfn_to_va(l4) + 511 * 8) as *mut u64).write_volatile(peek(kernel_l4, 511)) };
+        // The upper half is the kernel's (slot 511: its image and direct map) and, below it,
+        // whatever the platform put there (xen-lite's reserved slots: in `pv` xen-lite rewrites
+        // them when it pins the table; in `native` they hold the CPU tables xen-lite left).
+        for slot in 256..512 {
+            // SAFETY: `l4` is still writable (just allocated); the slot is inside the page.
+            unsafe {
+                ((gfn_to_va(l4) + slot * 8) as *mut u64).write_volatile(peek(kernel_l4, slot))
+            };
+        }
         let mut space = AddressSpace {
             l4,
             pte_base: info.pte_base,
@@ -67,7 +74,7 @@ impl AddressSpace {
             data: [(0, 0, false); MAX_FRAMES],
             nr_data: 0,
         };
-        platform::update_va_mapping(gfn_to_va(l4), space.machine(l4) | PRESENT)?;
+        make_table(&space, l4)?;
         check(platform::mmuext_op(&[MmuextOp {
             cmd: MMUEXT_PIN_L4_TABLE,
             arg: space.machine(l4) >> 12,
@@ -94,7 +101,7 @@ impl AddressSpace {
                 }
                 let next = frames::alloc().ok_or(Errno::ENOSPC)?;
                 zero(next);
-                platform::update_va_mapping(gfn_to_va(next), self.machine(next) | PRESENT)?;
+                make_table(self, next)?;
                 let update = MmuUpdate {
                     ptr: self.machine(table) + index * 8,
                     val: self.machine(next) | PRESENT | WRITABLE | USER,
@@ -221,12 +228,26 @@ impl AddressSpace {
             arg: self.machine(self.l4) >> 12,
         }]);
         for &gfn in &self.tables[..self.nr_tables] {
-            let _ =
-                platform::update_va_mapping(gfn_to_va(gfn), self.machine(gfn) | PRESENT | WRITABLE);
+            if !platform::KERNEL_WRITES_PAGE_TABLES {
+                let _ = platform::update_va_mapping(
+                    gfn_to_va(gfn),
+                    self.machine(gfn) | PRESENT | WRITABLE,
+                );
+            }
             frames::free(gfn);
         }
         self.data[..self.nr_data].iter().for_each(|&(_, gfn, _)| frames::free(gfn));
     }
+}
+
+/// Prepares frame `gfn` to become a page table. Under direct paging (`pv`) a page table may
+/// never be writable, so its direct-map mapping becomes read-only first; a kernel that writes
+/// its tables itself (`hvm`) keeps it writable.
+fn make_table(space: &AddressSpace, gfn: u64) -> Result<(), Errno> {
+    if platform::KERNEL_WRITES_PAGE_TABLES {
+        return Ok(());
+    }
+    platform::update_va_mapping(gfn_to_va(gfn), space.machine(gfn) | PRESENT)
 }
 
 /// Loads the level-4 table in machine frame address `l4_machine` (`mmuext_op(NEW_BASEPTR)`).

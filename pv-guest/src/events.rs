@@ -18,6 +18,7 @@ pub static TIMER_PORT: AtomicU64 = AtomicU64::new(0);
 /// The event handler.
 pub fn upcall() {
     UPCALLS.fetch_add(1, Ordering::Relaxed);
+    platform::acknowledge_event();
     loop {
         let pending = platform::take_pending_events();
         if pending == 0 {

@@ -62,6 +62,7 @@ guest_event_entry:
     push {event_vector}
     // fall through
 
+    .global guest_trap_common
 guest_trap_common:
     "#,
     hypercall_abi::push_registers!(),

@@ -113,6 +113,19 @@ pub fn all() -> Vec<BootTest> {
             status: 7,
         });
         tests.push(BootTest {
+            name: "native-usertests",
+            emulator,
+            // The same programs as pv-usertests, on the hvm flavour with no hypervisor under it.
+            bundle: Bundle::Cmdline("mode=native domain=\"init hello usertests\""),
+            expect: &[
+                "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
+                "[dom0] usertests: ok a spinning process is preempted",
+                "ALL TESTS PASSED",
+                "[dom0] init: 2 programs run, 0 failed",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
             name: "bad-bundle-checksum",
             emulator,
             bundle: Bundle::Mangled(flip_last_byte),

@@ -187,6 +187,9 @@ pub fn upcall_pending() -> bool {
     unsafe { addr_of_mut!((*shared()).vcpu.upcall_pending).read_volatile() != 0 }
 }
 
+/// Nothing to acknowledge: an upcall is not a device interrupt (see `take_pending_events`).
+pub fn acknowledge_event() {}
+
 /// Clears `upcall_pending` and takes (clears and returns) the pending, unmasked ports.
 pub fn take_pending_events() -> u64 {
     let shared = shared();
