@@ -36,6 +36,90 @@ pub fn enable_write_protect() {
     unsafe { cr0_write(cr0() | Cr0::CR0_WRITE_PROTECT) };
 }
 
+/// Reads CR0.
+pub fn read_cr0() -> u64 {
+    // SAFETY: reading CR0 has no side effect; xen-lite runs in ring 0.
+    unsafe { x86::controlregs::cr0().bits() as u64 }
+}
+
+/// Reads CR4.
+pub fn read_cr4() -> u64 {
+    // SAFETY: reading CR4 has no side effect; xen-lite runs in ring 0.
+    unsafe { x86::controlregs::cr4().bits() as u64 }
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// Every bit changed must be one the running code is prepared for (paging and protection stay
+/// on; caching changes only with the caches flushed).
+pub unsafe fn write_cr0(value: u64) {
+    // SAFETY: the caller vouches for the new value.
+    unsafe { x86::controlregs::cr0_write(x86::controlregs::Cr0::from_bits_truncate(value as usize)) }
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// Every bit changed must be one the running code is prepared for (PAE stays on in long mode).
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: the caller vouches for the new value.
+    unsafe { x86::controlregs::cr4_write(x86::controlregs::Cr4::from_bits_truncate(value as usize)) }
+}
+
+/// How a VMX instruction ended (Intel SDM Vol. 3C, 31.2 "Conventions").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmxStatus {
+    /// RFLAGS.CF and ZF both clear.
+    Succeed,
+    /// CF set: the operand was invalid and there is no current VMCS to say why.
+    FailInvalid,
+    /// ZF set: the reason is in the current VMCS' VM-instruction error field.
+    FailValid,
+}
+
+impl VmxStatus {
+    fn from_flags(carry: u8, zero: u8) -> Self {
+        match (carry, zero) {
+            (0, 0) => Self::Succeed,
+            (0, _) => Self::FailValid,
+            _ => Self::FailInvalid,
+        }
+    }
+}
+
+/// Enters VMX root operation with the VMXON region at physical address `region`.
+///
+/// # Safety
+/// CR4.VMXE must be set, CR0/CR4 must satisfy the VMX fixed bits, `IA32_FEATURE_CONTROL` must
+/// be locked with VMX enabled, and `region` must be a 4-KiB-aligned frame that holds the VMCS
+/// revision id and stays reserved until `vmxoff`; otherwise the instruction faults.
+pub unsafe fn vmxon(region: u64) -> VmxStatus {
+    let (carry, zero): (u8, u8);
+    // SAFETY: the caller guarantees the preconditions above. The flags are read in the same
+    // block, so nothing the compiler emits can clobber them in between.
+    unsafe {
+        asm!("vmxon [{region}]", "setc {carry}", "setz {zero}",
+             region = in(reg) &region, carry = out(reg_byte) carry, zero = out(reg_byte) zero,
+             options(nostack));
+    }
+    VmxStatus::from_flags(carry, zero)
+}
+
+/// Leaves VMX root operation.
+///
+/// # Safety
+/// Must run in VMX root operation with no guest depending on the current VMCS.
+pub unsafe fn vmxoff() -> VmxStatus {
+    let (carry, zero): (u8, u8);
+    // SAFETY: the caller guarantees we are in VMX root operation.
+    unsafe {
+        asm!("vmxoff", "setc {carry}", "setz {zero}",
+             carry = out(reg_byte) carry, zero = out(reg_byte) zero, options(nostack));
+    }
+    VmxStatus::from_flags(carry, zero)
+}
+
 /// Flushes every non-global TLB entry (by reloading CR3 with its own value).
 pub fn flush_tlb() {
     // SAFETY: writing CR3 with its current value changes no mapping, only drops cached ones.

@@ -37,6 +37,7 @@ mod trap;
 mod idt;
 mod timer;
 mod cpu;
+mod vmx;
 // Booting domains: the command line, the builder, the modes.
 mod config;
 mod domain_builder;
@@ -87,7 +88,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     paging::adopt_boot_tables(l4);
     log::info!("paging: own level-4 table at {l4}, holding only the reserved range");
 
-    cpu::log_report(&cpu::probe());
+    let cpu = cpu::probe();
+    cpu::log_report(&cpu);
+    if cpu.vmx.is_some() {
+        vmx::log_root_operation(&mut FRAMES.lock());
+    }
 
     let bundle = read_bundle(boot_info);
     let config = config::parse(bundle.cmdline()).unwrap_or_else(|error| {

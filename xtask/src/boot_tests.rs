@@ -149,7 +149,11 @@ pub fn all() -> Vec<BootTest> {
         name: "bochs-reports-vmx",
         emulator: Emulator::Bochs,
         bundle: Bundle::Cmdline(NATIVE_HELLO),
-        expect: &["[xen] cpu: VMX offered, VMCS revision id 0x", "[xen] cpu: SVM not offered"],
+        expect: &[
+            "[xen] cpu: VMX offered, VMCS revision id 0x",
+            "[xen] cpu: SVM not offered",
+            "[xen] vmx: entered and left VMX root operation (VMXON, VMXOFF)",
+        ],
         status: 0,
     });
     tests.push(BootTest {
