@@ -8,6 +8,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use hypercall_abi::devices::{timer_init_sequence, PIC1_COMMAND, PIC_EOI};
+
 use crate::instructions::outb;
 
 /// Timer interrupts per second.
@@ -17,34 +19,11 @@ pub const NS_PER_TICK: u64 = 1_000_000_000 / HZ;
 /// The IDT vector IRQ 0 arrives on (the PIC is remapped past the exceptions).
 pub const TIMER_VECTOR: u8 = 0x20;
 
-const PIT_HZ: u64 = 1_193_182;
-const PIC1_COMMAND: u16 = 0x20;
-const PIC1_DATA: u16 = 0x21;
-const PIC2_COMMAND: u16 = 0xa0;
-const PIC2_DATA: u16 = 0xa1;
-const PIC_EOI: u8 = 0x20;
-
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Remaps the PICs to vectors 0x20-0x2f, unmasks only IRQ 0, and starts the PIT at [`HZ`].
 pub fn init() {
-    let divisor = (PIT_HZ / HZ) as u16;
-    let sequence: [(u16, u8); 13] = [
-        (PIC1_COMMAND, 0x11), // ICW1: initialise, ICW4 follows
-        (PIC2_COMMAND, 0x11),
-        (PIC1_DATA, TIMER_VECTOR), // ICW2: vector base
-        (PIC2_DATA, TIMER_VECTOR + 8),
-        (PIC1_DATA, 0x04), // ICW3: slave on IRQ 2
-        (PIC2_DATA, 0x02),
-        (PIC1_DATA, 0x01), // ICW4: 8086 mode
-        (PIC2_DATA, 0x01),
-        (PIC1_DATA, 0xfe), // masks: only IRQ 0
-        (PIC2_DATA, 0xff),
-        (0x43, 0x34), // PIT channel 0, lo/hi byte, mode 2 (rate generator)
-        (0x40, divisor as u8),
-        (0x40, (divisor >> 8) as u8),
-    ];
-    for (port, value) in sequence {
+    for (port, value) in timer_init_sequence(TIMER_VECTOR, HZ) {
         // SAFETY: programming the PIC and PIT, which xen-lite alone owns.
         unsafe { outb(port, value) };
     }

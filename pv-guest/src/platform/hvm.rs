@@ -11,7 +11,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use hypercall_abi::devices::{COM1, DEBUG_EXIT_PORT, UART_LSR, UART_LSR_TEMT, UART_LSR_THRE};
+use hypercall_abi::devices::{self, COM1, DEBUG_EXIT_PORT, UART_LSR, UART_LSR_TEMT, UART_LSR_THRE};
 use hypercall_abi::hypercall::{Errno, MmuUpdate, MmuextOp, Stats};
 use hypercall_abi::StartInfo;
 
@@ -253,7 +253,7 @@ static TIMER_BOUND: AtomicBool = AtomicBool::new(false);
 /// Acknowledges the timer interrupt at the PIC and counts the tick.
 pub fn acknowledge_event() {
     // SAFETY: end-of-interrupt to the master PIC.
-    unsafe { x86::io::outb(0x20, 0x20) };
+    unsafe { x86::io::outb(devices::PIC1_COMMAND, devices::PIC_EOI) };
     TICKS.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -300,23 +300,7 @@ pub fn bind_timer() -> Result<u64, Errno> {
     if TIMER_BOUND.swap(true, Ordering::Relaxed) {
         return Err(Errno::EBUSY);
     }
-    let divisor = (1_193_182 / (1_000_000_000 / TICK_NS)) as u16;
-    let sequence: [(u16, u8); 13] = [
-        (0x20, 0x11),
-        (0xa0, 0x11),
-        (0x21, TIMER_VECTOR),
-        (0xa1, TIMER_VECTOR + 8),
-        (0x21, 0x04),
-        (0xa1, 0x02),
-        (0x21, 0x01),
-        (0xa1, 0x01),
-        (0x21, 0xfe),
-        (0xa1, 0xff),
-        (0x43, 0x34),
-        (0x40, divisor as u8),
-        (0x40, (divisor >> 8) as u8),
-    ];
-    for (port, value) in sequence {
+    for (port, value) in devices::timer_init_sequence(TIMER_VECTOR, 1_000_000_000 / TICK_NS) {
         // SAFETY: programming the PIC and PIT, which this kernel owns in native mode.
         unsafe { x86::io::outb(port, value) };
     }
