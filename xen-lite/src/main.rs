@@ -90,8 +90,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     let cpu = cpu::probe();
     cpu::log_report(&cpu);
-    if cpu.vmx.is_some() {
-        vmx::log_root_operation(&mut FRAMES.lock());
+    if let Some((revision, control)) = cpu.vmx {
+        vmx::log_root_operation(revision, control, &mut FRAMES.lock());
     }
 
     let bundle = read_bundle(boot_info);

@@ -23,8 +23,8 @@
 use core::fmt;
 
 use x86::msr::{
-    IA32_FEATURE_CONTROL, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1,
-    IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1,
+    IA32_FEATURE_CONTROL, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0,
+    IA32_VMX_CR4_FIXED1,
 };
 
 use crate::frame::FrameAllocator;
@@ -35,8 +35,6 @@ use crate::memory_map::phys_to_virt;
 const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
 /// `IA32_FEATURE_CONTROL` bit 2: VMXON is allowed outside SMX operation.
 const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
-/// `IA32_VMX_BASIC` bits 30:0: the VMCS revision id.
-const VMX_BASIC_REVISION_MASK: u64 = 0x7fff_ffff;
 
 /// What `IA32_FEATURE_CONTROL` allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,16 +100,17 @@ impl fmt::Display for VmxError {
 }
 
 /// Enters VMX root operation and leaves it again, restoring CR4; returns the CR0 and CR4
-/// values VMX operation required. The CPU must report VMX in CPUID.
+/// values VMX operation required. `revision` and `control` are the VMCS revision id and
+/// `IA32_FEATURE_CONTROL` as [`crate::cpu::probe`] read them (so the CPU reports VMX).
 pub fn check_root_operation<const WORDS: usize>(
+    revision: u32,
+    control: u64,
     frames: &mut FrameAllocator<WORDS>,
 ) -> Result<(u64, u64), VmxError> {
-    // SAFETY: the caller checked CPUID for VMX, so these MSRs exist.
-    let (control, basic, cr0_fixed, cr4_fixed) = unsafe {
+    // SAFETY: the CPU reports VMX (the caller has its revision id), so these MSRs exist.
+    let (cr0_fixed, cr4_fixed) = unsafe {
         use instructions::rdmsr;
         (
-            rdmsr(IA32_FEATURE_CONTROL),
-            rdmsr(IA32_VMX_BASIC),
             (rdmsr(IA32_VMX_CR0_FIXED0), rdmsr(IA32_VMX_CR0_FIXED1)),
             (rdmsr(IA32_VMX_CR4_FIXED0), rdmsr(IA32_VMX_CR4_FIXED1)),
         )
@@ -139,7 +138,7 @@ pub fn check_root_operation<const WORDS: usize>(
     unsafe {
         let base = phys_to_virt(region.addr()) as *mut u8;
         core::ptr::write_bytes(base, 0, 4096);
-        (base as *mut u32).write((basic & VMX_BASIC_REVISION_MASK) as u32);
+        (base as *mut u32).write(revision);
     }
     // SAFETY: `with_fixed_bits` only adds bits VMX requires (CR0.NE/PE/PG, CR4.VMXE); paging and
     // protection stay as they are.
@@ -148,27 +147,32 @@ pub fn check_root_operation<const WORDS: usize>(
         instructions::write_cr4(cr4);
     }
     // SAFETY: every precondition of VMXON was established above.
-    let result = match unsafe { instructions::vmxon(region.addr()) } {
-        VmxStatus::Succeed => {
-            // SAFETY: VMXON succeeded, so we are in VMX root operation, with no VMCS loaded.
-            match unsafe { instructions::vmxoff() } {
-                VmxStatus::Succeed => Ok((cr0, cr4)),
-                status => Err(VmxError::Instruction { name: "vmxoff", status }),
-            }
+    let status = unsafe { instructions::vmxon(region.addr()) };
+    if status == VmxStatus::Succeed {
+        // SAFETY: VMXON succeeded, so we are in VMX root operation, with no VMCS loaded.
+        let status = unsafe { instructions::vmxoff() };
+        if status != VmxStatus::Succeed {
+            // Still in VMX operation: CR4.VMXE cannot be cleared, the region stays the CPU's.
+            return Err(VmxError::Instruction { name: "vmxoff", status });
         }
-        status => Err(VmxError::Instruction { name: "vmxon", status }),
-    };
-    if result.is_ok() {
-        // SAFETY: out of VMX operation again, so CR4.VMXE may be cleared; nothing else changes.
-        unsafe { instructions::write_cr4(old_cr4) };
-        frames.free(region).unwrap_or_else(|error| panic!("VMXON region {region}: {error:?}"));
     }
-    result
+    // SAFETY: not in VMX operation (VMXON failed, or VMXOFF succeeded), so CR4.VMXE may be
+    // cleared again; nothing else changes.
+    unsafe { instructions::write_cr4(old_cr4) };
+    frames.free(region).unwrap_or_else(|error| panic!("VMXON region {region}: {error:?}"));
+    match status {
+        VmxStatus::Succeed => Ok((cr0, cr4)),
+        status => Err(VmxError::Instruction { name: "vmxon", status }),
+    }
 }
 
-/// Logs whether VMX root operation works on this CPU (call only when CPUID reports VMX).
-pub fn log_root_operation<const WORDS: usize>(frames: &mut FrameAllocator<WORDS>) {
-    match check_root_operation(frames) {
+/// Logs whether VMX root operation works on this CPU (arguments as [`check_root_operation`]).
+pub fn log_root_operation<const WORDS: usize>(
+    revision: u32,
+    control: u64,
+    frames: &mut FrameAllocator<WORDS>,
+) {
+    match check_root_operation(revision, control, frames) {
         Ok((cr0, cr4)) => log::info!(
             "vmx: entered and left VMX root operation (VMXON, VMXOFF); CR0 {cr0:#x} and CR4 {cr4:#x} while in it"
         ),
