@@ -31,9 +31,9 @@ pub unsafe fn write_cr3(l4: u64) {
 /// Sets CR0.WP, so supervisor code (ring 0, and the guest kernel in ring 1) cannot write
 /// through read-only mappings. Direct paging depends on it (DESIGN §4, invariant 2).
 pub fn enable_write_protect() {
-    use x86::controlregs::{cr0, cr0_write, Cr0};
+    let wp = x86::controlregs::Cr0::CR0_WRITE_PROTECT.bits() as u64;
     // SAFETY: setting WP only adds protection; xen-lite never writes through read-only mappings.
-    unsafe { cr0_write(cr0() | Cr0::CR0_WRITE_PROTECT) };
+    unsafe { write_cr0(read_cr0() | wp) };
 }
 
 /// Reads CR0.
