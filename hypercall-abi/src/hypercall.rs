@@ -274,9 +274,14 @@ pub struct Stats {
     /// Entries into xen-lite from this domain: `syscall` from user code (bounced to the guest
     /// kernel). The `int 0x80` fast trap never enters xen-lite, so it has no counter here.
     pub entries_syscall: u64,
+    /// VM exits of a `vmx` domain by basic exit reason (`crate::vm_exit`; index = reason).
+    pub vm_exits: [u64; VM_EXIT_SLOTS],
 }
 
-const _: () = assert!(size_of::<Stats>() == (64 + 32 + 8) * 8);
+/// Slots in [`Stats::vm_exits`]: one per VMX basic exit reason, 0-79.
+pub const VM_EXIT_SLOTS: usize = 80;
+
+const _: () = assert!(size_of::<Stats>() == (64 + 32 + 8 + VM_EXIT_SLOTS) * 8);
 
 impl Stats {
     /// All zero.
@@ -292,6 +297,7 @@ impl Stats {
             cr3_writes: 0,
             mmu_rejected: 0,
             entries_syscall: 0,
+            vm_exits: [0; VM_EXIT_SLOTS],
         }
     }
 }
@@ -314,6 +320,7 @@ impl Stats {
             self.entries_syscall,
         ];
         let all = self.hypercalls.iter().chain(self.bounces.iter()).chain(tail.iter());
+        let all = all.chain(self.vm_exits.iter());
         for (slot, value) in words.iter_mut().zip(all) {
             *slot = *value;
         }
@@ -338,7 +345,13 @@ impl Stats {
             words[96], words[97], words[98], words[99], words[100], words[101], words[102],
             words[103],
         ];
+        stats.vm_exits.copy_from_slice(&words[104..104 + VM_EXIT_SLOTS]);
         stats
+    }
+
+    /// VM exits of every reason together.
+    pub fn vm_exits_total(&self) -> u64 {
+        self.vm_exits.iter().sum()
     }
 }
 
@@ -373,8 +386,12 @@ mod tests {
         stats.hypercalls[18] = 7;
         stats.bounces[14] = 2;
         stats.cr3_writes = 9;
+        stats.vm_exits[18] = 4;
+        stats.vm_exits[VM_EXIT_SLOTS - 1] = 1;
         let words = stats.to_words();
-        assert_eq!((words[18], words[64 + 14], words[101]), (7, 2, 9));
+        assert_eq!((words[18], words[64 + 14], words[101], words[104 + 18]), (7, 2, 9, 4));
+        assert_eq!(words[Stats::WORDS - 1], 1);
+        assert_eq!(stats.vm_exits_total(), 5);
         assert_eq!(core::mem::offset_of!(Stats, cr3_writes), 101 * 8);
         assert_eq!(Stats::from_words(&words), stats);
     }

@@ -27,6 +27,7 @@ pub mod start_info;
 pub mod shared_info;
 pub mod frame;
 pub mod hypercall;
+pub mod vm_exit;
 pub mod syscalls;
 
 pub use mode::Mode;

@@ -28,6 +28,7 @@ mod start;
 #[cfg_attr(feature = "pv", path = "platform/pv.rs")]
 #[cfg_attr(any(feature = "hvm", all(test, not(feature = "pv"))), path = "platform/hvm.rs")]
 mod platform;
+mod hypercall_page;
 mod console;
 mod args;
 mod traps;

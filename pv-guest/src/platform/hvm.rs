@@ -1,26 +1,46 @@
 //! The `hvm` flavour of the platform layer: the kernel runs in ring 0 and uses the real
 //! instructions.
 //!
-//! Today this is `native` mode, where no hypervisor is underneath: the console is COM1 driven
-//! by port I/O, shutdown uses the same exit device as xen-lite (`hypercall_abi::devices`), and
-//! `cli`/`sti` are the real instructions, the kernel loads its own IDT, programs the PIT and
-//! PIC for its tick, writes its page tables directly, and takes `syscall` at its own LSTAR
-//! entry. It still runs on the GDT and TSS xen-lite left behind (it sets their RSP0). Under VMX
-//! and SVM the console and shutdown will go through the hypercall page.
+//! It runs in two places, and this layer is the same in both:
+//!
+//! - `native`: no hypervisor underneath. The console is COM1 driven by port I/O and shutdown
+//!   uses the same exit device as xen-lite (`hypercall_abi::devices`).
+//! - `vmx` (and later `svm`): VMX non-root ring 0 under xen-lite, with EPT. The console,
+//!   shutdown, yield and `stats` go through the hypercall page, whose stubs xen-lite filled with
+//!   `vmcall`; everything else is the real instruction, and xen-lite virtualises what it must
+//!   (the PIC and PIT ports, a few MSRs, `hlt`) without the kernel knowing.
+//!
+//! In both, the kernel loads its own GDT, TSS and IDT, programs the PIT and PIC for its tick,
+//! writes its page tables directly, and takes `syscall` at its own LSTAR entry. Which of the
+//! two it is comes from `StartInfo::mode`, read once in [`init`].
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use hypercall_abi::devices::{self, COM1, DEBUG_EXIT_PORT, UART_LSR, UART_LSR_TEMT, UART_LSR_THRE};
-use hypercall_abi::hypercall::{Errno, MmuUpdate, MmuextOp, Stats};
-use hypercall_abi::StartInfo;
+use hypercall_abi::hypercall::{
+    Errno, Hypercall, MmuUpdate, MmuextOp, Stats, CONSOLEIO_WRITE, SCHEDOP_SHUTDOWN,
+    SCHEDOP_YIELD,
+};
+use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
+use hypercall_abi::{Mode, StartInfo};
+use spin::Once;
+use x86::bits64::segmentation::Descriptor64;
+use x86::bits64::task::TaskStateSegment;
+use x86::segmentation::{
+    BuildDescriptor, CodeSegmentType, DataSegmentType, Descriptor, DescriptorBuilder,
+    GateDescriptorBuilder, SegmentDescriptorBuilder, SegmentSelector,
+};
+use x86::Ring;
 
 /// This flavour's name, for messages.
 pub const FLAVOUR: &str = "hvm";
-/// The kernel's code selector: ring 0 (xen-lite's GDT, still loaded in `native` mode).
+/// The kernel's code selector: ring 0, in this kernel's own GDT.
 pub const KERNEL_CS: u16 = 0x08;
 /// The kernel's stack selector: ring 0.
 pub const KERNEL_SS: u16 = 0x10;
+/// The TSS's selector.
+const TSS_SELECTOR: u16 = 0x38;
 /// The kernel owns its page tables and writes them directly.
 pub const KERNEL_WRITES_PAGE_TABLES: bool = true;
 
@@ -28,22 +48,123 @@ pub const KERNEL_WRITES_PAGE_TABLES: bool = true;
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 /// This domain's id, for the prefix.
 static DOMAIN_ID: AtomicU32 = AtomicU32::new(0);
+/// Where xen-lite's hypercall page is; 0 in `native` mode, where there is no hypervisor.
+static HYPERCALL_PAGE: AtomicU64 = AtomicU64::new(0);
 
 /// What a page-table entry holds for gfn 0, and where gfn 0 is in the direct map: machine
 /// addresses in entries become kernel addresses with these.
 static PTE_BASE: AtomicU64 = AtomicU64::new(0);
 static PTE_BASE_VA: AtomicU64 = AtomicU64::new(0);
 
+/// The kernel's GDT: the same selectors as xen-lite's (`hypercall_abi::layout::selectors`
+/// for ring 3), without the ring-1 pair this flavour never uses.
+#[repr(C, packed)]
+struct Gdt {
+    null: Descriptor,
+    code: Descriptor,
+    data: Descriptor,
+    unused: [Descriptor; 2],
+    user_data: Descriptor,
+    user_code: Descriptor,
+    tss: Descriptor64,
+}
+const _: () = assert!(FLAT_RING3_DS == 0x2b && FLAT_RING3_CS == 0x33);
+
+static TSS: Once<TaskStateSegment> = Once::new();
+static GDT: Once<Gdt> = Once::new();
+
+/// Builds and loads the kernel's own GDT and TSS and reloads every segment register. Under
+/// VMX the CPU arrives with no usable GDT at all (xen-lite's is not in the guest's memory), so
+/// this runs before anything can raise an exception.
+fn load_descriptor_tables() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        tss.set_rsp(Ring::Ring0, kernel_stack_top());
+        // No I/O bitmap: ring 3 never reaches a port.
+        tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
+        tss
+    });
+    let code = |ring| {
+        DescriptorBuilder::code_descriptor(0, 0xfffff, CodeSegmentType::ExecuteReadAccessed)
+            .present()
+            .dpl(ring)
+            .l()
+            .limit_granularity_4kb()
+            .finish()
+    };
+    let data = |ring| {
+        DescriptorBuilder::data_descriptor(0, 0xfffff, DataSegmentType::ReadWriteAccessed)
+            .present()
+            .dpl(ring)
+            .limit_granularity_4kb()
+            .finish()
+    };
+    let gdt = GDT.call_once(|| Gdt {
+        null: Descriptor::NULL,
+        code: code(Ring::Ring0),
+        data: data(Ring::Ring0),
+        unused: [Descriptor::NULL; 2],
+        user_data: data(Ring::Ring3),
+        user_code: code(Ring::Ring3),
+        tss: <DescriptorBuilder as GateDescriptorBuilder<u64>>::tss_descriptor(
+            core::ptr::from_ref(tss) as u64,
+            core::mem::size_of::<TaskStateSegment>() as u64 - 1,
+            true,
+        )
+        .present()
+        .dpl(Ring::Ring0)
+        .finish(),
+    });
+    // SAFETY: `GDT` and `TSS` are statics built once; the selectors name descriptors in it, and
+    // the kernel runs in ring 0 with interrupts off this early.
+    unsafe {
+        x86::dtables::lgdt(&x86::dtables::DescriptorTablePointer::new(gdt));
+        x86::segmentation::load_cs(SegmentSelector::from_raw(KERNEL_CS));
+        let data = SegmentSelector::from_raw(KERNEL_SS);
+        x86::segmentation::load_ss(data);
+        x86::segmentation::load_ds(data);
+        x86::segmentation::load_es(data);
+        x86::task::load_tr(SegmentSelector::from_raw(TSS_SELECTOR));
+    }
+}
+
 /// Start-of-day platform set-up.
 pub fn init(info: &StartInfo) {
+    load_descriptor_tables();
     DOMAIN_ID.store(info.domain_id, Ordering::Relaxed);
+    if matches!(info.mode(), Some(Mode::Vmx | Mode::Svm)) {
+        HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
+    }
     PTE_BASE.store(info.pte_base, Ordering::Relaxed);
     PTE_BASE_VA.store(hypercall_abi::layout::gfn_to_va(0), Ordering::Relaxed);
 }
 
-/// Writes console output. With no hypervisor to tag lines, the platform adds the `[domN]`
-/// prefix itself, so transcripts read the same in every mode.
+/// Whether a hypervisor is underneath (`vmx`, `svm`): then it has a hypercall page.
+fn under_hypervisor() -> bool {
+    HYPERCALL_PAGE.load(Ordering::Relaxed) != 0
+}
+
+/// Calls `hypercall` and turns a negative return into an `Errno`.
+fn call(hypercall: Hypercall, args: [u64; 5]) -> Result<u64, Errno> {
+    let value = self::hypercall(hypercall as u64, args);
+    match Errno::from_return(value) {
+        Some(errno) => Err(errno),
+        None => Ok(value),
+    }
+}
+
+/// Writes console output: `console_io` under a hypervisor (which tags the lines), else COM1.
+/// With no hypervisor to tag lines, the platform adds the `[domN]` prefix itself, so
+/// transcripts read the same in every mode.
 pub fn console_write(bytes: &[u8]) {
+    if under_hypervisor() {
+        // Nothing useful can be done if the console itself fails.
+        let _ = call(
+            Hypercall::ConsoleIo,
+            [CONSOLEIO_WRITE, bytes.len() as u64, bytes.as_ptr() as u64, 0, 0],
+        );
+        return;
+    }
     for &byte in bytes {
         if AT_LINE_START.swap(false, Ordering::Relaxed) {
             let mut prefix = [0u8; 16];
@@ -88,8 +209,17 @@ fn uart_write(bytes: &[u8]) {
     }
 }
 
-/// Ends the run with `code` as the emulator's exit status.
+/// Ends the domain with `code`: `sched_op(shutdown)` under a hypervisor; alone on the
+/// machine, ends the emulator with `code` as its exit status.
 pub fn shutdown(code: u8) -> ! {
+    if under_hypervisor() {
+        let _ = call(Hypercall::SchedOp, [SCHEDOP_SHUTDOWN, u64::from(code), 0, 0, 0]);
+        // xen-lite never resumes a domain that shut down; if it did, trap loudly.
+        loop {
+            // SAFETY: `ud2` only raises #UD.
+            unsafe { asm!("ud2") };
+        }
+    }
     // SAFETY: as in `uart_write`; waiting for the transmitter to drain loses no output.
     while unsafe { x86::io::inb(COM1 + UART_LSR) } & UART_LSR_TEMT == 0 {
         core::hint::spin_loop();
@@ -104,21 +234,17 @@ pub fn shutdown(code: u8) -> ! {
     }
 }
 
-/// No hypercalls without a hypervisor.
-pub fn hypercall(_number: u64, _args: [u64; 5]) -> u64 {
-    Errno::ENOSYS.to_return()
+/// Calls hypercall `number` through the hypercall page (`vmcall` stubs under VMX); `ENOSYS`
+/// without a hypervisor.
+pub fn hypercall(number: u64, args: [u64; 5]) -> u64 {
+    crate::hypercall_page::call(HYPERCALL_PAGE.load(Ordering::Relaxed), number, args)
 }
 
 /// The kernel's own IDT (every exception vector to its `traps` entry, ring-0 interrupt gates,
-/// #BP and #OF and the `int 0x80` system call reachable from ring 3), its system-call entry
-/// (`syscall`: EFER.SCE, STAR, LSTAR, FMASK) and its entry stack (TSS.RSP0).
+/// #BP and #OF and the `int 0x80` system call reachable from ring 3) and its system-call entry
+/// (`syscall`: EFER.SCE, STAR, LSTAR, FMASK). Its entry stack (TSS.RSP0) is set with the TSS.
 pub fn install_traps() -> Result<(), Errno> {
-    use x86::bits64::segmentation::Descriptor64;
     use x86::dtables::DescriptorTablePointer;
-    use x86::segmentation::{
-        BuildDescriptor, DescriptorBuilder, GateDescriptorBuilder, SegmentSelector,
-    };
-    use x86::Ring;
 
     let idt = IDT.call_once(|| {
         let selector = SegmentSelector::from_raw(KERNEL_CS);
@@ -145,7 +271,6 @@ pub fn install_traps() -> Result<(), Errno> {
     // SAFETY: the table is a static built once, and every gate points at a `traps` entry stub.
     unsafe { x86::dtables::lidt(&DescriptorTablePointer::new_from_slice(idt)) };
     KERNEL_STACK_TOP.store(kernel_stack_top(), Ordering::Relaxed);
-    set_ring0_stack(kernel_stack_top());
     // SAFETY: these MSRs exist on every x86-64 CPU; LSTAR points at this kernel's syscall entry
     // (below), which switches to its own stack before touching memory.
     unsafe {
@@ -159,23 +284,6 @@ pub fn install_traps() -> Result<(), Errno> {
 }
 
 static IDT: spin::Once<[x86::bits64::segmentation::Descriptor64; 256]> = spin::Once::new();
-
-/// Sets RSP0 in the TSS the CPU is using (found through `str` and the GDT): the stack ring 3
-/// enters ring 0 on.
-fn set_ring0_stack(rsp: u64) {
-    let mut gdtr = [0u8; 10];
-    let selector: u16;
-    // SAFETY: `sgdt` stores 10 bytes into the buffer; `str` reads the task register.
-    unsafe { asm!("sgdt [{}]", "str {:x}", in(reg) gdtr.as_mut_ptr(), out(reg) selector) };
-    let gdt = u64::from_le_bytes(gdtr[2..10].try_into().unwrap_or_default());
-    let at = gdt + u64::from(selector & !7);
-    // SAFETY: the task register names a valid 16-byte TSS descriptor in the loaded GDT.
-    let (low, high) = unsafe { ((at as *const u64).read(), ((at + 8) as *const u64).read()) };
-    let base =
-        ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32);
-    // SAFETY: RSP0 is the 8 bytes at offset 4 of the 64-bit TSS; the TSS is writable memory.
-    unsafe { ((base + 4) as *mut u64).write_unaligned(rsp) };
-}
 
 const KERNEL_STACK_SIZE: usize = 64 * 1024;
 #[repr(C, align(16))]
@@ -213,8 +321,8 @@ hvm_syscall_entry:
     "#,
     scratch = sym SYSCALL_SCRATCH,
     stack = sym KERNEL_STACK_TOP,
-    user_ss = const hypercall_abi::layout::selectors::FLAT_RING3_DS,
-    user_cs = const hypercall_abi::layout::selectors::FLAT_RING3_CS,
+    user_ss = const FLAT_RING3_DS,
+    user_cs = const FLAT_RING3_CS,
     vector = const crate::traps::SYSCALL_VECTOR,
 );
 
@@ -322,8 +430,12 @@ pub fn idt_base() -> u64 {
     u64::from_le_bytes(pointer[2..10].try_into().unwrap_or_default())
 }
 
-/// Alone on the machine, yielding returns at once.
-pub fn yield_cpu() {}
+/// `sched_op(yield)` under a hypervisor; alone on the machine, yielding returns at once.
+pub fn yield_cpu() {
+    if under_hypervisor() {
+        let _ = call(Hypercall::SchedOp, [SCHEDOP_YIELD, 0, 0, 0, 0]);
+    }
+}
 
 /// No other domains without a hypervisor.
 pub fn open_port_for(_remote: u32) -> Result<u64, Errno> {
@@ -396,9 +508,11 @@ fn flush_tlb() {
     unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
 }
 
-/// No hypervisor counts anything.
+/// xen-lite's counters for this domain (`ENOSYS` with no hypervisor to count anything).
 pub fn stats() -> Result<Stats, Errno> {
-    Err(Errno::ENOSYS)
+    let mut words = [0u64; Stats::WORDS];
+    call(Hypercall::Stats, [words.as_mut_ptr() as u64, 0, 0, 0, 0])?;
+    Ok(Stats::from_words(&words))
 }
 
 // The return from an exception: the real `iretq` restores IF itself.

@@ -24,8 +24,7 @@ use core::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, MmuUpdate, MmuextOp, Stats, TrapInfo, CONSOLEIO_WRITE,
-    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, HYPERCALL_PAGE_ENTRIES,
-    HYPERCALL_STUB_SIZE, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
+    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING1_CS, FLAT_RING1_DS};
 use hypercall_abi::shared_info::{SharedInfo, VcpuInfo};
@@ -69,27 +68,7 @@ pub fn init(info: &StartInfo) {
 
 /// Calls hypercall `number` with up to five arguments; returns `rax` (negative errno on error).
 pub fn hypercall(number: u64, args: [u64; 5]) -> u64 {
-    if number >= HYPERCALL_PAGE_ENTRIES {
-        return Errno::ENOSYS.to_return();
-    }
-    let entry = HYPERCALL_PAGE.load(Ordering::Relaxed) + number * HYPERCALL_STUB_SIZE;
-    let result;
-    // SAFETY: the stub xen-lite wrote at `entry` loads the number into `rax`, traps with
-    // `int 0x82` and returns; xen-lite preserves every register but `rax`. Pointer arguments
-    // are checked by xen-lite, never trusted.
-    unsafe {
-        asm!(
-            "call {entry}",
-            entry = in(reg) entry,
-            out("rax") result,
-            in("rdi") args[0],
-            in("rsi") args[1],
-            in("rdx") args[2],
-            in("r10") args[3],
-            in("r8") args[4],
-        );
-    }
-    result
+    crate::hypercall_page::call(HYPERCALL_PAGE.load(Ordering::Relaxed), number, args)
 }
 
 /// Calls `hypercall` and turns a negative return into an `Errno`.
