@@ -91,6 +91,13 @@ pub fn set_ring1_stack(rsp: u64) {
     TSS.get().expect("gdt::init runs at boot").0.update(|tss| tss.set_rsp(Ring::Ring1, rsp));
 }
 
+/// The addresses of the GDT and the TSS, for a VMCS's host-state area.
+pub fn bases() -> (u64, u64) {
+    let gdt = GDT.get().expect("gdt::init runs at boot");
+    let tss = TSS.get().expect("gdt::init runs at boot");
+    (core::ptr::from_ref(&gdt.0) as u64, core::ptr::from_ref(tss.0.get()) as u64)
+}
+
 /// The pages a guest must see (see `switcher.rs`): GDT, TSS, the entry stack, the #DF stack.
 pub fn switcher_pages() -> [(u64, u64); 4] {
     let gdt = GDT.get().expect("gdt::init runs at boot").pages();

@@ -49,6 +49,11 @@ fn gate_dpl(vector: u8) -> Option<Ring> {
     }
 }
 
+/// The IDT's address, for a VMCS's host-state area.
+pub fn base() -> u64 {
+    core::ptr::from_ref(IDT.get().expect("idt::init runs at boot").0.get()) as u64
+}
+
 /// Builds the IDT and loads it.
 pub fn init() {
     let idt = IDT.call_once(|| {

@@ -79,7 +79,8 @@ pub enum VmxStatus {
 }
 
 impl VmxStatus {
-    fn from_flags(carry: u8, zero: u8) -> Self {
+    /// The status the flags after a VMX instruction report (also read by `vmx::enter`).
+    pub fn from_flags(carry: u8, zero: u8) -> Self {
         match (carry, zero) {
             (0, 0) => Self::Succeed,
             (0, _) => Self::FailValid,
@@ -115,6 +116,73 @@ pub unsafe fn vmxoff() -> VmxStatus {
     // SAFETY: the caller guarantees we are in VMX root operation.
     unsafe {
         asm!("vmxoff", "setc {carry}", "setz {zero}",
+             carry = out(reg_byte) carry, zero = out(reg_byte) zero, options(nostack));
+    }
+    VmxStatus::from_flags(carry, zero)
+}
+
+/// Clears the VMCS at physical address `vmcs`: its launch state becomes "clear" and the CPU
+/// writes back anything it cached of it.
+///
+/// # Safety
+/// Must run in VMX root operation; `vmcs` must be a 4-KiB-aligned frame holding the VMCS
+/// revision id that nothing else uses.
+pub unsafe fn vmclear(vmcs: u64) -> VmxStatus {
+    let (carry, zero): (u8, u8);
+    // SAFETY: the caller guarantees the preconditions; flags are read in the same block.
+    unsafe {
+        asm!("vmclear [{vmcs}]", "setc {carry}", "setz {zero}",
+             vmcs = in(reg) &vmcs, carry = out(reg_byte) carry, zero = out(reg_byte) zero,
+             options(nostack));
+    }
+    VmxStatus::from_flags(carry, zero)
+}
+
+/// Makes the VMCS at physical address `vmcs` the current one (the one `vmread`, `vmwrite`,
+/// `vmlaunch` and `vmresume` act on).
+///
+/// # Safety
+/// As [`vmclear`].
+pub unsafe fn vmptrld(vmcs: u64) -> VmxStatus {
+    let (carry, zero): (u8, u8);
+    // SAFETY: the caller guarantees the preconditions; flags are read in the same block.
+    unsafe {
+        asm!("vmptrld [{vmcs}]", "setc {carry}", "setz {zero}",
+             vmcs = in(reg) &vmcs, carry = out(reg_byte) carry, zero = out(reg_byte) zero,
+             options(nostack));
+    }
+    VmxStatus::from_flags(carry, zero)
+}
+
+/// Reads field `field` of the current VMCS.
+///
+/// # Safety
+/// Must run in VMX root operation with a current VMCS.
+pub unsafe fn vmread(field: u32) -> Result<u64, VmxStatus> {
+    let (value, carry, zero): (u64, u8, u8);
+    // SAFETY: the caller guarantees a current VMCS; an unsupported field only sets the flags.
+    unsafe {
+        asm!("vmread {value}, {field}", "setc {carry}", "setz {zero}",
+             field = in(reg) u64::from(field), value = out(reg) value,
+             carry = out(reg_byte) carry, zero = out(reg_byte) zero, options(nostack));
+    }
+    match VmxStatus::from_flags(carry, zero) {
+        VmxStatus::Succeed => Ok(value),
+        failed => Err(failed),
+    }
+}
+
+/// Writes `value` to field `field` of the current VMCS.
+///
+/// # Safety
+/// Must run in VMX root operation with a current VMCS; the value takes effect at the next VM
+/// entry (or, for host-state fields, at the next VM exit), so the caller vouches for it.
+pub unsafe fn vmwrite(field: u32, value: u64) -> VmxStatus {
+    let (carry, zero): (u8, u8);
+    // SAFETY: the caller guarantees a current VMCS and vouches for the value.
+    unsafe {
+        asm!("vmwrite {field}, {value}", "setc {carry}", "setz {zero}",
+             field = in(reg) u64::from(field), value = in(reg) value,
              carry = out(reg_byte) carry, zero = out(reg_byte) zero, options(nostack));
     }
     VmxStatus::from_flags(carry, zero)

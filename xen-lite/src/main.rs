@@ -38,6 +38,7 @@ mod idt;
 mod timer;
 mod cpu;
 mod vmx;
+mod hvm;
 // Booting domains: the command line, the builder, the modes.
 mod config;
 mod domain_builder;
@@ -149,7 +150,18 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
             native::run(config, bundle.find(config.kernel), memory, modules)
         }
         Mode::Pv => pv::start(config, bundle.find(config.kernel), modules, &FRAMES),
-        Mode::Vmx | Mode::Svm => {
+        Mode::Vmx => {
+            let Some((revision, control)) = cpu::probe().vmx else {
+                log::error!("fatal: mode=vmx needs a CPU with VMX (Bochs here; QEMU TCG has none)");
+                exit_emulator(STATUS_BAD_BUNDLE)
+            };
+            let vmx = vmx::Vmx::enable(revision, control, &mut FRAMES.lock()).unwrap_or_else(|error| {
+                log::error!("fatal: cannot use VMX: {error}");
+                exit_emulator(STATUS_BAD_BUNDLE)
+            });
+            hvm::start(vmx, config, bundle.find(config.kernel), modules)
+        }
+        Mode::Svm => {
             log::error!(
                 "fatal: mode={} is not available in this build yet; use mode=pv or mode=native",
                 config.mode.name()

@@ -36,6 +36,11 @@ pub fn tick() -> u64 {
     (TICKS.fetch_add(1, Ordering::Relaxed) + 1) * NS_PER_TICK
 }
 
+/// Ticks since [`init`].
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
 /// Nanoseconds since [`init`], at tick resolution.
 pub fn now_ns() -> u64 {
     TICKS.load(Ordering::Relaxed) * NS_PER_TICK

@@ -70,13 +70,16 @@ impl Vector {
 }
 
 /// Called by `trap_common` for every vector with the saved state. In `pv` mode the timer,
-/// hypercalls and anything raised in ring 1 or 3 belong to the domains; an exception in
-/// xen-lite itself is always fatal.
+/// hypercalls and anything raised in ring 1 or 3 belong to the domains; in `vmx` mode the
+/// timer (taken while idle; guests exit to the run loop instead); an exception in xen-lite
+/// itself is always fatal.
 pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
     let from_guest = frame.cs & 3 != 0;
     let ours = frame.vector == u64::from(crate::timer::TIMER_VECTOR) || from_guest;
     if crate::pv::active() && ours {
         crate::pv::handle(frame)
+    } else if crate::hvm::active() && frame.vector == u64::from(crate::timer::TIMER_VECTOR) {
+        crate::hvm::host_timer_interrupt()
     } else {
         fatal_exception(frame)
     }

@@ -10,7 +10,8 @@ usage:
   cargo xtask run    [--mode pv|vmx|svm|native] [--emulator qemu|bochs|kvm] [--guests A,B,...]
                      [--release] [--timeout SECS] [-- XEN_LITE_CMDLINE_WORDS...]
       Build everything, boot xen-lite in an emulator and stream its console.
-      Exits with the guest's status (0 = success).
+      Exits with the guest's status (0 = success). --mode vmx runs in Bochs unless told
+      otherwise (QEMU's TCG has no VMX); --emulator kvm needs a host with nested VMX.
   cargo xtask test   [--filter PATTERN] [--timeout SECS] [--jobs N] [--release]
       Host unit tests of every crate, then the boot tests in QEMU and Bochs.
       Ends with \"N passed, N failed[, N skipped]\".
@@ -24,6 +25,7 @@ usage:
 examples:
   cargo xtask run
   cargo xtask run --emulator bochs
+  cargo xtask run --mode vmx
   cargo xtask run --guests \"hello exit=3\"
   cargo xtask run -- loglevel=debug
   cargo xtask test --filter bochs";
@@ -148,11 +150,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 timeout: DEFAULT_TIMEOUT,
                 extra: Vec::new(),
             };
+            let mut emulator = None;
             while let Some(flag) = it.next() {
                 match flag.as_str() {
                     "--mode" => options.mode = mode(value(flag, &mut it)?)?,
                     "--emulator" => {
-                        options.emulator = match value(flag, &mut it)? {
+                        emulator = Some(match value(flag, &mut it)? {
                             "qemu" => Emulator::Qemu,
                             "bochs" => Emulator::Bochs,
                             "kvm" => Emulator::Kvm,
@@ -161,7 +164,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                                     "--emulator '{other}': expected qemu, bochs or kvm"
                                 ))
                             }
-                        }
+                        })
                     }
                     "--guests" => options.guests = guest_list(value(flag, &mut it)?)?,
                     "--release" => options.release = true,
@@ -170,6 +173,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     other => return Err(format!("run: unknown flag '{other}'")),
                 }
             }
+            // QEMU TCG has no VMX: vmx runs in Bochs unless the user names an emulator.
+            options.emulator = emulator.unwrap_or(match options.mode {
+                Mode::Vmx => Emulator::Bochs,
+                _ => Emulator::Qemu,
+            });
             Ok(Command::Run(options))
         }
         "gdb" => {
@@ -266,6 +274,12 @@ mod tests {
         assert_eq!(run.timeout, Duration::from_secs(5));
         assert_eq!(run.extra, ["loglevel=debug", "x"]);
         assert_eq!(run.mode, Mode::Pv, "pv is the default");
+        let Command::Run(vmx) = parse(&args("run --mode vmx")).unwrap() else { panic!() };
+        assert_eq!(vmx.emulator, Emulator::Bochs, "vmx defaults to Bochs");
+        let Command::Run(vmx) = parse(&args("run --emulator kvm --mode vmx")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(vmx.emulator, Emulator::Kvm);
     }
 
     #[test]

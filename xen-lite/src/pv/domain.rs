@@ -1,10 +1,12 @@
-//! A `pv` domain: everything xen-lite remembers about one guest.
+//! A domain: everything xen-lite remembers about one guest (of any mode; the `pv` fields stay
+//! unused for an hvm domain, whose CPU state the hardware keeps).
 
 use core::ops::Range;
 
 use hypercall_abi::hypercall::{Errno, Stats, NR_EVENT_PORTS, NR_VIRQS};
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::shared_info::SharedInfo;
+use hypercall_abi::Mode;
 
 use super::guest_memory::guest_offset;
 use super::page_types::{FrameTable, PageInfo, TableMemory, ENTRIES};
@@ -53,6 +55,8 @@ const LINE_MAX: usize = 160;
 pub struct Domain {
     /// Its id.
     pub id: u32,
+    /// How it runs: `pv`, or an hvm mode whose hardware state the `hvm` run loop keeps.
+    pub mode: Mode,
     /// Its state.
     pub state: State,
     /// Registers, saved while it is not running.
@@ -139,6 +143,7 @@ impl Domain {
     ) -> Domain {
         Domain {
             id,
+            mode: Mode::Pv,
             state: State::Runnable,
             regs,
             memory,

@@ -8,6 +8,7 @@
 //! errno for anything a correct caller could get wrong.
 
 use hypercall_abi::devices::GUEST_STATUS_MAX;
+use hypercall_abi::Mode;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_MAX, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND,
     EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, NR_EVENT_PORTS, NR_VIRQS, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
@@ -23,11 +24,16 @@ use crate::gdt::GUEST_KERNEL_DS;
 
 type Result = core::result::Result<u64, Errno>;
 
-/// Runs the hypercall in `frame` for domain `caller`.
+/// Runs the hypercall in `frame` for domain `caller` (of any mode: `hvm` passes the registers
+/// its `vmcall` left).
 pub fn dispatch(pv: &mut Pv, caller: usize, frame: &mut TrapFrame) {
     let [a0, a1, a2, a3, a4] = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
     let result = match Hypercall::from_number(frame.rax) {
         None => Err(Errno::ENOSYS),
+        Some(hypercall) if pv.domain(caller).mode != Mode::Pv && pv_only(hypercall) => {
+            pv.domain(caller).stats.hypercalls[hypercall as usize] += 1;
+            Err(Errno::ENOSYS)
+        }
         Some(hypercall) => {
             pv.domain(caller).stats.hypercalls[hypercall as usize] += 1;
             match hypercall {
@@ -51,6 +57,21 @@ pub fn dispatch(pv: &mut Pv, caller: usize, frame: &mut TrapFrame) {
         }
     };
     frame.rax = result.unwrap_or_else(Errno::to_return);
+}
+
+/// Whether `hypercall` only means something for a guest in ring 1: the virtual IDT, the bounce
+/// stack and callbacks, and validated page-table updates. An hvm guest has the real IDT and
+/// owns its page tables (EPT confines it), so it gets `ENOSYS` for these.
+fn pv_only(hypercall: Hypercall) -> bool {
+    matches!(
+        hypercall,
+        Hypercall::SetTrapTable
+            | Hypercall::MmuUpdate
+            | Hypercall::UpdateVaMapping
+            | Hypercall::MmuextOp
+            | Hypercall::StackSwitch
+            | Hypercall::SetCallbacks
+    )
 }
 
 /// Whether `address` can be a handler: it lies in the domain's memory.

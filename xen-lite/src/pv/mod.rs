@@ -18,10 +18,10 @@ mod bounce;
 mod domain;
 mod events;
 mod guest_memory;
-mod hypercalls;
+pub mod hypercalls;
 mod mmu;
 mod page_types;
-mod schedule;
+pub mod schedule;
 
 use core::fmt;
 use core::mem::size_of;
@@ -37,7 +37,7 @@ use hypercall_abi::Mode;
 use spin::{Mutex, Once};
 
 use self::bounce::{bounce_frame, enter_handler, BounceError};
-use self::domain::{Domain, State};
+pub use self::domain::{Domain, State};
 use self::page_types::{PageInfo, PageType};
 use self::schedule::{pick_next, Next, SLICE_TICKS};
 use crate::config::{Config, MAX_DOMAINS};
@@ -56,15 +56,16 @@ use crate::switcher;
 use crate::timer::{self, TIMER_VECTOR};
 use crate::trap::Vector;
 
-/// All `pv` state: the domains and who runs.
+/// The domains and who runs: all `pv` state, and the bookkeeping `hvm` mode shares.
 pub struct Pv {
-    domains: [Option<Domain>; MAX_DOMAINS],
+    /// Every domain, by id.
+    pub domains: [Option<Domain>; MAX_DOMAINS],
     /// The running domain; `None` while idle.
-    current: Option<usize>,
+    pub current: Option<usize>,
     /// Ticks left in the current domain's slice.
-    slice_left: u64,
+    pub slice_left: u64,
     /// The current domain asked to yield.
-    yield_now: bool,
+    pub yield_now: bool,
 }
 
 static PV: Mutex<Pv> = Mutex::new(Pv {
@@ -82,6 +83,11 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 #[used] // read only by debuggers: keep it, and every store to it
 pub static CURRENT_DOMAIN: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// The domains, for `hvm` mode's run loop (which holds them for the whole run).
+pub fn lock() -> spin::MutexGuard<'static, Pv> {
+    PV.lock()
+}
+
 /// Whether `pv` mode is running.
 pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
@@ -89,17 +95,17 @@ pub fn active() -> bool {
 
 impl Pv {
     /// Domain `index`, which must exist.
-    fn domain(&mut self, index: usize) -> &mut Domain {
+    pub fn domain(&mut self, index: usize) -> &mut Domain {
         self.domains[index].as_mut().expect("the caller names an existing domain")
     }
 
     /// Domain `index`, if it exists.
-    fn find(&mut self, index: usize) -> Option<&mut Domain> {
+    pub fn find(&mut self, index: usize) -> Option<&mut Domain> {
         self.domains.get_mut(index).and_then(Option::as_mut)
     }
 
     /// Ends domain `index` for breaking the ABI, with one line naming the rule and the values.
-    fn kill(&mut self, index: usize, why: fmt::Arguments<'_>) {
+    pub fn kill(&mut self, index: usize, why: fmt::Arguments<'_>) {
         let domain = self.domain(index);
         domain.console_flush();
         domain.state = State::Dead(STATUS_DOMAIN_KILLED);
@@ -304,7 +310,7 @@ impl Pv {
     }
 
     /// Every domain has ended: print the summary and leave with 0 only if all exited 0.
-    fn finish(&mut self) -> ! {
+    pub fn finish(&mut self) -> ! {
         log::info!("all domains have ended; summary:");
         let mut status = 0;
         for domain in self.domains.iter().flatten() {
@@ -341,6 +347,17 @@ impl fmt::Display for Summary<'_> {
         }
         if !any {
             f.write_str(" none")?;
+        }
+        if domain.mode != Mode::Pv {
+            f.write_str("; VM exits:")?;
+            for (reason, &count) in stats.vm_exits.iter().enumerate().filter(|(_, c)| **c > 0) {
+                write!(f, " {} {count}", hypercall_abi::vm_exit::name(reason as u16))?;
+            }
+            return write!(
+                f,
+                "; interrupts injected {}; scheduled {} times",
+                stats.events_delivered, stats.schedules
+            );
         }
         f.write_str("; bounces:")?;
         any = false;
@@ -469,22 +486,7 @@ pub fn start(
     });
     let mut pv = PV.lock();
     for (id, cmdline) in config.domains().iter().enumerate() {
-        let Some(base) = frames.lock().alloc_contiguous(config.domain_pages) else {
-            log::error!("pv: no {} contiguous free frames for dom{id}", config.domain_pages);
-            exit_emulator(STATUS_BAD_GUEST);
-        };
-        let info_frames = (config.domain_pages * size_of::<PageInfo>() as u64).div_ceil(PAGE_SIZE);
-        let Some(info) = frames.lock().alloc_contiguous(info_frames) else {
-            log::error!("pv: no {info_frames} contiguous free frames for dom{id}'s frame table");
-            exit_emulator(STATUS_BAD_GUEST);
-        };
-        // SAFETY: the frames were just allocated for this table; zero bytes are a valid
-        // `PageInfo` (type None, counts 0) and nothing else refers to them.
-        let page_info = unsafe {
-            let start = phys_to_virt(info.addr()) as *mut u8;
-            core::ptr::write_bytes(start, 0, (info_frames * PAGE_SIZE) as usize);
-            core::slice::from_raw_parts_mut(start as *mut PageInfo, config.domain_pages as usize)
-        };
+        let (base, page_info) = allocate_domain(config, id);
         pv.domains[id] = Some(build(id as u32, config, cmdline, image, modules, base, page_info));
     }
     timer::init();
@@ -503,6 +505,28 @@ pub fn start(
     // entry stack the frame is on); `regs` is a ring-1 context the builder laid out; the entry
     // stack is unused.
     unsafe { enter_frame(&regs, hypervisor_stack_top()) }
+}
+
+/// Allocates domain `id`'s memory (contiguous, `config.domain_pages` frames) and its zeroed
+/// frame table; ends the run if the machine has too little memory.
+pub fn allocate_domain(config: &Config<'_>, id: usize) -> (Frame, &'static mut [PageInfo]) {
+    let Some(base) = crate::FRAMES.lock().alloc_contiguous(config.domain_pages) else {
+        log::error!("no {} contiguous free frames for dom{id}", config.domain_pages);
+        exit_emulator(STATUS_BAD_GUEST);
+    };
+    let info_frames = (config.domain_pages * size_of::<PageInfo>() as u64).div_ceil(PAGE_SIZE);
+    let Some(info) = crate::FRAMES.lock().alloc_contiguous(info_frames) else {
+        log::error!("no {info_frames} contiguous free frames for dom{id}'s frame table");
+        exit_emulator(STATUS_BAD_GUEST);
+    };
+    // SAFETY: the frames were just allocated for this table; zero bytes are a valid
+    // `PageInfo` (type None, counts 0) and nothing else refers to them.
+    let page_info = unsafe {
+        let start = phys_to_virt(info.addr()) as *mut u8;
+        core::ptr::write_bytes(start, 0, (info_frames * PAGE_SIZE) as usize);
+        core::slice::from_raw_parts_mut(start as *mut PageInfo, config.domain_pages as usize)
+    };
+    (base, page_info)
 }
 
 /// Builds one domain in the frames at `base`.

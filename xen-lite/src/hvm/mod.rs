@@ -1,0 +1,512 @@
+//! `vmx` (and later `svm`) mode: the `hvm` guest under hardware virtualisation, and the one run
+//! loop every hardware backend shares.
+//!
+//! A backend ([`HardwareVt`]; today `crate::vmx::Vmx`) knows how to set up a virtual CPU for a
+//! domain, enter it and report, in backend-neutral words ([`Exit`]), why it came back. Everything
+//! else is here and backend-free: which domain runs ([`pv::schedule::pick_next`], the same
+//! round robin as `pv`), time (xen-lite's PIT tick), each domain's virtual PIC and PIT
+//! ([`devices`]), interrupt injection, and hypercalls, which go to the very dispatcher `pv`
+//! domains use (`pv::hypercalls::dispatch`): an hvm domain is a `pv::Domain` whose memory is
+//! reached through EPT instead of ring compression.
+//!
+//! One trip round [`Hvm::run`]:
+//!
+//! 1. account for host timer ticks since the last trip: advance every domain's virtual PIT,
+//!    wake domains halted on an interrupt that is now deliverable, shorten the time slice;
+//! 2. pick the domain to run (switching, idling or finishing as `pv` does);
+//! 3. offer it a pending virtual interrupt: inject it if the guest can take one now, or ask to
+//!    exit as soon as it can (interrupt-window exiting);
+//! 4. enter the guest until its next VM exit, count the exit by reason, and handle it.
+//!
+//! A user `syscall` inside the guest never appears here: it goes to the guest kernel's own
+//! LSTAR entry in non-root mode, which is the point of the `vmx` row of DESIGN §3.
+
+pub mod devices;
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use hypercall_abi::devices::STATUS_BAD_GUEST;
+use hypercall_abi::hypercall::{HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, VM_EXIT_SLOTS};
+use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::{vm_exit, Mode};
+
+use self::devices::Devices;
+use crate::config::{Config, MAX_DOMAINS};
+use crate::domain_builder::{self, DomainSpec, Page};
+use crate::entry::TrapFrame;
+use crate::exit::exit_emulator;
+use crate::frame::Frame;
+use crate::instructions::{cpuid, wait_for_interrupt};
+use crate::memory_map::phys_to_virt;
+use crate::pv::schedule::{pick_next, Next, SLICE_TICKS};
+use crate::pv::{self, Domain, Pv, State};
+use crate::timer::{self, NS_PER_TICK, TIMER_VECTOR};
+
+/// Where a domain's virtual CPU starts: what the builder laid out.
+pub struct VcpuBoot {
+    /// Guest-virtual entry point (long mode, ring 0).
+    pub entry: u64,
+    /// Initial stack pointer.
+    pub stack_top: u64,
+    /// Guest-virtual address of `StartInfo`, passed in `rdi`.
+    pub start_info: u64,
+    /// Guest-physical address of the level-4 page table.
+    pub cr3: u64,
+    /// First machine frame of the domain's (contiguous) memory: guest-physical 0.
+    pub memory: Frame,
+    /// Frames of memory.
+    pub nr_pages: u64,
+    /// The gfn of its `SharedInfo` page.
+    pub shared_info_gfn: u64,
+}
+
+/// Why the guest stopped running, in terms every backend can report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// A hypercall (`vmcall`): number in `rax`, arguments in `rdi, rsi, rdx, r10, r8`.
+    Hypercall,
+    /// `hlt`: the guest waits for an interrupt.
+    Halt,
+    /// A host interrupt arrived while the guest ran, acknowledged on exit: this vector.
+    HostInterrupt(u8),
+    /// The guest can take an interrupt now (asked for with interrupt-window exiting).
+    InterruptWindow,
+    /// `cpuid`, leaf in `eax`, subleaf in `ecx`.
+    Cpuid,
+    /// `in` or `out` of `size` bytes at `port`; the value is in `al`/`ax`/`eax`.
+    Io {
+        /// The port.
+        port: u16,
+        /// Bytes: 1, 2 or 4.
+        size: u8,
+        /// `out` (else `in`).
+        write: bool,
+    },
+    /// `rdmsr` or `wrmsr`; the MSR is in `ecx`, the value in `edx:eax`.
+    Msr {
+        /// `wrmsr` (else `rdmsr`).
+        write: bool,
+    },
+    /// Something the domain dies for.
+    Fatal(Fatal),
+}
+
+/// Exits no correct guest causes: each kills the domain with its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fatal {
+    /// A guest-physical address outside the domain's EPT.
+    EptViolation {
+        /// The guest-physical address.
+        gpa: u64,
+        /// The guest-linear address, when the CPU knows it.
+        linear: Option<u64>,
+        /// `"read"`, `"write"` or `"instruction fetch"`.
+        access: &'static str,
+    },
+    /// The guest triple-faulted (an exception while delivering a double fault).
+    TripleFault,
+    /// VM entry refused the guest state or controls: in words, with the raw detail.
+    EntryFailed {
+        /// What failed.
+        what: &'static str,
+        /// The SDM's number for it.
+        detail: u64,
+    },
+    /// Any other exit reason, with its exit qualification.
+    Unexpected {
+        /// The basic exit reason.
+        reason: u16,
+        /// The exit qualification.
+        qualification: u64,
+    },
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::EptViolation { gpa, linear: Some(linear), access } => write!(
+                f,
+                "EPT violation: {access} of guest-physical {gpa:#x} (linear {linear:#x}), outside the domain's memory"
+            ),
+            Self::EptViolation { gpa, linear: None, access } => write!(
+                f,
+                "EPT violation: {access} of guest-physical {gpa:#x}, outside the domain's memory"
+            ),
+            Self::TripleFault => f.write_str("triple fault (an exception it could not deliver)"),
+            Self::EntryFailed { what, detail } => write!(f, "VM entry failed: {what} ({detail})"),
+            Self::Unexpected { reason, qualification } => write!(
+                f,
+                "unexpected VM exit {reason} ({}), qualification {qualification:#x}",
+                vm_exit::name(reason)
+            ),
+        }
+    }
+}
+
+/// A VM exit: the basic reason (for the counters) and what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The VMX basic exit reason (the SVM backend maps its codes onto these).
+    pub reason: u16,
+    /// What happened.
+    pub exit: Exit,
+}
+
+/// A hardware virtualisation backend: VMX today, SVM next. It owns the per-domain hardware
+/// state (VMCS or VMCB) and nothing of the scheduling, devices or hypercalls.
+pub trait HardwareVt {
+    /// One domain's virtual CPU.
+    type Vcpu;
+
+    /// The mode this backend runs (`vmx`, `svm`).
+    const MODE: Mode;
+
+    /// The hypercall-page stub for `number`: load it into `eax`, trap to xen-lite, return.
+    fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize];
+
+    /// A virtual CPU that starts as `boot` says, with memory mapped exactly as it says.
+    fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Self::Vcpu, &'static str>;
+
+    /// Makes `vcpu` the one [`HardwareVt::run`] enters (on a domain switch).
+    fn load(&mut self, vcpu: &mut Self::Vcpu);
+
+    /// Enters the guest with the general registers in `regs` until its next exit; saves them
+    /// back, with `rip`, `rsp` and `rflags` too (for messages).
+    fn run(&mut self, vcpu: &mut Self::Vcpu, regs: &mut TrapFrame) -> ExitInfo;
+
+    /// Moves the guest past the instruction that caused the last exit.
+    fn skip_instruction(&mut self, vcpu: &mut Self::Vcpu);
+
+    /// Whether the guest can take an external interrupt at the next entry (IF set, no
+    /// `sti`/`mov ss` shadow, nothing else being injected).
+    fn interruptible(&mut self, vcpu: &mut Self::Vcpu) -> bool;
+
+    /// Delivers interrupt `vector` at the next entry.
+    fn inject_interrupt(&mut self, vcpu: &mut Self::Vcpu, vector: u8);
+
+    /// Asks for an exit as soon as the guest can take an interrupt (or stops asking).
+    fn request_interrupt_window(&mut self, vcpu: &mut Self::Vcpu, on: bool);
+
+    /// `rdmsr` of `msr` by the guest, if the backend virtualises it.
+    fn read_msr(&mut self, vcpu: &mut Self::Vcpu, msr: u32) -> Option<u64>;
+
+    /// `wrmsr` of `value` to `msr` by the guest; `Err` if the backend does not virtualise it
+    /// or refuses the value (with why).
+    fn write_msr(&mut self, vcpu: &mut Self::Vcpu, msr: u32, value: u64)
+        -> Result<(), &'static str>;
+}
+
+/// Set once the domains run: host timer interrupts while idle then belong to [`Hvm::run`].
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `vmx`/`svm` mode is running.
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// A host timer interrupt taken while idle (through xen-lite's IDT): count it; the run loop
+/// accounts for it on its next trip.
+pub fn host_timer_interrupt() {
+    timer::tick();
+}
+
+/// The run loop's state besides the domains (which live in [`Pv`], shared with `pv` mode).
+struct Hvm<V: HardwareVt> {
+    vt: V,
+    vcpus: [Option<V::Vcpu>; MAX_DOMAINS],
+    devices: [Devices; MAX_DOMAINS],
+    /// Host ticks accounted for so far.
+    ticks_seen: u64,
+}
+
+/// Builds every domain the command line names under backend `vt`, and runs them.
+pub fn start<V: HardwareVt>(
+    vt: V,
+    config: &Config<'_>,
+    image: Option<&[u8]>,
+    modules: &[(&str, &[u8])],
+) -> ! {
+    let mode = V::MODE.name();
+    let Some(image) = image else {
+        log::error!("{mode}: no image '{}' in the boot bundle", config.kernel);
+        exit_emulator(hypercall_abi::devices::STATUS_BAD_BUNDLE);
+    };
+    let mut hvm = Hvm {
+        vt,
+        vcpus: [const { None }; MAX_DOMAINS],
+        devices: [const { Devices::new() }; MAX_DOMAINS],
+        ticks_seen: 0,
+    };
+    let mut pv = pv::lock();
+    for (id, cmdline) in config.domains().iter().enumerate() {
+        let (base, page_info) = pv::allocate_domain(config, id);
+        let boot = build::<V>(id as u32, config, cmdline, image, modules, base);
+        let vcpu = hvm.vt.create_vcpu(&boot).unwrap_or_else(|why| {
+            log::error!("{mode}: cannot create a virtual CPU for dom{id}: {why}");
+            exit_emulator(STATUS_BAD_GUEST)
+        });
+        hvm.vcpus[id] = Some(vcpu);
+        let regs = TrapFrame { rdi: boot.start_info, ..TrapFrame::default() };
+        let mut domain = Domain::new(
+            id as u32,
+            base,
+            config.domain_pages,
+            boot.cr3,
+            boot.shared_info_gfn,
+            regs,
+            page_info,
+        );
+        domain.mode = V::MODE;
+        pv.domains[id] = Some(domain);
+        log::info!(
+            "{mode}: dom{id}: {} frames at machine {:#x} (guest-physical 0), entry {:#x}, command line \"{cmdline}\"",
+            config.domain_pages,
+            base.addr(),
+            boot.entry
+        );
+    }
+    timer::init();
+    hvm.ticks_seen = timer::ticks();
+    // Host interrupts return through `trap_return`, which loads this CR3.
+    crate::switcher::set_return_cr3(crate::switcher::hypervisor_cr3());
+    ACTIVE.store(true, Ordering::Relaxed);
+    log::info!("{mode}: entering dom0 in non-root ring 0");
+    hvm.run(&mut pv)
+}
+
+/// Builds domain `id` in the frames at `base`: guest-physical addresses in its page tables,
+/// the backend's stubs in its hypercall page.
+fn build<V: HardwareVt>(
+    id: u32,
+    config: &Config<'_>,
+    cmdline: &str,
+    image: &[u8],
+    modules: &[(&str, &[u8])],
+    base: Frame,
+) -> VcpuBoot {
+    let pages = config.domain_pages;
+    // SAFETY: the frames were just allocated for this domain and are reached only through
+    // this slice until the domain runs.
+    let memory = unsafe {
+        core::slice::from_raw_parts_mut(phys_to_virt(base.addr()) as *mut Page, pages as usize)
+    };
+    let spec = DomainSpec {
+        domain_id: id,
+        mode: V::MODE,
+        cmdline,
+        image,
+        pte_base: 0, // EPT turns guest-physical into machine addresses
+        hypervisor_slots: None,
+        read_only_page_tables: false,
+        modules,
+    };
+    let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {
+        log::error!("{}: cannot build dom{id} from '{}': {error}", V::MODE.name(), config.kernel);
+        exit_emulator(STATUS_BAD_GUEST)
+    });
+    let page = &mut memory[built.hypercall_page_gfn as usize];
+    for number in 0..HYPERCALL_PAGE_ENTRIES {
+        let at = (number * HYPERCALL_STUB_SIZE) as usize;
+        page[at..at + HYPERCALL_STUB_SIZE as usize].copy_from_slice(&V::hypercall_stub(number));
+    }
+    VcpuBoot {
+        entry: built.entry,
+        stack_top: built.stack_top,
+        start_info: built.start_info,
+        cr3: built.l4_gfn * PAGE_SIZE,
+        memory: base,
+        nr_pages: pages,
+        shared_info_gfn: built.shared_info_gfn,
+    }
+}
+
+impl<V: HardwareVt> Hvm<V> {
+    /// The loop described in the module documentation; ends the run when every domain has.
+    fn run(&mut self, pv: &mut Pv) -> ! {
+        loop {
+            self.account_time(pv);
+            let Some(c) = self.choose(pv) else {
+                wait_for_interrupt(); // idle: every live domain is halted
+                continue;
+            };
+            self.offer_interrupt(pv, c);
+            let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
+            let info = self.vt.run(vcpu, &mut pv.domain(c).regs);
+            let slot = usize::from(info.reason).min(VM_EXIT_SLOTS - 1);
+            pv.domain(c).stats.vm_exits[slot] += 1;
+            self.handle(pv, c, info.exit);
+        }
+    }
+
+    /// Host ticks since the last trip: virtual PITs advance, halted domains with a
+    /// deliverable interrupt wake, the running domain's slice shrinks.
+    fn account_time(&mut self, pv: &mut Pv) {
+        let now = timer::ticks();
+        let elapsed = now - self.ticks_seen;
+        if elapsed == 0 {
+            return;
+        }
+        self.ticks_seen = now;
+        for index in 0..MAX_DOMAINS {
+            let Some(domain) = pv.find(index).filter(|d| !d.is_dead()) else { continue };
+            domain.shared().system_time_ns = now * NS_PER_TICK;
+            self.devices[index].advance(elapsed * NS_PER_TICK);
+            if domain.state == State::Blocked && self.devices[index].deliverable().is_some() {
+                domain.state = State::Runnable;
+            }
+        }
+        pv.slice_left = pv.slice_left.saturating_sub(elapsed);
+    }
+
+    /// The domain to enter now, switching if the current one cannot or should not go on;
+    /// `None` to idle. Ends the run when no domain is left.
+    fn choose(&mut self, pv: &mut Pv) -> Option<usize> {
+        if let Some(c) = pv.current {
+            if pv.domain(c).state == State::Runnable && !pv.yield_now && pv.slice_left > 0 {
+                return Some(c);
+            }
+        }
+        let states: [State; MAX_DOMAINS] =
+            core::array::from_fn(|i| pv.domains[i].as_ref().map_or(State::Dead(0), |d| d.state));
+        pv.yield_now = false;
+        pv.slice_left = SLICE_TICKS;
+        match pick_next(&states, pv.current) {
+            Next::Domain(n) => {
+                if pv.current != Some(n) {
+                    let vcpu = self.vcpus[n].as_mut().expect("every domain has a vCPU");
+                    self.vt.load(vcpu);
+                    pv.domain(n).stats.schedules += 1;
+                    pv.current = Some(n);
+                    pv::CURRENT_DOMAIN.store(n as u64, Ordering::Relaxed);
+                }
+                Some(n)
+            }
+            Next::Idle => {
+                for index in 0..MAX_DOMAINS {
+                    let blocked = pv.find(index).is_some_and(|d| d.state == State::Blocked);
+                    if blocked && !self.devices[index].can_interrupt() {
+                        pv.kill(index, format_args!(
+                            "halted forever: its virtual PIC has IRQ 0 masked or its PIT was never programmed"
+                        ));
+                    }
+                }
+                if pv.domains.iter().flatten().all(Domain::is_dead) {
+                    pv.finish()
+                }
+                None
+            }
+            Next::AllDead => pv.finish(),
+        }
+    }
+
+    /// Injects domain `c`'s pending virtual interrupt if the guest can take it now; else asks
+    /// for an exit as soon as it can.
+    fn offer_interrupt(&mut self, pv: &mut Pv, c: usize) {
+        let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
+        match self.devices[c].deliverable() {
+            Some(vector) if self.vt.interruptible(vcpu) => {
+                self.vt.inject_interrupt(vcpu, vector);
+                self.devices[c].acknowledge();
+                pv.domain(c).stats.events_delivered += 1;
+                self.vt.request_interrupt_window(vcpu, false);
+            }
+            Some(_) => self.vt.request_interrupt_window(vcpu, true),
+            None => self.vt.request_interrupt_window(vcpu, false),
+        }
+    }
+
+    /// Handles one exit of domain `c`.
+    fn handle(&mut self, pv: &mut Pv, c: usize, exit: Exit) {
+        let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
+        let rip = pv.domain(c).regs.rip;
+        match exit {
+            Exit::Hypercall => {
+                pv.domain(c).stats.entries_hypercall += 1;
+                let mut frame = pv.domain(c).regs;
+                pv::hypercalls::dispatch(pv, c, &mut frame);
+                pv.domain(c).regs.rax = frame.rax;
+                self.vt.skip_instruction(vcpu);
+            }
+            Exit::Halt => {
+                self.vt.skip_instruction(vcpu);
+                if pv.domain(c).regs.rflags & (1 << 9) == 0 {
+                    pv.kill(c, format_args!(
+                        "hlt with interrupts disabled at rip {rip:#x}: the vCPU could never wake"
+                    ));
+                } else if self.devices[c].deliverable().is_none() {
+                    pv.domain(c).state = State::Blocked;
+                }
+            }
+            Exit::HostInterrupt(vector) => {
+                if vector == TIMER_VECTOR {
+                    timer::tick();
+                }
+            }
+            Exit::InterruptWindow => {} // the next trip injects
+            Exit::Cpuid => {
+                let regs = &mut pv.domain(c).regs;
+                let [a, b, c_, d] = guest_cpuid(regs.rax as u32, regs.rcx as u32);
+                (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
+                    (a.into(), b.into(), c_.into(), d.into());
+                self.vt.skip_instruction(vcpu);
+            }
+            Exit::Io { port, size, write } => {
+                let regs = &mut pv.domain(c).regs;
+                let value = regs.rax;
+                let result = match (size, write) {
+                    (1, true) => self.devices[c].write(port, value as u8),
+                    (1, false) => self.devices[c].read(port).map(|byte| {
+                        regs.rax = (value & !0xff) | u64::from(byte);
+                    }),
+                    _ => Err(devices::DeviceError::Unsupported("access size")),
+                };
+                match result {
+                    Ok(()) => self.vt.skip_instruction(vcpu),
+                    Err(error) if write => pv.kill(c, format_args!(
+                        "out of {size} byte(s), value {value:#x}, to port {port:#x} at rip {rip:#x}: {error}"
+                    )),
+                    Err(error) => pv.kill(c, format_args!(
+                        "in of {size} byte(s) from port {port:#x} at rip {rip:#x}: {error}"
+                    )),
+                }
+            }
+            Exit::Msr { write } => {
+                let regs = &mut pv.domain(c).regs;
+                let msr = regs.rcx as u32;
+                let result = if write {
+                    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+                    self.vt.write_msr(vcpu, msr, value)
+                } else {
+                    match self.vt.read_msr(vcpu, msr) {
+                        Some(value) => {
+                            (regs.rax, regs.rdx) = (value & 0xffff_ffff, value >> 32);
+                            Ok(())
+                        }
+                        None => Err("xen-lite does not virtualise it"),
+                    }
+                };
+                match result {
+                    Ok(()) => self.vt.skip_instruction(vcpu),
+                    Err(why) => pv.kill(c, format_args!(
+                        "{} of MSR {msr:#x} at rip {rip:#x}: {why}",
+                        if write { "wrmsr" } else { "rdmsr" }
+                    )),
+                }
+            }
+            Exit::Fatal(fatal) => pv.kill(c, format_args!("{fatal} at rip {rip:#x}")),
+        }
+    }
+}
+
+/// What `cpuid` tells a guest: the host's answer, with VMX and SVM hidden (xen-lite offers no
+/// nested virtualisation) and the "hypervisor present" bit set, as every hypervisor does.
+fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let [a, b, mut c, d] = cpuid(leaf, subleaf);
+    match leaf {
+        1 => c = (c & !(1 << 5)) | (1 << 31), // ECX.VMX off, ECX.hypervisor on
+        0x8000_0001 => c &= !(1 << 2),        // ECX.SVM off
+        _ => {}
+    }
+    [a, b, c, d]
+}

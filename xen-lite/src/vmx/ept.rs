@@ -1,0 +1,139 @@
+//! Extended page tables: the second translation, guest-physical to machine, that xen-lite owns.
+//!
+//! In `pv` mode xen-lite validates every page-table entry a guest writes (direct paging,
+//! `pv/page_types.rs`). Under VMX the guest writes its own tables freely, because they only
+//! translate guest-virtual to *guest-physical* addresses; the CPU then walks these tables to
+//! turn each guest-physical address into a machine address. A guest-physical page these tables
+//! do not map cannot be reached at all: touching it ends non-root operation with an EPT
+//! violation, and xen-lite kills the domain.
+//!
+//! The format is a four-level radix tree like the ordinary one, with different bits: 0 read,
+//! 1 write, 2 execute, and in a leaf bits 5:3 the memory type (6 = write-back). The EPT pointer
+//! in the VMCS holds the root's address, the walk length minus one (bits 5:3) and the memory
+//! type of the tables themselves (bits 2:0). See: Intel SDM Vol. 3C, revision 086, 29.3.
+
+use hypercall_abi::layout::PAGE_SIZE;
+
+/// Read, write and execute allowed.
+const RWX: u64 = 0b111;
+/// Memory type write-back, in a leaf's bits 5:3.
+const LEAF_WRITE_BACK: u64 = 6 << 3;
+/// Bits of an entry that hold the next table's or the page's machine address.
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// A non-leaf entry pointing at the table at machine address `table`.
+pub const fn table_entry(table: u64) -> u64 {
+    table | RWX
+}
+
+/// A leaf entry mapping a 4-KiB page at machine address `page`, write-back, all access.
+pub const fn page_entry(page: u64) -> u64 {
+    page | RWX | LEAF_WRITE_BACK
+}
+
+/// The EPT pointer for a root table at machine address `root`: four levels, write-back.
+pub const fn pointer(root: u64) -> u64 {
+    root | (3 << 3) | 6
+}
+
+/// The index into the level-`level` table (4 = root) for guest-physical address `gpa`.
+const fn index(gpa: u64, level: u32) -> usize {
+    ((gpa >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+}
+
+/// Where EPT tables live, so the same code builds them in xen-lite and in a host test.
+pub trait EptMemory {
+    /// A new zeroed table: its machine address.
+    fn new_table(&mut self) -> Option<u64>;
+    /// Entry `slot` of the table at `table`.
+    fn entry(&self, table: u64, slot: usize) -> u64;
+    /// Sets entry `slot` of the table at `table`.
+    fn set_entry(&mut self, table: u64, slot: usize, value: u64);
+}
+
+/// Builds tables that map guest-physical pages `0..nr_pages` to the machine pages starting at
+/// `base` and nothing else; returns the root. `None` if `memory` runs out of tables.
+pub fn build(memory: &mut impl EptMemory, base: u64, nr_pages: u64) -> Option<u64> {
+    let root = memory.new_table()?;
+    for page in 0..nr_pages {
+        let gpa = page * PAGE_SIZE;
+        let mut table = root;
+        for level in [4, 3, 2] {
+            let slot = index(gpa, level);
+            let entry = memory.entry(table, slot);
+            table = if entry & RWX == 0 {
+                let next = memory.new_table()?;
+                memory.set_entry(table, slot, table_entry(next));
+                next
+            } else {
+                entry & ADDRESS_MASK
+            };
+        }
+        memory.set_entry(table, index(gpa, 1), page_entry(base + gpa));
+    }
+    Some(root)
+}
+
+/// The machine address `gpa` translates to under the tables at `root`, if any.
+pub fn translate(memory: &impl EptMemory, root: u64, gpa: u64) -> Option<u64> {
+    let mut table = root;
+    for level in [4, 3, 2, 1] {
+        let entry = memory.entry(table, index(gpa, level));
+        if entry & RWX == 0 {
+            return None;
+        }
+        table = entry & ADDRESS_MASK;
+    }
+    Some(table | (gpa & (PAGE_SIZE - 1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const ENTRIES: usize = 512;
+
+    /// Tables in a hash map, at made-up machine addresses.
+    #[derive(Default)]
+    struct HostTables {
+        tables: HashMap<u64, [u64; ENTRIES]>,
+    }
+
+    impl EptMemory for HostTables {
+        fn new_table(&mut self) -> Option<u64> {
+            let address = 0x100_0000 + self.tables.len() as u64 * PAGE_SIZE;
+            self.tables.insert(address, [0; ENTRIES]);
+            Some(address)
+        }
+        fn entry(&self, table: u64, slot: usize) -> u64 {
+            self.tables[&table][slot]
+        }
+        fn set_entry(&mut self, table: u64, slot: usize, value: u64) {
+            self.tables.get_mut(&table).unwrap()[slot] = value;
+        }
+    }
+
+    #[test]
+    fn exactly_the_domain_is_mapped() {
+        let mut memory = HostTables::default();
+        let base = 0x4000_0000;
+        let pages = 4096; // 16 MiB: eight level-1 tables
+        let root = build(&mut memory, base, pages).unwrap();
+        assert_eq!(translate(&memory, root, 0), Some(base));
+        assert_eq!(translate(&memory, root, 0x1234), Some(base + 0x1234));
+        let last = pages * PAGE_SIZE - 1;
+        assert_eq!(translate(&memory, root, last), Some(base + last));
+        assert_eq!(translate(&memory, root, last + 1), None, "one byte past the end");
+        assert_eq!(translate(&memory, root, 1 << 32), None);
+        assert_eq!(translate(&memory, root, u64::MAX & ADDRESS_MASK), None);
+        assert_eq!(memory.tables.len() as u64, 1 + 1 + 1 + 8);
+    }
+
+    #[test]
+    fn entries_and_pointer_encode_access_and_write_back() {
+        assert_eq!(page_entry(0x5000), 0x5037);
+        assert_eq!(table_entry(0x6000), 0x6007);
+        assert_eq!(pointer(0x7000), 0x701e);
+    }
+}

@@ -1,0 +1,292 @@
+//! One domain's VMCS: the fields xen-lite sets, entering the guest, and reading why it left.
+//!
+//! A VMCS has three parts that matter here (SDM Vol. 3C, 25.3-25.9):
+//!
+//! - **guest state**, loaded by every VM entry and saved by every VM exit: control registers,
+//!   segment registers with their hidden parts, `rip`, `rsp`, `rflags`, EFER. General registers
+//!   are *not* in it: [`enter`] loads and saves them itself, in a [`TrapFrame`];
+//! - **host state**, loaded by every VM exit: xen-lite's CR3, segments and tables, and the
+//!   `rip`/`rsp` where it resumes ([`vmx_exit_entry`] on the stack [`enter`] was called on);
+//! - **controls**: which guest actions exit (here `hlt`, all I/O, all MSR accesses, host
+//!   interrupts), EPT, and the event to inject at the next entry.
+
+use core::arch::global_asm;
+use core::mem::offset_of;
+
+use x86::vmx::vmcs::{control, guest, host, ro};
+
+use super::controls::instruction_error;
+use super::Controls;
+use crate::entry::TrapFrame;
+use crate::gdt::{HYPERVISOR_CS, HYPERVISOR_DS, TSS_SELECTOR};
+use crate::hvm::VcpuBoot;
+use crate::instructions::{self, VmxStatus};
+
+/// Writes a field of the current VMCS; a failure is a bug in xen-lite (a field this CPU lacks,
+/// or no current VMCS), reported with the field and the CPU's reason.
+pub fn write(field: u32, value: u64) {
+    // SAFETY: the backend only calls this in VMX root operation with the domain's VMCS
+    // current; the values it writes are checked again by the CPU at the next VM entry.
+    if let failed @ (VmxStatus::FailValid | VmxStatus::FailInvalid) =
+        unsafe { instructions::vmwrite(field, value) }
+    {
+        panic!("vmwrite of field {field:#x} = {value:#x}: {failed:?} ({})", last_error());
+    }
+}
+
+/// Reads a field of the current VMCS (a failure is a bug in xen-lite, as for [`write`]).
+pub fn read(field: u32) -> u64 {
+    // SAFETY: as in `write`; reading has no effect on the guest.
+    unsafe { instructions::vmread(field) }
+        .unwrap_or_else(|failed| panic!("vmread of field {field:#x}: {failed:?}"))
+}
+
+/// The VM-instruction error of the current VMCS, in words.
+pub fn last_error() -> &'static str {
+    // SAFETY: as in `read`.
+    match unsafe { instructions::vmread(ro::VM_INSTRUCTION_ERROR) } {
+        Ok(number) => instruction_error(number),
+        Err(_) => "no current VMCS",
+    }
+}
+
+/// Access rights of a 64-bit ring-0 code segment: type 11 (execute/read, accessed), S, P, L, G.
+const CODE64_RIGHTS: u64 = 0xa09b;
+/// Access rights of a ring-0 data segment: type 3 (read/write, accessed), S, P, D/B, G.
+const DATA_RIGHTS: u64 = 0xc093;
+/// Access rights of a busy 64-bit TSS: type 11, P.
+const TSS_RIGHTS: u64 = 0x8b;
+/// Access rights bit 16: the segment register is unusable (as after loading a null selector).
+const UNUSABLE: u64 = 1 << 16;
+
+/// CR0 of the guest at its first instruction: PE, MP, ET, NE, WP, PG (protected mode with
+/// paging, as the `hvm` kernel expects on entry, the same state `native` mode leaves it in).
+const GUEST_CR0: u64 = 0x8001_0033;
+/// CR4 of the guest as it sees it: PAE (long-mode paging needs it).
+const GUEST_CR4: u64 = 0x20;
+/// EFER.LME and EFER.LMA: long mode is on from the first instruction.
+const EFER_LONG_MODE: u64 = (1 << 8) | (1 << 10);
+/// EFER.NXE: no-execute bits in page tables are honoured.
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// What every VMCS's host-state area holds: xen-lite as it is at boot.
+pub struct HostState {
+    /// CR0 and CR4 with the VMX fixed bits; CR3 = xen-lite's own tables.
+    pub cr0: u64,
+    /// xen-lite's CR3.
+    pub cr3: u64,
+    /// CR4 including VMXE.
+    pub cr4: u64,
+    /// EFER, loaded back on every exit.
+    pub efer: u64,
+    /// Base of xen-lite's GDT.
+    pub gdt: u64,
+    /// Base of xen-lite's IDT.
+    pub idt: u64,
+    /// Base of xen-lite's TSS.
+    pub tss: u64,
+}
+
+/// Fills the current (just cleared and loaded) VMCS for a domain starting as `boot` says.
+pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) {
+    // Controls: what exits, and EPT.
+    write(control::PINBASED_EXEC_CONTROLS, u64::from(controls.pin));
+    write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, u64::from(controls.primary));
+    write(control::SECONDARY_PROCBASED_EXEC_CONTROLS, u64::from(controls.secondary));
+    write(control::VMEXIT_CONTROLS, u64::from(controls.exit));
+    write(control::VMENTRY_CONTROLS, u64::from(controls.entry));
+    write(control::EXCEPTION_BITMAP, 0); // the guest handles all its own exceptions
+    write(control::PAGE_FAULT_ERR_CODE_MASK, 0);
+    write(control::PAGE_FAULT_ERR_CODE_MATCH, 0);
+    write(control::CR3_TARGET_COUNT, 0);
+    write(control::VMEXIT_MSR_STORE_COUNT, 0);
+    write(control::VMEXIT_MSR_LOAD_COUNT, 0);
+    write(control::VMENTRY_MSR_LOAD_COUNT, 0);
+    write(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
+    // The guest may not clear the bits VMX needs (CR0.PE/NE/PG, CR4.VMXE): those are owned by
+    // xen-lite (mask), and the guest reads them as the shadow says, without VMXE.
+    write(control::CR0_GUEST_HOST_MASK, controls.cr0_fixed0);
+    write(control::CR0_READ_SHADOW, GUEST_CR0);
+    write(control::CR4_GUEST_HOST_MASK, controls.cr4_fixed0);
+    write(control::CR4_READ_SHADOW, GUEST_CR4);
+    write(control::EPTP_FULL, eptp);
+
+    // Host state: where a VM exit lands.
+    write(host::CR0, host.cr0);
+    write(host::CR3, host.cr3);
+    write(host::CR4, host.cr4);
+    write(host::IA32_EFER_FULL, host.efer);
+    write(host::CS_SELECTOR, u64::from(HYPERVISOR_CS.bits()));
+    for field in [host::SS_SELECTOR, host::DS_SELECTOR, host::ES_SELECTOR] {
+        write(field, u64::from(HYPERVISOR_DS.bits()));
+    }
+    write(host::FS_SELECTOR, 0);
+    write(host::GS_SELECTOR, 0);
+    write(host::TR_SELECTOR, u64::from(TSS_SELECTOR.bits()));
+    write(host::FS_BASE, 0);
+    write(host::GS_BASE, 0);
+    write(host::TR_BASE, host.tss);
+    write(host::GDTR_BASE, host.gdt);
+    write(host::IDTR_BASE, host.idt);
+    write(host::IA32_SYSENTER_CS, 0);
+    write(host::IA32_SYSENTER_ESP, 0);
+    write(host::IA32_SYSENTER_EIP, 0);
+    write(host::RIP, core::ptr::addr_of!(vmx_exit_entry) as u64);
+    // host::RSP is written by `enter`, right before each entry.
+
+    // Guest state: the kernel's first instruction, in 64-bit ring 0 with paging on.
+    write(guest::CR0, GUEST_CR0 | controls.cr0_fixed0);
+    write(guest::CR3, boot.cr3);
+    write(guest::CR4, GUEST_CR4 | controls.cr4_fixed0);
+    write(guest::DR7, 0x400);
+    write(guest::RIP, boot.entry);
+    write(guest::RSP, boot.stack_top);
+    write(guest::RFLAGS, 0x2); // interrupts off until the kernel has its IDT
+    write(guest::IA32_EFER_FULL, EFER_LONG_MODE | (host.efer & EFER_NXE));
+    write(guest::IA32_DEBUGCTL_FULL, 0);
+    write(guest::LINK_PTR_FULL, u64::MAX); // no shadow VMCS
+    write(guest::INTERRUPTIBILITY_STATE, 0);
+    write(guest::ACTIVITY_STATE, 0); // active
+    write(guest::PENDING_DBG_EXCEPTIONS, 0);
+    write(guest::IA32_SYSENTER_CS, 0);
+    write(guest::IA32_SYSENTER_ESP, 0);
+    write(guest::IA32_SYSENTER_EIP, 0);
+    // Segments. The selectors are the ones the kernel's own GDT will use, but the CPU takes
+    // base, limit and rights from here, so the kernel runs before it has a GDT at all; its
+    // first act is to load one (`pv-guest/src/platform/hvm.rs`).
+    let segment = |selector: u32, base: u32, limit: u32, rights: u32, value: u16, ar: u64| {
+        write(selector, u64::from(value));
+        write(base, 0);
+        write(limit, if ar & UNUSABLE != 0 { 0 } else { 0xffff_ffff });
+        write(rights, ar);
+    };
+    segment(guest::CS_SELECTOR, guest::CS_BASE, guest::CS_LIMIT, guest::CS_ACCESS_RIGHTS, 0x08, CODE64_RIGHTS);
+    segment(guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS, 0x10, DATA_RIGHTS);
+    segment(guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS, 0x10, DATA_RIGHTS);
+    segment(guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS, 0x10, DATA_RIGHTS);
+    segment(guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS, 0, UNUSABLE);
+    segment(guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS, 0, UNUSABLE);
+    segment(guest::LDTR_SELECTOR, guest::LDTR_BASE, guest::LDTR_LIMIT, guest::LDTR_ACCESS_RIGHTS, 0, UNUSABLE);
+    // TR must be usable: a placeholder busy TSS until the kernel loads its own.
+    write(guest::TR_SELECTOR, 0);
+    write(guest::TR_BASE, 0);
+    write(guest::TR_LIMIT, 0x67);
+    write(guest::TR_ACCESS_RIGHTS, TSS_RIGHTS);
+    write(guest::GDTR_BASE, 0);
+    write(guest::GDTR_LIMIT, 0);
+    write(guest::IDTR_BASE, 0);
+    write(guest::IDTR_LIMIT, 0);
+}
+
+// VM entry and VM exit. `vmx_enter_guest(regs, launched)` saves xen-lite's callee-saved
+// registers and the `regs` pointer on its stack, makes that stack the host `rsp` of the VMCS,
+// loads the guest's general registers from `regs` and executes `vmlaunch` (first entry) or
+// `vmresume`. Those instructions do not return: the guest runs until a VM exit, and the CPU
+// resumes at `vmx_exit_entry` with the host `rsp` just written, so the `regs` pointer is at
+// `[rsp]`. The exit path stores the guest's registers there and returns 0 from
+// `vmx_enter_guest`, as if it were an ordinary call. If the entry itself fails, execution falls
+// through with CF (VMfailInvalid) or ZF (VMfailValid) set, and the function returns 1 or 2.
+global_asm!(
+    r#"
+    .section .text.vmx, "ax"
+    .global vmx_enter_guest
+vmx_enter_guest:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi                        // [rsp]: where the exit path saves the guest registers
+    mov rax, {host_rsp}
+    vmwrite rax, rsp
+    test rsi, rsi                   // launched? (`mov` leaves the flags alone from here)
+    mov rax, [rdi + {rax}]
+    mov rbx, [rdi + {rbx}]
+    mov rcx, [rdi + {rcx}]
+    mov rdx, [rdi + {rdx}]
+    mov rsi, [rdi + {rsi}]
+    mov rbp, [rdi + {rbp}]
+    mov r8, [rdi + {r8}]
+    mov r9, [rdi + {r9}]
+    mov r10, [rdi + {r10}]
+    mov r11, [rdi + {r11}]
+    mov r12, [rdi + {r12}]
+    mov r13, [rdi + {r13}]
+    mov r14, [rdi + {r14}]
+    mov r15, [rdi + {r15}]
+    mov rdi, [rdi + {rdi}]
+    jnz 1f
+    vmlaunch
+    jmp 2f
+1:  vmresume
+2:  mov eax, 1                      // the entry failed: CF means VMfailInvalid (1) ...
+    jc 3f
+    mov eax, 2                      // ... else ZF, VMfailValid (2)
+3:  add rsp, 8
+    jmp 4f
+
+    .global vmx_exit_entry
+vmx_exit_entry:
+    push rdi
+    mov rdi, [rsp + 8]
+    pop qword ptr [rdi + {rdi}]
+    mov [rdi + {rax}], rax
+    mov [rdi + {rbx}], rbx
+    mov [rdi + {rcx}], rcx
+    mov [rdi + {rdx}], rdx
+    mov [rdi + {rsi}], rsi
+    mov [rdi + {rbp}], rbp
+    mov [rdi + {r8}], r8
+    mov [rdi + {r9}], r9
+    mov [rdi + {r10}], r10
+    mov [rdi + {r11}], r11
+    mov [rdi + {r12}], r12
+    mov [rdi + {r13}], r13
+    mov [rdi + {r14}], r14
+    mov [rdi + {r15}], r15
+    add rsp, 8
+    xor eax, eax
+4:  pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+    "#,
+    host_rsp = const host::RSP,
+    rax = const offset_of!(TrapFrame, rax),
+    rbx = const offset_of!(TrapFrame, rbx),
+    rcx = const offset_of!(TrapFrame, rcx),
+    rdx = const offset_of!(TrapFrame, rdx),
+    rsi = const offset_of!(TrapFrame, rsi),
+    rdi = const offset_of!(TrapFrame, rdi),
+    rbp = const offset_of!(TrapFrame, rbp),
+    r8 = const offset_of!(TrapFrame, r8),
+    r9 = const offset_of!(TrapFrame, r9),
+    r10 = const offset_of!(TrapFrame, r10),
+    r11 = const offset_of!(TrapFrame, r11),
+    r12 = const offset_of!(TrapFrame, r12),
+    r13 = const offset_of!(TrapFrame, r13),
+    r14 = const offset_of!(TrapFrame, r14),
+    r15 = const offset_of!(TrapFrame, r15),
+);
+
+unsafe extern "sysv64" {
+    fn vmx_enter_guest(regs: *mut TrapFrame, launched: u64) -> u64;
+    static vmx_exit_entry: u8;
+}
+
+/// Runs the guest of the current VMCS with the general registers in `regs` until its next VM
+/// exit, which saves them back. `Err` if the VM entry itself failed.
+pub fn enter(regs: &mut TrapFrame, launched: bool) -> Result<(), VmxStatus> {
+    // SAFETY: the current VMCS was set up by `setup` (host state returning to
+    // `vmx_exit_entry`), interrupts are off in xen-lite, and `regs` is a valid frame the exit
+    // path writes back to before the call returns.
+    match unsafe { vmx_enter_guest(regs, u64::from(launched)) } {
+        0 => Ok(()),
+        1 => Err(VmxStatus::FailInvalid),
+        _ => Err(VmxStatus::FailValid),
+    }
+}
