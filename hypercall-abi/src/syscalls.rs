@@ -23,6 +23,10 @@ pub const SYS_WAIT: u64 = 61;
 /// `getarg(index, buf, len) -> length`: the `index`-th program named on the domain's command
 /// line after `init` (how `init` learns what to run); `ENOENT` past the last.
 pub const SYS_GETARG: u64 = 1000;
+/// `hvstats(buf, len) -> bytes`: the hypervisor's counters for this domain
+/// (`crate::hypercall::Stats` as little-endian words, as the `stats` hypercall returns them),
+/// for measuring what a system call costs; `ENOSYS` with no hypervisor underneath.
+pub const SYS_HVSTATS: u64 = 1001;
 /// The exit status of a process ended by an exception: this plus the vector.
 pub const STATUS_KILLED_BY: u64 = 128;
 /// `getpid() -> pid`.

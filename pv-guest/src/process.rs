@@ -13,7 +13,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hypercall_abi::frame::TrapFrame;
-use hypercall_abi::hypercall::Errno;
+use hypercall_abi::hypercall::{Errno, Stats};
 use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
 use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
 use hypercall_abi::syscalls::*;
@@ -315,6 +315,7 @@ pub fn syscall(frame: &mut TrapFrame) -> bool {
         SYS_WRITE => crate::syscall::write(frame.rdi, frame.rsi, frame.rdx),
         SYS_GETPID => Ok(table.procs[c].pid),
         SYS_GETARG => getarg(&table, c, frame.rdi, frame.rsi, frame.rdx),
+        SYS_HVSTATS => hvstats(&table, c, frame.rdi, frame.rsi),
         SYS_SBRK => sbrk(&mut table, c, frame.rdi as i64),
         SYS_FORK => fork(&mut table, c, frame),
         SYS_EXEC => exec(&mut table, c, frame),
@@ -351,6 +352,18 @@ fn getarg(table: &Table, c: usize, index: u64, buffer: u64, len: u64) -> Result<
     let bytes = &word.as_bytes()[..word.len().min(len as usize)];
     table.write_user(c, buffer, bytes)?;
     Ok(bytes.len() as u64)
+}
+
+/// `hvstats(buf, len)`: xen-lite's counters for this domain, copied to the user's buffer.
+fn hvstats(table: &Table, c: usize, buffer: u64, len: u64) -> Result<u64, Errno> {
+    let stats = platform::stats()?;
+    let mut bytes = [0u8; Stats::WORDS * 8];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(stats.to_words()) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    let n = bytes.len().min(len as usize);
+    table.write_user(c, buffer, &bytes[..n])?;
+    Ok(n as u64)
 }
 
 fn sbrk(table: &mut Table, c: usize, increment: i64) -> Result<u64, Errno> {

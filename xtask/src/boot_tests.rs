@@ -61,7 +61,7 @@ const NATIVE_HELLO: &str = "mode=native domain=\"hello\"";
 /// The lines every successful native boot shows.
 const GREETING: [&str; 5] = [
     "[xen] xen-lite ",
-    "[xen] bundle: 6 images, mode=native, 1 domain(s)",
+    "[xen] bundle: 7 images, mode=native, 1 domain(s)",
     "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
     "[dom0] command line: \"hello\"",
     "[dom0] hello from the guest kernel!",
@@ -312,6 +312,18 @@ fn pv() -> Vec<BootTest> {
             status: 0,
         });
         tests.push(BootTest {
+            name: "pv-nullcalls",
+            emulator,
+            // Every bounced `syscall` enters xen-lite once; the `int 0x80` fast trap never does.
+            bundle: Bundle::Cmdline("mode=pv domain=\"init nullcalls\""),
+            expect: &[
+                "[dom0] nullcalls: 10000 getpid via syscall: 10000 xen-lite entries, 0 VM exits",
+                "[dom0] nullcalls: 10000 getpid via int 0x80: 0 xen-lite entries, 0 VM exits",
+                "[dom0] nullcalls: the counts are as the mode promises",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
             name: "pv-usertests",
             emulator,
             // init runs hello, then usertests; dom1 is a bystander.
@@ -379,6 +391,7 @@ fn pv() -> Vec<BootTest> {
         ],
         status: STATUS_DOMAIN_KILLED,
     });
+    tests.extend(vmx());
     let bochs_only: [(&'static str, &'static str, &'static str); 7] = [
         (
             "pv-privileged-hlt",
@@ -416,7 +429,37 @@ fn pv() -> Vec<BootTest> {
             "cannot take a 40-byte bounce frame",
         ),
     ];
-    for (name, cmdline, killed) in bochs_only {
+    tests.push(BootTest {
+        name: "pv-beyond-memory",
+        emulator: Emulator::Bochs,
+        // The pv half of vmx-beyond-memory: direct paging refuses the mapping outright.
+        bundle: Bundle::Cmdline("mode=pv domain=beyond-memory domain=hello"),
+        expect: &["[dom0] beyond-memory: the mapping was refused (EPERM)", BYSTANDER_INTACT],
+        status: 1,
+    });
+    let vmx_hostile: [(&'static str, &'static str, &'static str); 4] = [
+        (
+            "vmx-beyond-memory",
+            "mode=vmx domain=beyond-memory domain=\"init hello\"",
+            "[xen] ERROR dom0 killed: EPT violation: read of guest-physical 0x1000000 (linear 0x",
+        ),
+        (
+            "vmx-out-to-a-port-nobody-emulates",
+            "mode=vmx domain=privileged=out domain=\"init hello\"",
+            "[xen] ERROR dom0 killed: out of 1 byte(s), value 0x0, to port 0x80 at rip 0x",
+        ),
+        (
+            "vmx-wrmsr-of-an-unvirtualised-msr",
+            "mode=vmx domain=privileged=wrmsr domain=\"init hello\"",
+            "[xen] ERROR dom0 killed: wrmsr of MSR 0xc0000103 at rip 0x",
+        ),
+        (
+            "vmx-hlt-with-interrupts-off",
+            "mode=vmx domain=privileged=hlt domain=\"init hello\"",
+            "[xen] ERROR dom0 killed: hlt with interrupts disabled at rip 0x",
+        ),
+    ];
+    for (name, cmdline, killed) in bochs_only.into_iter().chain(vmx_hostile) {
         let expect: &'static [&'static str] = Box::leak(Box::new([killed, BYSTANDER_INTACT]));
         tests.push(BootTest {
             name,
@@ -427,6 +470,51 @@ fn pv() -> Vec<BootTest> {
         });
     }
     tests
+}
+
+/// `vmx` mode, in Bochs (QEMU's TCG has no VMX): the same user programs as `pv` and
+/// `native`, no VM exit per system call, and the refusal where VMX is missing.
+fn vmx() -> Vec<BootTest> {
+    vec![
+        BootTest {
+            name: "vmx-usertests",
+            emulator: Emulator::Bochs,
+            // The same programs, the same result lines as pv-usertests and native-usertests,
+            // in two vmx domains at once.
+            bundle: Bundle::Cmdline(
+                "mode=vmx domain=\"init hello usertests\" domain=\"init hello usertests\"",
+            ),
+            expect: &[
+                "[xen] vmx: in VMX root operation; controls pin 0x",
+                "[dom0] pv-guest (hvm flavour) running in vmx mode as domain 0",
+                "[dom1] pv-guest (hvm flavour) running in vmx mode as domain 1",
+                "[dom0] usertests: ok a spinning process is preempted",
+                "[dom0] ALL TESTS PASSED",
+                "[dom0] init: 2 programs run, 0 failed",
+                "[xen]   dom0: exit code 0;",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        },
+        BootTest {
+            name: "vmx-syscalls-cause-no-vm-exits",
+            emulator: Emulator::Bochs,
+            bundle: Bundle::Cmdline("mode=vmx domain=\"init nullcalls\""),
+            expect: &[
+                "[dom0] nullcalls: 10000 getpid via syscall: 0 xen-lite entries, 0 VM exits by the calls (",
+                "[dom0] nullcalls: 10000 getpid via int 0x80: 0 xen-lite entries, 0 VM exits by the calls (",
+                "[dom0] nullcalls: the counts are as the mode promises",
+            ],
+            status: 0,
+        },
+        BootTest {
+            name: "qemu-refuses-vmx",
+            emulator: Emulator::Qemu,
+            bundle: Bundle::Cmdline("mode=vmx domain=hello"),
+            expect: &["[xen] ERROR fatal: mode=vmx needs a CPU with VMX (Bochs here; QEMU TCG has none)"],
+            status: STATUS_BAD_BUNDLE,
+        },
+    ]
 }
 
 /// Checks an outcome's console against `expect`, in order (two expectations may match the

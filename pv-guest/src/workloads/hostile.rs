@@ -58,3 +58,26 @@ pub fn bad_stack() -> Result<(), Errno> {
     // SAFETY: deliberately faults with a stack no handler can run on; control never returns.
     unsafe { asm!("mov rsp, 0x1000", "ud2", options(noreturn)) }
 }
+
+/// Points a page of the kernel's direct map at the first frame *past* the domain's memory and
+/// reads it. `pv`: xen-lite refuses the mapping (the frame is not the domain's). `vmx`: the
+/// guest owns its page tables, so the mapping is made, but the guest-physical address is not
+/// in the domain's EPT: the read exits with an EPT violation and xen-lite kills the domain.
+/// `native`: nothing stands in the way, and the kernel reads memory that is not its own.
+pub fn beyond_memory(info: &hypercall_abi::StartInfo) -> Result<(), Errno> {
+    use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
+    let gfn = crate::frames::alloc().ok_or(Errno::ENOMEM)?;
+    let va = gfn_to_va(gfn);
+    let beyond = info.pte_base + info.nr_pages * PAGE_SIZE;
+    println!("beyond-memory: mapping {va:#x} to frame {beyond:#x}, one past the domain's memory");
+    if let Err(errno) = platform::update_va_mapping(va, beyond | 0x3) {
+        println!("beyond-memory: the mapping was refused ({errno:?})");
+        crate::frames::free(gfn);
+        return Err(errno);
+    }
+    // SAFETY: deliberately reads a page outside the domain; under a hypervisor this never
+    // returns.
+    let value = unsafe { (va as *const u64).read_volatile() };
+    println!("beyond-memory: read {value:#x} from memory that is not this domain's");
+    Ok(())
+}

@@ -8,10 +8,10 @@
 use core::arch::asm;
 use core::fmt::{self, Write};
 
-use hypercall_abi::hypercall::Errno;
+use hypercall_abi::hypercall::{Errno, Stats};
 use hypercall_abi::syscalls::{
-    SYS_EXEC, SYS_EXIT, SYS_FORK, SYS_GETARG, SYS_GETPID, SYS_SBRK, SYS_SLEEP, SYS_WAIT, SYS_WRITE,
-    SYS_YIELD,
+    SYS_EXEC, SYS_EXIT, SYS_FORK, SYS_GETARG, SYS_GETPID, SYS_HVSTATS, SYS_SBRK, SYS_SLEEP,
+    SYS_WAIT, SYS_WRITE, SYS_YIELD,
 };
 
 /// A system call through `syscall` (in `pv` mode: bounced through xen-lite).
@@ -116,6 +116,16 @@ pub fn getarg(index: u64, buffer: &mut [u8]) -> Result<usize, Errno> {
         syscall3(SYS_GETARG, index, buffer.as_mut_ptr() as u64, buffer.len() as u64)
     })?;
     Ok(len as usize)
+}
+
+/// `hvstats()`: the hypervisor's counters for this domain (`ENOSYS` natively).
+pub fn hvstats() -> Result<Stats, Errno> {
+    let mut words = [0u64; Stats::WORDS];
+    // SAFETY: the buffer is valid for its length in bytes.
+    check(unsafe {
+        syscall3(SYS_HVSTATS, words.as_mut_ptr() as u64, (Stats::WORDS * 8) as u64, 0)
+    })?;
+    Ok(Stats::from_words(&words))
 }
 
 /// `exit(status)`.
