@@ -115,7 +115,10 @@ mod tests {
         assert_eq!(sequence[2], (PIC1_DATA, 0x20));
         assert_eq!(sequence[3], (PIC2_DATA, 0x28));
         // 1193182 / 1000 = 1193 = 0x04a9, low byte first.
-        assert_eq!(&sequence[10..], &[(PIT_COMMAND, 0x34), (PIT_CHANNEL0, 0xa9), (PIT_CHANNEL0, 0x04)]);
+        assert_eq!(
+            &sequence[10..],
+            &[(PIT_COMMAND, 0x34), (PIT_CHANNEL0, 0xa9), (PIT_CHANNEL0, 0x04)]
+        );
         let divisor = |hz| {
             let s = timer_init_sequence(0x20, hz);
             u16::from_le_bytes([s[11].1, s[12].1])

@@ -55,7 +55,9 @@ pub fn read_cr4() -> u64 {
 /// on; caching changes only with the caches flushed).
 pub unsafe fn write_cr0(value: u64) {
     // SAFETY: the caller vouches for the new value.
-    unsafe { x86::controlregs::cr0_write(x86::controlregs::Cr0::from_bits_truncate(value as usize)) }
+    unsafe {
+        x86::controlregs::cr0_write(x86::controlregs::Cr0::from_bits_truncate(value as usize))
+    }
 }
 
 /// Writes CR4.
@@ -64,7 +66,9 @@ pub unsafe fn write_cr0(value: u64) {
 /// Every bit changed must be one the running code is prepared for (PAE stays on in long mode).
 pub unsafe fn write_cr4(value: u64) {
     // SAFETY: the caller vouches for the new value.
-    unsafe { x86::controlregs::cr4_write(x86::controlregs::Cr4::from_bits_truncate(value as usize)) }
+    unsafe {
+        x86::controlregs::cr4_write(x86::controlregs::Cr4::from_bits_truncate(value as usize))
+    }
 }
 
 /// How a VMX instruction ended (Intel SDM Vol. 3C, 31.2 "Conventions").

@@ -10,9 +10,11 @@
 //! follows this path step by step.
 //!
 //! It runs `pv` mode (guest kernels in ring 1: hypercalls, bounced traps, virtual interrupts,
-//! timers, preemptive scheduling of domains; see [`pv`]) and `native` mode (the `hvm` guest
-//! gets the machine and xen-lite steps aside). It will add validated direct paging for `pv`,
-//! and the `vmx` and `svm` backends behind one trait with a shared run loop.
+//! timers, validated direct paging, preemptive scheduling of domains; see [`pv`]), `vmx` mode
+//! (the `hvm` guest in VMX non-root mode with EPT, through the backend-neutral run loop in
+//! [`hvm`] and the VT-x backend in [`vmx`]) and `native` mode (the `hvm` guest gets the machine
+//! and xen-lite steps aside). The `svm` backend will plug into the same [`hvm::HardwareVt`]
+//! trait.
 //!
 //! Modules, in reading order:
 #![cfg_attr(not(test), no_std)]
@@ -37,8 +39,9 @@ mod trap;
 mod idt;
 mod timer;
 mod cpu;
-mod vmx;
+// Hardware virtualisation: the shared run loop and devices, then the VT-x backend.
 mod hvm;
+mod vmx;
 // Booting domains: the command line, the builder, the modes.
 mod config;
 mod domain_builder;
@@ -155,10 +158,11 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
                 log::error!("fatal: mode=vmx needs a CPU with VMX (Bochs here; QEMU TCG has none)");
                 exit_emulator(STATUS_BAD_BUNDLE)
             };
-            let vmx = vmx::Vmx::enable(revision, control, &mut FRAMES.lock()).unwrap_or_else(|error| {
-                log::error!("fatal: cannot use VMX: {error}");
-                exit_emulator(STATUS_BAD_BUNDLE)
-            });
+            let vmx =
+                vmx::Vmx::enable(revision, control, &mut FRAMES.lock()).unwrap_or_else(|error| {
+                    log::error!("fatal: cannot use VMX: {error}");
+                    exit_emulator(STATUS_BAD_BUNDLE)
+                });
             hvm::start(vmx, config, bundle.find(config.kernel), modules)
         }
         Mode::Svm => {

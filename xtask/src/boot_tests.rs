@@ -486,6 +486,7 @@ fn vmx() -> Vec<BootTest> {
             ),
             expect: &[
                 "[xen] vmx: in VMX root operation; controls pin 0x",
+                "[dom0] cpuid: hypervisor bit set, VMX not offered",
                 "[dom0] pv-guest (hvm flavour) running in vmx mode as domain 0",
                 "[dom1] pv-guest (hvm flavour) running in vmx mode as domain 1",
                 "[dom0] usertests: ok a spinning process is preempted",

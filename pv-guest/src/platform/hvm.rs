@@ -19,8 +19,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use hypercall_abi::devices::{self, COM1, DEBUG_EXIT_PORT, UART_LSR, UART_LSR_TEMT, UART_LSR_THRE};
 use hypercall_abi::hypercall::{
-    Errno, Hypercall, MmuUpdate, MmuextOp, Stats, CONSOLEIO_WRITE, SCHEDOP_SHUTDOWN,
-    SCHEDOP_YIELD,
+    Errno, Hypercall, MmuUpdate, MmuextOp, Stats, CONSOLEIO_WRITE, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
 use hypercall_abi::{Mode, StartInfo};
@@ -135,6 +134,14 @@ pub fn init(info: &StartInfo) {
     if matches!(info.mode(), Some(Mode::Vmx | Mode::Svm)) {
         HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
     }
+    // What `cpuid` says about the CPU underneath: under xen-lite the "hypervisor present" bit
+    // is set and VMX is hidden (the `cpuid` exits, and xen-lite edits the answer).
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    crate::println!(
+        "cpuid: hypervisor bit {}, VMX {}",
+        if ecx & (1 << 31) != 0 { "set" } else { "clear" },
+        if ecx & (1 << 5) != 0 { "offered" } else { "not offered" }
+    );
     PTE_BASE.store(info.pte_base, Ordering::Relaxed);
     PTE_BASE_VA.store(hypercall_abi::layout::gfn_to_va(0), Ordering::Relaxed);
 }

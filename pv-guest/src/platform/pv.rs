@@ -24,7 +24,8 @@ use core::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, MmuUpdate, MmuextOp, Stats, TrapInfo, CONSOLEIO_WRITE,
-    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
+    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
+    SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING1_CS, FLAT_RING1_DS};
 use hypercall_abi::shared_info::{SharedInfo, VcpuInfo};

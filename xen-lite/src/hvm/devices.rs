@@ -187,8 +187,7 @@ impl Devices {
 
     /// The PIT's period in nanoseconds, once programmed.
     pub fn period_ns(&self) -> Option<u64> {
-        (self.pit.divisor != 0)
-            .then(|| u64::from(self.pit.divisor) * 1_000_000_000 / PIT_INPUT_HZ)
+        (self.pit.divisor != 0).then(|| u64::from(self.pit.divisor) * 1_000_000_000 / PIT_INPUT_HZ)
     }
 
     /// `ns` of time passed: the PIT may request IRQ 0.
@@ -294,7 +293,10 @@ mod tests {
         let mut devices = Devices::new();
         assert_eq!(devices.write(0x80, 0), Err(DeviceError::NoDevice));
         assert_eq!(devices.read(0x3f8), Err(DeviceError::NoDevice));
-        assert_eq!(devices.write(PIT_COMMAND, 0xb4), Err(DeviceError::Unsupported("PIT control word")));
+        assert_eq!(
+            devices.write(PIT_COMMAND, 0xb4),
+            Err(DeviceError::Unsupported("PIT control word"))
+        );
         assert_eq!(devices.write(PIC1_COMMAND, 0x0b), Err(DeviceError::Unsupported("PIC command")));
     }
 }

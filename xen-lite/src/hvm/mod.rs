@@ -193,8 +193,12 @@ pub trait HardwareVt {
 
     /// `wrmsr` of `value` to `msr` by the guest; `Err` if the backend does not virtualise it
     /// or refuses the value (with why).
-    fn write_msr(&mut self, vcpu: &mut Self::Vcpu, msr: u32, value: u64)
-        -> Result<(), &'static str>;
+    fn write_msr(
+        &mut self,
+        vcpu: &mut Self::Vcpu,
+        msr: u32,
+        value: u64,
+    ) -> Result<(), &'static str>;
 }
 
 /// Set once the domains run: host timer interrupts while idle then belong to [`Hvm::run`].
@@ -334,7 +338,14 @@ impl<V: HardwareVt> Hvm<V> {
             let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
             let info = self.vt.run(vcpu, &mut pv.domain(c).regs);
             let slot = usize::from(info.reason).min(VM_EXIT_SLOTS - 1);
-            pv.domain(c).stats.vm_exits[slot] += 1;
+            let domain = pv.domain(c);
+            domain.stats.vm_exits[slot] += 1;
+            log::trace!(
+                "dom{c}: VM exit {} ({}) at rip {:#x}",
+                info.reason,
+                vm_exit::name(info.reason),
+                domain.regs.rip
+            );
             self.handle(pv, c, info.exit);
         }
     }
@@ -431,9 +442,12 @@ impl<V: HardwareVt> Hvm<V> {
             Exit::Halt => {
                 self.vt.skip_instruction(vcpu);
                 if pv.domain(c).regs.rflags & (1 << 9) == 0 {
-                    pv.kill(c, format_args!(
+                    pv.kill(
+                        c,
+                        format_args!(
                         "hlt with interrupts disabled at rip {rip:#x}: the vCPU could never wake"
-                    ));
+                    ),
+                    );
                 } else if self.devices[c].deliverable().is_none() {
                     pv.domain(c).state = State::Blocked;
                 }
@@ -488,10 +502,13 @@ impl<V: HardwareVt> Hvm<V> {
                 };
                 match result {
                     Ok(()) => self.vt.skip_instruction(vcpu),
-                    Err(why) => pv.kill(c, format_args!(
-                        "{} of MSR {msr:#x} at rip {rip:#x}: {why}",
-                        if write { "wrmsr" } else { "rdmsr" }
-                    )),
+                    Err(why) => pv.kill(
+                        c,
+                        format_args!(
+                            "{} of MSR {msr:#x} at rip {rip:#x}: {why}",
+                            if write { "wrmsr" } else { "rdmsr" }
+                        ),
+                    ),
                 }
             }
             Exit::Fatal(fatal) => pv.kill(c, format_args!("{fatal} at rip {rip:#x}")),

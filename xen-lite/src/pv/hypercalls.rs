@@ -8,12 +8,12 @@
 //! errno for anything a correct caller could get wrong.
 
 use hypercall_abi::devices::GUEST_STATUS_MAX;
-use hypercall_abi::Mode;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_MAX, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND,
     EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, NR_EVENT_PORTS, NR_VIRQS, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
     SCHEDOP_YIELD, SYSCALL_VECTOR, XEN_LITE_VERSION,
 };
+use hypercall_abi::Mode;
 
 use super::domain::{Domain, Port, State, TrapHandler};
 use super::guest_memory::guest_offset;

@@ -154,8 +154,11 @@ fn enter_root<const WORDS: usize>(
     }
     let (old_cr0, old_cr4) = (instructions::read_cr0(), instructions::read_cr4());
     let fixed = |register, current, (fixed0, fixed1)| {
-        with_fixed_bits(current, fixed0, fixed1)
-            .map_err(|forbidden| VmxError::FixedBits { register, current, forbidden })
+        with_fixed_bits(current, fixed0, fixed1).map_err(|forbidden| VmxError::FixedBits {
+            register,
+            current,
+            forbidden,
+        })
     };
     let cr0 = fixed("CR0", old_cr0, cr0_fixed)?;
     let cr4 = fixed("CR4", old_cr4, cr4_fixed)?;
@@ -511,7 +514,13 @@ impl HardwareVt for Vmx {
             return Err("VMCLEAR or VMPTRLD of its VMCS failed");
         }
         vmcs::setup(boot, &self.controls, &self.host, ept::pointer(root));
-        Ok(Vcpu { vmcs, launched: false, window: false, injecting: false, msrs: SyscallMsrs::default() })
+        Ok(Vcpu {
+            vmcs,
+            launched: false,
+            window: false,
+            injecting: false,
+            msrs: SyscallMsrs::default(),
+        })
     }
 
     fn load(&mut self, vcpu: &mut Vcpu) {
@@ -606,7 +615,8 @@ impl HardwareVt for Vmx {
     fn write_msr(&mut self, vcpu: &mut Vcpu, msr: u32, value: u64) -> Result<(), &'static str> {
         use x86::vmx::vmcs::guest;
         const EFER_SCE: u64 = 1;
-        let address = |value: u64| if canonical(value) { Ok(value) } else { Err("non-canonical address") };
+        let address =
+            |value: u64| if canonical(value) { Ok(value) } else { Err("non-canonical address") };
         match msr {
             IA32_EFER => {
                 let current = vmcs::read(guest::IA32_EFER_FULL);
@@ -673,7 +683,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_register_and_values() {
-        let error = VmxError::FixedBits { register: "CR4", current: 0x40_2020, forbidden: 0x40_0000 };
+        let error =
+            VmxError::FixedBits { register: "CR4", current: 0x40_2020, forbidden: 0x40_0000 };
         assert_eq!(
             error.to_string(),
             "CR4 is 0x402020 but VMX operation requires bits 0x400000 to be 0"

@@ -27,9 +27,8 @@ use crate::instructions::{self, VmxStatus};
 pub fn write(field: u32, value: u64) {
     // SAFETY: the backend only calls this in VMX root operation with the domain's VMCS
     // current; the values it writes are checked again by the CPU at the next VM entry.
-    if let failed @ (VmxStatus::FailValid | VmxStatus::FailInvalid) =
-        unsafe { instructions::vmwrite(field, value) }
-    {
+    let status = unsafe { instructions::vmwrite(field, value) };
+    if let failed @ (VmxStatus::FailValid | VmxStatus::FailInvalid) = status {
         panic!("vmwrite of field {field:#x} = {value:#x}: {failed:?} ({})", last_error());
     }
 }
@@ -160,13 +159,62 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
         write(limit, if ar & UNUSABLE != 0 { 0 } else { 0xffff_ffff });
         write(rights, ar);
     };
-    segment(guest::CS_SELECTOR, guest::CS_BASE, guest::CS_LIMIT, guest::CS_ACCESS_RIGHTS, 0x08, CODE64_RIGHTS);
-    segment(guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS, 0x10, DATA_RIGHTS);
-    segment(guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS, 0x10, DATA_RIGHTS);
-    segment(guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS, 0x10, DATA_RIGHTS);
-    segment(guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS, 0, UNUSABLE);
-    segment(guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS, 0, UNUSABLE);
-    segment(guest::LDTR_SELECTOR, guest::LDTR_BASE, guest::LDTR_LIMIT, guest::LDTR_ACCESS_RIGHTS, 0, UNUSABLE);
+    segment(
+        guest::CS_SELECTOR,
+        guest::CS_BASE,
+        guest::CS_LIMIT,
+        guest::CS_ACCESS_RIGHTS,
+        0x08,
+        CODE64_RIGHTS,
+    );
+    segment(
+        guest::SS_SELECTOR,
+        guest::SS_BASE,
+        guest::SS_LIMIT,
+        guest::SS_ACCESS_RIGHTS,
+        0x10,
+        DATA_RIGHTS,
+    );
+    segment(
+        guest::DS_SELECTOR,
+        guest::DS_BASE,
+        guest::DS_LIMIT,
+        guest::DS_ACCESS_RIGHTS,
+        0x10,
+        DATA_RIGHTS,
+    );
+    segment(
+        guest::ES_SELECTOR,
+        guest::ES_BASE,
+        guest::ES_LIMIT,
+        guest::ES_ACCESS_RIGHTS,
+        0x10,
+        DATA_RIGHTS,
+    );
+    segment(
+        guest::FS_SELECTOR,
+        guest::FS_BASE,
+        guest::FS_LIMIT,
+        guest::FS_ACCESS_RIGHTS,
+        0,
+        UNUSABLE,
+    );
+    segment(
+        guest::GS_SELECTOR,
+        guest::GS_BASE,
+        guest::GS_LIMIT,
+        guest::GS_ACCESS_RIGHTS,
+        0,
+        UNUSABLE,
+    );
+    segment(
+        guest::LDTR_SELECTOR,
+        guest::LDTR_BASE,
+        guest::LDTR_LIMIT,
+        guest::LDTR_ACCESS_RIGHTS,
+        0,
+        UNUSABLE,
+    );
     // TR must be usable: a placeholder busy TSS until the kernel loads its own.
     write(guest::TR_SELECTOR, 0);
     write(guest::TR_BASE, 0);
