@@ -28,7 +28,7 @@ use crate::entry::{stub_address, EXCEPTION_VECTORS};
 use crate::gdt::{DOUBLE_FAULT_IST, GUEST_KERNEL_CS, HYPERVISOR_CS};
 use crate::instructions;
 use crate::switcher::{CpuTable, PageAligned};
-use crate::timer::TIMER_VECTOR;
+use crate::timer::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::trap::Vector;
 
 static IDT: Once<PageAligned<CpuTable<[Descriptor64; 256]>>> = Once::new();
@@ -43,7 +43,7 @@ fn gate_dpl(vector: u8) -> Option<Ring> {
     match vector {
         Vector::BREAKPOINT | Vector::OVERFLOW => Some(Ring::Ring3),
         v if v < EXCEPTION_VECTORS => Some(Ring::Ring0),
-        TIMER_VECTOR => Some(Ring::Ring0),
+        TIMER_VECTOR | SPURIOUS_VECTOR => Some(Ring::Ring0),
         HYPERCALL_VECTOR => Some(Ring::Ring1),
         _ => None,
     }

@@ -210,6 +210,12 @@ pub fn read_cr2() -> u64 {
     unsafe { x86::controlregs::cr2() as u64 }
 }
 
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: `rdtsc` only reads the counter; CR4.TSD is clear, so ring 0 may always use it.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// Reads model-specific register `msr`.
 ///
 /// # Safety
@@ -323,6 +329,14 @@ pub fn wait_for_interrupt() {
     // SAFETY: enabling interrupts is safe here because only the idle context calls this, and
     // every interrupt it can take has a handler.
     unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
+/// Lets interrupts that are already pending in: `sti; nop; cli`. The one-instruction `sti`
+/// shadow covers the `nop`, so they are taken right after it, then interrupts are off again.
+pub fn take_pending_interrupts() {
+    // SAFETY: as `wait_for_interrupt`: every interrupt that can arrive has a handler, and the
+    // caller (the hvm run loop) holds nothing an interrupt handler needs.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
 /// Disables interrupts and halts, forever: the last thing a dying CPU does.

@@ -19,6 +19,10 @@ pub const NS_PER_TICK: u64 = 1_000_000_000 / HZ;
 /// The IDT vector IRQ 0 arrives on (the PIC is remapped past the exceptions).
 pub const TIMER_VECTOR: u8 = 0x20;
 
+/// The vector of IRQ 7 of the master PIC, where it reports a *spurious* interrupt: one that
+/// went away between the PIC raising it and the CPU acknowledging it. It needs no EOI.
+pub const SPURIOUS_VECTOR: u8 = TIMER_VECTOR + 7;
+
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Remaps the PICs to vectors 0x20-0x2f, unmasks only IRQ 0, and starts the PIT at [`HZ`].

@@ -71,9 +71,12 @@ impl Vector {
 
 /// Called by `trap_common` for every vector with the saved state. In `pv` mode the timer,
 /// hypercalls and anything raised in ring 1 or 3 belong to the domains; in `vmx` mode the
-/// timer (taken while idle; guests exit to the run loop instead); an exception in xen-lite
-/// itself is always fatal.
+/// timer (taken while idle; guests exit to the run loop instead). A spurious PIC interrupt is
+/// ignored in every mode; an exception in xen-lite itself is always fatal.
 pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
+    if frame.vector == u64::from(crate::timer::SPURIOUS_VECTOR) {
+        return; // nothing happened: no EOI, no tick
+    }
     let from_guest = frame.cs & 3 != 0;
     let ours = frame.vector == u64::from(crate::timer::TIMER_VECTOR) || from_guest;
     if crate::pv::active() && ours {

@@ -509,6 +509,15 @@ fn vmx() -> Vec<BootTest> {
             status: 0,
         },
         BootTest {
+            name: "vmx-computing-domain-is-preempted",
+            emulator: Emulator::Bochs,
+            // dom0 never yields or halts: only xen-lite's tick (an external-interrupt exit) lets
+            // dom1, which sleeps between counts, finish first.
+            bundle: Bundle::Cmdline("mode=vmx domain=primes domain=counter"),
+            expect: &["[dom1] counter: done", "[dom0] primes: done", "[xen]   dom1: exit code 0;"],
+            status: 0,
+        },
+        BootTest {
             name: "qemu-refuses-vmx",
             emulator: Emulator::Qemu,
             bundle: Bundle::Cmdline("mode=vmx domain=hello"),

@@ -113,11 +113,12 @@ fn wait_for_port(port: u16) -> Result<(), String> {
 
 /// Runs the command.
 pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
-    if !matches!(options.mode, Mode::Pv | Mode::Native) {
-        return Err(format!(
-            "--mode {} cannot be debugged yet: pv and native can",
-            options.mode.name()
-        ));
+    match options.mode {
+        Mode::Pv | Mode::Native => {}
+        Mode::Vmx => {
+            return Err("--mode vmx runs only in Bochs here, which has no gdb stub: use the Bochs debugger on a run directory (`vmexitbp`; lecture note 05, section 6)".into())
+        }
+        Mode::Svm => return Err("--mode svm cannot be debugged yet: pv and native can".into()),
     }
     check_emulator(Emulator::Qemu)?;
     if !options.no_gdb && !crate::process::on_path("gdb") {

@@ -37,7 +37,7 @@ use crate::domain_builder::{self, DomainSpec, Page};
 use crate::entry::TrapFrame;
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
-use crate::instructions::{cpuid, wait_for_interrupt};
+use crate::instructions::{cpuid, take_pending_interrupts, wait_for_interrupt};
 use crate::memory_map::phys_to_virt;
 use crate::pv::schedule::{pick_next, Next, SLICE_TICKS};
 use crate::pv::{self, Domain, Pv, State};
@@ -72,6 +72,8 @@ pub enum Exit {
     HostInterrupt(u8),
     /// The guest can take an interrupt now (asked for with interrupt-window exiting).
     InterruptWindow,
+    /// The guest used up the time the backend allows between exits (VMX-preemption timer).
+    TimeUp,
     /// `cpuid`, leaf in `eax`, subleaf in `ecx`.
     Cpuid,
     /// `in` or `out` of `size` bytes at `port`; the value is in `al`/`ax`/`eax`.
@@ -167,6 +169,10 @@ pub trait HardwareVt {
 
     /// A virtual CPU that starts as `boot` says, with memory mapped exactly as it says.
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Self::Vcpu, &'static str>;
+
+    /// One of xen-lite's ticks lasts `tsc` time-stamp-counter cycles: the backend may use it to
+    /// bound how long a guest runs between exits whatever the guest does with interrupts.
+    fn set_tick_length(&mut self, tsc: u64);
 
     /// Makes `vcpu` the one [`HardwareVt::run`] enters (on a domain switch).
     fn load(&mut self, vcpu: &mut Self::Vcpu);
@@ -270,13 +276,30 @@ pub fn start<V: HardwareVt>(
             boot.entry
         );
     }
-    timer::init();
-    hvm.ticks_seen = timer::ticks();
     // Host interrupts return through `trap_return`, which loads this CR3.
     crate::switcher::set_return_cr3(crate::switcher::hypervisor_cr3());
     ACTIVE.store(true, Ordering::Relaxed);
-    log::info!("{mode}: entering dom0 in non-root ring 0");
+    timer::init();
+    let tsc = tsc_per_tick();
+    hvm.vt.set_tick_length(tsc);
+    hvm.ticks_seen = timer::ticks();
+    log::info!("{mode}: one tick is {tsc} TSC cycles; entering dom0 in non-root ring 0");
     hvm.run(&mut pv)
+}
+
+/// Measures how many TSC cycles one of xen-lite's ticks lasts, over ten ticks of the PIT (as Xen
+/// calibrates its TSC against the PIT).
+fn tsc_per_tick() -> u64 {
+    const TICKS: u64 = 10;
+    let first = timer::ticks();
+    while timer::ticks() == first {
+        wait_for_interrupt();
+    }
+    let start = crate::instructions::rdtsc();
+    while timer::ticks() < first + 1 + TICKS {
+        wait_for_interrupt();
+    }
+    (crate::instructions::rdtsc() - start) / TICKS
 }
 
 /// Builds domain `id` in the frames at `base`: guest-physical addresses in its page tables,
@@ -458,6 +481,9 @@ impl<V: HardwareVt> Hvm<V> {
                 }
             }
             Exit::InterruptWindow => {} // the next trip injects
+            // The tick that is due is pending at the PIC but was not delivered as an exit (the
+            // Bochs quirk in `Vmx::set_tick_length`): take it here.
+            Exit::TimeUp => take_pending_interrupts(),
             Exit::Cpuid => {
                 let regs = &mut pv.domain(c).regs;
                 let [a, b, c_, d] = guest_cpuid(regs.rax as u32, regs.rcx as u32);

@@ -30,7 +30,7 @@ pub fn dispatch(pv: &mut Pv, caller: usize, frame: &mut TrapFrame) {
     let [a0, a1, a2, a3, a4] = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
     let result = match Hypercall::from_number(frame.rax) {
         None => Err(Errno::ENOSYS),
-        Some(hypercall) if pv.domain(caller).mode != Mode::Pv && pv_only(hypercall) => {
+        Some(hypercall) if pv.domain(caller).mode != Mode::Pv && ring1_only(hypercall) => {
             pv.domain(caller).stats.hypercalls[hypercall as usize] += 1;
             Err(Errno::ENOSYS)
         }
@@ -60,9 +60,10 @@ pub fn dispatch(pv: &mut Pv, caller: usize, frame: &mut TrapFrame) {
 }
 
 /// Whether `hypercall` only means something for a guest in ring 1: the virtual IDT, the bounce
-/// stack and callbacks, and validated page-table updates. An hvm guest has the real IDT and
-/// owns its page tables (EPT confines it), so it gets `ENOSYS` for these.
-fn pv_only(hypercall: Hypercall) -> bool {
+/// stack and callbacks, validated page-table updates, and event channels and one-shot timers
+/// (delivered by upcall). An hvm guest has the real IDT, owns its page tables (EPT confines it)
+/// and takes interrupts from its virtual PIC and PIT, so it gets `ENOSYS` for these.
+fn ring1_only(hypercall: Hypercall) -> bool {
     matches!(
         hypercall,
         Hypercall::SetTrapTable
@@ -71,6 +72,8 @@ fn pv_only(hypercall: Hypercall) -> bool {
             | Hypercall::MmuextOp
             | Hypercall::StackSwitch
             | Hypercall::SetCallbacks
+            | Hypercall::SetTimerOp
+            | Hypercall::EventChannelOp
     )
 }
 

@@ -234,6 +234,7 @@ mod msr {
     pub const ENTRY: u32 = 0x484;
     pub const PROCBASED2: u32 = 0x48b;
     pub const EPT_VPID_CAP: u32 = 0x48c;
+    pub const MISC: u32 = 0x485;
     pub const TRUE_PINBASED: u32 = 0x48d;
     pub const TRUE_PROCBASED: u32 = 0x48e;
     pub const TRUE_EXIT: u32 = 0x48f;
@@ -242,7 +243,7 @@ mod msr {
 
 /// The execution controls every domain's VMCS gets, adjusted to this CPU.
 pub struct Controls {
-    /// Pin-based: host interrupts exit.
+    /// Pin-based: host interrupts exit; the VMX-preemption timer runs.
     pub pin: u32,
     /// Primary processor-based: `hlt` and all I/O exit; MSR accesses exit (no bitmaps); the
     /// secondary controls are used.
@@ -257,6 +258,8 @@ pub struct Controls {
     pub cr0_fixed0: u64,
     /// CR4 bits VMX forces on (VMXE).
     pub cr4_fixed0: u64,
+    /// log2 of the TSC cycles per count of the VMX-preemption timer.
+    pub preemption_rate: u32,
 }
 
 impl Controls {
@@ -276,7 +279,8 @@ impl Controls {
         };
         let pin = adjust(
             "pin-based",
-            PinbasedControls::EXTERNAL_INTERRUPT_EXITING.bits(),
+            (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::VMX_PREEMPTION_TIMER)
+                .bits(),
             pick(msr::PINBASED, msr::TRUE_PINBASED),
         )?;
         let primary = adjust(
@@ -312,7 +316,18 @@ impl Controls {
             return Err(VmxError::MissingControl { name: "EPT capability", missing: ept as u32 });
         }
         let ((cr0_fixed0, _), (cr4_fixed0, _)) = fixed_bits();
-        Ok(Controls { pin, primary, secondary, exit, entry, cr0_fixed0, cr4_fixed0 })
+        // The preemption timer counts down once every 2^rate TSC cycles (IA32_VMX_MISC 4:0).
+        let preemption_rate = (read(msr::MISC) & 0x1f) as u32;
+        Ok(Controls {
+            pin,
+            primary,
+            secondary,
+            exit,
+            entry,
+            cr0_fixed0,
+            cr4_fixed0,
+            preemption_rate,
+        })
     }
 }
 
@@ -321,6 +336,8 @@ pub struct Vmx {
     revision: u32,
     controls: Controls,
     host: vmcs::HostState,
+    /// What the VMX-preemption timer starts from at every entry: one tick of guest time.
+    preemption_count: u64,
 }
 
 /// The `syscall` MSRs of a domain, which the CPU does not switch: xen-lite loads them into the
@@ -385,7 +402,7 @@ impl Vmx {
             controls.exit,
             controls.entry
         );
-        Ok(Vmx { revision, controls, host })
+        Ok(Vmx { revision, controls, host, preemption_count: u64::from(u32::MAX) })
     }
 
     /// Reads why the guest left, after a VM exit.
@@ -420,6 +437,7 @@ impl Vmx {
                 }
                 vm_exit::TRIPLE_FAULT => Exit::Fatal(Fatal::TripleFault),
                 vm_exit::INTERRUPT_WINDOW => Exit::InterruptWindow,
+                vm_exit::PREEMPTION_TIMER => Exit::TimeUp,
                 vm_exit::CPUID => Exit::Cpuid,
                 vm_exit::HLT => Exit::Halt,
                 vm_exit::VMCALL => Exit::Hypercall,
@@ -514,6 +532,7 @@ impl HardwareVt for Vmx {
             return Err("VMCLEAR or VMPTRLD of its VMCS failed");
         }
         vmcs::setup(boot, &self.controls, &self.host, ept::pointer(root));
+        vmcs::write(x86::vmx::vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, self.preemption_count);
         Ok(Vcpu {
             vmcs,
             launched: false,
@@ -523,10 +542,22 @@ impl HardwareVt for Vmx {
         })
     }
 
+    /// The VMX-preemption timer, started afresh at every entry (its value is not saved on
+    /// exit), ends any guest run after one tick. It is a backstop to external-interrupt
+    /// exiting: the SDM says a host interrupt exits whatever the guest's IF, but Bochs 2.7
+    /// delivers none while a guest keeps IF clear from its first instruction (it decides
+    /// whether an interrupt is masked when IF changes, and VM entry loads the guest's IF = 0
+    /// while still in host context); a guest computing with interrupts off was never preempted.
+    fn set_tick_length(&mut self, tsc: u64) {
+        self.preemption_count =
+            (tsc >> self.controls.preemption_rate).clamp(1, u64::from(u32::MAX));
+    }
+
     fn load(&mut self, vcpu: &mut Vcpu) {
         // SAFETY: in VMX root operation; the frame is this vCPU's VMCS, set up by `create_vcpu`.
         let status = unsafe { instructions::vmptrld(vcpu.vmcs.addr()) };
         assert!(status == VmxStatus::Succeed, "VMPTRLD of a set-up VMCS failed: {status:?}");
+        vmcs::write(x86::vmx::vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, self.preemption_count);
         let m = vcpu.msrs;
         // SAFETY: these MSRs exist on every x86-64 CPU; every value was checked canonical when
         // the guest wrote it, and xen-lite itself never executes `syscall` or `swapgs`.

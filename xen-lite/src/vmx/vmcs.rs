@@ -234,6 +234,7 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
 // `[rsp]`. The exit path stores the guest's registers there and returns 0 from
 // `vmx_enter_guest`, as if it were an ordinary call. If the entry itself fails, execution falls
 // through with CF (VMfailInvalid) or ZF (VMfailValid) set, and the function returns 1 or 2.
+
 global_asm!(
     r#"
     .section .text.vmx, "ax"
