@@ -76,13 +76,16 @@ pub enum Workload {
     BadStack,
     /// Fault with the stack inside the kernel's own L4 (killed: never written).
     StackOnPageTable,
+    /// Load an empty IDT and raise #BP: a triple fault (vmx: killed with the exit reason;
+    /// native: the machine resets; pv: `lidt` is privileged in ring 1).
+    TripleFault,
     /// Map the page just past the domain's memory and read it (pv: refused; vmx: EPT
     /// violation, killed; native: it reads a neighbour's memory).
     BeyondMemory,
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, beyond-memory";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, beyond-memory, triple-fault";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +149,7 @@ impl Args {
                 ("bad-stack", None) => Workload::BadStack,
                 ("stack-on-page-table", None) => Workload::StackOnPageTable,
                 ("beyond-memory", None) => Workload::BeyondMemory,
+                ("triple-fault", None) => Workload::TripleFault,
                 ("ping", Some(domain)) | ("pong", Some(domain)) => {
                     let domain = cmdline::parse_u64(domain)
                         .and_then(|d| u32::try_from(d).ok())

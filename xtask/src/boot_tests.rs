@@ -437,7 +437,12 @@ fn pv() -> Vec<BootTest> {
         expect: &["[dom0] beyond-memory: the mapping was refused (EPERM)", BYSTANDER_INTACT],
         status: 1,
     });
-    let vmx_hostile: [(&'static str, &'static str, &'static str); 4] = [
+    let vmx_hostile: [(&'static str, &'static str, &'static str); 5] = [
+        (
+            "vmx-triple-fault",
+            "mode=vmx domain=triple-fault domain=\"init hello\"",
+            "[xen] ERROR dom0 killed: triple fault (an exception it could not deliver) at rip 0x",
+        ),
         (
             "vmx-beyond-memory",
             "mode=vmx domain=beyond-memory domain=\"init hello\"",

@@ -81,3 +81,15 @@ pub fn beyond_memory(info: &hypercall_abi::StartInfo) -> Result<(), Errno> {
     println!("beyond-memory: read {value:#x} from memory that is not this domain's");
     Ok(())
 }
+
+/// Loads an IDT with limit 0 and raises #BP: #BP cannot be delivered (#GP), nor can the #GP
+/// (#DF), nor the #DF: a triple fault. Under VMX that is a VM exit and xen-lite kills the
+/// domain; a real machine resets; in ring 1 `lidt` itself is refused.
+pub fn triple_fault() -> Result<(), Errno> {
+    println!("triple-fault: loading an empty IDT, then raising #BP");
+    let empty = [0u8; 10]; // limit 0, base 0
+                           // SAFETY: deliberately destroys the kernel's ability to take any exception.
+    unsafe { asm!("lidt [{}]", "int3", in(reg) empty.as_ptr()) };
+    println!("triple-fault: still running?");
+    Ok(())
+}

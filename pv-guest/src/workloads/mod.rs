@@ -37,6 +37,7 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::BadStack => hostile::bad_stack(),
         Workload::StackOnPageTable => hostile::stack_on_page_table(info),
         Workload::BeyondMemory => hostile::beyond_memory(info),
+        Workload::TripleFault => hostile::triple_fault(),
     };
     match result {
         Ok(()) => args.exit_code,
