@@ -91,6 +91,18 @@ impl Hypercall {
 pub const HYPERCALL_STUB_SIZE: u64 = 32;
 /// Stubs in the hypercall page (numbers `0..HYPERCALL_PAGE_ENTRIES`).
 pub const HYPERCALL_PAGE_ENTRIES: u64 = 4096 / HYPERCALL_STUB_SIZE;
+
+/// The hypercall-page stub for `number` with the hypervisor's chosen `trap` instruction:
+/// `mov eax, number; <trap>; ret`, padded with `int3`. The `pv` trap is `int 0x82`, the `vmx`
+/// one `vmcall` (`0f 01 c1`). `trap` is at most 8 bytes.
+pub fn hypercall_stub(number: u64, trap: &[u8]) -> [u8; HYPERCALL_STUB_SIZE as usize] {
+    let mut stub = [0xcc; HYPERCALL_STUB_SIZE as usize];
+    stub[0] = 0xb8;
+    stub[1..5].copy_from_slice(&(number as u32).to_le_bytes());
+    stub[5..5 + trap.len()].copy_from_slice(trap);
+    stub[5 + trap.len()] = 0xc3;
+    stub
+}
 /// The `pv` transport: the vector of `int 0x82` (gate DPL 1: ring 1 may use it, ring 3 may not).
 pub const HYPERCALL_VECTOR: u8 = 0x82;
 /// The vector of the `int 0x80` system call. A guest that registers it in its trap table with
@@ -394,6 +406,15 @@ mod tests {
         assert_eq!(stats.vm_exits_total(), 5);
         assert_eq!(core::mem::offset_of!(Stats, cr3_writes), 101 * 8);
         assert_eq!(Stats::from_words(&words), stats);
+    }
+
+    #[test]
+    fn stubs_load_the_number_trap_and_return() {
+        let stub = hypercall_stub(18, &[0xcd, HYPERCALL_VECTOR]);
+        assert_eq!(stub[..8], [0xb8, 18, 0, 0, 0, 0xcd, 0x82, 0xc3]);
+        assert!(stub[8..].iter().all(|&b| b == 0xcc));
+        let stub = hypercall_stub(29, &[0x0f, 0x01, 0xc1]);
+        assert_eq!(stub[..9], [0xb8, 29, 0, 0, 0, 0x0f, 0x01, 0xc1, 0xc3]);
     }
 
     #[test]

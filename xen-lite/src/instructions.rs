@@ -5,6 +5,11 @@
 //! ring compression). Where the `x86` crate already wraps an instruction we call it rather
 //! than write the assembly again, but still only from here.
 //!
+//! Two exceptions, each written once where it cannot be separated from its neighbours: the
+//! switcher's entry and return paths (`entry.rs`: `mov cr3` and `iretq` around the register
+//! saves), and VM entry and exit (`vmx/vmcs.rs`: `vmlaunch`, `vmresume` and the `vmwrite` of
+//! the host `rsp`, which must run on the very stack the VM exit returns to).
+//!
 //! See: Intel SDM Vol. 2 (Instruction Set Reference), revision 086, for each instruction.
 
 use core::arch::asm;

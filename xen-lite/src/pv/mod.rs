@@ -452,12 +452,7 @@ fn idle_frame() -> TrapFrame {
 
 /// The stub for hypercall `number`: `mov eax, number; int 0x82; ret`, padded with `int3`.
 pub fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
-    let mut stub = [0xcc; HYPERCALL_STUB_SIZE as usize];
-    stub[0] = 0xb8;
-    stub[1..5].copy_from_slice(&(number as u32).to_le_bytes());
-    stub[5..7].copy_from_slice(&[0xcd, HYPERCALL_VECTOR]);
-    stub[7] = 0xc3;
-    stub
+    hypercall_abi::hypercall::hypercall_stub(number, &[0xcd, HYPERCALL_VECTOR])
 }
 
 /// Builds every domain the command line names and starts the first.

@@ -500,12 +500,8 @@ impl HardwareVt for Vmx {
 
     /// `mov eax, number; vmcall; ret`, padded with `int3`.
     fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
-        let mut stub = [0xcc; HYPERCALL_STUB_SIZE as usize];
-        stub[0] = 0xb8;
-        stub[1..5].copy_from_slice(&(number as u32).to_le_bytes());
-        stub[5..8].copy_from_slice(&[0x0f, 0x01, 0xc1]);
-        stub[8] = 0xc3;
-        stub
+        const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
+        hypercall_abi::hypercall::hypercall_stub(number, &VMCALL)
     }
 
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Vcpu, &'static str> {
