@@ -271,7 +271,8 @@ pub struct Stats {
     pub bounces: [u64; 32],
     /// Event upcalls delivered (bounces to the event callback).
     pub events_delivered: u64,
-    /// Entries into xen-lite from this domain: hypercalls.
+    /// Entries into xen-lite from this domain: hypercalls by `int 0x82` (a `vmx` domain's
+    /// hypercalls are its VMCALL exits, in `vm_exits`).
     pub entries_hypercall: u64,
     /// Entries into xen-lite from this domain: exceptions.
     pub entries_exception: u64,

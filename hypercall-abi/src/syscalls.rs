@@ -27,6 +27,9 @@ pub const SYS_GETARG: u64 = 1000;
 /// (`crate::hypercall::Stats` as little-endian words, as the `stats` hypercall returns them),
 /// for measuring what a system call costs; `ENOSYS` with no hypervisor underneath.
 pub const SYS_HVSTATS: u64 = 1001;
+/// `null_hypercalls(n) -> n`: the kernel makes `n` `xen_version` hypercalls, the cheapest
+/// there is, for measuring the hypercall path from a user program; `ENOSYS` with no hypervisor.
+pub const SYS_NULL_HYPERCALLS: u64 = 1002;
 /// The exit status of a process ended by an exception: this plus the vector.
 pub const STATUS_KILLED_BY: u64 = 128;
 /// `getpid() -> pid`.

@@ -316,6 +316,7 @@ pub fn syscall(frame: &mut TrapFrame) -> bool {
         SYS_GETPID => Ok(table.procs[c].pid),
         SYS_GETARG => getarg(&table, c, frame.rdi, frame.rsi, frame.rdx),
         SYS_HVSTATS => hvstats(&table, c, frame.rdi, frame.rsi),
+        SYS_NULL_HYPERCALLS => null_hypercalls(frame.rdi),
         SYS_SBRK => sbrk(&mut table, c, frame.rdi as i64),
         SYS_FORK => fork(&mut table, c, frame),
         SYS_EXEC => exec(&mut table, c, frame),
@@ -352,6 +353,18 @@ fn getarg(table: &Table, c: usize, index: u64, buffer: u64, len: u64) -> Result<
     let bytes = &word.as_bytes()[..word.len().min(len as usize)];
     table.write_user(c, buffer, bytes)?;
     Ok(bytes.len() as u64)
+}
+
+/// `null_hypercalls(n)`: `n` `xen_version` hypercalls in a row.
+fn null_hypercalls(n: u64) -> Result<u64, Errno> {
+    use hypercall_abi::hypercall::Hypercall;
+    for _ in 0..n {
+        let result = platform::hypercall(Hypercall::XenVersion as u64, [0; 5]);
+        if let Some(errno) = Errno::from_return(result) {
+            return Err(errno);
+        }
+    }
+    Ok(n)
 }
 
 /// `hvstats(buf, len)`: xen-lite's counters for this domain, copied to the user's buffer.

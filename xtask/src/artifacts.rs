@@ -31,7 +31,7 @@ pub struct Artifacts {
 }
 
 /// The user programs built from `pv-guest/user/src/bin`.
-pub const USER_PROGRAMS: [&str; 5] = ["init", "usertests", "hello", "faulty", "nullcalls"];
+pub const USER_PROGRAMS: [&str; 6] = ["init", "usertests", "hello", "faulty", "nullcalls", "bench"];
 
 fn profile(release: bool) -> &'static str {
     if release {

@@ -61,7 +61,7 @@ const NATIVE_HELLO: &str = "mode=native domain=\"hello\"";
 /// The lines every successful native boot shows.
 const GREETING: [&str; 5] = [
     "[xen] xen-lite ",
-    "[xen] bundle: 7 images, mode=native, 1 domain(s)",
+    "[xen] bundle: 8 images, mode=native, 1 domain(s)",
     "[dom0] pv-guest (hvm flavour) running in native mode as domain 0",
     "[dom0] command line: \"hello\"",
     "[dom0] hello from the guest kernel!",

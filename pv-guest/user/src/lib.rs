@@ -10,8 +10,8 @@ use core::fmt::{self, Write};
 
 use hypercall_abi::hypercall::{Errno, Stats};
 use hypercall_abi::syscalls::{
-    SYS_EXEC, SYS_EXIT, SYS_FORK, SYS_GETARG, SYS_GETPID, SYS_HVSTATS, SYS_SBRK, SYS_SLEEP,
-    SYS_WAIT, SYS_WRITE, SYS_YIELD,
+    SYS_EXEC, SYS_EXIT, SYS_FORK, SYS_GETARG, SYS_GETPID, SYS_HVSTATS, SYS_NULL_HYPERCALLS,
+    SYS_SBRK, SYS_SLEEP, SYS_WAIT, SYS_WRITE, SYS_YIELD,
 };
 
 /// A system call through `syscall` (in `pv` mode: bounced through xen-lite).
@@ -126,6 +126,19 @@ pub fn hvstats() -> Result<Stats, Errno> {
         syscall3(SYS_HVSTATS, words.as_mut_ptr() as u64, (Stats::WORDS * 8) as u64, 0)
     })?;
     Ok(Stats::from_words(&words))
+}
+
+/// `null_hypercalls(n)`: the kernel makes `n` null hypercalls (`ENOSYS` natively).
+pub fn null_hypercalls(n: u64) -> Result<u64, Errno> {
+    // SAFETY: no pointer arguments.
+    check(unsafe { syscall3(SYS_NULL_HYPERCALLS, n, 0, 0) })
+}
+
+/// The time-stamp counter. Under QEMU's `-icount shift=0` and Bochs' `clock: sync=none` it
+/// counts retired instructions (DESIGN §9), which is what the benchmarks report.
+pub fn rdtsc() -> u64 {
+    // SAFETY: `rdtsc` only reads the counter; the kernel leaves CR4.TSD clear.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// `exit(status)`.

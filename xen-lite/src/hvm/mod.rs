@@ -456,7 +456,7 @@ impl<V: HardwareVt> Hvm<V> {
         let rip = pv.domain(c).regs.rip;
         match exit {
             Exit::Hypercall => {
-                pv.domain(c).stats.entries_hypercall += 1;
+                // Counted as a VMCALL exit, not in `entries_hypercall` (the pv trap's counter).
                 let mut frame = pv.domain(c).regs;
                 pv::hypercalls::dispatch(pv, c, &mut frame);
                 pv.domain(c).regs.rax = frame.rax;

@@ -1,5 +1,6 @@
 //! Process 1: runs, one after the other, the programs named on the domain's command line after
-//! `init` (`getarg`), each in a child (`fork` + `exec`), and reports their exit statuses.
+//! `init` (`getarg`), each in a child (`fork` + `exec`), and reports their exit statuses. Words
+//! with a `=` are options for the programs (they read them with `getarg` too), not programs.
 #![no_std]
 #![no_main]
 
@@ -8,9 +9,15 @@ use pv_user::{exec, exit, fork, getarg, println, wait};
 fn main() -> u8 {
     let mut failures = 0;
     let mut index = 0;
+    let mut runs = 0;
     let mut name = [0u8; 31];
     while let Ok(len) = getarg(index, &mut name) {
         let program = core::str::from_utf8(&name[..len]).unwrap_or("?");
+        index += 1;
+        if program.contains('=') {
+            continue;
+        }
+        runs += 1;
         match fork() {
             Ok(0) => {
                 let errno = exec(program);
@@ -32,9 +39,8 @@ fn main() -> u8 {
                 failures += 1;
             }
         }
-        index += 1;
     }
-    println!("init: {index} programs run, {failures} failed");
+    println!("init: {runs} programs run, {failures} failed");
     u8::from(failures != 0)
 }
 

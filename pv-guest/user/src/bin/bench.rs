@@ -1,0 +1,223 @@
+//! The syscall-path benchmarks (`cargo xtask bench`): the same program in every mode.
+//!
+//! Each workload runs `ops` operations between two readings of the time-stamp counter (which
+//! counts retired instructions under QEMU's `-icount shift=0` and Bochs' `clock: sync=none`,
+//! DESIGN §9) and of xen-lite's counters (`hvstats`; none natively). What reading the counters
+//! costs by itself is measured the same way with nothing in between and subtracted. One line
+//! per measurement, for the xtask to parse:
+//!
+//! ```text
+//! BENCH workload=null-syscall path=syscall ops=20000 instructions=... entries=... exits=... cr3=... timer=... reasons=18x2
+//! ```
+//!
+//! `entries` counts entries into xen-lite not caused by its timer (hypercalls, exceptions,
+//! bounced syscalls, VM exits), `exits` the VM exits among them, `cr3` the CR3 writes xen-lite
+//! made for them, `timer` the entries and exits its timer caused meanwhile (reported apart,
+//! because they depend on how long the workload ran, not on what it did), `reasons` the
+//! non-timer VM exits by basic reason. Options (words on the domain's command line after
+//! `init`): `scale=quick` runs a twentieth of the operations.
+#![no_std]
+#![no_main]
+
+use core::fmt::Write;
+
+use hypercall_abi::hypercall::{Errno, Stats, VM_EXIT_SLOTS};
+use hypercall_abi::vm_exit;
+use pv_user::{
+    exit, fork, getarg, getpid, hvstats, int80, null_hypercalls, println, rdtsc, sbrk, wait,
+    yield_now,
+};
+
+/// VM exit reasons xen-lite's timer causes (its tick, and the guest's virtual tick).
+const TIMER_REASONS: [u16; 5] = [
+    vm_exit::EXTERNAL_INTERRUPT,
+    vm_exit::PREEMPTION_TIMER,
+    vm_exit::INTERRUPT_WINDOW,
+    vm_exit::IO_INSTRUCTION,
+    vm_exit::HLT,
+];
+
+/// One reading: the instruction counter and xen-lite's counters (zero natively).
+#[derive(Clone, Copy)]
+struct Reading {
+    tsc: u64,
+    stats: Stats,
+}
+
+fn read() -> Reading {
+    let stats = hvstats().unwrap_or_default();
+    Reading { tsc: rdtsc(), stats }
+}
+
+/// The difference between two readings, split by cause.
+#[derive(Clone, Copy)]
+struct Cost {
+    instructions: u64,
+    entries: u64,
+    exits: u64,
+    cr3: u64,
+    timer: u64,
+    reasons: [u64; VM_EXIT_SLOTS],
+}
+
+fn cost(before: &Reading, after: &Reading) -> Cost {
+    let (a, b) = (&after.stats, &before.stats);
+    let mut reasons = [0; VM_EXIT_SLOTS];
+    for (slot, reason) in reasons.iter_mut().enumerate() {
+        *reason = a.vm_exits[slot] - b.vm_exits[slot];
+    }
+    let timer_exits: u64 = TIMER_REASONS.iter().map(|&r| reasons[usize::from(r)]).sum();
+    for r in TIMER_REASONS {
+        reasons[usize::from(r)] = 0;
+    }
+    let exits = reasons.iter().sum::<u64>();
+    let timer_entries = a.entries_interrupt - b.entries_interrupt;
+    let entries = (a.entries_hypercall - b.entries_hypercall)
+        + (a.entries_exception - b.entries_exception)
+        + (a.entries_syscall - b.entries_syscall)
+        + exits;
+    // Every pv entry costs two CR3 writes (in and out, `switcher.rs`); the timer's are not
+    // the workload's.
+    let cr3 = (a.cr3_writes - b.cr3_writes).saturating_sub(2 * timer_entries);
+    Cost {
+        instructions: after.tsc - before.tsc,
+        entries,
+        exits,
+        cr3,
+        timer: timer_entries + timer_exits,
+        reasons,
+    }
+}
+
+/// What reading the counters costs on its own (subtracted from every measurement).
+fn overhead() -> Cost {
+    let before = read();
+    let after = read();
+    cost(&before, &after)
+}
+
+/// Runs `body` (which performs `ops` operations) between two readings and prints the line.
+fn measure(workload: &str, path: &str, ops: u64, base: &Cost, body: impl FnOnce()) {
+    let before = read();
+    body();
+    let after = read();
+    let c = cost(&before, &after);
+    let mut reasons = Reasons([0u8; 64], 0);
+    for (reason, &n) in c.reasons.iter().enumerate() {
+        let n = n.saturating_sub(base.reasons[reason]);
+        if n > 0 {
+            let _ = write!(reasons, "{}{reason}x{n}", if reasons.1 > 0 { "," } else { "" });
+        }
+    }
+    println!(
+        "BENCH workload={workload} path={path} ops={ops} instructions={} entries={} exits={} cr3={} timer={} reasons={}",
+        c.instructions.saturating_sub(base.instructions),
+        c.entries.saturating_sub(base.entries),
+        c.exits.saturating_sub(base.exits),
+        c.cr3.saturating_sub(base.cr3),
+        c.timer,
+        if reasons.1 == 0 { "none" } else { reasons.as_str() },
+    );
+}
+
+/// A small text buffer for the `reasons` field.
+struct Reasons([u8; 64], usize);
+
+impl Reasons {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.0[..self.1]).unwrap_or("?")
+    }
+}
+
+impl Write for Reasons {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.1 + s.len();
+        self.0.get_mut(self.1..end).ok_or(core::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.1 = end;
+        Ok(())
+    }
+}
+
+/// `scale=quick` among the options after `init`.
+fn quick() -> bool {
+    let mut word = [0u8; 31];
+    let mut index = 0;
+    while let Ok(len) = getarg(index, &mut word) {
+        if &word[..len] == b"scale=quick" {
+            return true;
+        }
+        index += 1;
+    }
+    false
+}
+
+fn main() -> u8 {
+    let divide = if quick() { 20 } else { 1 };
+    let base = overhead();
+    let native = hvstats() == Err(Errno::ENOSYS);
+    println!(
+        "bench: {} counters, scale 1/{divide}",
+        if native { "no hypervisor" } else { "xen-lite" }
+    );
+
+    let calls = 20_000 / divide;
+    measure("null-syscall", "syscall", calls, &base, || {
+        for _ in 0..calls {
+            getpid();
+        }
+    });
+    measure("null-syscall", "int80", calls, &base, || {
+        for _ in 0..calls {
+            int80::getpid();
+        }
+    });
+    if !native {
+        measure("null-hypercall", "hypercall", calls, &base, || {
+            let _ = null_hypercalls(calls);
+        });
+    }
+
+    let forks = 200 / divide;
+    measure("fork-exit-wait", "syscall", forks, &base, || {
+        for _ in 0..forks {
+            match fork() {
+                Ok(0) => exit(0),
+                Ok(_) => {
+                    let _ = wait();
+                }
+                Err(errno) => println!("bench: fork failed: {errno:?}"),
+            }
+        }
+    });
+
+    let pages = 1000 / divide;
+    measure("first-touch", "page-fault", pages, &base, || {
+        let Ok(start) = sbrk((pages * 4096) as i64) else { return };
+        for page in 0..pages {
+            // SAFETY: the heap was just grown over these pages; the first write faults one in.
+            unsafe { ((start + page * 4096) as *mut u8).write_volatile(1) };
+        }
+        let _ = sbrk(-((pages * 4096) as i64));
+    });
+
+    let yields = 2000 / divide;
+    measure("context-switch", "yield", 2 * yields, &base, || match fork() {
+        Ok(0) => {
+            for _ in 0..yields {
+                let _ = yield_now();
+            }
+            exit(0)
+        }
+        Ok(_) => {
+            for _ in 0..yields {
+                let _ = yield_now();
+            }
+            let _ = wait();
+        }
+        Err(errno) => println!("bench: fork failed: {errno:?}"),
+    });
+    println!("bench: done");
+    0
+}
+
+pv_user::entry!(main);
