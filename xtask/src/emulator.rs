@@ -36,6 +36,9 @@ pub struct Boot<'a> {
     pub timeout: Duration,
     /// Copy the console to stdout as it arrives.
     pub echo: bool,
+    /// QEMU only: `-icount shift=0,sleep=off,align=off`, so the guest's `rdtsc` counts retired
+    /// instructions (DESIGN §9). Bochs always runs with `clock: sync=none` and a fixed `ips`.
+    pub icount: bool,
 }
 
 /// How a boot ended.
@@ -179,6 +182,9 @@ fn qemu_command(boot: &Boot<'_>, disk: &Path, serial: &Path) -> Command {
         command.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
         command.args(["-accel", "tcg", "-cpu", "max"]);
+        if boot.icount {
+            command.args(["-icount", "shift=0,sleep=off,align=off"]);
+        }
     }
     command
         .args(["-machine", "pc", "-m", &format!("{MEMORY_MIB}M"), "-smp", "1"])

@@ -19,6 +19,7 @@ mod setup;
 mod artifacts;
 mod emulator;
 mod run;
+mod bench;
 mod boot_tests;
 mod checks;
 mod test;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         cli::Command::Run(options) => run::run(&options),
+        cli::Command::Bench(options) => bench::bench(&options),
         cli::Command::Test(options) => test::test(&options),
         cli::Command::Gdb(options) => gdb::gdb(&options),
         cli::Command::Doctor => doctor::doctor(),

@@ -138,6 +138,7 @@ pub fn run(options: &RunOptions) -> Result<u8, String> {
         dir: &dir,
         timeout: options.timeout,
         echo: true,
+        icount: false,
     })?;
     if let Some(place) = locate_fault(&outcome.console, &artifacts.xen_lite) {
         println!("xtask: the fault is in {place}");

@@ -65,6 +65,9 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if wanted("gdb-walkthrough/qemu") {
         gdb_walkthrough(options, &mut tally);
     }
+    if wanted("bench-quick") {
+        bench_quick(options, &mut tally);
+    }
 
     let skipped: String =
         tally.skipped.iter().map(|(why, n)| format!(", {n} skipped ({why})")).collect();
@@ -75,6 +78,132 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     );
     println!("{} passed, {} failed{skipped}", tally.passed, tally.failed);
     Ok(if tally.failed == 0 { 0 } else { 1 })
+}
+
+/// `cargo xtask bench --quick`, checked: every setup boots and reports; the transition counts
+/// the benchmark issue names are what they must be (today: one entry per bounced pv syscall,
+/// none for the fast trap, no VM exit per vmx syscall, and the switcher's two CR3 writes per
+/// bounced syscall, which its 0-CR3-writes target still misses); and two runs of the same
+/// setup give identical counts, QEMU with icount and Bochs alike.
+fn bench_quick(options: &TestOptions, tally: &mut Tally) {
+    use crate::bench::{self, BenchOptions, Measurement, Setup, MATRIX};
+    let mut check = |name: &str, result: Result<String, String>| match result {
+        Ok(detail) => {
+            tally.passed += 1;
+            println!("PASS  bench-quick: {name} ({detail})");
+        }
+        Err(problem) => {
+            tally.failed += 1;
+            println!("FAIL  bench-quick: {name}: {problem}");
+        }
+    };
+    let artifacts = match artifacts::build(options.release) {
+        Ok(artifacts) => artifacts,
+        Err(error) => return check("build", Err(error)),
+    };
+    let bench_options = BenchOptions {
+        out: crate::process::root().join("target/bench-quick"),
+        quick: true,
+        timeout: options.timeout,
+    };
+    let mut measurements = Vec::new();
+    for setup in MATRIX {
+        let name = format!("{} mode in {} reports", setup.mode.name(), setup.emulator.name());
+        match bench::boot(&artifacts, setup, &bench_options) {
+            Ok(lines) => {
+                check(&name, Ok(format!("{} measurements", lines.len())));
+                measurements.extend(lines.into_iter().map(|line| Measurement { setup, line }));
+            }
+            Err(error) => check(&name, Err(error)),
+        }
+    }
+    let find = |setup: Setup, workload: &str, path: &str| {
+        measurements
+            .iter()
+            .find(|m| m.setup == setup && m.line.workload == workload && m.line.path == path)
+    };
+    for setup in MATRIX {
+        let label = format!("{}/{}", setup.mode.name(), setup.emulator.name());
+        let mut expect = |what: &str,
+                          workload: &str,
+                          path: &str,
+                          value: fn(&Measurement) -> u64,
+                          want: fn(u64) -> u64| {
+            let result = match find(setup, workload, path) {
+                None => Err(format!("no {workload} {path} measurement")),
+                Some(m) if value(m) == want(m.line.ops) => {
+                    Ok(format!("{} over {} calls", value(m), m.line.ops))
+                }
+                Some(m) => Err(format!(
+                    "{} over {} calls, expected {}",
+                    value(m),
+                    m.line.ops,
+                    want(m.line.ops)
+                )),
+            };
+            check(&format!("{label}: {what}"), result);
+        };
+        match setup.mode {
+            hypercall_abi::Mode::Pv => {
+                expect(
+                    "one xen-lite entry per bounced syscall",
+                    "null-syscall",
+                    "syscall",
+                    |m| m.line.entries,
+                    |ops| ops,
+                );
+                expect(
+                    "two CR3 writes per bounced syscall (target 0: not met yet)",
+                    "null-syscall",
+                    "syscall",
+                    |m| m.line.cr3,
+                    |ops| 2 * ops,
+                );
+                expect(
+                    "no xen-lite entry for the int 0x80 fast trap",
+                    "null-syscall",
+                    "int80",
+                    |m| m.line.entries,
+                    |_| 0,
+                );
+            }
+            hypercall_abi::Mode::Vmx => {
+                expect(
+                    "no VM exit per syscall",
+                    "null-syscall",
+                    "syscall",
+                    |m| m.line.exits,
+                    |_| 0,
+                );
+                expect("no VM exit per int 0x80", "null-syscall", "int80", |m| m.line.exits, |_| 0);
+                expect(
+                    "one VM exit per hypercall",
+                    "null-hypercall",
+                    "hypercall",
+                    |m| m.line.exits,
+                    |ops| ops,
+                );
+            }
+            _ => {}
+        }
+    }
+    for setup in [MATRIX[0], MATRIX[2]] {
+        let name = format!(
+            "{} mode in {}: a second run counts the same",
+            setup.mode.name(),
+            setup.emulator.name()
+        );
+        let first: Vec<_> =
+            measurements.iter().filter(|m| m.setup == setup).map(|m| m.line.clone()).collect();
+        let result = bench::boot(&artifacts, setup, &bench_options).and_then(|second| {
+            if second == first {
+                Ok(format!("{} identical measurements", second.len()))
+            } else {
+                Err(format!("first {first:?}\n      second {second:?}"))
+            }
+        });
+        check(&name, result);
+    }
 }
 
 /// The checked gdb walkthrough of one system call (`xtask/gdb/walkthrough.gdb`), in QEMU.
@@ -231,6 +360,7 @@ fn run_one(test: &BootTest, artifacts: &Artifacts, options: &TestOptions) -> (bo
             dir: &dir,
             timeout: options.timeout,
             echo: false,
+            icount: false,
         })?;
         let problem = match (&outcome.end, boot_tests::first_missing(&outcome.console, test.expect))
         {

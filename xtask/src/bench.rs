@@ -1,0 +1,651 @@
+//! `cargo xtask bench`: the syscall-path comparison across pv, vmx and native (DESIGN §9).
+//!
+//! Every mode the machine can run boots the same user program, `bench`
+//! (`pv-guest/user/src/bin/bench.rs`), which prints one `BENCH ...` line per measurement: the
+//! instructions it took (the guest's `rdtsc`, which counts retired instructions under QEMU's
+//! `-icount shift=0,sleep=off,align=off` and under Bochs' `clock: sync=none` with a fixed
+//! `ips`) and what xen-lite's counters say it cost (entries, VM exits by reason, CR3 writes).
+//! This module runs the boots, turns the lines into per-operation figures, and writes the table,
+//! the ratios, the targets of the benchmark issue, `results.json`, `results.csv` and one SVG
+//! chart per workload family.
+//!
+//! Counts, never time: an instruction count says nothing of what a `syscall`, an `iretq` or a VM
+//! exit costs on silicon (each counts as one instruction), which is why the transitions are
+//! reported beside it. Compare only within one emulator.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hypercall_abi::Mode;
+
+use crate::artifacts::{self, Artifacts};
+use crate::cli::Emulator;
+use crate::emulator::{self, Boot, End};
+use crate::run::{check_emulator, disk_for};
+
+/// What `cargo xtask bench` was asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Where the JSON, CSV and SVG files go.
+    pub out: PathBuf,
+    /// A twentieth of the operations, and the targets checked (what `cargo xtask test` runs).
+    pub quick: bool,
+    /// Per boot.
+    pub timeout: Duration,
+}
+
+/// One boot of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// Where it runs.
+    pub emulator: Emulator,
+    /// How the guest runs.
+    pub mode: Mode,
+}
+
+/// Every setup this machine can run: QEMU with icount runs pv and native (its TCG has no VMX),
+/// Bochs runs pv, vmx and native.
+pub const MATRIX: [Setup; 5] = [
+    Setup { emulator: Emulator::Qemu, mode: Mode::Pv },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Native },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Native },
+];
+
+/// One `BENCH` line, as the guest printed it (totals over `ops` operations).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Line {
+    /// Workload family (`null-syscall`, ...).
+    pub workload: String,
+    /// How each operation reaches the kernel (`syscall`, `int80`, ...).
+    pub path: String,
+    /// Operations measured.
+    pub ops: u64,
+    /// Retired instructions.
+    pub instructions: u64,
+    /// Entries into xen-lite not caused by its timer (VM exits included).
+    pub entries: u64,
+    /// VM exits among them.
+    pub exits: u64,
+    /// CR3 writes xen-lite made for them.
+    pub cr3: u64,
+    /// Entries and exits xen-lite's timer caused meanwhile.
+    pub timer: u64,
+    /// Non-timer VM exits by basic reason.
+    pub reasons: Vec<(u16, u64)>,
+}
+
+/// Parses a `BENCH` line (anything before `BENCH`, such as the `[dom0] ` prefix, is ignored).
+pub fn parse_line(line: &str) -> Option<Line> {
+    let rest = &line[line.find("BENCH ")? + "BENCH ".len()..];
+    let mut out = Line::default();
+    for word in rest.split_whitespace() {
+        let (key, value) = word.split_once('=')?;
+        let number = || value.parse::<u64>().ok();
+        match key {
+            "workload" => out.workload = value.to_string(),
+            "path" => out.path = value.to_string(),
+            "ops" => out.ops = number()?,
+            "instructions" => out.instructions = number()?,
+            "entries" => out.entries = number()?,
+            "exits" => out.exits = number()?,
+            "cr3" => out.cr3 = number()?,
+            "timer" => out.timer = number()?,
+            "reasons" if value == "none" => {}
+            "reasons" => {
+                for pair in value.split(',') {
+                    let (reason, count) = pair.split_once('x')?;
+                    out.reasons.push((reason.parse().ok()?, count.parse().ok()?));
+                }
+            }
+            _ => return None,
+        }
+    }
+    (out.ops > 0 && !out.workload.is_empty() && !out.path.is_empty()).then_some(out)
+}
+
+/// One measurement, per operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    /// Where it ran.
+    pub setup: Setup,
+    /// What the guest printed.
+    pub line: Line,
+}
+
+impl Measurement {
+    fn per_op(&self, total: u64) -> f64 {
+        total as f64 / self.line.ops as f64
+    }
+
+    /// Retired instructions per operation.
+    pub fn instructions(&self) -> f64 {
+        self.per_op(self.line.instructions)
+    }
+
+    /// Entries into xen-lite per operation (not the timer's).
+    pub fn entries(&self) -> f64 {
+        self.per_op(self.line.entries)
+    }
+
+    /// VM exits per operation (not the timer's).
+    pub fn exits(&self) -> f64 {
+        self.per_op(self.line.exits)
+    }
+
+    /// CR3 writes per operation.
+    pub fn cr3(&self) -> f64 {
+        self.per_op(self.line.cr3)
+    }
+
+    /// Privilege-level and VMX transitions per operation: every entry into xen-lite is two
+    /// (in and out), plus the guest's own user-kernel crossings that did not go through
+    /// xen-lite. A bounced `syscall` enters ring 0 and leaves into ring 1 (the entry's two),
+    /// then returns to ring 3 directly (one more); a fast trap or a native `syscall` is two.
+    pub fn transitions(&self) -> f64 {
+        let crossings = crossings_per_op(&self.line.workload);
+        let bounced = self.setup.mode == Mode::Pv && bounces(&self.line.workload, &self.line.path);
+        let direct = if bounced { crossings / 2.0 } else { crossings };
+        2.0 * self.entries() + direct
+    }
+
+    /// A name for the path, for tables and charts.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.setup.mode.name(), self.line.path)
+    }
+}
+
+/// User-kernel crossings per operation by design of the workload (each system call or fault
+/// is two: in and out).
+fn crossings_per_op(workload: &str) -> f64 {
+    match workload {
+        "null-syscall" | "first-touch" | "context-switch" => 2.0,
+        "fork-exit-wait" => 6.0, // fork, exit (in the child), wait
+        _ => 0.0,                // null-hypercall: one system call for all of them
+    }
+}
+
+/// Whether, in pv mode, the way into the guest kernel goes through xen-lite.
+fn bounces(workload: &str, path: &str) -> bool {
+    path != "int80" && workload != "null-hypercall"
+}
+
+/// Runs the command.
+pub fn bench(options: &BenchOptions) -> Result<u8, String> {
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        check_emulator(emulator)?;
+    }
+    let artifacts = artifacts::build(false)?;
+    println!(
+        "xtask: bench: {} setups, {}; instruction counts from the emulators, not time",
+        MATRIX.len(),
+        if options.quick { "quick (1/20 of the operations)" } else { "full" }
+    );
+    let mut measurements = Vec::new();
+    for (index, setup) in MATRIX.iter().enumerate() {
+        println!(
+            "xtask: bench [{}/{}] {} mode in {}...",
+            index + 1,
+            MATRIX.len(),
+            setup.mode.name(),
+            setup.emulator.name()
+        );
+        let lines = boot(&artifacts, *setup, options)?;
+        measurements.extend(lines.into_iter().map(|line| Measurement { setup: *setup, line }));
+    }
+    print!("{}", table(&measurements));
+    print!("{}", ratios(&measurements));
+    let targets = targets(&measurements);
+    print!("{}", report_targets(&targets));
+    write_files(&options.out, &measurements)?;
+    println!(
+        "xtask: bench: wrote results.json, results.csv and the charts to {}",
+        options.out.display()
+    );
+    Ok(0)
+}
+
+/// Boots one setup and returns its `BENCH` lines.
+pub fn boot(
+    artifacts: &Artifacts,
+    setup: Setup,
+    options: &BenchOptions,
+) -> Result<Vec<Line>, String> {
+    let scale = if options.quick { " scale=quick" } else { "" };
+    let cmdline = format!("mode={} domain=\"init bench{scale}\"", setup.mode.name());
+    let label = format!("bench-{}-{}", setup.mode.name(), setup.emulator.name());
+    let dir = emulator::private_dir(&label)?;
+    let disk = disk_for(artifacts, &dir, &artifacts::standard_bundle(artifacts, &cmdline)?)?;
+    let outcome = emulator::boot(&Boot {
+        emulator: setup.emulator,
+        disk: &disk,
+        dir: &dir,
+        timeout: options.timeout,
+        echo: false,
+        icount: setup.emulator == Emulator::Qemu,
+    })?;
+    if outcome.end != End::Status(0) {
+        return Err(format!(
+            "bench: {} mode in {} did not end with status 0 ({:?}); console in {}",
+            setup.mode.name(),
+            setup.emulator.name(),
+            outcome.end,
+            dir.display()
+        ));
+    }
+    let lines: Vec<Line> = outcome.console.lines().filter_map(parse_line).collect();
+    if lines.is_empty() {
+        return Err(format!("bench: no BENCH lines from {label}; console in {}", dir.display()));
+    }
+    Ok(lines)
+}
+
+/// The table, grouped by emulator.
+pub fn table(measurements: &[Measurement]) -> String {
+    let mut out = String::new();
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        let rows: Vec<&Measurement> =
+            measurements.iter().filter(|m| m.setup.emulator == emulator).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "\n{} ({}): per operation, COUNTS not time",
+            emulator.name(),
+            match emulator {
+                Emulator::Bochs => "clock: sync=none, fixed ips",
+                _ => "-icount shift=0,sleep=off,align=off",
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<20} {:>8} {:>14} {:>9} {:>9} {:>9} {:>11}",
+            "workload", "path", "ops", "instructions", "entries", "VM exits", "CR3", "transitions"
+        );
+        for m in rows {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<20} {:>8} {:>14.1} {:>9.3} {:>9.3} {:>9.3} {:>11.2}",
+                m.line.workload,
+                m.label(),
+                m.line.ops,
+                m.instructions(),
+                m.entries(),
+                m.exits(),
+                m.cr3(),
+                m.transitions()
+            );
+        }
+    }
+    out
+}
+
+/// The measurement of `workload` by `path` in `mode` on `emulator`, if there is one.
+fn find<'a>(
+    measurements: &'a [Measurement],
+    emulator: Emulator,
+    mode: Mode,
+    workload: &str,
+    path: &str,
+) -> Option<&'a Measurement> {
+    measurements.iter().find(|m| {
+        m.setup.emulator == emulator
+            && m.setup.mode == mode
+            && m.line.workload == workload
+            && m.line.path == path
+    })
+}
+
+/// The ratios that answer the user's questions, per emulator.
+pub fn ratios(measurements: &[Measurement]) -> String {
+    let mut out = String::from("\nratios (instructions per operation, same emulator):\n");
+    let questions: [(&str, (Mode, &str, &str), (Mode, &str, &str)); 4] = [
+        (
+            "bounced pv syscall vs native syscall",
+            (Mode::Pv, "null-syscall", "syscall"),
+            (Mode::Native, "null-syscall", "syscall"),
+        ),
+        (
+            "pv fast trap vs native int 0x80",
+            (Mode::Pv, "null-syscall", "int80"),
+            (Mode::Native, "null-syscall", "int80"),
+        ),
+        (
+            "vmx syscall vs native syscall",
+            (Mode::Vmx, "null-syscall", "syscall"),
+            (Mode::Native, "null-syscall", "syscall"),
+        ),
+        (
+            "pv hypercall vs vmx hypercall",
+            (Mode::Pv, "null-hypercall", "hypercall"),
+            (Mode::Vmx, "null-hypercall", "hypercall"),
+        ),
+    ];
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        for (question, (m1, w1, p1), (m2, w2, p2)) in questions {
+            let (Some(a), Some(b)) = (
+                find(measurements, emulator, m1, w1, p1),
+                find(measurements, emulator, m2, w2, p2),
+            ) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "  {:<6} {question}: {:.2}x ({:.1} vs {:.1})",
+                emulator.name(),
+                a.instructions() / b.instructions(),
+                a.instructions(),
+                b.instructions()
+            );
+        }
+    }
+    out.push_str("  not measured yet: page-table updates per PTE by batch size, domain switches with 2/4/8 domains, event delivery\n");
+    out
+}
+
+/// A target of the benchmark issue and how far the measurement is from it.
+#[derive(Debug, PartialEq)]
+pub struct Target {
+    /// What is promised.
+    pub what: String,
+    /// Whether it holds.
+    pub holds: bool,
+    /// The measured value(s).
+    pub measured: String,
+    /// Whether it is a transition count (checked by `cargo xtask test`) rather than an
+    /// instruction ratio (reported).
+    pub counts_transitions: bool,
+}
+
+/// Checks the targets on every emulator where the needed measurements exist.
+pub fn targets(measurements: &[Measurement]) -> Vec<Target> {
+    let mut out = Vec::new();
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        let get = |mode, workload, path| find(measurements, emulator, mode, workload, path);
+        let e = emulator.name();
+        if let Some(pv) = get(Mode::Pv, "null-syscall", "syscall") {
+            out.push(Target {
+                what: format!("{e}: a bounced pv syscall costs exactly 1 hypervisor entry"),
+                holds: pv.line.entries == pv.line.ops,
+                measured: format!("{:.3} entries per syscall", pv.entries()),
+                counts_transitions: true,
+            });
+            out.push(Target {
+                what: format!("{e}: a bounced pv syscall costs 0 CR3 writes"),
+                holds: pv.line.cr3 == 0,
+                measured: format!("{:.3} CR3 writes per syscall", pv.cr3()),
+                counts_transitions: true,
+            });
+            if let Some(native) = get(Mode::Native, "null-syscall", "syscall") {
+                let ratio = pv.instructions() / native.instructions();
+                out.push(Target {
+                    what: format!(
+                        "{e}: a bounced pv syscall takes at most 1.5x native syscall instructions"
+                    ),
+                    holds: ratio <= 1.5,
+                    measured: format!("{ratio:.2}x"),
+                    counts_transitions: false,
+                });
+            }
+        }
+        if let Some(pv) = get(Mode::Pv, "null-syscall", "int80") {
+            out.push(Target {
+                what: format!("{e}: the pv fast trap costs 0 hypervisor entries"),
+                holds: pv.line.entries == 0,
+                measured: format!("{:.3} entries per call", pv.entries()),
+                counts_transitions: true,
+            });
+            if let Some(native) = get(Mode::Native, "null-syscall", "int80") {
+                let ratio = pv.instructions() / native.instructions();
+                out.push(Target {
+                    what: format!(
+                        "{e}: the pv fast trap is within 5% of native int 0x80 instructions"
+                    ),
+                    holds: (ratio - 1.0).abs() <= 0.05,
+                    measured: format!("{ratio:.3}x"),
+                    counts_transitions: false,
+                });
+            }
+        }
+        for path in ["syscall", "int80"] {
+            if let Some(vmx) = get(Mode::Vmx, "null-syscall", path) {
+                out.push(Target {
+                    what: format!("{e}: vmx has 0 VM exits per {path} system call"),
+                    holds: vmx.line.exits == 0,
+                    measured: format!("{:.3} VM exits per call", vmx.exits()),
+                    counts_transitions: true,
+                });
+            }
+        }
+    }
+    out.push(Target {
+        what: "batched mmu_update at 512 costs at most 1/4 per PTE of batch size 1".into(),
+        holds: false,
+        measured: "not measured yet (no page-table batch workload)".into(),
+        counts_transitions: false,
+    });
+    out
+}
+
+/// The targets, one line each.
+pub fn report_targets(targets: &[Target]) -> String {
+    let mut out = String::from("\ntargets:\n");
+    for t in targets {
+        let verdict = if t.holds { "holds " } else { "MISSED" };
+        let _ = writeln!(out, "  {verdict} {}: {}", t.what, t.measured);
+    }
+    out
+}
+
+/// `results.json`, `results.csv` and one SVG chart per workload family into `dir`.
+fn write_files(dir: &Path, measurements: &[Measurement]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write("results.json", json(measurements))?;
+    write("results.csv", csv(measurements))?;
+    let mut families: Vec<&str> = measurements.iter().map(|m| m.line.workload.as_str()).collect();
+    families.dedup();
+    families.sort_unstable();
+    families.dedup();
+    for family in families {
+        write(&format!("{family}.svg"), svg(family, measurements))?;
+    }
+    Ok(())
+}
+
+/// The keys of one result, in order (JSON and CSV share them).
+const KEYS: [&str; 10] = [
+    "emulator",
+    "mode",
+    "path",
+    "workload",
+    "ops",
+    "instructions_per_op",
+    "hypervisor_entries_per_op",
+    "vm_exits_per_op",
+    "cr3_writes_per_op",
+    "transitions_per_op",
+];
+
+fn values(m: &Measurement) -> [String; 10] {
+    [
+        m.setup.emulator.name().to_string(),
+        m.setup.mode.name().to_string(),
+        m.line.path.clone(),
+        m.line.workload.clone(),
+        m.line.ops.to_string(),
+        format!("{:.3}", m.instructions()),
+        format!("{:.4}", m.entries()),
+        format!("{:.4}", m.exits()),
+        format!("{:.4}", m.cr3()),
+        format!("{:.3}", m.transitions()),
+    ]
+}
+
+/// One JSON object per measurement, in an array.
+pub fn json(measurements: &[Measurement]) -> String {
+    let mut out = String::from("[\n");
+    for (i, m) in measurements.iter().enumerate() {
+        let fields: Vec<String> = KEYS
+            .iter()
+            .zip(values(m))
+            .enumerate()
+            .map(|(k, (key, value))| {
+                if k < 4 {
+                    format!("\"{key}\": \"{value}\"")
+                } else {
+                    format!("\"{key}\": {value}")
+                }
+            })
+            .collect();
+        let comma = if i + 1 < measurements.len() { "," } else { "" };
+        let _ = writeln!(out, "  {{{}}}{comma}", fields.join(", "));
+    }
+    out.push_str("]\n");
+    out
+}
+
+/// A header line and one line per measurement.
+pub fn csv(measurements: &[Measurement]) -> String {
+    let mut out = KEYS.join(",");
+    out.push('\n');
+    for m in measurements {
+        out.push_str(&values(m).join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A horizontal bar chart of instructions per operation for one workload family: one bar per
+/// emulator, mode and path; a log axis when the bars span more than a factor of 20.
+pub fn svg(family: &str, measurements: &[Measurement]) -> String {
+    let rows: Vec<&Measurement> =
+        measurements.iter().filter(|m| m.line.workload == family).collect();
+    let max = rows.iter().map(|m| m.instructions()).fold(1.0, f64::max);
+    let min = rows.iter().map(|m| m.instructions()).filter(|v| *v > 0.0).fold(max, f64::min);
+    let log = max / min.max(1.0) > 20.0;
+    let scale = |v: f64| {
+        let width = 480.0;
+        if log {
+            width * (v.max(1.0)).ln() / max.ln().max(1.0)
+        } else {
+            width * v / max
+        }
+    };
+    let height = 40 + 24 * rows.len();
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-family=\"monospace\" font-size=\"12\">\n"
+    );
+    let _ = writeln!(
+        out,
+        "  <text x=\"10\" y=\"18\">{family}: instructions per operation ({} axis; counts, not time)</text>",
+        if log { "log" } else { "linear" }
+    );
+    for (i, m) in rows.iter().enumerate() {
+        let y = 30 + 24 * i;
+        let _ = writeln!(
+            out,
+            "  <text x=\"10\" y=\"{}\">{} {}</text>\n  <rect x=\"200\" y=\"{y}\" width=\"{:.1}\" height=\"16\" fill=\"#4878a8\"/>\n  <text x=\"{:.1}\" y=\"{}\">{:.1}</text>",
+            y + 12,
+            m.setup.emulator.name(),
+            m.label(),
+            scale(m.instructions()),
+            205.0 + scale(m.instructions()),
+            y + 12,
+            m.instructions()
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(
+        workload: &str,
+        path: &str,
+        ops: u64,
+        instructions: u64,
+        entries: u64,
+        cr3: u64,
+    ) -> Line {
+        Line {
+            workload: workload.into(),
+            path: path.into(),
+            ops,
+            instructions,
+            entries,
+            cr3,
+            ..Line::default()
+        }
+    }
+
+    #[test]
+    fn bench_lines_parse_with_their_prefix() {
+        let parsed = parse_line(
+            "[dom0] BENCH workload=null-hypercall path=hypercall ops=1000 instructions=465569 entries=1000 exits=1000 cr3=0 timer=9 reasons=18x1000,30x2",
+        )
+        .unwrap();
+        assert_eq!(parsed.workload, "null-hypercall");
+        assert_eq!((parsed.ops, parsed.instructions, parsed.exits), (1000, 465569, 1000));
+        assert_eq!(parsed.reasons, vec![(18, 1000), (30, 2)]);
+        assert_eq!(parse_line("[dom0] bench: done"), None);
+        assert_eq!(parse_line("BENCH workload=x path=y ops=0"), None, "no operations");
+        assert_eq!(parse_line("BENCH workload=x path=y ops=5 bogus=1"), None);
+    }
+
+    #[test]
+    fn per_operation_figures_and_transitions() {
+        let pv = Measurement {
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
+            line: line("null-syscall", "syscall", 1000, 1_060_000, 1000, 2000),
+        };
+        assert_eq!(pv.instructions(), 1060.0);
+        assert_eq!(pv.cr3(), 2.0);
+        // In through xen-lite (2), then iretq 1 -> 3 (1).
+        assert_eq!(pv.transitions(), 3.0);
+        let trap = Measurement {
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
+            line: line("null-syscall", "int80", 1000, 165_000, 0, 0),
+        };
+        assert_eq!(trap.transitions(), 2.0);
+        let native = Measurement {
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Native },
+            line: line("null-syscall", "syscall", 1000, 163_000, 0, 0),
+        };
+        let all = [pv, trap, native];
+        let targets = targets(&all);
+        let cr3 = targets.iter().find(|t| t.what.contains("0 CR3 writes")).unwrap();
+        assert!(!cr3.holds && cr3.counts_transitions);
+        let entry = targets.iter().find(|t| t.what.contains("exactly 1 hypervisor entry")).unwrap();
+        assert!(entry.holds);
+        let ratio = targets.iter().find(|t| t.what.contains("1.5x")).unwrap();
+        assert!(!ratio.holds && ratio.measured == "6.50x");
+        assert!(ratios(&all).contains("bounced pv syscall vs native syscall: 6.50x"));
+    }
+
+    #[test]
+    fn files_carry_every_key() {
+        let m = Measurement {
+            setup: Setup { emulator: Emulator::Qemu, mode: Mode::Native },
+            line: line("first-touch", "page-fault", 50, 74_620, 0, 0),
+        };
+        let json = json(std::slice::from_ref(&m));
+        for key in KEYS {
+            assert!(json.contains(&format!("\"{key}\"")), "{key}");
+        }
+        assert!(json.contains("\"instructions_per_op\": 1492.400"));
+        let csv = csv(std::slice::from_ref(&m));
+        assert_eq!(csv.lines().count(), 2);
+        assert!(csv.lines().nth(1).unwrap().starts_with("qemu,native,page-fault,first-touch,50,"));
+        assert!(svg("first-touch", &[m]).contains("<rect"));
+    }
+}
