@@ -302,7 +302,9 @@ fn find<'a>(
 /// The ratios that answer the user's questions, per emulator.
 pub fn ratios(measurements: &[Measurement]) -> String {
     let mut out = String::from("\nratios (instructions per operation, same emulator):\n");
-    let questions: [(&str, (Mode, &str, &str), (Mode, &str, &str)); 4] = [
+    /// One side of a ratio: mode, workload, path.
+    type Side = (Mode, &'static str, &'static str);
+    let questions: [(&str, Side, Side); 4] = [
         (
             "bounced pv syscall vs native syscall",
             (Mode::Pv, "null-syscall", "syscall"),
