@@ -76,6 +76,9 @@ pub enum Workload {
     BadStack,
     /// Fault with the stack inside the kernel's own L4 (killed: never written).
     StackOnPageTable,
+    /// Register a `stack_switch` stack inside its own (read-only) L4, then run `hello`: its
+    /// first `syscall` cannot be bounced (pv: killed; xen-lite's fast path must survive it).
+    SyscallStackOnPageTable,
     /// Load an empty IDT and raise #BP: a triple fault (vmx: killed with the exit reason;
     /// native: the machine resets; pv: `lidt` is privileged in ring 1).
     TripleFault,
@@ -85,7 +88,7 @@ pub enum Workload {
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, beyond-memory, triple-fault";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +153,7 @@ impl Args {
                 ("stack-on-page-table", None) => Workload::StackOnPageTable,
                 ("beyond-memory", None) => Workload::BeyondMemory,
                 ("triple-fault", None) => Workload::TripleFault,
+                ("syscall-stack-on-page-table", None) => Workload::SyscallStackOnPageTable,
                 ("ping", Some(domain)) | ("pong", Some(domain)) => {
                     let domain = cmdline::parse_u64(domain)
                         .and_then(|d| u32::try_from(d).ok())

@@ -30,7 +30,8 @@ use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
 
 use crate::switcher::{
-    ENTRY_FRAME, HANDLER_STACK_TOP, HYPERVISOR_CR3, RETURN_CR3, SYSCALL_SCRATCH, SYSCALL_STACK,
+    SyscallFast, SyscallScratch, ENTRY_FRAME, HANDLER_STACK_TOP, HYPERVISOR_CR3, RETURN_CR3,
+    SYSCALL_FAST, SYSCALL_SCRATCH, SYSCALL_STACK,
 };
 use crate::trap::handle_trap;
 
@@ -102,14 +103,52 @@ trap_return:                        // rsp points at a TrapFrame
     iretq
 
     // `syscall` from user code (LSTAR). The CPU saved rip in rcx and rflags in r11, cleared IF
-    // (FMASK), loaded CS and SS from STAR, and left rsp alone: build the frame an interrupt
-    // from ring 3 would have left, on the entry stack, and join the common path.
+    // (FMASK), loaded CS and SS from STAR, and left rsp alone.
+    //
+    // Fast path (`switcher.rs`): if the running domain registered a callback and a stack, build
+    // on that stack, through the guest's own page tables, the frame an interrupt from ring 3
+    // would have left there (with IF = its virtual IF), and `iretq` into the callback in ring 1
+    // as the slow path would: no CR3 write, nothing of xen-lite's touched. Registers as the slow
+    // path leaves them: rcx = the user's rip, r11 = the user's rflags.
     .global syscall_entry
 syscall_entry:
-    mov [rip + {syscall_scratch}], rsp  // the user's rsp, for two instructions
-    mov rsp, [rip + {syscall_stack}]    // the entry stack (a read-only page to guests)
+    mov [rip + {syscall_scratch} + {user_rsp}], rsp
+    mov [rip + {syscall_scratch} + {user_rip}], rcx
+    mov rsp, [rip + {syscall_fast} + {fast_stack}]
+    test rsp, rsp
+    jz 8f                               // no fast path for this domain
+    .global syscall_fast_start
+syscall_fast_start:                     // a page fault from here on is replayed (trap.rs)
+    push {user_ss}                      // the bounce frame: ss
+    push qword ptr [rip + {syscall_scratch} + {user_rsp}] // rsp
+    push r11                            // rflags, IF fixed below
+    push {user_cs}                      // cs
+    push rcx                            // rip
+    mov rcx, [rip + {syscall_fast} + {fast_mask}]
+    btr qword ptr [rsp + {frame_rflags}], 9 // IF = the virtual IF: clear ...
+    cmp byte ptr [rcx], 0
+    jne 1f
+    bts qword ptr [rsp + {frame_rflags}], 9 // ... and set it if events are unmasked
+1:  mov rcx, rsp                        // the handler's rsp: the bounce frame
+    push {ring1_ss}                     // the iretq frame into the callback, ring 1
+    push rcx
+    mov rcx, r11                        // rflags: the user's, delivery-cleared bits off, IF on
+    and rcx, {keep_flags}
+    or rcx, 0x200
+    push rcx
+    push {ring1_cs}
+    push qword ptr [rip + {syscall_fast} + {fast_callback}]
+    .global syscall_fast_end
+syscall_fast_end:                       // no more accesses to guest memory but `iretq`'s reads
+    mov rcx, [rip + {syscall_scratch} + {user_rip}]
+    inc qword ptr [rip + {syscall_scratch} + {fast_bounces}]
+    iretq
+
+    // Slow path: build the frame an interrupt from ring 3 would have left, on the entry stack,
+    // and join the common path (xen-lite's CR3, `pv::handle`).
+8:  mov rsp, [rip + {syscall_stack}]    // the entry stack (a read-only page to guests)
     push {user_ss}                      // ss
-    push qword ptr [rip + {syscall_scratch}] // rsp
+    push qword ptr [rip + {syscall_scratch} + {user_rsp}] // rsp
     push r11                            // rflags
     push {user_cs}                      // cs: user code, as for an interrupt from ring 3
     push rcx                            // rip
@@ -130,6 +169,17 @@ switcher_text_end:
     handler_stack = sym HANDLER_STACK_TOP,
     entry_frame = sym ENTRY_FRAME,
     syscall_scratch = sym SYSCALL_SCRATCH,
+    user_rsp = const offset_of!(SyscallScratch, user_rsp),
+    user_rip = const offset_of!(SyscallScratch, user_rip),
+    fast_bounces = const offset_of!(SyscallScratch, fast_bounces),
+    syscall_fast = sym SYSCALL_FAST,
+    fast_stack = const offset_of!(SyscallFast, stack),
+    fast_mask = const offset_of!(SyscallFast, mask),
+    fast_callback = const offset_of!(SyscallFast, callback),
+    frame_rflags = const offset_of!(TrapFrame, rflags) - offset_of!(TrapFrame, rip),
+    ring1_cs = const hypercall_abi::layout::selectors::FLAT_RING1_CS,
+    ring1_ss = const hypercall_abi::layout::selectors::FLAT_RING1_DS,
+    keep_flags = const !(crate::pv::RFLAGS_CLEARED_ON_DELIVERY as i64) as i32,
     syscall_stack = sym SYSCALL_STACK,
     user_ss = const hypercall_abi::layout::selectors::FLAT_RING3_DS,
     user_cs = const hypercall_abi::layout::selectors::FLAT_RING3_CS,
@@ -146,6 +196,14 @@ unsafe extern "C" {
     static switcher_text_start: u8;
     static switcher_text_end: u8;
     static syscall_entry: u8;
+    static syscall_fast_start: u8;
+    static syscall_fast_end: u8;
+}
+
+/// The instructions of the `syscall` fast path that write or read guest memory: a page fault
+/// there is the guest's doing (`trap::handle_trap` replays the call through the slow path).
+pub fn syscall_fast_writes() -> core::ops::Range<u64> {
+    core::ptr::addr_of!(syscall_fast_start) as u64..core::ptr::addr_of!(syscall_fast_end) as u64
 }
 
 /// The `syscall` entry point (for LSTAR).

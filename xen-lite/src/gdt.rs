@@ -57,10 +57,16 @@ pub const TSS_SELECTOR: SegmentSelector = SegmentSelector::new(7, Ring::Ring0);
 
 /// IST slot (1-based, as the IDT gate encodes it) of the double-fault stack.
 pub const DOUBLE_FAULT_IST: u8 = 1;
+/// IST slot of the page-fault stack. A page fault in ring 0 normally pushes its frame on the
+/// stack in use; the `syscall` fast path (`entry.rs`) runs on a guest's stack, which the guest
+/// may have left unwritable, so a fault there must land on a stack of xen-lite's own.
+pub const PAGE_FAULT_IST: u8 = 2;
 const STACK_SIZE: usize = 16 * 1024;
 
 /// Taken on a double fault, so a kernel-stack overflow still gets reported.
 static DOUBLE_FAULT_STACK: Stack<STACK_SIZE> = Stack::new();
+/// Taken on every page fault ([`PAGE_FAULT_IST`]).
+static PAGE_FAULT_STACK: Stack<STACK_SIZE> = Stack::new();
 /// The stack every entry from an outer ring (1 or 3) starts on (TSS.RSP0).
 static HYPERVISOR_STACK: Stack<STACK_SIZE> = Stack::new();
 
@@ -99,7 +105,7 @@ pub fn bases() -> (u64, u64) {
 }
 
 /// The pages a guest must see (see `switcher.rs`): GDT, TSS, the entry stack, the #DF stack.
-pub fn switcher_pages() -> [(u64, u64); 4] {
+pub fn switcher_pages() -> [(u64, u64); 5] {
     let gdt = GDT.get().expect("gdt::init runs at boot").pages();
     let tss = TSS.get().expect("gdt::init runs at boot").pages();
     let stack = |bottom: u64, top: u64| (bottom, top);
@@ -108,6 +114,7 @@ pub fn switcher_pages() -> [(u64, u64); 4] {
         tss,
         stack(HYPERVISOR_STACK.bottom(), HYPERVISOR_STACK.top()),
         stack(DOUBLE_FAULT_STACK.bottom(), DOUBLE_FAULT_STACK.top()),
+        stack(PAGE_FAULT_STACK.bottom(), PAGE_FAULT_STACK.top()),
     ]
 }
 
@@ -137,6 +144,7 @@ pub fn init() {
         let mut tss = TaskStateSegment::new();
         let top = DOUBLE_FAULT_STACK.top();
         tss.set_ist(usize::from(DOUBLE_FAULT_IST - 1), top);
+        tss.set_ist(usize::from(PAGE_FAULT_IST - 1), PAGE_FAULT_STACK.top());
         tss.set_rsp(Ring::Ring0, hypervisor_stack_top());
         // No I/O permission bitmap: its offset points past the TSS limit, so `in`/`out` from
         // any ring above IOPL (0) raise #GP. Left at 0, the CPU would read the TSS's own first

@@ -25,7 +25,7 @@ use x86::segmentation::{BuildDescriptor, DescriptorBuilder, GateDescriptorBuilde
 use x86::Ring;
 
 use crate::entry::{stub_address, EXCEPTION_VECTORS};
-use crate::gdt::{DOUBLE_FAULT_IST, GUEST_KERNEL_CS, HYPERVISOR_CS};
+use crate::gdt::{DOUBLE_FAULT_IST, GUEST_KERNEL_CS, HYPERVISOR_CS, PAGE_FAULT_IST};
 use crate::instructions;
 use crate::switcher::{CpuTable, PageAligned};
 use crate::timer::{SPURIOUS_VECTOR, TIMER_VECTOR};
@@ -68,6 +68,9 @@ pub fn init() {
             .dpl(dpl);
             if vector == Vector::DOUBLE_FAULT {
                 gate = gate.ist(DOUBLE_FAULT_IST);
+            }
+            if vector == Vector::PAGE_FAULT {
+                gate = gate.ist(PAGE_FAULT_IST);
             }
             idt[usize::from(vector)] = gate.finish();
         }

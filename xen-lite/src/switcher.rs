@@ -12,7 +12,9 @@
 //! | GDT and TSS                            | read         | segment loads; TSS.RSP0 / IST stack pointers. Descriptors are created *accessed* so the CPU never writes them |
 //! | `HYPERVISOR_CR3`, `SYSCALL_STACK`      | read         | the entry code loads xen-lite's CR3 and, for `syscall`, the entry stack's top from them |
 //! | entry stack (TSS.RSP0) and #DF stack   | read, write  | the CPU pushes the interrupt frame there |
-//! | `SYSCALL_SCRATCH`                      | read, write  | `syscall` does not switch stacks: the entry code parks the user's `rsp` here for two instructions |
+//! | `SYSCALL_FAST`                         | read         | the `syscall` fast path: where the running domain's syscalls are bounced (its callback, stack, virtual IF) |
+//! | `SYSCALL_SCRATCH`                      | read, write  | `syscall` does not switch stacks: the entry code parks the user's `rsp` and `rip` here, and counts fast bounces |
+//! | #PF stack (IST 2)                      | read, write  | a page fault in the fast path (on a guest stack) needs a stack of xen-lite's |
 //!
 //! Everything else — xen-lite's code and data, its map of physical memory, other domains — is
 //! simply absent. All of it sits in xen-lite's image, in one level-4 slot; every guest's L4 gets
@@ -23,6 +25,18 @@
 //!
 //! The price: every entry from a guest writes CR3 twice (to xen-lite's tables and back), and
 //! without PCIDs each write flushes the TLB. `Stats::cr3_writes` counts them.
+//!
+//! Except the commonest one. A user's `syscall` needs nothing of xen-lite's private state to be
+//! bounced: only where the guest wants it (its callback and stack) and its virtual IF. The
+//! *fast path* at the top of `syscall_entry` builds the bounce frame on the guest's stack and
+//! `iretq`s into the guest's callback without leaving the guest's address space: one entry, no
+//! CR3 write. It needs three things mapped: [`SYSCALL_FAST`] (read-only: a guest that could
+//! change it would choose where ring 0 writes), the scratch page, and a page-fault stack, since
+//! the writes go through the guest's own page tables at CPL 0 and a guest may have made its
+//! stack unwritable: the fault then lands on xen-lite's stack, and `trap::handle_trap` replays
+//! the call through the slow path, which checks everything and names the rule broken. A pending
+//! event is not delivered on the way (the slow path would); it waits for the next entry, at most
+//! one timer tick.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -76,9 +90,67 @@ pub static HYPERVISOR_CR3: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0
 /// switch stacks by itself). Read-only to guests: a guest that could change it would choose
 /// where ring 0 pushes.
 pub static SYSCALL_STACK: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
-/// Where the `syscall` entry parks the user's `rsp` while interrupts are off. Guests may write
-/// it; the value is only live between two instructions of the entry code.
-pub static SYSCALL_SCRATCH: PageAligned<AtomicU64> = PageAligned(AtomicU64::new(0));
+/// What the `syscall` entry keeps while it runs on a guest's stack. Guests may write this page;
+/// the two registers are only live within the entry code, and a guest that changes the count
+/// only misreports its own `Stats::entries_syscall`.
+#[repr(C)]
+pub struct SyscallScratch {
+    /// The user's `rsp`.
+    pub user_rsp: AtomicU64,
+    /// The user's `rip` (what `syscall` put in `rcx`), to recover from a fault in the fast path.
+    pub user_rip: AtomicU64,
+    /// System calls the fast path bounced since xen-lite last looked (`take_fast_bounces`).
+    pub fast_bounces: AtomicU64,
+}
+
+/// See [`SyscallScratch`].
+pub static SYSCALL_SCRATCH: PageAligned<SyscallScratch> = PageAligned(SyscallScratch {
+    user_rsp: AtomicU64::new(0),
+    user_rip: AtomicU64::new(0),
+    fast_bounces: AtomicU64::new(0),
+});
+
+/// Where the `syscall` fast path bounces the running domain's system calls: its registered
+/// syscall callback, the top of its `stack_switch` stack (16-byte aligned; 0 = no fast path:
+/// take the slow one), and the guest address of its virtual IF (`SharedInfo.vcpu.upcall_mask`).
+/// Read-only to guests; xen-lite sets it whenever it returns into a domain.
+#[repr(C)]
+pub struct SyscallFast {
+    /// The guest's syscall callback (ring 1).
+    pub callback: AtomicU64,
+    /// The ring-1 stack top, or 0 for the slow path.
+    pub stack: AtomicU64,
+    /// Guest-virtual address of its `upcall_mask` byte.
+    pub mask: AtomicU64,
+}
+
+/// See [`SyscallFast`].
+pub static SYSCALL_FAST: PageAligned<SyscallFast> = PageAligned(SyscallFast {
+    callback: AtomicU64::new(0),
+    stack: AtomicU64::new(0),
+    mask: AtomicU64::new(0),
+});
+
+/// Points the fast path at a domain's callback, stack and virtual IF, or turns it off (`None`).
+pub fn set_fast_syscall(target: Option<(u64, u64, u64)>) {
+    let (callback, stack, mask) = target.unwrap_or((0, 0, 0));
+    SYSCALL_FAST.0.callback.store(callback, Ordering::Relaxed);
+    SYSCALL_FAST.0.mask.store(mask, Ordering::Relaxed);
+    SYSCALL_FAST.0.stack.store(stack & !0xf, Ordering::Relaxed);
+}
+
+/// System calls the fast path bounced since the last call (for the running domain's stats).
+pub fn take_fast_bounces() -> u64 {
+    SYSCALL_SCRATCH.0.fast_bounces.swap(0, Ordering::Relaxed)
+}
+
+/// The user context of a `syscall` whose fast path faulted: `(rip, rsp)` as the entry saved them.
+pub fn interrupted_syscall() -> (u64, u64) {
+    (
+        SYSCALL_SCRATCH.0.user_rip.load(Ordering::Relaxed),
+        SYSCALL_SCRATCH.0.user_rsp.load(Ordering::Relaxed),
+    )
+}
 
 /// The CR3 `trap_return` loads before popping the frame: the resumed domain's, or xen-lite's.
 /// Read while xen-lite's CR3 is loaded, so it need not be in the switcher.
@@ -119,17 +191,19 @@ const PRESENT: u64 = 1;
 const WRITABLE: u64 = 2;
 
 /// The pages a guest sees, with their rights: `(start, end, writable)`.
-fn regions() -> [(u64, u64, bool); 8] {
-    let [gdt, tss, rsp0, df] = crate::gdt::switcher_pages();
+fn regions() -> [(u64, u64, bool); 10] {
+    let [gdt, tss, rsp0, df, pf] = crate::gdt::switcher_pages();
     [
         (crate::entry::switcher_text().0, crate::entry::switcher_text().1, false),
         (crate::idt::table_pages().0, crate::idt::table_pages().1, false),
         (gdt.0, tss.1.max(gdt.1), false),
         (HYPERVISOR_CR3.pages().0, HYPERVISOR_CR3.pages().1, false),
         (SYSCALL_STACK.pages().0, SYSCALL_STACK.pages().1, false),
+        (SYSCALL_FAST.pages().0, SYSCALL_FAST.pages().1, false),
         (SYSCALL_SCRATCH.pages().0, SYSCALL_SCRATCH.pages().1, true),
         (rsp0.0, rsp0.1, true),
         (df.0, df.1, true),
+        (pf.0, pf.1, true),
     ]
 }
 

@@ -77,6 +77,13 @@ pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
     if frame.vector == u64::from(crate::timer::SPURIOUS_VECTOR) {
         return; // nothing happened: no EOI, no tick
     }
+    if frame.vector == u64::from(Vector::PAGE_FAULT)
+        && frame.cs & 3 == 0
+        && crate::entry::syscall_fast_writes().contains(&frame.rip)
+        && crate::pv::active()
+    {
+        return replay_syscall(frame);
+    }
     let from_guest = frame.cs & 3 != 0;
     let ours = frame.vector == u64::from(crate::timer::TIMER_VECTOR) || from_guest;
     if crate::pv::active() && ours {
@@ -86,6 +93,26 @@ pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
     } else {
         fatal_exception(frame)
     }
+}
+
+/// The `syscall` fast path faulted on the guest's stack or shared page (the guest unmapped or
+/// write-protected them): turn the frame back into the user's `syscall` and let the slow path,
+/// which checks every rule, bounce it or kill the domain with the reason.
+fn replay_syscall(frame: &mut TrapFrame) {
+    use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
+    let (rip, rsp) = crate::switcher::interrupted_syscall();
+    *frame = TrapFrame {
+        vector: hypercall_abi::hypercall::SYSCALL_BOUNCE_VECTOR,
+        error_code: 0,
+        rip,
+        cs: u64::from(FLAT_RING3_CS),
+        rflags: frame.r11, // `syscall` saved the user's rflags there; the fast path keeps it
+        rsp,
+        ss: u64::from(FLAT_RING3_DS),
+        rcx: rip,
+        ..*frame
+    };
+    crate::pv::handle(frame)
 }
 
 /// Who was running when the exception hit.

@@ -430,6 +430,19 @@ fn pv() -> Vec<BootTest> {
         ),
     ];
     tests.push(BootTest {
+        name: "pv-syscall-fast-path-on-a-page-table",
+        emulator: Emulator::Bochs,
+        // The switcher's fast path pushes the bounce frame through the guest's tables: onto a
+        // read-only page that faults in ring 0, and xen-lite must replay the call, not die.
+        bundle: Bundle::Cmdline("mode=pv domain=syscall-stack-on-page-table domain=hello"),
+        expect: &[
+            "[xen] ERROR dom0 killed: syscall at rip 0x",
+            "cannot take a 40-byte bounce frame",
+            BYSTANDER_INTACT,
+        ],
+        status: STATUS_DOMAIN_KILLED,
+    });
+    tests.push(BootTest {
         name: "pv-beyond-memory",
         emulator: Emulator::Bochs,
         // The pv half of vmx-beyond-memory: direct paging refuses the mapping outright.

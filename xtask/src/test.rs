@@ -81,10 +81,9 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
 }
 
 /// `cargo xtask bench --quick`, checked: every setup boots and reports; the transition counts
-/// the benchmark issue names are what they must be (today: one entry per bounced pv syscall,
-/// none for the fast trap, no VM exit per vmx syscall, and the switcher's two CR3 writes per
-/// bounced syscall, which its 0-CR3-writes target still misses); and two runs of the same
-/// setup give identical counts, QEMU with icount and Bochs alike.
+/// the benchmark issue names are what they must be (one entry and no CR3 write per bounced pv
+/// syscall, no entry for the fast trap, no VM exit per vmx syscall, one per vmx hypercall); and
+/// two runs of the same setup give identical counts, QEMU with icount and Bochs alike.
 fn bench_quick(options: &TestOptions, tally: &mut Tally) {
     use crate::bench::{self, BenchOptions, Measurement, Setup, MATRIX};
     let mut check = |name: &str, result: Result<String, String>| match result {

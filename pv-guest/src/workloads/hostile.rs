@@ -51,6 +51,22 @@ pub fn stack_on_page_table(info: &hypercall_abi::StartInfo) -> Result<(), Errno>
     unsafe { asm!("mov rsp, {}", "ud2", in(reg) target, options(noreturn)) }
 }
 
+/// Registers, as the stack for bounces from ring 3, the top of its own L4 (validated, so
+/// mapped read-only). The next user `syscall` reaches xen-lite's fast path, whose push onto
+/// that stack faults in ring 0: xen-lite must survive that, replay the call through the slow
+/// path, and kill only this domain. (`hvm`: `ENOSYS`, and the program runs normally.)
+pub fn syscall_stack_on_page_table(info: &hypercall_abi::StartInfo) {
+    use hypercall_abi::layout::selectors::FLAT_RING1_DS;
+    let top = info.pt_base + 0x1000;
+    let result = platform::hypercall(
+        Hypercall::StackSwitch as u64,
+        [u64::from(FLAT_RING1_DS), top, 0, 0, 0],
+    );
+    println!(
+        "syscall-stack-on-page-table: stack_switch to {top:#x} (the top of its L4): {result:#x}"
+    );
+}
+
 /// With handlers installed (at start of day), raises #UD on a stack pointer outside the domain: xen-lite cannot
 /// write the bounce frame and must kill.
 pub fn bad_stack() -> Result<(), Errno> {

@@ -26,7 +26,7 @@ use crate::entry::TrapFrame;
 pub const RFLAGS_IF: u64 = 1 << 9;
 /// RFLAGS bits the CPU clears when it delivers through a gate: TF, NT, RF (and VM, AC are not
 /// used here). See: Intel SDM Vol. 3A, 6.12.1.3.
-const RFLAGS_CLEARED_ON_DELIVERY: u64 = 1 << 8 | 1 << 14 | 1 << 16;
+pub const RFLAGS_CLEARED_ON_DELIVERY: u64 = 1 << 8 | 1 << 14 | 1 << 16;
 
 /// Why a bounce cannot be made; the domain is then killed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

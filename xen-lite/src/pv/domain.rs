@@ -83,6 +83,11 @@ pub struct Domain {
     pub no_delivery: Range<u64>,
     /// Ring-1 stack for bounces from ring 3 (`stack_switch`).
     pub kernel_stack: Option<u64>,
+    /// Where the switcher's `syscall` fast path bounces this domain's system calls: its
+    /// callback, its `stack_switch` stack and the guest address of its virtual IF; `None` (the
+    /// slow path, which kills with a reason) until it has registered both
+    /// ([`Domain::update_fast_syscall`]).
+    pub fast_syscall: Option<(u64, u64, u64)>,
     /// One-shot timer deadline in ns (`set_timer_op`); 0 = none.
     pub timer_deadline: u64,
     /// Event ports.
@@ -157,6 +162,7 @@ impl Domain {
             fast_trap: None,
             no_delivery: 0..0,
             kernel_stack: None,
+            fast_syscall: None,
             timer_deadline: 0,
             ports: [Port::Free; NR_EVENT_PORTS as usize],
             virq_ports: [None; NR_VIRQS as usize],
@@ -176,6 +182,18 @@ impl Domain {
             memory,
             reserved_l4: HYPERVISOR_L4_SLOTS,
         }
+    }
+
+    /// Recomputes [`Domain::fast_syscall`] after `set_callbacks` or `stack_switch`.
+    pub fn update_fast_syscall(&mut self) {
+        use hypercall_abi::shared_info::VcpuInfo;
+        let mask = hypercall_abi::layout::gfn_to_va(self.shared_info_gfn)
+            + (core::mem::offset_of!(SharedInfo, vcpu)
+                + core::mem::offset_of!(VcpuInfo, upcall_mask)) as u64;
+        self.fast_syscall = match (self.syscall_callback, self.kernel_stack) {
+            (0, _) | (_, None) => None,
+            (callback, Some(stack)) => Some((callback, stack, mask)),
+        };
     }
 
     /// Whether it has ended.

@@ -128,6 +128,7 @@ fn do_stack_switch(domain: &mut Domain, ss: u64, rsp: u64) -> Result {
     let low = rsp.checked_sub(64).ok_or(Errno::EFAULT)?;
     guest_offset(low, 64, domain.nr_pages)?;
     domain.kernel_stack = Some(rsp);
+    domain.update_fast_syscall();
     Ok(0)
 }
 
@@ -146,6 +147,7 @@ fn do_set_callbacks(
     domain.event_callback = event;
     domain.failsafe_callback = failsafe;
     domain.syscall_callback = syscall;
+    domain.update_fast_syscall();
     domain.no_delivery = start..end;
     Ok(0)
 }

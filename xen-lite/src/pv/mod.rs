@@ -36,6 +36,7 @@ use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::Mode;
 use spin::{Mutex, Once};
 
+pub use self::bounce::RFLAGS_CLEARED_ON_DELIVERY;
 use self::bounce::{bounce_frame, enter_handler, BounceError};
 pub use self::domain::{Domain, State};
 use self::page_types::{PageInfo, PageType};
@@ -207,13 +208,18 @@ impl Pv {
     ) -> Result<(), ()> {
         let domain = self.domain(index);
         let virtual_if = events::virtual_if(domain);
+        // What is being bounced, for the kill lines: `#PF (vector 14)`, or `syscall`.
+        let what = BouncedEvent(frame.vector);
         let bounce = match bounce_frame(frame, error_code, virtual_if, domain.kernel_stack) {
             Ok(bounce) => bounce,
             Err(BounceError::NoKernelStack) => {
-                self.kill(index, format_args!(
-                    "{} (vector {}) at rip {:#x} from ring 3: no kernel stack registered with stack_switch",
-                    Vector::name(frame.vector).0, frame.vector, frame.rip
-                ));
+                self.kill(
+                    index,
+                    format_args!(
+                    "{what} at rip {:#x} from ring 3: no kernel stack registered with stack_switch",
+                    frame.rip
+                ),
+                );
                 return Err(());
             }
         };
@@ -222,10 +228,13 @@ impl Pv {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
         if domain.copy_to_guest(bounce.rsp, &bytes[..bounce.bytes() as usize]).is_err() {
-            self.kill(index, format_args!(
-                "{} (vector {}) at rip {:#x}: the ring-1 stack at {:#x} cannot take a {}-byte bounce frame",
-                Vector::name(frame.vector).0, frame.vector, frame.rip, bounce.rsp, bounce.bytes()
-            ));
+            self.kill(
+                index,
+                format_args!(
+                "{what} at rip {:#x}: the ring-1 stack at {:#x} cannot take a {}-byte bounce frame",
+                frame.rip, bounce.rsp, bounce.bytes()
+            ),
+            );
             return Err(());
         }
         enter_handler(
@@ -324,6 +333,18 @@ impl Pv {
     }
 }
 
+/// Names a bounced event: an exception by mnemonic and vector, or a user's `syscall`.
+struct BouncedEvent(u64);
+
+impl fmt::Display for BouncedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            SYSCALL_BOUNCE_VECTOR => f.write_str("syscall"),
+            vector => write!(f, "{} (vector {vector})", Vector::name(vector).0),
+        }
+    }
+}
+
 /// One domain's summary line.
 struct Summary<'a>(&'a Domain, u8);
 
@@ -380,6 +401,11 @@ impl fmt::Display for Summary<'_> {
 /// whatever `frame` now describes.
 pub fn handle(frame: &mut TrapFrame) {
     let mut pv = PV.lock();
+    // System calls the switcher bounced without entering xen-lite proper, since it last ran.
+    let fast = switcher::take_fast_bounces();
+    if let Some(c) = pv.current {
+        pv.domain(c).stats.entries_syscall += fast;
+    }
     if let (Some(c), true) = (pv.current, frame.cs & 3 != 0) {
         pv.domain(c).stats.cr3_writes += 1; // the entry code loaded xen-lite's CR3
     }
@@ -403,8 +429,12 @@ pub fn handle(frame: &mut TrapFrame) {
             domain.stats.cr3_writes += 1;
             switcher::set_return_cr3(domain.cr3);
             load_fast_trap(domain);
+            switcher::set_fast_syscall(domain.fast_syscall);
         }
-        None => switcher::set_return_cr3(switcher::hypervisor_cr3()),
+        None => {
+            switcher::set_return_cr3(switcher::hypervisor_cr3());
+            switcher::set_fast_syscall(None);
+        }
     }
 }
 
