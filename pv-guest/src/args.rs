@@ -79,6 +79,9 @@ pub enum Workload {
     /// Register a `stack_switch` stack inside its own (read-only) L4, then run `hello`: its
     /// first `syscall` cannot be bounced (pv: killed; xen-lite's fast path must survive it).
     SyscallStackOnPageTable,
+    /// A benchmark: yield to the next domain, in a ring of this many domains all doing the same
+    /// (`domain-switch=K`); domain 0 reports the cost per switch.
+    DomainSwitch(u32),
     /// Load an empty IDT and raise #BP: a triple fault (vmx: killed with the exit reason;
     /// native: the machine resets; pv: `lidt` is privileged in ring 1).
     TripleFault,
@@ -88,7 +91,7 @@ pub enum Workload {
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault, domain-switch=K";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +157,12 @@ impl Args {
                 ("beyond-memory", None) => Workload::BeyondMemory,
                 ("triple-fault", None) => Workload::TripleFault,
                 ("syscall-stack-on-page-table", None) => Workload::SyscallStackOnPageTable,
+                ("domain-switch", Some(count)) => Workload::DomainSwitch(
+                    cmdline::parse_u64(count)
+                        .and_then(|d| u32::try_from(d).ok())
+                        .filter(|&d| d > 0)
+                        .ok_or(ArgsError::BadOption("domain-switch"))?,
+                ),
                 ("ping", Some(domain)) | ("pong", Some(domain)) => {
                     let domain = cmdline::parse_u64(domain)
                         .and_then(|d| u32::try_from(d).ok())

@@ -163,13 +163,13 @@ fn crossings_per_op(workload: &str) -> f64 {
     match workload {
         "null-syscall" | "first-touch" | "context-switch" => 2.0,
         "fork-exit-wait" => 6.0, // fork, exit (in the child), wait
-        _ => 0.0,                // null-hypercall: one system call for all of them
+        _ => 0.0, // null-hypercall (one system call for all), domain-switch (in the kernel)
     }
 }
 
 /// Whether, in pv mode, the way into the guest kernel goes through xen-lite.
 fn bounces(workload: &str, path: &str) -> bool {
-    path != "int80" && workload != "null-hypercall"
+    path != "int80" && workload != "null-hypercall" && workload != "domain-switch"
 }
 
 /// Runs the command.
@@ -195,6 +195,21 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
         let lines = boot(&artifacts, *setup, options)?;
         measurements.extend(lines.into_iter().map(|line| Measurement { setup: *setup, line }));
     }
+    if !options.quick {
+        let rings = MATRIX.iter().filter(|s| s.mode != Mode::Native);
+        for setup in rings {
+            for domains in DOMAIN_COUNTS {
+                println!(
+                    "xtask: bench: {domains} {} domains yielding in {}...",
+                    setup.mode.name(),
+                    setup.emulator.name()
+                );
+                let lines = boot_domain_switch(&artifacts, *setup, options, domains)?;
+                measurements
+                    .extend(lines.into_iter().map(|line| Measurement { setup: *setup, line }));
+            }
+        }
+    }
     print!("{}", table(&measurements));
     print!("{}", ratios(&measurements));
     let targets = targets(&measurements);
@@ -207,7 +222,7 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
     Ok(0)
 }
 
-/// Boots one setup and returns its `BENCH` lines.
+/// Boots one setup running the `bench` program and returns its `BENCH` lines.
 pub fn boot(
     artifacts: &Artifacts,
     setup: Setup,
@@ -215,9 +230,37 @@ pub fn boot(
 ) -> Result<Vec<Line>, String> {
     let scale = if options.quick { " scale=quick" } else { "" };
     let cmdline = format!("mode={} domain=\"init bench{scale}\"", setup.mode.name());
-    let label = format!("bench-{}-{}", setup.mode.name(), setup.emulator.name());
+    boot_cmdline(artifacts, setup, options, &cmdline, "bench")
+}
+
+/// The domain counts the domain-switch workload runs with.
+pub const DOMAIN_COUNTS: [u32; 3] = [2, 4, 8];
+
+/// Boots `domains` domains of 8 MiB yielding to each other in a ring (the guest kernel's
+/// `domain-switch` workload); returns dom0's `BENCH` line.
+pub fn boot_domain_switch(
+    artifacts: &Artifacts,
+    setup: Setup,
+    options: &BenchOptions,
+    domains: u32,
+) -> Result<Vec<Line>, String> {
+    let mut cmdline = format!("mode={} mem=8M", setup.mode.name());
+    for _ in 0..domains {
+        cmdline.push_str(&format!(" domain=domain-switch={domains}"));
+    }
+    boot_cmdline(artifacts, setup, options, &cmdline, &format!("switch{domains}"))
+}
+
+fn boot_cmdline(
+    artifacts: &Artifacts,
+    setup: Setup,
+    options: &BenchOptions,
+    cmdline: &str,
+    what: &str,
+) -> Result<Vec<Line>, String> {
+    let label = format!("bench-{what}-{}-{}", setup.mode.name(), setup.emulator.name());
     let dir = emulator::private_dir(&label)?;
-    let disk = disk_for(artifacts, &dir, &artifacts::standard_bundle(artifacts, &cmdline)?)?;
+    let disk = disk_for(artifacts, &dir, &artifacts::standard_bundle(artifacts, cmdline)?)?;
     let outcome = emulator::boot(&Boot {
         emulator: setup.emulator,
         disk: &disk,
@@ -228,14 +271,18 @@ pub fn boot(
     })?;
     if outcome.end != End::Status(0) {
         return Err(format!(
-            "bench: {} mode in {} did not end with status 0 ({:?}); console in {}",
-            setup.mode.name(),
-            setup.emulator.name(),
+            "bench: {label} did not end with status 0 ({:?}); console in {}",
             outcome.end,
             dir.display()
         ));
     }
-    let lines: Vec<Line> = outcome.console.lines().filter_map(parse_line).collect();
+    // Only domain 0 reports (in the domain-switch ring every domain runs the workload).
+    let lines: Vec<Line> = outcome
+        .console
+        .lines()
+        .filter(|line| line.starts_with("[dom0] "))
+        .filter_map(parse_line)
+        .collect();
     if lines.is_empty() {
         return Err(format!("bench: no BENCH lines from {label}; console in {}", dir.display()));
     }
@@ -344,7 +391,27 @@ pub fn ratios(measurements: &[Measurement]) -> String {
             );
         }
     }
-    out.push_str("  not measured yet: page-table updates per PTE by batch size, domain switches with 2/4/8 domains, event delivery\n");
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        for mode in [Mode::Pv, Mode::Vmx] {
+            let costs: Vec<String> = DOMAIN_COUNTS
+                .iter()
+                .filter_map(|k| {
+                    find(measurements, emulator, mode, "domain-switch", &format!("yield-{k}"))
+                        .map(|m| format!("{k} domains {:.0}", m.instructions()))
+                })
+                .collect();
+            if !costs.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {:<6} {} domain switch, instructions per switch: {}",
+                    emulator.name(),
+                    mode.name(),
+                    costs.join(", ")
+                );
+            }
+        }
+    }
+    out.push_str("  not measured yet: page-table updates per PTE by batch size, event delivery\n");
     out
 }
 

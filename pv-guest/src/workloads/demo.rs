@@ -1,6 +1,6 @@
 //! Demonstration workloads: two domains doing visibly different work side by side.
 
-use hypercall_abi::hypercall::Errno;
+use hypercall_abi::hypercall::{Errno, Hypercall, Stats};
 
 use crate::{events, platform, println, timer};
 
@@ -87,6 +87,46 @@ pub fn ping(to: u32) -> Result<(), Errno> {
             Err(Errno::ENOENT) => platform::yield_cpu(),
             Err(errno) => return Err(errno),
         }
+    }
+    Ok(())
+}
+
+/// Yields the CPU `ROUNDS` times, in a ring of `domains` domains all running this workload, and
+/// (domain 0) prints a `BENCH` line (the format of `pv-guest/user/src/bin/bench.rs`): the
+/// instructions (`rdtsc`, an instruction count under the benchmark's emulators) per domain
+/// switch, all domains' work between two of its own yields included, and its own entries into
+/// xen-lite. Warm-up yields first, so every domain is in its loop before the measurement starts.
+pub fn domain_switch(info: &hypercall_abi::StartInfo, domains: u32) -> Result<(), Errno> {
+    const WARM_UP: u64 = 50;
+    const ROUNDS: u64 = 400;
+    for _ in 0..WARM_UP {
+        platform::yield_cpu();
+    }
+    let before = platform::stats()?;
+    // SAFETY: `rdtsc` only reads the counter.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    for _ in 0..ROUNDS {
+        platform::yield_cpu();
+    }
+    // SAFETY: as above.
+    let end = unsafe { core::arch::x86_64::_rdtsc() };
+    let after = platform::stats()?;
+    let delta = |f: fn(&Stats) -> u64| f(&after) - f(&before);
+    let exits = delta(Stats::vm_exits_total);
+    let yields = delta(|s| s.hypercalls[Hypercall::SchedOp as usize]);
+    if info.domain_id == 0 {
+        println!(
+            "BENCH workload=domain-switch path=yield-{domains} ops={} instructions={} entries={} exits={} cr3={} timer=0 reasons=none",
+            ROUNDS * u64::from(domains),
+            end - start,
+            yields.max(exits),
+            exits,
+            delta(|s| s.cr3_writes),
+        );
+    }
+    // Keep yielding until every other domain has finished measuring too.
+    for _ in 0..WARM_UP * u64::from(domains) {
+        platform::yield_cpu();
     }
     Ok(())
 }

@@ -38,6 +38,7 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::StackOnPageTable => hostile::stack_on_page_table(info),
         Workload::BeyondMemory => hostile::beyond_memory(info),
         Workload::TripleFault => hostile::triple_fault(),
+        Workload::DomainSwitch(domains) => demo::domain_switch(info, domains),
         Workload::SyscallStackOnPageTable => {
             hostile::syscall_stack_on_page_table(info);
             return run_program(info, "hello");
