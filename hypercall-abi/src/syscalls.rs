@@ -30,6 +30,11 @@ pub const SYS_HVSTATS: u64 = 1001;
 /// `null_hypercalls(n) -> n`: the kernel makes `n` `xen_version` hypercalls, the cheapest
 /// there is, for measuring the hypercall path from a user program; `ENOSYS` with no hypervisor.
 pub const SYS_NULL_HYPERCALLS: u64 = 1002;
+/// `pte_updates(batch, rounds) -> batch * rounds`: the kernel rewrites `batch` entries (1 to
+/// 512) of a scratch page table, `rounds` times, one page-table update call per round
+/// (`mmu_update` in `pv`, direct stores and a TLB flush in `hvm`), for measuring what a PTE
+/// update costs by batch size.
+pub const SYS_PTE_UPDATES: u64 = 1003;
 /// The exit status of a process ended by an exception: this plus the vector.
 pub const STATUS_KILLED_BY: u64 = 128;
 /// `getpid() -> pid`.

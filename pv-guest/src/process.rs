@@ -317,6 +317,7 @@ pub fn syscall(frame: &mut TrapFrame) -> bool {
         SYS_GETARG => getarg(&table, c, frame.rdi, frame.rsi, frame.rdx),
         SYS_HVSTATS => hvstats(&table, c, frame.rdi, frame.rsi),
         SYS_NULL_HYPERCALLS => null_hypercalls(frame.rdi),
+        SYS_PTE_UPDATES => pte_updates(frame.rdi, frame.rsi),
         SYS_SBRK => sbrk(&mut table, c, frame.rdi as i64),
         SYS_FORK => fork(&mut table, c, frame),
         SYS_EXEC => exec(&mut table, c, frame),
@@ -353,6 +354,55 @@ fn getarg(table: &Table, c: usize, index: u64, buffer: u64, len: u64) -> Result<
     let bytes = &word.as_bytes()[..word.len().min(len as usize)];
     table.write_user(c, buffer, bytes)?;
     Ok(bytes.len() as u64)
+}
+
+/// `pte_updates(batch, rounds)`: a scratch level-1 table (pinned, so `pv` validation applies)
+/// gets its first `batch` entries rewritten `rounds` times, each round one `mmu_update` batch
+/// mapping a scratch data frame read-only; then everything is released.
+fn pte_updates(batch: u64, rounds: u64) -> Result<u64, Errno> {
+    use hypercall_abi::hypercall::{
+        MmuUpdate, MmuextOp, MMUEXT_PIN_L1_TABLE, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE,
+    };
+    if batch == 0 || batch > 512 {
+        return Err(Errno::EINVAL);
+    }
+    let pte_base = info().pte_base;
+    let machine = |gfn: u64| pte_base + gfn * PAGE_SIZE;
+    let table = crate::frames::alloc().ok_or(Errno::ENOMEM)?;
+    let Some(data) = crate::frames::alloc() else {
+        crate::frames::free(table);
+        return Err(Errno::ENOMEM);
+    };
+    // SAFETY: a frame just allocated, reachable and writable in the kernel's direct map.
+    unsafe { core::ptr::write_bytes(gfn_to_va(table) as *mut u8, 0, PAGE_SIZE as usize) };
+    let writable = |on: bool| {
+        if platform::KERNEL_WRITES_PAGE_TABLES {
+            return Ok(());
+        }
+        platform::update_va_mapping(gfn_to_va(table), machine(table) | 1 | if on { 2 } else { 0 })
+    };
+    let pin = |cmd| platform::mmuext_op(&[MmuextOp { cmd, arg: machine(table) >> 12 }]).1;
+    let mut result = writable(false).and_then(|()| pin(MMUEXT_PIN_L1_TABLE));
+    if result.is_ok() {
+        let requests: [MmuUpdate; 512] = core::array::from_fn(|i| MmuUpdate {
+            ptr: (machine(table) + i as u64 * 8) | MMU_NORMAL_PT_UPDATE,
+            val: machine(data) | 1,
+        });
+        for _ in 0..rounds {
+            if let (_, Err(errno)) = platform::mmu_update(&requests[..batch as usize]) {
+                result = Err(errno);
+                break;
+            }
+        }
+        let clear: [MmuUpdate; 512] =
+            core::array::from_fn(|i| MmuUpdate { ptr: requests[i].ptr, val: 0 });
+        let _ = platform::mmu_update(&clear[..batch as usize]);
+        let _ = pin(MMUEXT_UNPIN_TABLE);
+    }
+    let _ = writable(true);
+    crate::frames::free(table);
+    crate::frames::free(data);
+    result.map(|()| batch * rounds)
 }
 
 /// `null_hypercalls(n)`: `n` `xen_version` hypercalls in a row.

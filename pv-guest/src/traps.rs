@@ -13,7 +13,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hypercall_abi::frame::{TrapFrame, ERROR_CODE_VECTORS, STUB_PUSHED};
+use hypercall_abi::frame::{TrapFrame, ERROR_CODE_VECTORS};
 
 use crate::platform;
 
@@ -71,12 +71,8 @@ guest_trap_common:
     cld
     call {handler}
     .global guest_trap_restore
-guest_trap_restore:                 // rsp at a TrapFrame: resume what it describes
-    "#,
-    hypercall_abi::pop_registers!(),
-    r#"
-    add rsp, {stub_pushed}
-    jmp platform_trap_return        // iretq, the way this flavour must do it (platform)
+guest_trap_restore:                 // rsp at a TrapFrame: resume what it describes,
+    jmp platform_trap_restore       // the way this flavour must (platform: pops, then iretq)
 
     // catch(rip = rdi, cs = rsi, rsp = rdx, ss = rcx): enter the snippet; returns (at
     // trap_resume) when it faults.
@@ -109,7 +105,6 @@ guest_trap_resume:
     vectors = const VECTORS,
     event_vector = const EVENT_VECTOR,
     syscall_vector = const SYSCALL_VECTOR,
-    stub_pushed = const STUB_PUSHED,
     handler = sym handle,
     catch_rsp = sym CATCH_RSP,
 );

@@ -522,14 +522,20 @@ pub fn stats() -> Result<Stats, Errno> {
     Ok(Stats::from_words(&words))
 }
 
-// The return from an exception: the real `iretq` restores IF itself.
+// The return from an exception (`traps` jumps here with `rsp` at the `TrapFrame`): restore
+// the registers, drop vector and error code, and the real `iretq` restores IF itself.
 global_asm!(
     r#"
     .section .text.platform_return, "ax"
-    .global platform_trap_return
-platform_trap_return:
+    .global platform_trap_restore
+platform_trap_restore:
+    "#,
+    hypercall_abi::pop_registers!(),
+    r#"
+    add rsp, {stub_pushed}
     iretq
-    "#
+    "#,
+    stub_pushed = const hypercall_abi::frame::STUB_PUSHED,
 );
 
 #[cfg(test)]

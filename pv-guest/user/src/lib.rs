@@ -11,7 +11,7 @@ use core::fmt::{self, Write};
 use hypercall_abi::hypercall::{Errno, Stats};
 use hypercall_abi::syscalls::{
     SYS_EXEC, SYS_EXIT, SYS_FORK, SYS_GETARG, SYS_GETPID, SYS_HVSTATS, SYS_NULL_HYPERCALLS,
-    SYS_SBRK, SYS_SLEEP, SYS_WAIT, SYS_WRITE, SYS_YIELD,
+    SYS_PTE_UPDATES, SYS_SBRK, SYS_SLEEP, SYS_WAIT, SYS_WRITE, SYS_YIELD,
 };
 
 /// A system call through `syscall` (in `pv` mode: bounced through xen-lite).
@@ -132,6 +132,13 @@ pub fn hvstats() -> Result<Stats, Errno> {
 pub fn null_hypercalls(n: u64) -> Result<u64, Errno> {
     // SAFETY: no pointer arguments.
     check(unsafe { syscall3(SYS_NULL_HYPERCALLS, n, 0, 0) })
+}
+
+/// `pte_updates(batch, rounds)`: the kernel makes `rounds` page-table updates of `batch`
+/// entries each.
+pub fn pte_updates(batch: u64, rounds: u64) -> Result<u64, Errno> {
+    // SAFETY: no pointer arguments.
+    check(unsafe { syscall3(SYS_PTE_UPDATES, batch, rounds, 0) })
 }
 
 /// The time-stamp counter. Under QEMU's `-icount shift=0` and Bochs' `clock: sync=none` it

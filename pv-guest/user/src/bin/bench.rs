@@ -24,8 +24,8 @@ use core::fmt::Write;
 use hypercall_abi::hypercall::{Errno, Hypercall, Stats, VM_EXIT_SLOTS};
 use hypercall_abi::vm_exit;
 use pv_user::{
-    exit, fork, getarg, getpid, hvstats, int80, null_hypercalls, println, rdtsc, sbrk, wait,
-    yield_now,
+    exit, fork, getarg, getpid, hvstats, int80, null_hypercalls, println, pte_updates, rdtsc, sbrk,
+    wait, yield_now,
 };
 
 /// VM exit reasons xen-lite's timer causes (its tick, and the guest's virtual tick).
@@ -206,6 +206,24 @@ fn main() -> u8 {
         }
         let _ = sbrk(-((pages * 4096) as i64));
     });
+
+    // Page-table updates: the same number of PTEs in batches of 1, 8, 64 and 512 (one system
+    // call for all of them).
+    let ptes = 4096 / divide;
+    for batch in [1u64, 8, 64, 512] {
+        let rounds = (ptes / batch).max(1);
+        let path = match batch {
+            1 => "batch-1",
+            8 => "batch-8",
+            64 => "batch-64",
+            _ => "batch-512",
+        };
+        measure("pte-update", path, batch * rounds, &base, || {
+            if let Err(errno) = pte_updates(batch, rounds) {
+                println!("bench: pte_updates({batch}, {rounds}) failed: {errno:?}");
+            }
+        });
+    }
 
     let yields = 2000 / divide;
     measure("context-switch", "yield", 2 * yields, &base, || match fork() {
