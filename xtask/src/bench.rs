@@ -197,6 +197,16 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
         measurements.extend(lines.into_iter().map(|line| Measurement { setup: *setup, line }));
     }
     if !options.quick {
+        for setup in MATRIX {
+            println!(
+                "xtask: bench: timer event delivery, {} mode in {}...",
+                setup.mode.name(),
+                setup.emulator.name()
+            );
+            let cmdline = format!("mode={} domain=event-cost", setup.mode.name());
+            let lines = boot_cmdline(&artifacts, setup, options, &cmdline, "events")?;
+            measurements.extend(lines.into_iter().map(|line| Measurement { setup, line }));
+        }
         let rings = MATRIX.iter().filter(|s| s.mode != Mode::Native);
         for setup in rings {
             for domains in DOMAIN_COUNTS {
@@ -432,7 +442,26 @@ pub fn ratios(measurements: &[Measurement]) -> String {
             }
         }
     }
-    out.push_str("  not measured yet: event delivery (timer virq to handler); KVM cycles\n");
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        let costs: Vec<String> = [Mode::Pv, Mode::Vmx, Mode::Native]
+            .iter()
+            .filter_map(|&mode| {
+                find(measurements, emulator, mode, "event-delivery", "timer")
+                    .map(|m| format!("{} {:.0}", mode.name(), m.instructions()))
+            })
+            .collect();
+        if !costs.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<6} timer event delivered to the guest's handler, instructions per event: {}",
+                emulator.name(),
+                costs.join(", ")
+            );
+        }
+    }
+    out.push_str(
+        "  not measured here: KVM cycles (this machine's /dev/kvm cannot run the images)\n",
+    );
     out
 }
 

@@ -278,6 +278,12 @@ pub fn install_traps() -> Result<(), Errno> {
     // SAFETY: the table is a static built once, and every gate points at a `traps` entry stub.
     unsafe { x86::dtables::lidt(&DescriptorTablePointer::new_from_slice(idt)) };
     KERNEL_STACK_TOP.store(kernel_stack_top(), Ordering::Relaxed);
+    // Until `bind_timer` remaps and programs them, the PICs stay as the firmware left them,
+    // IRQ 0 on vector 8 (#DF's): mask every line, so enabling interrupts early is harmless.
+    for port in [devices::PIC1_DATA, devices::PIC2_DATA] {
+        // SAFETY: writing the interrupt mask only stops the PIC from raising lines.
+        unsafe { x86::io::outb(port, 0xff) };
+    }
     // SAFETY: these MSRs exist on every x86-64 CPU; LSTAR points at this kernel's syscall entry
     // (below), which switches to its own stack before touching memory.
     unsafe {

@@ -39,6 +39,7 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::BeyondMemory => hostile::beyond_memory(info),
         Workload::TripleFault => hostile::triple_fault(),
         Workload::DomainSwitch(domains) => demo::domain_switch(info, domains),
+        Workload::EventCost => demo::event_cost(),
         Workload::SyscallStackOnPageTable => {
             hostile::syscall_stack_on_page_table(info);
             return run_program(info, "hello");
