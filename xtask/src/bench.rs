@@ -33,7 +33,13 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Per boot.
     pub timeout: Duration,
+    /// Also run pv and native (and vmx, if the host offers nested VMX) under QEMU+KVM, several
+    /// times, and report cycles.
+    pub kvm: bool,
 }
+
+/// Runs per setup under KVM, for the median and spread of its cycle counts.
+const KVM_RUNS: usize = 5;
 
 /// One boot of the matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +117,11 @@ pub fn parse_line(line: &str) -> Option<Line> {
 pub struct Measurement {
     /// Where it ran.
     pub setup: Setup,
-    /// What the guest printed.
+    /// What the guest printed (under KVM, `instructions` holds cycles: the median run's).
     pub line: Line,
+    /// Under KVM: cycles per operation over repeated runs, `(median, lowest, highest)`. Time, not
+    /// an instruction count; `None` in the emulators.
+    pub cycles: Option<(f64, f64, f64)>,
 }
 
 impl Measurement {
@@ -177,6 +186,9 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
         check_emulator(emulator)?;
     }
+    if options.kvm {
+        check_emulator(Emulator::Kvm)?;
+    }
     // Optimised kernels: what is measured is the mechanism, not the debug build's overhead.
     let artifacts = artifacts::build(true)?;
     println!(
@@ -194,7 +206,11 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
             setup.emulator.name()
         );
         let lines = boot(&artifacts, *setup, options)?;
-        measurements.extend(lines.into_iter().map(|line| Measurement { setup: *setup, line }));
+        measurements.extend(lines.into_iter().map(|line| Measurement {
+            setup: *setup,
+            line,
+            cycles: None,
+        }));
     }
     if !options.quick {
         for setup in MATRIX {
@@ -205,7 +221,11 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
             );
             let cmdline = format!("mode={} domain=event-cost", setup.mode.name());
             let lines = boot_cmdline(&artifacts, setup, options, &cmdline, "events")?;
-            measurements.extend(lines.into_iter().map(|line| Measurement { setup, line }));
+            measurements.extend(lines.into_iter().map(|line| Measurement {
+                setup,
+                line,
+                cycles: None,
+            }));
         }
         let rings = MATRIX.iter().filter(|s| s.mode != Mode::Native);
         for setup in rings {
@@ -216,10 +236,16 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
                     setup.emulator.name()
                 );
                 let lines = boot_domain_switch(&artifacts, *setup, options, domains)?;
-                measurements
-                    .extend(lines.into_iter().map(|line| Measurement { setup: *setup, line }));
+                measurements.extend(lines.into_iter().map(|line| Measurement {
+                    setup: *setup,
+                    line,
+                    cycles: None,
+                }));
             }
         }
+    }
+    if options.kvm {
+        measurements.extend(kvm(&artifacts, options)?);
     }
     print!("{}", table(&measurements));
     print!("{}", ratios(&measurements));
@@ -242,6 +268,44 @@ pub fn boot(
     let scale = if options.quick { " scale=quick" } else { "" };
     let cmdline = format!("mode={} domain=\"init bench{scale}\"", setup.mode.name());
     boot_cmdline(artifacts, setup, options, &cmdline, "bench")
+}
+
+/// Whether the host's KVM offers nested VMX (`kvm_intel` loaded with `nested=Y`).
+fn nested_vmx() -> bool {
+    std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested")
+        .is_ok_and(|v| matches!(v.trim(), "Y" | "y" | "1"))
+}
+
+/// The `bench` program under QEMU+KVM, [`KVM_RUNS`] times per mode: the guest's `rdtsc` now
+/// counts real cycles, so each measurement gets the median and the spread over the runs. The
+/// counters (entries, exits, CR3 writes) are counts as everywhere.
+fn kvm(artifacts: &Artifacts, options: &BenchOptions) -> Result<Vec<Measurement>, String> {
+    let mut modes = vec![Mode::Pv, Mode::Native];
+    if nested_vmx() {
+        modes.push(Mode::Vmx);
+    }
+    let mut out = Vec::new();
+    for mode in modes {
+        let setup = Setup { emulator: Emulator::Kvm, mode };
+        let mut runs: Vec<Vec<Line>> = Vec::new();
+        for run in 1..=KVM_RUNS {
+            println!("xtask: bench: {} mode under KVM, run {run}/{KVM_RUNS}...", mode.name());
+            let cmdline = format!("mode={} domain=\"init bench\"", mode.name());
+            runs.push(boot_cmdline(artifacts, setup, options, &cmdline, "kvm")?);
+        }
+        for (index, line) in runs[0].iter().enumerate() {
+            let mut per_op: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.get(index))
+                .map(|l| l.instructions as f64 / l.ops as f64)
+                .collect();
+            per_op.sort_by(f64::total_cmp);
+            let median = per_op[per_op.len() / 2];
+            let (low, high) = (per_op[0], per_op[per_op.len() - 1]);
+            out.push(Measurement { setup, line: line.clone(), cycles: Some((median, low, high)) });
+        }
+    }
+    Ok(out)
 }
 
 /// The domain counts the domain-switch workload runs with.
@@ -303,6 +367,28 @@ fn boot_cmdline(
 /// The table, grouped by emulator.
 pub fn table(measurements: &[Measurement]) -> String {
     let mut out = String::new();
+    let kvm: Vec<&Measurement> =
+        measurements.iter().filter(|m| m.setup.emulator == Emulator::Kvm).collect();
+    if !kvm.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nkvm (QEMU+KVM): per operation, CYCLES (time on this host), median of {KVM_RUNS} runs [lowest..highest]"
+        );
+        for m in kvm {
+            let (median, low, high) = m.cycles.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<20} {:>8} {:>10.1} cycles [{low:.1}..{high:.1}]  entries {:.3}  VM exits {:.3}  CR3 {:.3}",
+                m.line.workload,
+                m.label(),
+                m.line.ops,
+                median,
+                m.entries(),
+                m.exits(),
+                m.cr3()
+            );
+        }
+    }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
         let rows: Vec<&Measurement> =
             measurements.iter().filter(|m| m.setup.emulator == emulator).collect();
@@ -483,6 +569,7 @@ pub struct Target {
 pub fn targets(measurements: &[Measurement]) -> Vec<Target> {
     let mut out = Vec::new();
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        // (Instruction targets are about the emulators' counts; KVM rows hold cycles.)
         let get = |mode, workload, path| find(measurements, emulator, mode, workload, path);
         let e = emulator.name();
         if let Some(pv) = get(Mode::Pv, "null-syscall", "syscall") {
@@ -637,6 +724,13 @@ pub fn json(measurements: &[Measurement]) -> String {
                 }
             })
             .collect();
+        let mut fields = fields;
+        if let Some((median, low, high)) = m.cycles {
+            // Under KVM `rdtsc` counts cycles: there is no instruction count to report.
+            fields[5] = "\"instructions_per_op\": null".into();
+            fields.push(format!("\"cycles_per_op\": {median:.1}"));
+            fields.push(format!("\"cycles_spread\": [{low:.1}, {high:.1}]"));
+        }
         let comma = if i + 1 < measurements.len() { "," } else { "" };
         let _ = writeln!(out, "  {{{}}}{comma}", fields.join(", "));
     }
@@ -740,6 +834,7 @@ mod tests {
         let pv = Measurement {
             setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
             line: line("null-syscall", "syscall", 1000, 1_060_000, 1000, 2000),
+            cycles: None,
         };
         assert_eq!(pv.instructions(), 1060.0);
         assert_eq!(pv.cr3(), 2.0);
@@ -748,11 +843,13 @@ mod tests {
         let trap = Measurement {
             setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
             line: line("null-syscall", "int80", 1000, 165_000, 0, 0),
+            cycles: None,
         };
         assert_eq!(trap.transitions(), 2.0);
         let native = Measurement {
             setup: Setup { emulator: Emulator::Bochs, mode: Mode::Native },
             line: line("null-syscall", "syscall", 1000, 163_000, 0, 0),
+            cycles: None,
         };
         let all = [pv, trap, native];
         let targets = targets(&all);
@@ -770,6 +867,7 @@ mod tests {
         let m = Measurement {
             setup: Setup { emulator: Emulator::Qemu, mode: Mode::Native },
             line: line("first-touch", "page-fault", 50, 74_620, 0, 0),
+            cycles: None,
         };
         let json = json(std::slice::from_ref(&m));
         for key in KEYS {
@@ -779,6 +877,16 @@ mod tests {
         let csv = csv(std::slice::from_ref(&m));
         assert_eq!(csv.lines().count(), 2);
         assert!(csv.lines().nth(1).unwrap().starts_with("qemu,native,page-fault,first-touch,50,"));
-        assert!(svg("first-touch", &[m]).contains("<rect"));
+        assert!(svg("first-touch", std::slice::from_ref(&m)).contains("<rect"));
+        // Under KVM the figure is time: cycles, with the spread, and no instruction count.
+        let kvm = Measurement {
+            setup: Setup { emulator: Emulator::Kvm, mode: Mode::Pv },
+            cycles: Some((120.5, 118.0, 131.25)),
+            ..m
+        };
+        let json = super::json(std::slice::from_ref(&kvm));
+        assert!(json.contains("\"instructions_per_op\": null"));
+        assert!(json.contains("\"cycles_per_op\": 120.5, \"cycles_spread\": [118.0, 131.2]"));
+        assert!(table(&[kvm]).contains("CYCLES (time on this host)"));
     }
 }

@@ -104,6 +104,7 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
         out: crate::process::root().join("target/bench-quick"),
         quick: true,
         timeout: options.timeout,
+        kvm: false,
     };
     let mut measurements = Vec::new();
     for setup in MATRIX {
@@ -111,7 +112,11 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
         match bench::boot(&artifacts, setup, &bench_options) {
             Ok(lines) => {
                 check(&name, Ok(format!("{} measurements", lines.len())));
-                measurements.extend(lines.into_iter().map(|line| Measurement { setup, line }));
+                measurements.extend(lines.into_iter().map(|line| Measurement {
+                    setup,
+                    line,
+                    cycles: None,
+                }));
             }
             Err(error) => check(&name, Err(error)),
         }
