@@ -7,7 +7,9 @@
 
 use core::arch::asm;
 
-use hypercall_abi::hypercall::{Errno, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE};
+use hypercall_abi::hypercall::{
+    Errno, Hypercall, Stats, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE,
+};
 
 /// Calls hypercall `number` through the page at `page` with up to five arguments; returns
 /// `rax` (a negative errno on error). `page` must be the address `StartInfo::hypercall_page`
@@ -34,4 +36,20 @@ pub fn call(page: u64, number: u64, args: [u64; 5]) -> u64 {
         );
     }
     result
+}
+
+/// [`call`], with a negative return turned into an `Errno`.
+pub fn checked(page: u64, hypercall: Hypercall, args: [u64; 5]) -> Result<u64, Errno> {
+    let value = call(page, hypercall as u64, args);
+    match Errno::from_return(value) {
+        Some(errno) => Err(errno),
+        None => Ok(value),
+    }
+}
+
+/// xen-lite's counters for this domain (`stats`).
+pub fn stats(page: u64) -> Result<Stats, Errno> {
+    let mut words = [0u64; Stats::WORDS];
+    checked(page, Hypercall::Stats, [words.as_mut_ptr() as u64, 0, 0, 0, 0])?;
+    Ok(Stats::from_words(&words))
 }

@@ -159,6 +159,23 @@ fn read_entry(memory: &[Page], table_gfn: u64, slot: usize) -> u64 {
     u64::from_le_bytes(raw)
 }
 
+/// The domain's memory, `pages` frames from machine frame `base`, as xen-lite sees it (through
+/// its direct map), for [`build`].
+///
+/// # Safety
+/// The frames must have just been allocated for this domain, and nothing else may refer to
+/// them until the domain runs.
+pub unsafe fn domain_memory(base: crate::frame::Frame, pages: u64) -> &'static mut [Page] {
+    // SAFETY: the caller guarantees the frames are this domain's alone; the direct map covers
+    // all of machine memory.
+    unsafe {
+        core::slice::from_raw_parts_mut(
+            crate::memory_map::phys_to_virt(base.addr()) as *mut Page,
+            pages as usize,
+        )
+    }
+}
+
 /// Loads `spec.image` into `memory` (which is zeroed first) and lays out the start of day.
 pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, BuildError> {
     let nr_pages = memory.len() as u64;

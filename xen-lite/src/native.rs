@@ -12,11 +12,11 @@ use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST};
 use hypercall_abi::Mode;
 
 use crate::config::Config;
-use crate::domain_builder::{self, DomainSpec, Page};
+use crate::domain_builder::{self, DomainSpec};
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
 use crate::instructions::write_cr3;
-use crate::memory_map::{phys_to_virt, HYPERVISOR_L4_SLOTS};
+use crate::memory_map::HYPERVISOR_L4_SLOTS;
 use crate::paging::hypervisor_l4_entries;
 use crate::serial;
 
@@ -37,12 +37,7 @@ pub fn run(
     };
     // SAFETY: the frames `base..base + domain_pages` were just allocated for this domain and are
     // reachable through the direct map; nothing else refers to them.
-    let memory = unsafe {
-        core::slice::from_raw_parts_mut(
-            phys_to_virt(base.addr()) as *mut Page,
-            config.domain_pages as usize,
-        )
-    };
+    let memory = unsafe { domain_builder::domain_memory(base, config.domain_pages) };
     let spec = DomainSpec {
         domain_id: 0,
         mode: Mode::Native,

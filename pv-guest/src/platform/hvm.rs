@@ -153,11 +153,7 @@ fn under_hypervisor() -> bool {
 
 /// Calls `hypercall` and turns a negative return into an `Errno`.
 fn call(hypercall: Hypercall, args: [u64; 5]) -> Result<u64, Errno> {
-    let value = self::hypercall(hypercall as u64, args);
-    match Errno::from_return(value) {
-        Some(errno) => Err(errno),
-        None => Ok(value),
-    }
+    crate::hypercall_page::checked(HYPERCALL_PAGE.load(Ordering::Relaxed), hypercall, args)
 }
 
 /// Writes console output: `console_io` under a hypervisor (which tags the lines), else COM1.
@@ -523,9 +519,7 @@ fn flush_tlb() {
 
 /// xen-lite's counters for this domain (`ENOSYS` with no hypervisor to count anything).
 pub fn stats() -> Result<Stats, Errno> {
-    let mut words = [0u64; Stats::WORDS];
-    call(Hypercall::Stats, [words.as_mut_ptr() as u64, 0, 0, 0, 0])?;
-    Ok(Stats::from_words(&words))
+    crate::hypercall_page::stats(HYPERCALL_PAGE.load(Ordering::Relaxed))
 }
 
 // The return from an exception (`traps` jumps here with `rsp` at the `TrapFrame`): restore

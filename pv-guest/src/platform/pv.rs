@@ -74,11 +74,7 @@ pub fn hypercall(number: u64, args: [u64; 5]) -> u64 {
 
 /// Calls `hypercall` and turns a negative return into an `Errno`.
 fn call(hypercall: Hypercall, args: [u64; 5]) -> Result<u64, Errno> {
-    let value = self::hypercall(hypercall as u64, args);
-    match Errno::from_return(value) {
-        Some(errno) => Err(errno),
-        None => Ok(value),
-    }
+    crate::hypercall_page::checked(HYPERCALL_PAGE.load(Ordering::Relaxed), hypercall, args)
 }
 
 /// Writes console output (`console_io`).
@@ -270,9 +266,7 @@ pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
 
 /// This domain's counters in xen-lite.
 pub fn stats() -> Result<Stats, Errno> {
-    let mut words = [0u64; Stats::WORDS];
-    call(Hypercall::Stats, [words.as_mut_ptr() as u64, 0, 0, 0, 0])?;
-    Ok(Stats::from_words(&words))
+    crate::hypercall_page::stats(HYPERCALL_PAGE.load(Ordering::Relaxed))
 }
 
 // The return from an exception or upcall (`traps` jumps here with `rsp` at the `TrapFrame`):

@@ -33,12 +33,11 @@ use hypercall_abi::{vm_exit, Mode};
 
 use self::devices::Devices;
 use crate::config::{Config, MAX_DOMAINS};
-use crate::domain_builder::{self, DomainSpec, Page};
+use crate::domain_builder::{self, DomainSpec};
 use crate::entry::TrapFrame;
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
 use crate::instructions::{cpuid, take_pending_interrupts, wait_for_interrupt};
-use crate::memory_map::phys_to_virt;
 use crate::pv::schedule::{pick_next, Next, SLICE_TICKS};
 use crate::pv::{self, Domain, Pv, State};
 use crate::timer::{self, NS_PER_TICK, TIMER_VECTOR};
@@ -313,11 +312,9 @@ fn build<V: HardwareVt>(
     base: Frame,
 ) -> VcpuBoot {
     let pages = config.domain_pages;
-    // SAFETY: the frames were just allocated for this domain and are reached only through
-    // this slice until the domain runs.
-    let memory = unsafe {
-        core::slice::from_raw_parts_mut(phys_to_virt(base.addr()) as *mut Page, pages as usize)
-    };
+    // SAFETY: the frames were just allocated for this domain (`pv::allocate_domain`) and are
+    // reached only through this slice until the domain runs.
+    let memory = unsafe { domain_builder::domain_memory(base, pages) };
     let spec = DomainSpec {
         domain_id: id,
         mode: V::MODE,

@@ -43,7 +43,7 @@ use self::page_types::{PageInfo, PageType};
 use self::schedule::{pick_next, Next, SLICE_TICKS};
 use crate::config::{Config, MAX_DOMAINS};
 use crate::decode::privileged_instruction;
-use crate::domain_builder::{self, DomainSpec, Page};
+use crate::domain_builder::{self, DomainSpec};
 use crate::entry::{enter_frame, TrapFrame};
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
@@ -566,11 +566,9 @@ fn build(
 ) -> Domain {
     let pages = config.domain_pages;
     let switcher_slot = switcher_slot();
-    // SAFETY: the frames were just allocated for this domain and are reached only through
-    // this slice until the domain runs.
-    let memory = unsafe {
-        core::slice::from_raw_parts_mut(phys_to_virt(base.addr()) as *mut Page, pages as usize)
-    };
+    // SAFETY: the frames were just allocated for this domain (`pv::allocate_domain`) and are
+    // reached only through this slice until the domain runs.
+    let memory = unsafe { domain_builder::domain_memory(base, pages) };
     let spec = DomainSpec {
         domain_id: id,
         mode: Mode::Pv,
