@@ -35,6 +35,13 @@ pub const EPT_MISCONFIGURATION: u16 = 49;
 /// The VMX-preemption timer counted down to zero.
 pub const PREEMPTION_TIMER: u16 = 52;
 
+/// The exits xen-lite's timer causes whatever the guest is doing: xen-lite's own tick (an
+/// external interrupt, or the VMX-preemption timer that backs it up) and the guest's virtual
+/// tick (the interrupt window to inject it, the `out` of its end-of-interrupt, a `hlt` while it
+/// waits). Measurements count these apart from the exits a workload causes.
+pub const TIMER_REASONS: [u16; 5] =
+    [EXTERNAL_INTERRUPT, PREEMPTION_TIMER, INTERRUPT_WINDOW, IO_INSTRUCTION, HLT];
+
 /// The SDM's name for basic exit reason `reason`, in the words the log uses.
 pub const fn name(reason: u16) -> &'static str {
     match reason {

@@ -159,6 +159,20 @@ fn read_entry(memory: &[Page], table_gfn: u64, slot: usize) -> u64 {
     u64::from_le_bytes(raw)
 }
 
+/// Fills a domain's hypercall page with one stub per hypercall number, as the mode's transport
+/// makes them (`int 0x82` for pv, `vmcall` for vmx).
+pub fn fill_hypercall_page(
+    page: &mut Page,
+    stub: impl Fn(u64) -> [u8; hypercall_abi::hypercall::HYPERCALL_STUB_SIZE as usize],
+) {
+    use hypercall_abi::hypercall::{HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE};
+    for (number, slot) in
+        (0..HYPERCALL_PAGE_ENTRIES).zip(page.chunks_exact_mut(HYPERCALL_STUB_SIZE as usize))
+    {
+        slot.copy_from_slice(&stub(number));
+    }
+}
+
 /// The domain's memory, `pages` frames from machine frame `base`, as xen-lite sees it (through
 /// its direct map), for [`build`].
 ///

@@ -27,7 +27,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hypercall_abi::devices::STATUS_BAD_GUEST;
-use hypercall_abi::hypercall::{HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, VM_EXIT_SLOTS};
+use hypercall_abi::hypercall::{HYPERCALL_STUB_SIZE, VM_EXIT_SLOTS};
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::{vm_exit, Mode};
 
@@ -329,11 +329,10 @@ fn build<V: HardwareVt>(
         log::error!("{}: cannot build dom{id} from '{}': {error}", V::MODE.name(), config.kernel);
         exit_emulator(STATUS_BAD_GUEST)
     });
-    let page = &mut memory[built.hypercall_page_gfn as usize];
-    for number in 0..HYPERCALL_PAGE_ENTRIES {
-        let at = (number * HYPERCALL_STUB_SIZE) as usize;
-        page[at..at + HYPERCALL_STUB_SIZE as usize].copy_from_slice(&V::hypercall_stub(number));
-    }
+    domain_builder::fill_hypercall_page(
+        &mut memory[built.hypercall_page_gfn as usize],
+        V::hypercall_stub,
+    );
     VcpuBoot {
         entry: built.entry,
         stack_top: built.stack_top,

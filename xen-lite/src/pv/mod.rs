@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST, STATUS_DOMAIN_KILLED};
 use hypercall_abi::frame::has_error_code;
 use hypercall_abi::hypercall::{
-    Hypercall, HYPERCALL_PAGE_ENTRIES, HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR, SYSCALL_BOUNCE_VECTOR,
+    Hypercall, HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR, SYSCALL_BOUNCE_VECTOR,
 };
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::Mode;
@@ -586,11 +586,10 @@ fn build(
         log::error!("pv: cannot build dom{id} from '{}': {error}", config.kernel);
         exit_emulator(STATUS_BAD_GUEST)
     });
-    let page = &mut memory[built.hypercall_page_gfn as usize];
-    for number in 0..HYPERCALL_PAGE_ENTRIES {
-        let at = (number * HYPERCALL_STUB_SIZE) as usize;
-        page[at..at + HYPERCALL_STUB_SIZE as usize].copy_from_slice(&hypercall_stub(number));
-    }
+    domain_builder::fill_hypercall_page(
+        &mut memory[built.hypercall_page_gfn as usize],
+        hypercall_stub,
+    );
     let regs = TrapFrame {
         rip: built.entry,
         cs: u64::from(GUEST_KERNEL_CS.bits()),

@@ -28,15 +28,6 @@ use pv_user::{
     wait, yield_now,
 };
 
-/// VM exit reasons xen-lite's timer causes (its tick, and the guest's virtual tick).
-const TIMER_REASONS: [u16; 5] = [
-    vm_exit::EXTERNAL_INTERRUPT,
-    vm_exit::PREEMPTION_TIMER,
-    vm_exit::INTERRUPT_WINDOW,
-    vm_exit::IO_INSTRUCTION,
-    vm_exit::HLT,
-];
-
 /// One reading: the instruction counter and xen-lite's counters (zero natively).
 #[derive(Clone, Copy)]
 struct Reading {
@@ -66,8 +57,8 @@ fn cost(before: &Reading, after: &Reading) -> Cost {
     for (slot, reason) in reasons.iter_mut().enumerate() {
         *reason = a.vm_exits[slot] - b.vm_exits[slot];
     }
-    let timer_exits: u64 = TIMER_REASONS.iter().map(|&r| reasons[usize::from(r)]).sum();
-    for r in TIMER_REASONS {
+    let timer_exits: u64 = vm_exit::TIMER_REASONS.iter().map(|&r| reasons[usize::from(r)]).sum();
+    for r in vm_exit::TIMER_REASONS {
         reasons[usize::from(r)] = 0;
     }
     let exits = reasons.iter().sum::<u64>();

@@ -18,17 +18,6 @@ use pv_user::{getpid, hvstats, int80, println};
 /// Calls per path.
 const CALLS: u64 = 10_000;
 
-/// Exit reasons the timer causes, whatever the guest is doing: xen-lite's own tick (external
-/// interrupt, or the VMX-preemption timer that backs it up), and the guest's tick (the
-/// interrupt window to inject it, the `out` of its EOI, a `hlt` while waiting).
-const TIMER_REASONS: [u16; 5] = [
-    vm_exit::EXTERNAL_INTERRUPT,
-    vm_exit::PREEMPTION_TIMER,
-    vm_exit::INTERRUPT_WINDOW,
-    vm_exit::IO_INSTRUCTION,
-    vm_exit::HLT,
-];
-
 /// One path's measurement: the counters' growth over `CALLS` calls.
 fn measure(path: &str, call: fn() -> u64) -> Result<bool, Errno> {
     let before = hvstats()?;
@@ -39,7 +28,7 @@ fn measure(path: &str, call: fn() -> u64) -> Result<bool, Errno> {
     let delta = |f: fn(&Stats) -> u64| f(&after) - f(&before);
     let entries = delta(|s| s.entries_syscall);
     let exits = delta(Stats::vm_exits_total);
-    let timer: u64 = TIMER_REASONS
+    let timer: u64 = vm_exit::TIMER_REASONS
         .iter()
         .map(|&r| after.vm_exits[usize::from(r)] - before.vm_exits[usize::from(r)])
         .sum();
