@@ -23,7 +23,9 @@ pub enum Hypercall {
     MmuUpdate = 1,
     /// `stack_switch(ss, rsp)`: the ring-1 stack bounces from ring 3 start on.
     StackSwitch = 3,
-    /// `set_callbacks(event, failsafe, syscall, no_delivery_start, no_delivery_end)`.
+    /// `set_callbacks(event, failsafe, syscall, no_delivery_start, no_delivery_end)`. The
+    /// no-delivery window lies in the domain's memory and spans at most [`NO_DELIVERY_MAX`]
+    /// bytes (both 0: none).
     SetCallbacks = 4,
     /// `set_timer_op(deadline_ns)`: one-shot timer event at system time `deadline_ns`; 0
     /// cancels.
@@ -115,6 +117,10 @@ pub const SYSCALL_BOUNCE_VECTOR: u64 = 0x100;
 
 /// `xen_version` of this xen-lite: 0.1.
 pub const XEN_LITE_VERSION: u64 = 1;
+
+/// Longest `set_callbacks` no-delivery window, in bytes: it covers the few instructions
+/// between unmasking events and `iretq`, not a whole kernel (which would never take an event).
+pub const NO_DELIVERY_MAX: u64 = 256;
 
 /// `console_io` command: write.
 pub const CONSOLEIO_WRITE: u64 = 0;

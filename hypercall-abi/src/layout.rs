@@ -70,6 +70,14 @@ pub fn va_to_gfn(va: u64, nr_pages: u64) -> Option<u64> {
     (gfn < nr_pages).then_some(gfn)
 }
 
+/// Whether `va` is canonical: bits 63..47 all equal (48-bit virtual addresses). A page-table
+/// walk uses only bits 47..0, so a non-canonical address has a canonical twin with the same
+/// entries; hypercalls that take addresses refuse it rather than silently edit the twin's.
+pub const fn is_canonical(va: u64) -> bool {
+    let top = va >> 47;
+    top == 0 || top == (1 << 17) - 1
+}
+
 /// Whether `[start, start + len)` touches the hypervisor's reserved range (or wraps around).
 pub fn overlaps_hypervisor(start: u64, len: u64) -> bool {
     match start.checked_add(len) {
@@ -94,6 +102,16 @@ mod tests {
         assert_eq!(va_to_gfn(GUEST_KERNEL_BASE + 5, 2048), Some(0x100));
         assert_eq!(va_to_gfn(gfn_to_va(2048), 2048), None);
         assert_eq!(va_to_gfn(GUEST_DIRECT_MAP - 1, 2048), None);
+    }
+
+    #[test]
+    fn canonical_addresses_are_the_two_halves() {
+        for va in [0, USER_END - 1, HYPERVISOR_START, GUEST_DIRECT_MAP, u64::MAX] {
+            assert!(is_canonical(va), "{va:#x}");
+        }
+        for va in [USER_END, HYPERVISOR_START - 1, 0x0001_0000_0000_0000, 1 << 63] {
+            assert!(!is_canonical(va), "{va:#x}");
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const WRMSR: u16 = 32;
 pub const INVALID_GUEST_STATE: u16 = 33;
 /// VM entry failed: MSR loading.
 pub const MSR_LOADING: u16 = 34;
+/// `invd` (always exits).
+pub const INVD: u16 = 13;
+/// `wbinvd` (exits with the WBINVD-exiting control).
+pub const WBINVD: u16 = 54;
 /// The guest touched a guest-physical address its EPT does not allow.
 pub const EPT_VIOLATION: u16 = 48;
 /// An EPT entry is malformed.

@@ -91,10 +91,14 @@ pub enum Workload {
     /// Map the page just past the domain's memory and read it (pv: refused; vmx: EPT
     /// violation, killed; native: it reads a neighbour's memory).
     BeyondMemory,
+    /// One attack of the hostile table, by name (`workloads::attacks`).
+    Attack(ProgramName),
+    /// The bystander of `attack=read-guest-visible-stacks`: page faults with marked registers.
+    SecretFaults,
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault, domain-switch=K, event-cost";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +164,10 @@ impl Args {
                 ("beyond-memory", None) => Workload::BeyondMemory,
                 ("triple-fault", None) => Workload::TripleFault,
                 ("event-cost", None) => Workload::EventCost,
+                ("secret-faults", None) => Workload::SecretFaults,
+                ("attack", Some(name)) => {
+                    Workload::Attack(ProgramName::new(name).ok_or(ArgsError::BadOption("attack"))?)
+                }
                 ("syscall-stack-on-page-table", None) => Workload::SyscallStackOnPageTable,
                 ("domain-switch", Some(count)) => Workload::DomainSwitch(
                     cmdline::parse_u64(count)
@@ -224,6 +232,10 @@ mod tests {
             Workload::Run(ProgramName::new("hello").unwrap())
         );
         assert_eq!(Args::parse("run="), Err(ArgsError::BadOption("run")));
+        assert_eq!(
+            Args::parse("attack=event-storm").unwrap().workload,
+            Workload::Attack(ProgramName::new("event-storm").unwrap())
+        );
         assert_eq!(Args::parse("pong=x"), Err(ArgsError::BadOption("pong")));
     }
 

@@ -208,8 +208,15 @@ pub fn end_catch(frame: &mut TrapFrame, caught: Caught) -> bool {
     frame.cs = u64::from(platform::KERNEL_CS);
     frame.rsp = CATCH_RSP.load(Ordering::SeqCst);
     frame.ss = u64::from(platform::KERNEL_SS);
+    // The snippet's flags stay the snippet's: the kernel resumes without its TF (which would
+    // single-step the kernel), NT (its next `iretq` would #GP), AC or DF.
+    frame.rflags &= !SNIPPET_ONLY_RFLAGS;
     true
 }
+
+/// RFLAGS bits a snippet may set that must not follow the kernel out of [`catch`]: TF, DF, NT,
+/// RF, AC.
+const SNIPPET_ONLY_RFLAGS: u64 = 1 << 8 | 1 << 10 | 1 << 14 | 1 << 16 | 1 << 18;
 
 /// Called by the stubs with the saved frame. The system call, the path every benchmark runs,
 /// is handled right here; events and exceptions each have a function of their own, so that
@@ -225,6 +232,22 @@ extern "C" fn handle(frame: &mut TrapFrame) {
         EVENT_VECTOR => on_event(frame),
         _ => on_exception(frame),
     }
+    if frame.cs & 3 == 3 && frame.rip >= hypercall_abi::layout::USER_END {
+        unreturnable(frame);
+    }
+}
+
+/// The frame would return to user code at an address no `iretq` can return to: non-canonical,
+/// or in the kernel's half. A `syscall` in the last two bytes of user space does that (its
+/// return address is 0x8000_0000_0000, the CVE-2012-0217 set-up): returning would make this
+/// kernel's own `iretq` fault in kernel mode. End the program instead, as if the `iretq` had
+/// raised #GP on its behalf.
+#[inline(never)]
+fn unreturnable(frame: &mut TrapFrame) {
+    crate::println!("user return to non-canonical or kernel rip {:#x} refused", frame.rip);
+    frame.vector = 13;
+    frame.error_code = 0;
+    on_exception(frame);
 }
 
 /// An event upcall (pv) or the timer interrupt (hvm).

@@ -8,6 +8,8 @@
 //! | `kernel=NAME`          | bundle image to boot (default `guest-pv` or `guest-hvm`)     |
 //! | `loglevel=info`        | `error`, `warn`, `info`, `debug` or `trace`                  |
 //! | `selftest=panic\|ud\|pf` | provoke a fault in xen-lite after boot (tests the fatal path) |
+//! | `umip=on\|off`         | CR4.UMIP where the CPU has it (default on): `sgdt`, `sidt`, `sldt`, `str`, `smsw` trap outside ring 0 |
+//! | `audit=on\|off`        | check the protection invariants after every entry (DESIGN §4; default off) |
 
 use core::fmt;
 
@@ -49,6 +51,10 @@ pub struct Config<'a> {
     pub log_level: LevelFilter,
     /// A deliberate fault to provoke, if any.
     pub selftest: Option<Selftest>,
+    /// Turn CR4.UMIP on where the CPU has it.
+    pub umip: bool,
+    /// Run the invariant auditor after every entry.
+    pub audit: bool,
 }
 
 /// What is wrong with a command line.
@@ -106,6 +112,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
     let mut kernel = None;
     let mut log_level = LevelFilter::Info;
     let mut selftest = None;
+    let (mut umip, mut audit) = (true, false);
     for word in cmdline::words(line) {
         let word = word.map_err(ConfigError::Syntax)?;
         let value = word.value.unwrap_or("");
@@ -141,6 +148,14 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                     _ => return Err(bad("panic, ud or pf")),
                 })
             }
+            "umip" | "audit" => {
+                let on = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("on or off")),
+                };
+                *if word.key == "umip" { &mut umip } else { &mut audit } = on;
+            }
             _ => return Err(ConfigError::UnknownWord(word.key)),
         }
     }
@@ -155,7 +170,17 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         "pv" => "guest-pv",
         _ => "guest-hvm",
     });
-    Ok(Config { mode, domains, domain_count, domain_pages, kernel, log_level, selftest })
+    Ok(Config {
+        mode,
+        domains,
+        domain_count,
+        domain_pages,
+        kernel,
+        log_level,
+        selftest,
+        umip,
+        audit,
+    })
 }
 
 impl Config<'_> {
@@ -179,6 +204,8 @@ mod tests {
         assert_eq!(config.kernel, "guest-hvm");
         assert_eq!(config.log_level, LevelFilter::Debug);
         assert_eq!(config.selftest, Some(Selftest::InvalidOpcode));
+        let config = parse("mode=pv domain=a umip=off audit=on").unwrap();
+        assert_eq!((config.umip, config.audit), (false, true));
     }
 
     #[test]
@@ -188,6 +215,7 @@ mod tests {
         assert_eq!(config.domain_pages, DEFAULT_DOMAIN_MEMORY / PAGE_SIZE);
         assert_eq!(config.kernel, "guest-pv");
         assert_eq!(config.selftest, None);
+        assert_eq!((config.umip, config.audit), (true, false));
     }
 
     #[test]
@@ -215,6 +243,10 @@ mod tests {
             Err(ConfigError::BadValue { .. })
         ));
         assert!(matches!(parse("mode=pv domain=\"a"), Err(ConfigError::Syntax(_))));
+        assert!(matches!(
+            parse("mode=pv domain=a audit=yes"),
+            Err(ConfigError::BadValue { key: "audit", .. })
+        ));
         assert_eq!(
             parse("mode=native domain=a domain=b").unwrap_err(),
             ConfigError::TooManyDomains { count: 2, max: 1 }

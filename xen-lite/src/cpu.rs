@@ -10,6 +10,8 @@ use crate::instructions::{cpuid, rdmsr};
 
 /// CPUID.1:ECX bit 5: VMX.
 const CPUID_1_ECX_VMX: u32 = 1 << 5;
+/// CPUID.(EAX=7,ECX=0):ECX bit 2: UMIP.
+const CPUID_7_ECX_UMIP: u32 = 1 << 2;
 /// CPUID.80000001h:ECX bit 2: SVM.
 const CPUID_80000001_ECX_SVM: u32 = 1 << 2;
 
@@ -23,6 +25,8 @@ pub struct CpuReport {
     pub vmx: Option<(u32, u64)>,
     /// Whether CPUID reports SVM.
     pub svm: bool,
+    /// Whether CPUID reports UMIP (user-mode instruction prevention, CR4 bit 11).
+    pub umip: bool,
 }
 
 /// Reads everything [`CpuReport`] holds.
@@ -48,7 +52,8 @@ pub fn probe() -> CpuReport {
         ((basic & 0x7fff_ffff) as u32, control)
     });
     let svm = max_extended >= 0x8000_0001 && cpuid(0x8000_0001, 0)[2] & CPUID_80000001_ECX_SVM != 0;
-    CpuReport { vendor, brand, vmx, svm }
+    let umip = cpuid(0, 0)[0] >= 7 && cpuid(7, 0)[2] & CPUID_7_ECX_UMIP != 0;
+    CpuReport { vendor, brand, vmx, svm, umip }
 }
 
 fn text(bytes: &[u8]) -> &str {
@@ -68,4 +73,25 @@ pub fn log_report(report: &CpuReport) {
         None => log::info!("cpu: VMX not offered by this CPU"),
     }
     log::info!("cpu: SVM {}", if report.svm { "offered" } else { "not offered" });
+}
+
+/// Turns CR4.UMIP on if the CPU has it and the command line wants it. Then `sgdt`, `sidt`,
+/// `sldt`, `str` and `smsw` raise #GP outside ring 0 instead of showing a guest where
+/// xen-lite's tables are (one of the instructions that make x86 fail Popek and Goldberg);
+/// `pv` emulates them for the guest kernel with fixed values (`pv::guest_exception`).
+pub fn set_umip(report: &CpuReport, wanted: bool) {
+    let on = report.umip && wanted;
+    let cr4 = crate::instructions::read_cr4();
+    let bit = x86::controlregs::Cr4::CR4_ENABLE_UMIP.bits() as u64;
+    // SAFETY: UMIP only changes what the five instructions do outside ring 0; xen-lite never
+    // executes them there.
+    unsafe { crate::instructions::write_cr4(if on { cr4 | bit } else { cr4 & !bit }) };
+    log::info!(
+        "cpu: UMIP {}",
+        match (report.umip, wanted) {
+            (false, _) => "not offered",
+            (true, true) => "on",
+            (true, false) => "offered, off (umip=off)",
+        }
+    );
 }

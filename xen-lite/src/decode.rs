@@ -1,4 +1,5 @@
-//! Names the privileged instruction at a faulting guest `rip`.
+//! Names the privileged instruction at a faulting guest `rip`, and decodes the five
+//! unprivileged reads of system state that CR4.UMIP turns into #GP.
 //!
 //! A `pv` guest kernel runs in ring 1, where every instruction that controls the machine
 //! raises #GP instead of executing: that is what makes ring compression a virtualization
@@ -68,6 +69,145 @@ pub fn privileged_instruction(bytes: &[u8]) -> Option<&'static str> {
     })
 }
 
+/// An instruction that reads a descriptor-table register or CR0 without being privileged:
+/// with CR4.UMIP set it raises #GP outside ring 0 (and xen-lite emulates it for a `pv` kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UmipRead {
+    /// `sgdt m`: GDTR, 10 bytes.
+    Sgdt,
+    /// `sidt m`: IDTR, 10 bytes.
+    Sidt,
+    /// `sldt r/m`: the LDT selector.
+    Sldt,
+    /// `str r/m`: the task register's selector.
+    Str,
+    /// `smsw r/m`: the low bits of CR0.
+    Smsw,
+}
+
+/// Where a decoded instruction stores its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// General register `index` (0 = rax ... 15 = r15); `size` bytes are written (2, or 8 for a
+    /// zero-extended 32- or 64-bit destination).
+    Register {
+        /// The register number, as ModRM and REX encode it.
+        index: u8,
+        /// Bytes written.
+        size: u8,
+    },
+    /// A memory operand: `[base + index * scale + displacement]`, or `rip`-relative.
+    Memory {
+        /// Base register, if any.
+        base: Option<u8>,
+        /// Index register and scale, if any.
+        index: Option<(u8, u8)>,
+        /// Signed displacement.
+        displacement: i64,
+        /// `[rip + displacement]`: relative to the next instruction.
+        rip_relative: bool,
+    },
+}
+
+impl Operand {
+    /// The linear address of a memory operand, given the registers (by number) and the address
+    /// of the next instruction.
+    pub fn address(&self, registers: &[u64; 16], next_rip: u64) -> Option<u64> {
+        let Operand::Memory { base, index, displacement, rip_relative } = *self else {
+            return None;
+        };
+        let mut address = if rip_relative { next_rip } else { 0 };
+        if let Some(base) = base {
+            address = address.wrapping_add(registers[usize::from(base)]);
+        }
+        if let Some((index, scale)) = index {
+            address = address.wrapping_add(registers[usize::from(index)] << scale);
+        }
+        Some(address.wrapping_add(displacement as u64))
+    }
+}
+
+/// A decoded UMIP instruction: what it reads, where it stores, and its length in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UmipInstruction {
+    /// What it reads.
+    pub read: UmipRead,
+    /// Where the result goes.
+    pub operand: Operand,
+    /// Bytes, prefixes included (the emulation skips them).
+    pub length: u8,
+}
+
+/// Decodes `sgdt`, `sidt`, `sldt`, `str` or `smsw` in 64-bit mode at the start of `bytes`.
+/// Instructions with an FS or GS override, a 32-bit address size, or a register operand
+/// where only memory is legal are not decoded (`None`): xen-lite delivers their #GP unchanged.
+/// See: Intel SDM Vol. 2, revision 086, 2.1-2.2 (ModRM, SIB, REX) and the five instructions.
+pub fn umip_instruction(bytes: &[u8]) -> Option<UmipInstruction> {
+    let mut at = 0;
+    let mut operand_16 = false;
+    while let Some(&prefix) = bytes.get(at) {
+        match prefix {
+            0x66 => operand_16 = true,
+            0x2e | 0x36 | 0x3e | 0x26 | 0xf0 | 0xf2 | 0xf3 => {}
+            _ => break, // FS/GS overrides (0x64/0x65) and 0x67 are not ours to emulate
+        }
+        at += 1;
+    }
+    let rex = match bytes.get(at)? {
+        &rex @ 0x40..=0x4f => {
+            at += 1;
+            rex
+        }
+        _ => 0,
+    };
+    let (opcode, modrm) = (bytes.get(at..at + 2)?, *bytes.get(at + 2)?);
+    at += 3;
+    let (reg, mode, rm) = ((modrm >> 3) & 7, modrm >> 6, modrm & 7);
+    let read = match (opcode, reg) {
+        ([0x0f, 0x01], 0) if mode != 3 => UmipRead::Sgdt,
+        ([0x0f, 0x01], 1) if mode != 3 => UmipRead::Sidt,
+        ([0x0f, 0x01], 4) => UmipRead::Smsw,
+        ([0x0f, 0x00], 0) => UmipRead::Sldt,
+        ([0x0f, 0x00], 1) => UmipRead::Str,
+        _ => return None,
+    };
+    let rex_b = (rex & 1) << 3;
+    if mode == 3 {
+        let size = if operand_16 { 2 } else { 8 };
+        let operand = Operand::Register { index: rm | rex_b, size };
+        return Some(UmipInstruction { read, operand, length: at as u8 });
+    }
+    let (rex_x, mut base, mut index) = ((rex & 2) << 2, Some(rm | rex_b), None);
+    let mut rip_relative = false;
+    if rm == 4 {
+        let sib = *bytes.get(at)?;
+        at += 1;
+        let (scale, sib_index, sib_base) = (sib >> 6, ((sib >> 3) & 7) | rex_x, sib & 7);
+        index = (sib_index != 4).then_some((sib_index, scale));
+        base = Some(sib_base | rex_b);
+        if sib_base == 5 && mode == 0 {
+            base = None; // [index * scale + disp32]
+        }
+    } else if rm == 5 && mode == 0 {
+        (base, rip_relative) = (None, true);
+    }
+    let disp_len = match mode {
+        1 => 1,
+        2 => 4,
+        _ if base.is_none() => 4,
+        _ => 0,
+    };
+    let raw = bytes.get(at..at + disp_len)?;
+    at += disp_len;
+    let displacement = match disp_len {
+        1 => i64::from(raw[0] as i8),
+        4 => i64::from(i32::from_le_bytes(raw.try_into().ok()?)),
+        _ => 0,
+    };
+    let operand = Operand::Memory { base, index, displacement, rip_relative };
+    Some(UmipInstruction { read, operand, length: at as u8 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +254,61 @@ mod tests {
             &[0x66],
         ] {
             assert_eq!(privileged_instruction(bytes), None, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn umip_instructions_decode_with_their_operands() {
+        let memory = |base, index, displacement| Operand::Memory {
+            base,
+            index,
+            displacement,
+            rip_relative: false,
+        };
+        let cases: [(&[u8], UmipRead, Operand, u8); 9] = [
+            (&[0x0f, 0x01, 0x00], UmipRead::Sgdt, memory(Some(0), None, 0), 3), // sgdt [rax]
+            (&[0x0f, 0x01, 0x4c, 0x24, 0x08], UmipRead::Sidt, memory(Some(4), None, 8), 5), // sidt [rsp+8]
+            (&[0x41, 0x0f, 0x01, 0x45, 0xf0], UmipRead::Sgdt, memory(Some(13), None, -16), 5), // sgdt [r13-16]
+            (&[0x0f, 0x01, 0x04, 0x8b], UmipRead::Sgdt, memory(Some(3), Some((1, 2)), 0), 4), // sgdt [rbx+rcx*4]
+            (&[0x0f, 0x00, 0xc8], UmipRead::Str, Operand::Register { index: 0, size: 8 }, 3), // str eax
+            (&[0x66, 0x41, 0x0f, 0x00, 0xc1], UmipRead::Sldt, Operand::Register { index: 9, size: 2 }, 5), // sldt r9w
+            (&[0x0f, 0x01, 0xe0], UmipRead::Smsw, Operand::Register { index: 0, size: 8 }, 3), // smsw eax
+            (&[0x0f, 0x00, 0x0c, 0x25, 0x00, 0x10, 0, 0], UmipRead::Str, memory(None, None, 0x1000), 8), // str [0x1000]
+            (&[0x0f, 0x01, 0x05, 0x10, 0, 0, 0], UmipRead::Sgdt, Operand::Memory { base: None, index: None, displacement: 0x10, rip_relative: true }, 7),
+        ];
+        for (bytes, read, operand, length) in cases {
+            assert_eq!(
+                umip_instruction(bytes),
+                Some(UmipInstruction { read, operand, length }),
+                "{bytes:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn umip_operands_resolve_like_the_cpu() {
+        let mut registers = [0u64; 16];
+        registers[3] = 0x1000; // rbx
+        registers[1] = 0x20; // rcx
+        let sgdt = umip_instruction(&[0x0f, 0x01, 0x44, 0x8b, 0xf8]).unwrap(); // [rbx+rcx*4-8]
+        assert_eq!(sgdt.operand.address(&registers, 0), Some(0x1000 + 0x80 - 8));
+        let relative = umip_instruction(&[0x0f, 0x01, 0x05, 0x10, 0, 0, 0]).unwrap();
+        assert_eq!(relative.operand.address(&registers, 0x5000), Some(0x5010));
+        let str = umip_instruction(&[0x0f, 0x00, 0xc8]).unwrap();
+        assert_eq!(str.operand.address(&registers, 0), None, "a register operand");
+    }
+
+    #[test]
+    fn what_is_not_ours_to_emulate_is_not_decoded() {
+        for bytes in [
+            &[0x0f, 0x01, 0xc0][..],  // sgdt with a register operand: #UD, not UMIP
+            &[0x65, 0x0f, 0x01, 0x00], // sgdt gs:[rax]
+            &[0x67, 0x0f, 0x01, 0x00], // 32-bit address size
+            &[0x0f, 0x01, 0x10],       // lgdt
+            &[0x0f, 0x01, 0x44],       // truncated
+            &[0x0f, 0x00],
+        ] {
+            assert_eq!(umip_instruction(bytes), None, "{bytes:02x?}");
         }
     }
 }

@@ -3,18 +3,28 @@
 //! Steps, for every vector:
 //!  1. The CPU pushes `ss, rsp, rflags, cs, rip` (and, for some exceptions, an error code) on
 //!     the current stack or, when it comes from an outer ring, on TSS.RSP0; on an IST stack for
-//!     vectors that ask for one.
+//!     vectors that ask for one (`idt.rs`).
 //!  2. The vector's stub pushes a zero where the CPU pushed no error code, so every frame has
 //!     the same shape, then pushes its vector number.
 //!  3. `trap_common` pushes the fifteen general registers, completing a [`TrapFrame`], then
 //!     loads xen-lite's own CR3 (until here only the switcher is mapped, see `switcher.rs`),
-//!     moves to xen-lite's private handler stack if it came from a guest (so nothing of
-//!     xen-lite's is ever left on the stack a guest can read), and calls
-//!     [`crate::trap::handle_trap`] with a pointer to the frame.
-//!  4. If the handler returns, `trap_return` loads the CR3 of the context being resumed
-//!     (`switcher::RETURN_CR3`), pops the registers, drops vector and error code, and `iretq`
-//!     resumes whatever the frame now describes. The handler may have rewritten the frame: that
-//!     is how xen-lite bounces to a guest handler or switches to another domain.
+//!     keeping the CR3 it interrupted.
+//!  4. If the frame is on an IST stack (mapped into every guest), it is copied to xen-lite's
+//!     private handler stack and the IST copy is wiped: nothing of one domain may stay where
+//!     another can read it, and no handler runs on a stack a guest can see (DESIGN §4,
+//!     invariant 6). The handler then runs just below the copy. Otherwise, an entry from a guest
+//!     moves to the private handler stack, leaving the frame on the entry stack.
+//!  5. `trap_common` calls [`crate::trap::handle_trap`] with the frame and the interrupted CR3;
+//!     the handler returns the CR3 to resume with (the running domain's, xen-lite's, or, for an
+//!     entry that interrupted the switcher itself, the one it interrupted).
+//!  6. `trap_return` loads that CR3, pops the registers, drops vector and error code, and
+//!     `iretq` resumes whatever the frame now describes. Into a guest's address space, the
+//!     frame is first moved to the entry stack, the only stack mapped there that nothing else
+//!     uses at that moment. The handler may have rewritten the frame: that is how xen-lite
+//!     bounces to a guest handler or switches to another domain.
+//!
+//! An NMI takes none of these steps: xen-lite has no NMI source, so its entry counts it and
+//! returns at once, touching no register and no stack but the CPU's own frame on its IST page.
 //!
 //! All of this code lives in `.text.switcher`, on pages of its own, because it runs with a
 //! guest's CR3 loaded and so must be mapped in every guest.
@@ -30,8 +40,8 @@ use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
 
 use crate::switcher::{
-    SyscallFast, SyscallScratch, ENTRY_FRAME, HANDLER_STACK_TOP, HYPERVISOR_CR3, RETURN_CR3,
-    SYSCALL_FAST, SYSCALL_SCRATCH, SYSCALL_STACK,
+    SyscallFast, SyscallScratch, ENTRY_FRAME, HANDLER_STACK_TOP, HYPERVISOR_CR3, SYSCALL_FAST,
+    SYSCALL_SCRATCH, SYSCALL_STACK,
 };
 use crate::trap::handle_trap;
 
@@ -73,20 +83,51 @@ trap_common:
     "#,
     hypercall_abi::push_registers!(), // completes the TrapFrame: rax at the lowest address
     r#"
+    mov r12, cr3                    // r12 (callee-saved): the interrupted CR3
     mov rax, [rip + {hypervisor_cr3}]
     mov cr3, rax                    // all of xen-lite is mapped from here on
     mov rbx, rsp                    // rbx (callee-saved): the frame
-    test byte ptr [rsp + {cs}], 3   // from ring 1 or 3?
+    lea rax, [rip + {ist_stacks}]   // on an IST stack?
+    mov rdx, rbx
+    sub rdx, rax
+    cmp rdx, {ist_stacks_size}
+    jae 4f
+    // Step 4: move the frame off the IST page to the handler stack, and wipe the page's copy.
+    mov rdi, [rip + {handler_stack}] // the top, unless xen-lite itself was running on the
+    test byte ptr [rbx + {cs}], 3   // handler stack (a nested entry): then below its rsp.
+    jnz 5f                          // From a guest, or from the switcher on a guest's CR3
+    cmp r12, [rip + {hypervisor_cr3}] // (whose rsp the guest chose), the stack is free.
+    jne 5f
+    mov rax, [rbx + {saved_rsp}]
+    mov rdx, rdi
+    sub rdx, rax
+    cmp rdx, {handler_stack_size}
+    jae 5f
+    lea rdi, [rax - 128]
+5:  and rdi, -16
+    sub rdi, {frame_size}
+    mov r13, rdi                    // the copy
+    mov rsi, rbx
+    mov ecx, {frame_words}
+    rep movsq
+    mov rdi, rbx
+    mov ecx, {frame_words}
+    xor eax, eax
+    rep stosq
+    mov rbx, r13
+    mov rsp, r13                    // the handler runs below its frame
+    jmp 2f
+4:  test byte ptr [rsp + {cs}], 3   // from ring 1 or 3?
     jz 2f
     mov rsp, [rip + {handler_stack}] // then run on xen-lite's private stack
 2:
-    mov rdi, rbx                    // argument: &mut TrapFrame
+    mov rdi, rbx                    // arguments: &mut TrapFrame, the interrupted CR3
+    mov rsi, r12
     cld                             // the ABI wants DF clear on function entry
-    call {handler}
+    call {handler}                  // returns the CR3 to resume with
     mov rsp, rbx
     .global trap_return
-trap_return:                        // rsp points at a TrapFrame
-    mov rax, [rip + {return_cr3}]
+trap_return:                        // rsp points at a TrapFrame, rax holds the CR3 to load
     cmp rax, [rip + {hypervisor_cr3}]
     je 3f                           // staying in xen-lite's address space: pop in place
     mov rsi, rsp                    // into a guest: the frame must be on the entry stack, the
@@ -100,6 +141,12 @@ trap_return:                        // rsp points at a TrapFrame
     hypercall_abi::pop_registers!(),
     r#"
     add rsp, {vector_and_error}     // drop vector and error code
+    iretq
+
+    // NMI (IST 4), with any CR3: count it in the switcher's scratch page and return.
+    .global nmi_entry
+nmi_entry:
+    lock inc qword ptr [rip + {syscall_scratch} + {nmis}]
     iretq
 
     // `syscall` from user code (LSTAR). The CPU saved rip in rcx and rflags in r11, cleared IF
@@ -165,8 +212,13 @@ switcher_text_end:
     vector_and_error = const STUB_PUSHED,
     handler = sym handle_trap,
     hypervisor_cr3 = sym HYPERVISOR_CR3,
-    return_cr3 = sym RETURN_CR3,
     handler_stack = sym HANDLER_STACK_TOP,
+    handler_stack_size = const crate::switcher::HANDLER_STACK_SIZE,
+    ist_stacks = sym crate::gdt::IST_STACKS,
+    ist_stacks_size = const core::mem::size_of_val(&crate::gdt::IST_STACKS),
+    frame_size = const size_of::<TrapFrame>(),
+    saved_rsp = const offset_of!(TrapFrame, rsp),
+    nmis = const offset_of!(SyscallScratch, nmis),
     entry_frame = sym ENTRY_FRAME,
     syscall_scratch = sym SYSCALL_SCRATCH,
     user_rsp = const offset_of!(SyscallScratch, user_rsp),
@@ -191,13 +243,20 @@ switcher_text_end:
 unsafe extern "C" {
     /// The first generated stub; see the module documentation.
     static trap_vectors: u8;
-    /// The return half of `trap_common`: `rsp` must point at a complete [`TrapFrame`].
+    /// The return half of `trap_common`: `rsp` must point at a complete [`TrapFrame`] and `rax`
+    /// hold the CR3 to resume with.
     fn trap_return() -> !;
     static switcher_text_start: u8;
     static switcher_text_end: u8;
     static syscall_entry: u8;
     static syscall_fast_start: u8;
     static syscall_fast_end: u8;
+    static nmi_entry: u8;
+}
+
+/// The NMI entry (its IDT gate).
+pub fn nmi_entry_address() -> u64 {
+    core::ptr::addr_of!(nmi_entry) as u64
 }
 
 /// The instructions of the `syscall` fast path that write or read guest memory: a page fault
@@ -216,19 +275,21 @@ pub fn switcher_text() -> (u64, u64) {
     (core::ptr::addr_of!(switcher_text_start) as u64, core::ptr::addr_of!(switcher_text_end) as u64)
 }
 
-/// Starts the context `frame` describes: copies it to just below `stack_top` (the hypervisor
-/// stack, so that stack is empty again once `iretq` leaves) and returns into it.
+/// Starts the context `frame` describes with `cr3`: copies it to just below `stack_top` (the
+/// hypervisor stack, so that stack is empty again once `iretq` leaves) and returns into it.
 ///
 /// # Safety
-/// `stack_top` must be the top of a stack nothing else is using, and `frame` must describe a
-/// context that is safe to run (valid selectors, mapped `rip` and `rsp`).
-pub unsafe fn enter_frame(frame: &TrapFrame, stack_top: u64) -> ! {
+/// `stack_top` must be the top of a stack nothing else is using, `frame` must describe a
+/// context that is safe to run (valid selectors, mapped `rip` and `rsp`) and `cr3` an address
+/// space that maps it and the switcher.
+pub unsafe fn enter_frame(frame: &TrapFrame, stack_top: u64, cr3: u64) -> ! {
     let slot = (stack_top - size_of::<TrapFrame>() as u64) as *mut TrapFrame;
     // SAFETY: the caller gives us an unused stack; the slot lies inside it.
     unsafe { slot.write(*frame) };
-    // SAFETY: `rsp` now points at a complete frame, which is what `trap_return` expects.
+    // SAFETY: `rsp` now points at a complete frame and `rax` at the CR3, which is what
+    // `trap_return` expects.
     unsafe {
-        core::arch::asm!("mov rsp, {slot}", "jmp {ret}", slot = in(reg) slot, ret = sym trap_return, options(noreturn))
+        core::arch::asm!("mov rsp, {slot}", "jmp {ret}", slot = in(reg) slot, ret = sym trap_return, in("rax") cr3, options(noreturn))
     }
 }
 

@@ -61,14 +61,49 @@ pub const DOUBLE_FAULT_IST: u8 = 1;
 /// stack in use; the `syscall` fast path (`entry.rs`) runs on a guest's stack, which the guest
 /// may have left unwritable, so a fault there must land on a stack of xen-lite's own.
 pub const PAGE_FAULT_IST: u8 = 2;
+/// IST slot of the #DB stack: a `syscall` with TF set raises #DB at CPL 0 on the first
+/// instruction of `syscall_entry`, still on the user's stack (Intel and Bochs; Xen XSA-204).
+pub const DEBUG_IST: u8 = 3;
+/// IST slot of the NMI stack: an NMI can arrive on any instruction, that one included.
+pub const NMI_IST: u8 = 4;
+/// IST slot of the #MC stack, for the same reason.
+pub const MACHINE_CHECK_IST: u8 = 5;
 const STACK_SIZE: usize = 16 * 1024;
 
-/// Taken on a double fault, so a kernel-stack overflow still gets reported.
+/// Taken on a double fault, so a kernel-stack overflow still gets reported. (Always fatal: the
+/// run ends, so what it leaves there is never seen by a guest.)
 static DOUBLE_FAULT_STACK: Stack<STACK_SIZE> = Stack::new();
-/// Taken on every page fault ([`PAGE_FAULT_IST`]).
-static PAGE_FAULT_STACK: Stack<STACK_SIZE> = Stack::new();
+/// The stacks of the IST vectors that can return (#PF, #DB, NMI, #MC), one page each, side by
+/// side so `trap_common` can tell with one range check that a frame is on one of them. Guests
+/// map them (the CPU pushes there with a guest's CR3 loaded), so nothing may stay there: the
+/// entry code moves each frame to xen-lite's private handler stack and wipes the page
+/// (DESIGN §4, invariant 6).
+pub static IST_STACKS: Stack<{ IST_PAGES * 4096 }> = Stack::new();
+/// The IST vectors with a page in [`IST_STACKS`], in page order.
+const IST_PAGE_SLOTS: [u8; IST_PAGES] = [PAGE_FAULT_IST, DEBUG_IST, NMI_IST, MACHINE_CHECK_IST];
+const IST_PAGES: usize = 4;
 /// The stack every entry from an outer ring (1 or 3) starts on (TSS.RSP0).
 static HYPERVISOR_STACK: Stack<STACK_SIZE> = Stack::new();
+
+/// The top of IST slot `ist`'s page in [`IST_STACKS`].
+pub fn ist_top(ist: u8) -> u64 {
+    let page =
+        IST_PAGE_SLOTS.iter().position(|&slot| slot == ist).expect("an IST slot with a page");
+    IST_STACKS.bottom() + (page as u64 + 1) * 4096
+}
+
+/// The guest-visible stacks xen-lite's CPU tables point at, as `(name, bottom, top)`: what the
+/// auditor checks and what a domain switch scrubs.
+pub fn guest_visible_stacks() -> [(&'static str, u64, u64); 5] {
+    let page = |ist| (ist_top(ist) - 4096, ist_top(ist));
+    [
+        ("entry stack (TSS.RSP0)", HYPERVISOR_STACK.bottom(), HYPERVISOR_STACK.top()),
+        ("#PF stack (IST 2)", page(PAGE_FAULT_IST).0, page(PAGE_FAULT_IST).1),
+        ("#DB stack (IST 3)", page(DEBUG_IST).0, page(DEBUG_IST).1),
+        ("NMI stack (IST 4)", page(NMI_IST).0, page(NMI_IST).1),
+        ("#MC stack (IST 5)", page(MACHINE_CHECK_IST).0, page(MACHINE_CHECK_IST).1),
+    ]
+}
 
 /// Top of [`HYPERVISOR_STACK`].
 pub fn hypervisor_stack_top() -> u64 {
@@ -104,17 +139,17 @@ pub fn bases() -> (u64, u64) {
     (core::ptr::from_ref(&gdt.0) as u64, core::ptr::from_ref(tss.0.get()) as u64)
 }
 
-/// The pages a guest must see (see `switcher.rs`): GDT, TSS, the entry stack, the #DF stack.
+/// The pages a guest must see (see `switcher.rs`): GDT, TSS, the entry stack, the #DF stack,
+/// the other IST stacks.
 pub fn switcher_pages() -> [(u64, u64); 5] {
     let gdt = GDT.get().expect("gdt::init runs at boot").pages();
     let tss = TSS.get().expect("gdt::init runs at boot").pages();
-    let stack = |bottom: u64, top: u64| (bottom, top);
     [
         gdt,
         tss,
-        stack(HYPERVISOR_STACK.bottom(), HYPERVISOR_STACK.top()),
-        stack(DOUBLE_FAULT_STACK.bottom(), DOUBLE_FAULT_STACK.top()),
-        stack(PAGE_FAULT_STACK.bottom(), PAGE_FAULT_STACK.top()),
+        (HYPERVISOR_STACK.bottom(), HYPERVISOR_STACK.top()),
+        (DOUBLE_FAULT_STACK.bottom(), DOUBLE_FAULT_STACK.top()),
+        (IST_STACKS.bottom(), IST_STACKS.top()),
     ]
 }
 
@@ -144,7 +179,9 @@ pub fn init() {
         let mut tss = TaskStateSegment::new();
         let top = DOUBLE_FAULT_STACK.top();
         tss.set_ist(usize::from(DOUBLE_FAULT_IST - 1), top);
-        tss.set_ist(usize::from(PAGE_FAULT_IST - 1), PAGE_FAULT_STACK.top());
+        for ist in IST_PAGE_SLOTS {
+            tss.set_ist(usize::from(ist - 1), ist_top(ist));
+        }
         tss.set_rsp(Ring::Ring0, hypervisor_stack_top());
         // No I/O permission bitmap: its offset points past the TSS limit, so `in`/`out` from
         // any ring above IOPL (0) raise #GP. Left at 0, the CPU would read the TSS's own first

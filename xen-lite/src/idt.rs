@@ -4,7 +4,7 @@
 //!
 //! | vectors      | DPL | why                                                              |
 //! |--------------|-----|------------------------------------------------------------------|
-//! | 0-31         | 0   | exceptions; #DF on its own stack (IST 1)                         |
+//! | 0-31         | 0   | exceptions; #DF, #PF, #DB, NMI and #MC on IST stacks (`gdt.rs`)   |
 //! | 3 (#BP), 4 (#OF) | 3 | `int3` and `into` are legal in user code: they must reach the  |
 //! |              |     | handler as #BP/#OF, not as #GP                                   |
 //! | 0x20         | 0   | the timer (IRQ 0 of the 8259 PIC, remapped)                      |
@@ -24,8 +24,11 @@ use x86::dtables::DescriptorTablePointer;
 use x86::segmentation::{BuildDescriptor, DescriptorBuilder, GateDescriptorBuilder};
 use x86::Ring;
 
-use crate::entry::{stub_address, EXCEPTION_VECTORS};
-use crate::gdt::{DOUBLE_FAULT_IST, GUEST_KERNEL_CS, HYPERVISOR_CS, PAGE_FAULT_IST};
+use crate::entry::{nmi_entry_address, stub_address, EXCEPTION_VECTORS};
+use crate::gdt::{
+    DEBUG_IST, DOUBLE_FAULT_IST, GUEST_KERNEL_CS, HYPERVISOR_CS, MACHINE_CHECK_IST, NMI_IST,
+    PAGE_FAULT_IST,
+};
 use crate::instructions;
 use crate::switcher::{CpuTable, PageAligned};
 use crate::timer::{SPURIOUS_VECTOR, TIMER_VECTOR};
@@ -49,6 +52,19 @@ fn gate_dpl(vector: u8) -> Option<Ring> {
     }
 }
 
+/// The IST slot a vector's gate names: the vectors that can arrive where no good stack is (a
+/// double fault; a page fault, #DB, NMI or #MC in the `syscall` entry, on a guest's stack).
+fn ist_slot(vector: u8) -> Option<u8> {
+    match vector {
+        Vector::DOUBLE_FAULT => Some(DOUBLE_FAULT_IST),
+        Vector::PAGE_FAULT => Some(PAGE_FAULT_IST),
+        Vector::DEBUG => Some(DEBUG_IST),
+        Vector::NMI => Some(NMI_IST),
+        Vector::MACHINE_CHECK => Some(MACHINE_CHECK_IST),
+        _ => None,
+    }
+}
+
 /// The IDT's address, for a VMCS's host-state area.
 pub fn base() -> u64 {
     core::ptr::from_ref(IDT.get().expect("idt::init runs at boot").0.get()) as u64
@@ -60,17 +76,17 @@ pub fn init() {
         let mut idt = [Descriptor64::NULL; 256];
         for vector in 0..=255u8 {
             let Some(dpl) = gate_dpl(vector) else { continue };
+            // An NMI never reaches Rust: its entry counts it and returns (`entry.rs`).
+            let entry =
+                if vector == Vector::NMI { nmi_entry_address() } else { stub_address(vector) };
             let mut gate = <DescriptorBuilder as GateDescriptorBuilder<u64>>::interrupt_descriptor(
                 HYPERVISOR_CS,
-                stub_address(vector),
+                entry,
             )
             .present()
             .dpl(dpl);
-            if vector == Vector::DOUBLE_FAULT {
-                gate = gate.ist(DOUBLE_FAULT_IST);
-            }
-            if vector == Vector::PAGE_FAULT {
-                gate = gate.ist(PAGE_FAULT_IST);
+            if let Some(ist) = ist_slot(vector) {
+                gate = gate.ist(ist);
             }
             idt[usize::from(vector)] = gate.finish();
         }
@@ -114,5 +130,13 @@ mod tests {
         assert_eq!(gate_dpl(0x82), Some(Ring::Ring1), "hypercalls: ring 1 only");
         assert_eq!(gate_dpl(0x80), None, "no fast trap yet");
         assert_eq!(gate_dpl(0x21), None);
+    }
+
+    #[test]
+    fn every_vector_that_can_hit_the_syscall_entry_has_a_stack_of_its_own() {
+        for vector in [1, 2, 8, 14, 18] {
+            assert!(ist_slot(vector).is_some(), "vector {vector}");
+        }
+        assert_eq!(ist_slot(13), None, "#GP arrives on the entry stack or xen-lite's own");
     }
 }

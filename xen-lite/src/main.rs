@@ -104,6 +104,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         exit_emulator(STATUS_BAD_BUNDLE)
     });
     console::set_level(config.log_level);
+    cpu::set_umip(&cpu, config.umip);
     log::info!(
         "bundle: {} images, mode={}, {} domain(s)",
         bundle.len(),

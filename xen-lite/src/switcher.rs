@@ -13,15 +13,19 @@
 //! | `HYPERVISOR_CR3`, `SYSCALL_STACK`      | read         | the entry code loads xen-lite's CR3 and, for `syscall`, the entry stack's top from them |
 //! | entry stack (TSS.RSP0) and #DF stack   | read, write  | the CPU pushes the interrupt frame there |
 //! | `SYSCALL_FAST`                         | read         | the `syscall` fast path: where the running domain's syscalls are bounced (its callback, stack, virtual IF) |
-//! | `SYSCALL_SCRATCH`                      | read, write  | `syscall` does not switch stacks: the entry code parks the user's `rsp` and `rip` here, and counts fast bounces |
-//! | #PF stack (IST 2)                      | read, write  | a page fault in the fast path (on a guest stack) needs a stack of xen-lite's |
+//! | `SYSCALL_SCRATCH`                      | read, write  | `syscall` does not switch stacks: the entry code parks the user's `rsp` and `rip` here, and counts fast bounces and NMIs |
+//! | #PF, #DB, NMI, #MC stacks (IST 2-5)    | read, write  | these can arrive in the `syscall` entry, on a guest's stack, so they need stacks of xen-lite's |
 //!
 //! Everything else — xen-lite's code and data, its map of physical memory, other domains — is
 //! simply absent. All of it sits in xen-lite's image, in one level-4 slot; every guest's L4 gets
 //! that slot pointing at a small tree (built once, owned by xen-lite, never mappable by a guest)
 //! that maps these pages and nothing else. The guest can read the switcher but can change
-//! nothing in it that matters: the entry stack holds only the frame of the context being
-//! entered or resumed (the handler runs on a private stack, [`HANDLER_STACK`]).
+//! nothing in it that matters, and can read nothing of another domain's in it (DESIGN §4,
+//! invariant 6): the entry stack holds only the frame of the context being entered or resumed
+//! (the handler runs on a private stack, [`HANDLER_STACK`]); a frame that lands on an IST
+//! stack is moved to the private stack and wiped there at once (`entry.rs`); and what the
+//! `syscall` entry and the NMI entry leave behind (two registers in the scratch page, an NMI's
+//! frame) is wiped whenever another domain is about to run ([`scrub_before_switch`]).
 //!
 //! The price: every entry from a guest writes CR3 twice (to xen-lite's tables and back), and
 //! without PCIDs each write flushes the TLB. `Stats::cr3_writes` counts them.
@@ -101,6 +105,8 @@ pub struct SyscallScratch {
     pub user_rip: AtomicU64,
     /// System calls the fast path bounced since xen-lite last looked (`take_fast_bounces`).
     pub fast_bounces: AtomicU64,
+    /// NMIs taken (and ignored: xen-lite has no NMI source) since boot.
+    pub nmis: AtomicU64,
 }
 
 /// See [`SyscallScratch`].
@@ -108,6 +114,7 @@ pub static SYSCALL_SCRATCH: PageAligned<SyscallScratch> = PageAligned(SyscallScr
     user_rsp: AtomicU64::new(0),
     user_rip: AtomicU64::new(0),
     fast_bounces: AtomicU64::new(0),
+    nmis: AtomicU64::new(0),
 });
 
 /// Where the `syscall` fast path bounces the running domain's system calls: its registered
@@ -152,11 +159,12 @@ pub fn interrupted_syscall() -> (u64, u64) {
     )
 }
 
-/// The CR3 `trap_return` loads before popping the frame: the resumed domain's, or xen-lite's.
-/// Read while xen-lite's CR3 is loaded, so it need not be in the switcher.
+/// The CR3 an entry resumes with (what `trap::handle_trap` returns to `trap_return`): the
+/// resumed domain's, or xen-lite's. Private to xen-lite.
 pub static RETURN_CR3: AtomicU64 = AtomicU64::new(0);
 
-const HANDLER_STACK_SIZE: usize = 64 * 1024;
+/// Bytes in [`HANDLER_STACK`].
+pub const HANDLER_STACK_SIZE: usize = 64 * 1024;
 /// The private stack xen-lite's handlers run on after an entry from a guest.
 pub static HANDLER_STACK: Stack<HANDLER_STACK_SIZE> = Stack::new();
 /// [`HANDLER_STACK`]'s top, for the entry code.
@@ -186,13 +194,39 @@ pub fn set_return_cr3(cr3: u64) {
     RETURN_CR3.store(cr3, Ordering::SeqCst);
 }
 
+/// The CR3 the next return from an entry loads.
+pub fn return_cr3() -> u64 {
+    RETURN_CR3.load(Ordering::SeqCst)
+}
+
+/// NMIs the NMI entry counted since boot.
+pub fn nmi_count() -> u64 {
+    SYSCALL_SCRATCH.0.nmis.load(Ordering::Relaxed)
+}
+
+/// Wipes what the running domain may have left in pages every domain maps, before another one
+/// runs: the user `rsp`/`rip` the `syscall` entry parked in the scratch page, and an NMI's
+/// frame on its IST page (every other IST frame is wiped by the entry code as it arrives, and
+/// the entry stack's frame slot is rewritten by `trap_return` with the next domain's own).
+pub fn scrub_before_switch() {
+    SYSCALL_SCRATCH.0.user_rsp.store(0, Ordering::Relaxed);
+    SYSCALL_SCRATCH.0.user_rip.store(0, Ordering::Relaxed);
+    let top = crate::gdt::ist_top(crate::gdt::NMI_IST);
+    let words = core::mem::size_of::<crate::entry::TrapFrame>() / 8;
+    let frame = (top - words as u64 * 8) as *mut u64;
+    // SAFETY: the top words of the NMI's IST page, a static of xen-lite's that only the CPU
+    // writes (an NMI's frame); an NMI arriving during the wipe pushes its frame again, below
+    // no live data, and the next switch wipes it.
+    unsafe { core::ptr::write_bytes(frame, 0, words) };
+}
+
 /// Page-table entry bits.
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 2;
 
 /// The pages a guest sees, with their rights: `(start, end, writable)`.
 fn regions() -> [(u64, u64, bool); 10] {
-    let [gdt, tss, rsp0, df, pf] = crate::gdt::switcher_pages();
+    let [gdt, tss, rsp0, df, ist] = crate::gdt::switcher_pages();
     [
         (crate::entry::switcher_text().0, crate::entry::switcher_text().1, false),
         (crate::idt::table_pages().0, crate::idt::table_pages().1, false),
@@ -203,7 +237,7 @@ fn regions() -> [(u64, u64, bool); 10] {
         (SYSCALL_SCRATCH.pages().0, SYSCALL_SCRATCH.pages().1, true),
         (rsp0.0, rsp0.1, true),
         (df.0, df.1, true),
-        (pf.0, pf.1, true),
+        (ist.0, ist.1, true),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! What xen-lite does with an exception: for now, every exception is fatal.
+//! What xen-lite does with an exception: hands it to the mode that owns it, or reports it.
 //!
 //! xen-lite itself should never fault, so an exception here is a bug: report everything a
 //! student needs to find it (vector, error code, all registers, where), then end the run with
@@ -6,6 +6,7 @@
 //! its faults arrive here too and are reported as the guest's.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::devices::STATUS_HYPERVISOR_FAULT;
 
@@ -18,6 +19,10 @@ use crate::memory_map::IMAGE_BASE;
 pub struct Vector;
 
 impl Vector {
+    /// #DB: debug (single step, `int1`, breakpoints).
+    pub const DEBUG: u8 = 1;
+    /// NMI: non-maskable interrupt.
+    pub const NMI: u8 = 2;
     /// #BP: breakpoint (`int3`).
     pub const BREAKPOINT: u8 = 3;
     /// #OF: overflow (`into`).
@@ -28,6 +33,8 @@ impl Vector {
     pub const GENERAL_PROTECTION: u8 = 13;
     /// #PF: page fault.
     pub const PAGE_FAULT: u8 = 14;
+    /// #MC: machine check.
+    pub const MACHINE_CHECK: u8 = 18;
 
     /// The mnemonic and description of an exception vector.
     pub fn name(vector: u64) -> (&'static str, &'static str) {
@@ -69,20 +76,29 @@ impl Vector {
     }
 }
 
-/// Called by `trap_common` for every vector with the saved state. In `pv` mode the timer,
-/// hypercalls and anything raised in ring 1 or 3 belong to the domains; in `vmx` mode the
-/// timer (taken while idle; guests exit to the run loop instead). A spurious PIC interrupt is
-/// ignored in every mode; an exception in xen-lite itself is always fatal.
-pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
+/// Called by `trap_common` for every vector with the saved state and the CR3 it interrupted;
+/// returns the CR3 to resume with. In `pv` mode the timer, hypercalls and anything raised in
+/// ring 1 or 3 belong to the domains; in `vmx` mode the timer (taken while idle; guests exit to
+/// the run loop instead). A spurious PIC interrupt is ignored in every mode, and so is the #DB
+/// a `syscall` with TF set raises on the entry's first instruction; any other exception in
+/// xen-lite itself is fatal.
+pub extern "C" fn handle_trap(frame: &mut TrapFrame, interrupted_cr3: u64) -> u64 {
     if frame.vector == u64::from(crate::timer::SPURIOUS_VECTOR) {
-        return; // nothing happened: no EOI, no tick
+        return interrupted_cr3; // nothing happened: no EOI, no tick
+    }
+    if frame.vector == u64::from(Vector::DEBUG)
+        && frame.cs & 3 == 0
+        && frame.rip == crate::entry::syscall_entry_address()
+    {
+        return syscall_single_step(frame, interrupted_cr3);
     }
     if frame.vector == u64::from(Vector::PAGE_FAULT)
         && frame.cs & 3 == 0
         && crate::entry::syscall_fast_writes().contains(&frame.rip)
         && crate::pv::active()
     {
-        return replay_syscall(frame);
+        replay_syscall(frame);
+        return crate::switcher::return_cr3();
     }
     let from_guest = frame.cs & 3 != 0;
     let ours = frame.vector == u64::from(crate::timer::TIMER_VECTOR) || from_guest;
@@ -93,7 +109,25 @@ pub extern "C" fn handle_trap(frame: &mut TrapFrame) {
     } else {
         fatal_exception(frame)
     }
+    crate::switcher::return_cr3()
 }
+
+/// A user ran `syscall` with TF set. `syscall` itself clears TF (FMASK), but the single-step
+/// trap of the `syscall` instruction is still raised, at CPL 0, on the first instruction of
+/// `syscall_entry`, before it has switched stacks (Intel SDM Vol. 3A, revision 086, 18.3.1.4;
+/// Bochs does the same; AMD does not: Xen XSA-204). The frame landed on the #DB IST stack and
+/// was moved off it; nothing has happened yet that needs undoing, so return to the entry's
+/// first instruction, in the address space it was in, and let it run. The user's TF is in
+/// `r11` and reaches the guest kernel in the bounced frame, as it would natively.
+fn syscall_single_step(frame: &mut TrapFrame, interrupted_cr3: u64) -> u64 {
+    const RFLAGS_TF: u64 = 1 << 8;
+    frame.rflags &= !RFLAGS_TF;
+    SYSCALL_SINGLE_STEPS.fetch_add(1, Ordering::Relaxed);
+    interrupted_cr3
+}
+
+/// How many [`syscall_single_step`] traps were ignored, for the end-of-run summary.
+pub static SYSCALL_SINGLE_STEPS: AtomicU64 = AtomicU64::new(0);
 
 /// The `syscall` fast path faulted on the guest's stack or shared page (the guest unmapped or
 /// write-protected them): turn the frame back into the user's `syscall` and let the slow path,

@@ -24,6 +24,7 @@ mod boot_tests;
 mod checks;
 mod test;
 mod gdb;
+mod hostile;
 mod doctor;
 
 use std::process::ExitCode;

@@ -330,12 +330,18 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
 
     let next = AtomicUsize::new(0);
     let results = Mutex::new((0usize, 0usize));
+    let hostile_rows = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.min(runnable.len()) {
             scope.spawn(|| {
                 while let Some(test) = runnable.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let (ok, report) = run_one(test, &artifacts, options);
+                    let (ok, report, seen) = run_one(test, &artifacts, options);
                     println!("{report}");
+                    if let Some(seen) = seen {
+                        let expected = test.expect[0].to_string();
+                        let mut rows = hostile_rows.lock().unwrap_or_else(|p| p.into_inner());
+                        rows.push((test.label(), expected, seen, ok));
+                    }
                     let mut counts = results.lock().unwrap_or_else(|p| p.into_inner());
                     if ok {
                         counts.0 += 1
@@ -347,13 +353,22 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
         }
     });
     let (passed, failed) = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut rows = hostile_rows.into_inner().unwrap_or_else(|p| p.into_inner());
+    rows.sort();
+    crate::hostile::print_table(&rows);
     tally.passed += passed;
     tally.failed += failed;
     Ok(())
 }
 
-/// Boots one test; returns whether it passed and its report.
-fn run_one(test: &BootTest, artifacts: &Artifacts, options: &TestOptions) -> (bool, String) {
+/// Boots one test; returns whether it passed, its report, and (for a hostile case) the line
+/// that shows what happened.
+fn run_one(
+    test: &BootTest,
+    artifacts: &Artifacts,
+    options: &TestOptions,
+) -> (bool, String, Option<String>) {
+    let hostile = test.name.starts_with("hostile-");
     let label = test.label();
     let attempt = || -> Result<(Option<String>, emulator::Outcome, std::path::PathBuf), String> {
         let dir = emulator::private_dir(&label.replace('/', "-"))?;
@@ -380,7 +395,8 @@ fn run_one(test: &BootTest, artifacts: &Artifacts, options: &TestOptions) -> (bo
     match attempt() {
         Ok((None, outcome, dir)) => {
             let _ = std::fs::remove_dir_all(dir);
-            (true, format!("PASS  {label} ({:.1} s)", outcome.elapsed.as_secs_f64()))
+            let seen = hostile.then(|| crate::hostile::seen(&outcome.console));
+            (true, format!("PASS  {label} ({:.1} s)", outcome.elapsed.as_secs_f64()), seen)
         }
         Ok((Some(problem), outcome, dir)) => {
             let tail: Vec<&str> = outcome.console.lines().rev().take(20).collect();
@@ -392,9 +408,10 @@ fn run_one(test: &BootTest, artifacts: &Artifacts, options: &TestOptions) -> (bo
                     dir.display(),
                     tail.join("\n        ")
                 ),
+                hostile.then(|| crate::hostile::seen(&outcome.console)),
             )
         }
-        Err(error) => (false, format!("FAIL  {label}: {error}")),
+        Err(error) => (false, format!("FAIL  {label}: {error}"), hostile.then(|| error.clone())),
     }
 }
 

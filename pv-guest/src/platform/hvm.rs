@@ -286,11 +286,17 @@ pub fn install_traps() -> Result<(), Errno> {
         use x86::msr::{rdmsr, wrmsr, IA32_EFER, IA32_FMASK, IA32_LSTAR, IA32_STAR};
         wrmsr(IA32_STAR, u64::from(KERNEL_CS) << 32);
         wrmsr(IA32_LSTAR, core::ptr::addr_of!(hvm_syscall_entry) as u64);
-        wrmsr(IA32_FMASK, 1 << 9 | 1 << 8 | 1 << 10);
+        wrmsr(IA32_FMASK, SYSCALL_CLEARS_RFLAGS);
         wrmsr(IA32_EFER, rdmsr(IA32_EFER) | 1);
     }
     Ok(())
 }
+
+/// RFLAGS bits `syscall` clears on entry (FMASK): IF (no interrupt before the entry has a
+/// stack), TF, DF (the ABI wants it clear), IOPL, and NT and AC, which a user sets with `popfq`:
+/// with NT still set, this kernel's own `iretq` would raise #GP (in 64-bit mode `iretq` with NT
+/// is a task return, which does not exist), so a user could panic the kernel. As Linux's.
+const SYSCALL_CLEARS_RFLAGS: u64 = 1 << 9 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 14 | 1 << 18;
 
 static IDT: spin::Once<[x86::bits64::segmentation::Descriptor64; 256]> = spin::Once::new();
 

@@ -4,6 +4,7 @@
 //! flavour has no timer or trap table yet) the workload says so and fails, rather than
 //! pretending.
 
+mod attacks;
 mod demo;
 mod hostile;
 mod selftest;
@@ -40,6 +41,11 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::TripleFault => hostile::triple_fault(),
         Workload::DomainSwitch(domains) => demo::domain_switch(info, domains),
         Workload::EventCost => demo::event_cost(),
+        Workload::Attack(name) => return attacks::run(info, name.as_str()),
+        Workload::SecretFaults => {
+            attacks::secret_faults();
+            Ok(())
+        }
         Workload::SyscallStackOnPageTable => {
             hostile::syscall_stack_on_page_table(info);
             return run_program(info, "hello");

@@ -559,6 +559,11 @@ fn xen_lite_is_out_of_reach() {
         2,
     );
     let idt = platform::idt_base();
+    if idt == 0 {
+        // UMIP is on: xen-lite emulates `sidt` and shows no address (`umip=off` shows it).
+        println!("ok sidt shows no IDT (UMIP): the checks of xen-lite's tables are skipped");
+        return;
+    }
     let caught = touch(idt, true);
     expect_caught(
         "writing the IDT is #PF (read-only)",

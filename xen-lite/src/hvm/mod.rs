@@ -84,6 +84,9 @@ pub enum Exit {
         /// `out` (else `in`).
         write: bool,
     },
+    /// `wbinvd` or `invd`: a cache flush (or, worse, a discard) the guest does not need, since
+    /// xen-lite gives it no device that could; skipped.
+    CacheFlush,
     /// `rdmsr` or `wrmsr`; the MSR is in `ecx`, the value in `edx:eax`.
     Msr {
         /// `wrmsr` (else `rdmsr`).
@@ -477,6 +480,7 @@ impl<V: HardwareVt> Hvm<V> {
                 }
             }
             Exit::InterruptWindow => {} // the next trip injects
+            Exit::CacheFlush => self.vt.skip_instruction(vcpu),
             // The tick that is due is pending at the PIC but was not delivered as an exit (the
             // Bochs quirk in `Vmx::set_tick_length`): take it here.
             Exit::TimeUp => take_pending_interrupts(),

@@ -9,7 +9,7 @@ use hypercall_abi::shared_info::SharedInfo;
 use hypercall_abi::Mode;
 
 use super::guest_memory::guest_offset;
-use super::page_types::{FrameTable, PageInfo, TableMemory, ENTRIES};
+use super::page_types::{FrameTable, PageInfo, PageType, TableMemory, ENTRIES};
 use crate::entry::TrapFrame;
 use crate::frame::Frame;
 use crate::memory_map::{phys_to_virt, HYPERVISOR_L4_SLOTS};
@@ -146,7 +146,7 @@ impl Domain {
         regs: TrapFrame,
         page_info: &'static mut [PageInfo],
     ) -> Domain {
-        Domain {
+        let mut domain = Domain {
             id,
             mode: Mode::Pv,
             state: State::Runnable,
@@ -170,7 +170,14 @@ impl Domain {
             line_len: 0,
             stats: Stats::new(),
             page_info,
-        }
+        };
+        // DESIGN §4, invariant 5: xen-lite writes the shared page for the domain's whole life,
+        // through its own map, which ignores the guest's page-table rights. It holds a
+        // `Writable` type reference on the frame from the start, and never drops it, so the
+        // frame can never be validated as a page table (an attempt is `TypeConflict`).
+        let held = domain.frame_table().get_type(shared_info_gfn, PageType::Writable);
+        assert!(held.is_ok(), "a new domain's frames are all untyped");
+        domain
     }
 
     /// The direct-paging state of this domain's frames.
@@ -194,6 +201,13 @@ impl Domain {
             (0, _) | (_, None) => None,
             (callback, Some(stack)) => Some((callback, stack, mask)),
         };
+    }
+
+    /// Ends the domain for breaking the ABI, with one line naming the rule and the values.
+    pub fn kill(&mut self, why: core::fmt::Arguments<'_>) {
+        self.console_flush();
+        self.state = State::Dead(hypercall_abi::devices::STATUS_DOMAIN_KILLED);
+        log::error!("dom{} killed: {why}", self.id);
     }
 
     /// Whether it has ended.
@@ -250,11 +264,28 @@ impl Domain {
         info.type_count > 0 && info.page_type.level().is_some()
     }
 
-    /// The domain's `SharedInfo`, through xen-lite's map.
+    /// The type record of frame `gfn` (for the auditor).
+    pub fn page_info(&self, gfn: u64) -> PageInfo {
+        self.page_info[gfn as usize]
+    }
+
+    /// The domain's `SharedInfo`, through xen-lite's map: the one path by which xen-lite writes
+    /// a frame of the domain outside [`Domain::copy_to_guest`]. It checks, every time, that the
+    /// frame still holds the `Writable` type reference taken in [`Domain::new`]; a frame that
+    /// had become a page table would turn every store below into an unvalidated entry (the
+    /// escape an outside review found), so a failed check is a bug in xen-lite and stops it.
     pub fn shared(&mut self) -> &mut SharedInfo {
+        let info = self.page_info[self.shared_info_gfn as usize];
+        assert!(
+            info.page_type == PageType::Writable && info.type_count > 0,
+            "dom{}'s shared-info frame {:#x} lost its type reference: {info:?}",
+            self.id,
+            self.memory.0 + self.shared_info_gfn
+        );
         let address = self.host_address(self.shared_info_gfn * PAGE_SIZE);
         // SAFETY: the page belongs to this domain and is only accessed through this `&mut self`
-        // while xen-lite runs (the guest is stopped); the struct fits in the page.
+        // while xen-lite runs (the guest is stopped); the struct fits in the page; the check
+        // above keeps it from being a page table.
         unsafe { &mut *(address as *mut SharedInfo) }
     }
 

@@ -10,7 +10,7 @@
 use hypercall_abi::devices::GUEST_STATUS_MAX;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, Stats, TrapInfo, CONSOLEIO_MAX, CONSOLEIO_WRITE, EVTCHNOP_ALLOC_UNBOUND,
-    EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, NR_EVENT_PORTS, NR_VIRQS, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
+    EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, NO_DELIVERY_MAX, NR_EVENT_PORTS, NR_VIRQS, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
     SCHEDOP_YIELD, SYSCALL_VECTOR, XEN_LITE_VERSION,
 };
 use hypercall_abi::Mode;
@@ -141,7 +141,8 @@ fn do_set_callbacks(
     [event, failsafe, syscall, start, end]: [u64; 5],
 ) -> Result {
     let bad = |address: u64| address != 0 && !valid_code_address(domain, address);
-    if bad(event) || bad(failsafe) || bad(syscall) || bad(start) || start > end {
+    let window_bad = start > end || end - start > NO_DELIVERY_MAX || bad(start) || bad(end);
+    if bad(event) || bad(failsafe) || bad(syscall) || window_bad {
         return Err(Errno::EINVAL);
     }
     domain.event_callback = event;

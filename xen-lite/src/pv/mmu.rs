@@ -14,7 +14,7 @@ use hypercall_abi::hypercall::{
     MMUEXT_PIN_L4_TABLE, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MMU_BATCH_MAX,
     MMU_NORMAL_PT_UPDATE, UVMF_INVLPG,
 };
-use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::layout::{is_canonical, PAGE_SIZE};
 
 use super::domain::Domain;
 use super::page_types::{MmError, PageType, TableMemory, ADDRESS_MASK, PTE_PRESENT};
@@ -32,12 +32,28 @@ fn read_record(domain: &Domain, array: u64, index: u64) -> core::result::Result<
     Ok([word(0), word(1)])
 }
 
-/// Stores the applied count, if the guest asked for it.
-fn report_done(domain: &Domain, done: u64, count: u64) -> core::result::Result<(), Errno> {
+/// Checks, before a batch applies anything, that its `done` pointer (if any) can take the
+/// count: otherwise the batch would be applied and then reported as `EFAULT`, hiding that it
+/// was.
+fn check_done(domain: &Domain, done: u64) -> core::result::Result<(), Errno> {
     if done != 0 {
-        domain.copy_to_guest(done, &count.to_le_bytes())?;
+        let mut current = [0u8; 8];
+        domain.copy_from_guest(done, &mut current)?;
+        domain.copy_to_guest(done, &current)?;
     }
     Ok(())
+}
+
+/// Stores the applied count, if the guest asked for it. [`check_done`] passed before the batch,
+/// so this fails only if the batch itself made `done`'s frame a page table: the guest pointed
+/// xen-lite's output at a table it was building, an ABI violation, and is killed (the count
+/// could not be reported either way).
+fn report_done(domain: &mut Domain, done: u64, count: u64, what: &str) {
+    if done != 0 && domain.copy_to_guest(done, &count.to_le_bytes()).is_err() {
+        domain.kill(format_args!(
+            "{what}: `done` at {done:#x} lies in a frame its own batch made a page table ({count} applied)"
+        ));
+    }
 }
 
 /// Counts and converts a rule violation.
@@ -52,13 +68,14 @@ fn refused(domain: &mut Domain, error: MmError) -> Errno {
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) -> Result {
+    check_done(domain, done)?;
     let (applied, result) = batch(domain, requests, count, |domain, [ptr, val]| {
         apply_update(domain, MmuUpdate { ptr, val })
     })?;
     if applied > 0 {
         flush_tlb();
     }
-    report_done(domain, done, applied)?;
+    report_done(domain, done, applied, "mmu_update");
     result
 }
 
@@ -123,9 +140,10 @@ fn apply_update(domain: &mut Domain, request: MmuUpdate) -> core::result::Result
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub fn do_mmuext_op(domain: &mut Domain, ops: u64, count: u64, done: u64) -> Result {
+    check_done(domain, done)?;
     let (applied, result) =
         batch(domain, ops, count, |domain, [cmd, arg]| apply_ext(domain, MmuextOp { cmd, arg }))?;
-    report_done(domain, done, applied)?;
+    report_done(domain, done, applied, "mmuext_op");
     result
 }
 
@@ -190,6 +208,9 @@ fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errn
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub fn do_update_va_mapping(domain: &mut Domain, va: u64, entry: u64, flags: u64) -> Result {
+    if !is_canonical(va) {
+        return Err(refused(domain, MmError::NotMapped { va }));
+    }
     let l4 = domain.cr3 >> 12;
     let mut table = domain.frame_table();
     let walk = (|| {

@@ -16,6 +16,7 @@
 //!
 mod bounce;
 mod domain;
+mod emulate;
 mod events;
 mod guest_memory;
 pub mod hypercalls;
@@ -107,10 +108,7 @@ impl Pv {
 
     /// Ends domain `index` for breaking the ABI, with one line naming the rule and the values.
     pub fn kill(&mut self, index: usize, why: fmt::Arguments<'_>) {
-        let domain = self.domain(index);
-        domain.console_flush();
-        domain.state = State::Dead(STATUS_DOMAIN_KILLED);
-        log::error!("dom{index} killed: {why}");
+        self.domain(index).kill(why);
     }
 
     /// Decides what `frame` returns to, and delivers pending events to it.
@@ -161,6 +159,9 @@ impl Pv {
             if !self.domain(c).is_dead() {
                 self.domain(c).regs = *frame;
             }
+        }
+        if next != self.current.map_or(Next::Idle, Next::Domain) {
+            switcher::scrub_before_switch();
         }
         match next {
             Next::Domain(n) => {
@@ -271,6 +272,11 @@ impl Pv {
                 );
                 return;
             }
+            let emulated = readable.and_then(|n| emulate::umip_read(domain, frame, &bytes[..n]));
+            if let Some(name) = emulated {
+                log::debug!("dom{index}: emulated `{name}` (UMIP)");
+                return;
+            }
         }
         let handler = domain.traps[usize::from(vector)].address;
         if handler == 0 {
@@ -328,6 +334,11 @@ impl Pv {
                 status = code;
             }
             log::info!("{}", Summary(domain, code));
+        }
+        let steps = crate::trap::SYSCALL_SINGLE_STEPS.load(Ordering::Relaxed);
+        let nmis = switcher::nmi_count();
+        if steps + nmis > 0 {
+            log::info!("  xen-lite: {steps} #DB from a syscall with TF set, {nmis} NMIs: ignored");
         }
         exit_emulator(status)
     }
@@ -529,7 +540,7 @@ pub fn start(
     // SAFETY: `trap_return` switches to dom0's tables, which map the switcher (its code and the
     // entry stack the frame is on); `regs` is a ring-1 context the builder laid out; the entry
     // stack is unused.
-    unsafe { enter_frame(&regs, hypervisor_stack_top()) }
+    unsafe { enter_frame(&regs, hypervisor_stack_top(), cr3) }
 }
 
 /// Allocates domain `id`'s memory (contiguous, `config.domain_pages` frames) and its zeroed

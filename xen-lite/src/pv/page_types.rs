@@ -24,6 +24,9 @@
 //!    xen-lite (`ReservedSlot`).
 //! 5. Only a frame that is already a page table can be written through `update_entry`
 //!    (`NotATable`), and the new entry is validated before the old one is released.
+//! 6. A frame xen-lite itself writes for the guest (its `SharedInfo`) carries a `Writable`
+//!    reference xen-lite holds for the domain's whole life (`Domain::new`), so by rule 2 it can
+//!    never become a page table, however the guest maps or unmaps it.
 //!
 //! The code is pure: it reads and writes tables through [`TableMemory`], so the host tests
 //! run it over plain arrays.
@@ -486,6 +489,31 @@ mod tests {
             Err(MmError::TypeConflict { has: PageType::L4, wanted: PageType::L3, .. })
         ));
         assert!(table.pages.iter().all(|p| *p == PageInfo::default()));
+    }
+
+    #[test]
+    fn a_frame_xen_lite_holds_writable_can_never_become_a_page_table() {
+        let mut pages = [PageInfo::default(); 8];
+        let mut table = tree(&mut pages);
+        table.get_type(6, PageType::Writable).unwrap(); // xen-lite's own reference
+        table.pin(0, PageType::L4).unwrap();
+        // Every word of frame 6 looks like a harmless entry, and nothing maps it: still refused.
+        table.memory.0[6] = [0; ENTRIES];
+        for level in 1..=4 {
+            let wanted = PageType::table(level).unwrap();
+            let conflict =
+                Err(MmError::TypeConflict { frame: BASE + 6, has: PageType::Writable, wanted });
+            assert_eq!(table.pin(6, wanted), conflict, "pinned as {wanted:?}");
+        }
+        // Nor can an entry of a live table name it as the next level down.
+        let as_l1 = table.update_entry(2, 9, entry(6, PTE_PRESENT)).unwrap_err();
+        let as_l3 = table.update_entry(0, 9, entry(6, PTE_PRESENT)).unwrap_err();
+        assert!(matches!(as_l1, MmError::TypeConflict { wanted: PageType::L1, .. }));
+        assert!(matches!(as_l3, MmError::TypeConflict { wanted: PageType::L3, .. }));
+        // Mapping it read-only or writable is fine; unmapping leaves xen-lite's reference.
+        table.update_entry(3, 9, entry(6, RW)).unwrap();
+        table.update_entry(3, 9, 0).unwrap();
+        assert_eq!((table.pages[6].page_type, table.pages[6].type_count), (PageType::Writable, 1));
     }
 
     #[test]

@@ -293,7 +293,9 @@ impl Controls {
         )?;
         let secondary = adjust(
             "secondary processor-based",
-            SecondaryControls::ENABLE_EPT.bits(),
+            // WBINVD exiting: a guest's cache flush would stall every domain (xen-lite has no
+            // devices that need it), so it exits and is skipped, as Xen does.
+            (SecondaryControls::ENABLE_EPT | SecondaryControls::WBINVD_EXITING).bits(),
             read(msr::PROCBASED2),
         )?;
         let exit = adjust(
@@ -446,6 +448,7 @@ impl Vmx {
                     size: (qualification & 7) as u8 + 1,
                     write: qualification & (1 << 3) == 0,
                 },
+                vm_exit::INVD | vm_exit::WBINVD => Exit::CacheFlush,
                 vm_exit::RDMSR => Exit::Msr { write: false },
                 vm_exit::WRMSR => Exit::Msr { write: true },
                 vm_exit::EPT_VIOLATION => Exit::Fatal(Fatal::EptViolation {
