@@ -232,19 +232,19 @@ extern "C" fn handle(frame: &mut TrapFrame) {
         EVENT_VECTOR => on_event(frame),
         _ => on_exception(frame),
     }
-    if frame.cs & 3 == 3 && frame.rip >= hypercall_abi::layout::USER_END {
+    if frame.cs & 3 == 3 && !hypercall_abi::layout::is_canonical(frame.rip) {
         unreturnable(frame);
     }
 }
 
-/// The frame would return to user code at an address no `iretq` can return to: non-canonical,
-/// or in the kernel's half. A `syscall` in the last two bytes of user space does that (its
+/// The frame would return to user code at an address no `iretq` can return to: a
+/// non-canonical one. A `syscall` in the last two bytes of user space does that (its
 /// return address is 0x8000_0000_0000, the CVE-2012-0217 set-up): returning would make this
 /// kernel's own `iretq` fault in kernel mode. End the program instead, as if the `iretq` had
 /// raised #GP on its behalf.
 #[inline(never)]
 fn unreturnable(frame: &mut TrapFrame) {
-    crate::println!("user return to non-canonical or kernel rip {:#x} refused", frame.rip);
+    crate::println!("user return to non-canonical rip {:#x} refused", frame.rip);
     frame.vector = 13;
     frame.error_code = 0;
     on_exception(frame);

@@ -271,10 +271,25 @@ mod tests {
             (&[0x41, 0x0f, 0x01, 0x45, 0xf0], UmipRead::Sgdt, memory(Some(13), None, -16), 5), // sgdt [r13-16]
             (&[0x0f, 0x01, 0x04, 0x8b], UmipRead::Sgdt, memory(Some(3), Some((1, 2)), 0), 4), // sgdt [rbx+rcx*4]
             (&[0x0f, 0x00, 0xc8], UmipRead::Str, Operand::Register { index: 0, size: 8 }, 3), // str eax
-            (&[0x66, 0x41, 0x0f, 0x00, 0xc1], UmipRead::Sldt, Operand::Register { index: 9, size: 2 }, 5), // sldt r9w
+            (
+                &[0x66, 0x41, 0x0f, 0x00, 0xc1],
+                UmipRead::Sldt,
+                Operand::Register { index: 9, size: 2 },
+                5,
+            ), // sldt r9w
             (&[0x0f, 0x01, 0xe0], UmipRead::Smsw, Operand::Register { index: 0, size: 8 }, 3), // smsw eax
-            (&[0x0f, 0x00, 0x0c, 0x25, 0x00, 0x10, 0, 0], UmipRead::Str, memory(None, None, 0x1000), 8), // str [0x1000]
-            (&[0x0f, 0x01, 0x05, 0x10, 0, 0, 0], UmipRead::Sgdt, Operand::Memory { base: None, index: None, displacement: 0x10, rip_relative: true }, 7),
+            (
+                &[0x0f, 0x00, 0x0c, 0x25, 0x00, 0x10, 0, 0],
+                UmipRead::Str,
+                memory(None, None, 0x1000),
+                8,
+            ), // str [0x1000]
+            (
+                &[0x0f, 0x01, 0x05, 0x10, 0, 0, 0],
+                UmipRead::Sgdt,
+                Operand::Memory { base: None, index: None, displacement: 0x10, rip_relative: true },
+                7,
+            ),
         ];
         for (bytes, read, operand, length) in cases {
             assert_eq!(
@@ -301,7 +316,7 @@ mod tests {
     #[test]
     fn what_is_not_ours_to_emulate_is_not_decoded() {
         for bytes in [
-            &[0x0f, 0x01, 0xc0][..],  // sgdt with a register operand: #UD, not UMIP
+            &[0x0f, 0x01, 0xc0][..],   // sgdt with a register operand: #UD, not UMIP
             &[0x65, 0x0f, 0x01, 0x00], // sgdt gs:[rax]
             &[0x67, 0x0f, 0x01, 0x00], // 32-bit address size
             &[0x0f, 0x01, 0x10],       // lgdt

@@ -216,6 +216,7 @@ pub fn init() {
         instructions::load_segments(HYPERVISOR_CS, HYPERVISOR_DS);
         instructions::ltr(TSS_SELECTOR);
     }
+    instructions::clear_ldtr();
 }
 
 #[cfg(test)]

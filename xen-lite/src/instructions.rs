@@ -273,6 +273,15 @@ pub unsafe fn ltr(selector: SegmentSelector) {
     unsafe { x86::task::load_tr(selector) }
 }
 
+/// Loads the LDT register with the null selector: no LDT. Every selector with TI set then
+/// faults (#GP) instead of reading descriptors from whatever LDTR the firmware left: after a
+/// reset LDTR has base 0 and limit 0xffff, so a guest that maps linear page 0 would supply its
+/// own descriptors, a call gate into ring 0 among them.
+pub fn clear_ldtr() {
+    // SAFETY: a null LDTR is always valid; xen-lite never uses an LDT.
+    unsafe { x86::dtables::load_ldtr(SegmentSelector::from_raw(0)) }
+}
+
 /// Reloads CS with `code` (through a far return) and DS, ES, SS with `data`; clears FS and GS.
 ///
 /// # Safety

@@ -35,7 +35,6 @@ macro_rules! address {
     };
 }
 
-
 const PTE_PRESENT: u64 = 1;
 const PTE_WRITABLE: u64 = 2;
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -151,78 +150,168 @@ static ATTACKS: &[Attack] = &[
     // Pointer arguments: xen-lite, wrapping, huge, non-canonical, the user half, another domain.
     Attack { name: "console-io-into-xen-lite", run: |c| c.returned(console(HYPERVISOR_START, 8)) },
     Attack { name: "console-io-wrapping", run: |c| c.returned(console(u64::MAX - 3, 8)) },
-    Attack { name: "console-io-huge-length", run: |c| c.returned(console(GUEST_KERNEL_BASE, u64::MAX)) },
+    Attack {
+        name: "console-io-huge-length",
+        run: |c| c.returned(console(GUEST_KERNEL_BASE, u64::MAX)),
+    },
     Attack { name: "console-io-non-canonical", run: |c| c.returned(console(USER_END, 8)) },
     Attack { name: "console-io-user-half", run: |c| c.returned(console(0x40_0000, 8)) },
     Attack {
         name: "console-io-past-its-memory",
         run: |c| c.returned(console(gfn_to_va(c.info.nr_pages) - 4, 8)),
     },
-    Attack { name: "stats-into-its-l4", run: |c| c.returned(call(Hypercall::Stats, [c.info.pt_base, 0, 0, 0, 0])) },
-    Attack { name: "stats-into-xen-lite", run: |c| c.returned(call(Hypercall::Stats, [HYPERVISOR_START, 0, 0, 0, 0])) },
+    Attack {
+        name: "stats-into-its-l4",
+        run: |c| c.returned(call(Hypercall::Stats, [c.info.pt_base, 0, 0, 0, 0])),
+    },
+    Attack {
+        name: "stats-into-xen-lite",
+        run: |c| c.returned(call(Hypercall::Stats, [HYPERVISOR_START, 0, 0, 0, 0])),
+    },
     Attack { name: "stats-into-the-switcher", run: stats_into_the_switcher },
-    Attack { name: "trap-table-in-xen-lite", run: |c| c.returned(call(Hypercall::SetTrapTable, [HYPERVISOR_START, 0, 0, 0, 0])) },
-    Attack { name: "trap-table-wrapping", run: |c| c.returned(call(Hypercall::SetTrapTable, [u64::MAX - 15, 0, 0, 0, 0])) },
+    Attack {
+        name: "trap-table-in-xen-lite",
+        run: |c| c.returned(call(Hypercall::SetTrapTable, [HYPERVISOR_START, 0, 0, 0, 0])),
+    },
+    Attack {
+        name: "trap-table-wrapping",
+        run: |c| c.returned(call(Hypercall::SetTrapTable, [u64::MAX - 15, 0, 0, 0, 0])),
+    },
     Attack { name: "trap-handler-in-user-half", run: trap_handler_in_user_half },
     Attack {
         name: "stack-switch-into-xen-lite",
-        run: |c| c.returned(call(Hypercall::StackSwitch, [u64::from(FLAT_RING1_DS), HYPERVISOR_START + 0x2000, 0, 0, 0])),
-    },
-    Attack { name: "stack-switch-wrapping", run: |c| c.returned(call(Hypercall::StackSwitch, [u64::from(FLAT_RING1_DS), 16, 0, 0, 0])) },
-    Attack { name: "stack-switch-xen-lite-selector", run: |c| c.returned(call(Hypercall::StackSwitch, [0x10, c.info.stack_top, 0, 0, 0])) },
-    Attack { name: "callback-in-xen-lite", run: |c| c.returned(call(Hypercall::SetCallbacks, [HYPERVISOR_START, 0, 0, 0, 0])) },
-    Attack {
-        name: "callback-window-ends-in-xen-lite",
-        run: |c| c.returned(call(Hypercall::SetCallbacks, [0, 0, 0, GUEST_KERNEL_BASE, HYPERVISOR_START])),
+        run: |c| {
+            c.returned(call(
+                Hypercall::StackSwitch,
+                [u64::from(FLAT_RING1_DS), HYPERVISOR_START + 0x2000, 0, 0, 0],
+            ))
+        },
     },
     Attack {
-        name: "callback-window-covers-the-kernel",
-        run: |c| c.returned(call(Hypercall::SetCallbacks, [0, 0, 0, GUEST_KERNEL_BASE, GUEST_KERNEL_BASE + (1 << 20)])),
+        name: "stack-switch-wrapping",
+        run: |c| c.returned(call(Hypercall::StackSwitch, [u64::from(FLAT_RING1_DS), 16, 0, 0, 0])),
     },
-    Attack { name: "mmu-update-records-in-xen-lite", run: |c| c.returned(call(Hypercall::MmuUpdate, [HYPERVISOR_START, 1, 0, 0, 0])) },
-    Attack { name: "mmu-update-records-wrapping", run: |c| c.returned(call(Hypercall::MmuUpdate, [u64::MAX - 15, 2, 0, 0, 0])) },
-    Attack { name: "mmu-update-huge-count", run: |c| c.returned(call(Hypercall::MmuUpdate, [GUEST_KERNEL_BASE, u64::MAX, 0, 0, 0])) },
+    Attack {
+        name: "stack-switch-xen-lite-selector",
+        run: |c| c.returned(call(Hypercall::StackSwitch, [0x10, c.info.stack_top, 0, 0, 0])),
+    },
+    Attack {
+        name: "callback-in-xen-lite",
+        run: |c| c.returned(call(Hypercall::SetCallbacks, [HYPERVISOR_START, 0, 0, 0, 0])),
+    },
+    Attack {
+        name: "callback-window-into-xen-lite",
+        run: |c| {
+            c.returned(call(
+                Hypercall::SetCallbacks,
+                [0, 0, 0, GUEST_KERNEL_BASE, HYPERVISOR_START],
+            ))
+        },
+    },
+    Attack {
+        name: "callback-window-over-the-kernel",
+        run: |c| {
+            c.returned(call(
+                Hypercall::SetCallbacks,
+                [0, 0, 0, GUEST_KERNEL_BASE, GUEST_KERNEL_BASE + (1 << 20)],
+            ))
+        },
+    },
+    Attack {
+        name: "mmu-update-records-in-xen-lite",
+        run: |c| c.returned(call(Hypercall::MmuUpdate, [HYPERVISOR_START, 1, 0, 0, 0])),
+    },
+    Attack {
+        name: "mmu-update-records-wrapping",
+        run: |c| c.returned(call(Hypercall::MmuUpdate, [u64::MAX - 15, 2, 0, 0, 0])),
+    },
+    Attack {
+        name: "mmu-update-huge-count",
+        run: |c| c.returned(call(Hypercall::MmuUpdate, [GUEST_KERNEL_BASE, u64::MAX, 0, 0, 0])),
+    },
     Attack { name: "mmuext-done-in-xen-lite", run: |c| done_pointer(c, HYPERVISOR_START) },
     Attack { name: "mmuext-done-in-its-l4", run: |c| done_pointer(c, c.info.pt_base) },
-    Attack { name: "mmuext-done-in-the-frame-it-pins", run: done_in_the_frame_it_pins },
+    Attack { name: "mmuext-done-in-the-pinned-frame", run: done_in_the_frame_it_pins },
     Attack { name: "update-va-mapping-non-canonical", run: update_va_mapping_non_canonical },
-    Attack { name: "update-va-mapping-xen-lite", run: |c| c.returned(call(Hypercall::UpdateVaMapping, [HYPERVISOR_START, 0, 0, 0, 0])) },
-    Attack { name: "hypercall-unknown-number", run: |c| c.returned(Errno::from_return(platform::hypercall(9999, [0; 5])).map_or(Ok(0), Err)) },
+    Attack {
+        name: "update-va-mapping-xen-lite",
+        run: |c| c.returned(call(Hypercall::UpdateVaMapping, [HYPERVISOR_START, 0, 0, 0, 0])),
+    },
+    Attack {
+        name: "hypercall-unknown-number",
+        run: |c| {
+            c.returned(Errno::from_return(platform::hypercall(9999, [0; 5])).map_or(Ok(0), Err))
+        },
+    },
     // Typing the frames xen-lite writes, or that are already typed.
     Attack { name: "pin-shared-info-as-l1", run: |c| pin_shared_info(c, MMUEXT_PIN_L1_TABLE) },
     Attack { name: "pin-shared-info-as-l4", run: |c| pin_shared_info(c, MMUEXT_PIN_L4_TABLE) },
-    Attack { name: "shared-info-under-an-l2-entry", run: shared_info_under_an_l2_entry },
-    Attack { name: "pin-its-l4-as-l1", run: |c| c.returned(ext(MMUEXT_PIN_L1_TABLE, c.machine(c.l4_gfn()) >> 12)) },
+    Attack { name: "shared-info-under-an-l2-entry", run: |c| under_an_l2_entry(c, c.shared_gfn()) },
+    Attack { name: "its-l4-under-an-l2-entry", run: |c| under_an_l2_entry(c, c.l4_gfn()) },
     Attack { name: "map-its-l1-writable", run: map_its_l1_writable },
-    Attack { name: "new-baseptr-to-a-data-frame", run: |c| c.returned(ext(MMUEXT_NEW_BASEPTR, c.machine(c.info.first_free_gfn - 1) >> 12)) },
-    Attack { name: "pin-another-domains-frame", run: |c| c.returned(ext(MMUEXT_PIN_L1_TABLE, c.machine(c.info.nr_pages) >> 12)) },
+    Attack {
+        name: "new-baseptr-to-a-data-frame",
+        run: |c| c.returned(ext(MMUEXT_NEW_BASEPTR, c.machine(c.info.first_free_gfn - 1) >> 12)),
+    },
+    Attack {
+        name: "pin-another-domains-frame",
+        run: |c| c.returned(ext(MMUEXT_PIN_L1_TABLE, c.machine(c.info.nr_pages) >> 12)),
+    },
     Attack { name: "pin-a-xen-lite-frame", run: |c| c.returned(ext(MMUEXT_PIN_L1_TABLE, 1)) },
     // Flags across entries, and every software interrupt.
     Attack { name: "tf-across-a-hypercall", run: tf_across_a_hypercall },
-    Attack { name: "tf-before-syscall", run: |c| flags_before(c, RFLAGS_TF, address!(attack_flag_syscall)) },
-    Attack { name: "tf-before-int-0x80", run: |c| flags_before(c, RFLAGS_TF, address!(attack_flag_int80)) },
-    Attack { name: "nt-before-syscall", run: |c| flags_before(c, RFLAGS_NT, address!(attack_flag_syscall)) },
-    Attack { name: "ac-before-syscall", run: |c| flags_before(c, RFLAGS_AC, address!(attack_flag_syscall)) },
-    Attack { name: "iopl-from-ring-3", run: |c| flags_before(c, RFLAGS_IOPL3, address!(attack_flag_cli)) },
+    Attack {
+        name: "tf-before-syscall",
+        run: |c| flags_before(c, RFLAGS_TF, address!(attack_flag_syscall)),
+    },
+    Attack {
+        name: "tf-before-int-0x80",
+        run: |c| flags_before(c, RFLAGS_TF, address!(attack_flag_int80)),
+    },
+    Attack {
+        name: "nt-before-syscall",
+        run: |c| flags_before(c, RFLAGS_NT, address!(attack_flag_syscall)),
+    },
+    Attack {
+        name: "ac-before-syscall",
+        run: |c| flags_before(c, RFLAGS_AC, address!(attack_flag_syscall)),
+    },
+    Attack {
+        name: "iopl-from-ring-3",
+        run: |c| flags_before(c, RFLAGS_IOPL3, address!(attack_flag_cli)),
+    },
     Attack { name: "iopl-from-ring-1", run: iopl_from_ring_1 },
     Attack { name: "int-n-from-ring-3", run: |c| every_int_n(c, 3) },
     Attack { name: "int-n-from-ring-1", run: |c| every_int_n(c, 1) },
     Attack { name: "every-selector-in-every-segment", run: every_selector },
     Attack { name: "far-jump-to-every-selector", run: far_jumps },
+    Attack { name: "ldt-call-gate-into-ring-0", run: ldt_call_gate },
     Attack { name: "non-canonical-syscall-return", run: non_canonical_syscall_return },
     // What the CPU tables show, and what the stacks they name hold.
     Attack { name: "sgdt-in-ring-1", run: sgdt_in_ring_1 },
     Attack { name: "sgdt-in-ring-3", run: |c| caught(c, in_ring_3(address!(attack_user_sgdt))) },
     Attack { name: "read-guest-visible-stacks", run: read_guest_visible_stacks },
     // Events, timers, exhaustion.
-    Attack { name: "event-send-bad-port", run: |c| c.returned(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 1, 1000, 0, 0])) },
-    Attack { name: "event-send-unbound-port", run: |c| c.returned(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 1, 60, 0, 0])) },
-    Attack { name: "event-send-no-such-domain", run: |c| c.returned(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 7, 1, 0, 0])) },
+    Attack {
+        name: "event-send-bad-port",
+        run: |c| c.returned(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 1, 1000, 0, 0])),
+    },
+    Attack {
+        name: "event-send-unbound-port",
+        run: |c| c.returned(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 1, 60, 0, 0])),
+    },
+    Attack {
+        name: "event-send-no-such-domain",
+        run: |c| c.returned(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 7, 1, 0, 0])),
+    },
     Attack { name: "event-bind-virq-twice", run: event_bind_virq_twice },
     Attack { name: "event-ports-exhausted", run: event_ports_exhausted },
     Attack { name: "event-storm", run: event_storm },
     Attack { name: "timer-storm", run: timer_storm },
-    Attack { name: "shutdown-bad-code", run: |c| c.returned(call(Hypercall::SchedOp, [SCHEDOP_SHUTDOWN, 200, 0, 0, 0])) },
+    Attack {
+        name: "shutdown-bad-code",
+        run: |c| c.returned(call(Hypercall::SchedOp, [SCHEDOP_SHUTDOWN, 200, 0, 0, 0])),
+    },
     Attack { name: "frames-exhausted-as-page-tables", run: frames_exhausted },
     // The exits a VMX guest can force.
     Attack { name: "wbinvd", run: |c| cache_flush(c, false) },
@@ -277,7 +366,10 @@ fn done_in_the_frame_it_pins(c: &Context) {
     let op = MmuextOp { cmd: MMUEXT_PIN_L1_TABLE, arg: c.machine(gfn) >> 12 };
     let done = gfn_to_va(gfn) + 0x800;
     let result = call(Hypercall::MmuextOp, [core::ptr::from_ref(&op) as u64, 1, done, 0, 0]);
-    c.say(format_args!("NOT CONTAINED: returned {} with `done` in a new page table", Shown(result)));
+    c.say(format_args!(
+        "NOT CONTAINED: returned {} with `done` in a new page table",
+        Shown(result)
+    ));
 }
 
 /// `update_va_mapping` of a non-canonical address whose canonical twin is a direct-map page:
@@ -285,10 +377,8 @@ fn done_in_the_frame_it_pins(c: &Context) {
 fn update_va_mapping_non_canonical(c: &Context) {
     let Some(scratch) = crate::frames::alloc() else { return c.say(format_args!("no frame")) };
     let twin = gfn_to_va(scratch) & 0x0000_ffff_ffff_ffff;
-    let result = call(
-        Hypercall::UpdateVaMapping,
-        [twin, c.machine(c.l4_gfn()) | PTE_PRESENT, 0, 0, 0],
-    );
+    let result =
+        call(Hypercall::UpdateVaMapping, [twin, c.machine(c.l4_gfn()) | PTE_PRESENT, 0, 0, 0]);
     let moved = peek(gfn_to_va(scratch)) != 0 || result.is_ok();
     let _ = platform::update_va_mapping(gfn_to_va(scratch), c.machine(scratch) | 3);
     c.say(format_args!(
@@ -319,13 +409,17 @@ fn pin_shared_info(c: &Context, cmd: u64) {
     let _ = platform::update_va_mapping(va, frame | PTE_PRESENT | PTE_WRITABLE);
     // SAFETY: mapped writable again.
     unsafe { (va as *mut u8).add(1).write_volatile(saved_mask) };
-    c.say(format_args!("returned {} (read-only remap: {})", Shown(result), Shown(remap.map(|()| 0))));
+    c.say(format_args!(
+        "returned {} (read-only remap: {})",
+        Shown(result),
+        Shown(remap.map(|()| 0))
+    ));
 }
 
-/// An unused entry of the direct map's L2 pointed at the shared page, which would make it an L1.
-fn shared_info_under_an_l2_entry(c: &Context) {
+/// An unused entry of the direct map's L2 pointed at frame `gfn`, which would make it an L1.
+fn under_an_l2_entry(c: &Context, gfn: u64) {
     let l2 = c.direct_map_l2();
-    let entry = c.machine(c.shared_gfn()) | PTE_PRESENT;
+    let entry = c.machine(gfn) | PTE_PRESENT;
     let (_, result) = platform::mmu_update(&[MmuUpdate { ptr: l2 + 500 * 8, val: entry }]);
     if result.is_ok() {
         let _ = platform::mmu_update(&[MmuUpdate { ptr: l2 + 500 * 8, val: 0 }]);
@@ -356,12 +450,11 @@ fn in_ring_3(rip: u64) -> Caught {
     catch(rip, FLAT_RING3_CS, address!(attack_user_stack_top), FLAT_RING3_DS)
 }
 
-/// The flags the ring-3 snippets set before their instruction (`popfq` at CPL 3 ignores IOPL).
-static FLAGS: AtomicU64 = AtomicU64::new(0);
-
 /// A ring-3 snippet (`flag_*`) sets `flags` with `popfq`, then runs its instruction.
 fn flags_before(c: &Context, flags: u64, snippet: u64) {
-    FLAGS.store(flags | 0x202, Ordering::Relaxed);
+    let slot = address!(attack_user_flags) as *mut u64;
+    // SAFETY: a word of this kernel's user section (mapped writable), read only by the snippet.
+    unsafe { slot.write_volatile(flags | 0x202) };
     let what = in_ring_3(snippet);
     if what.vector == crate::traps::SYSCALL_VECTOR {
         c.say(format_args!("exited with status {}", what.error_code));
@@ -397,16 +490,26 @@ fn every_int_n(c: &Context, ring: u8) {
         let what = if ring == 3 { in_ring_3(rip) } else { catch_in_kernel(rip) };
         let code_ok = what.error_code == vector * 8 + 2;
         qemu_codes += u64::from(what.error_code == vector * 16 + 2);
-        if what.vector == 13 && what.cs & 3 == u64::from(ring) && (code_ok || what.error_code == vector * 16 + 2) {
+        if what.vector == 13
+            && what.cs & 3 == u64::from(ring)
+            && (code_ok || what.error_code == vector * 16 + 2)
+        {
             gp += 1;
         } else {
             if other < 4 {
-                println!("  int {vector:#x}: vector {} error code {:#x} ring {}", what.vector, what.error_code, what.cs & 3);
+                println!(
+                    "  int {vector:#x}: vector {} error code {:#x} ring {}",
+                    what.vector,
+                    what.error_code,
+                    what.cs & 3
+                );
             }
             other += 1;
         }
     }
-    c.say(format_args!("{gp} vectors #GP, {other} otherwise ({qemu_codes} with QEMU's error code)"));
+    c.say(format_args!(
+        "{gp} vectors #GP, {other} otherwise ({qemu_codes} with QEMU's error code)"
+    ));
 }
 
 /// Every selector of the GDT, at every RPL, loaded into `ds`, `es`, `fs`, `gs` and `ss` from
@@ -429,12 +532,12 @@ fn every_selector(c: &Context) {
             let rpl = selector & 3;
             // Intel SDM Vol. 2, MOV: what CPL 1 may load (64-bit mode).
             let allowed = match (index, register) {
-                (0, 4) => rpl == 1,                  // a null ss, if RPL = CPL
-                (0, _) => true,                      // a null data selector
-                (3 | 4, 0..=3) => rpl <= 1,          // ring-1 code (readable) and data
-                (4, 4) => rpl == 1,                  // ss: ring-1 data, RPL = DPL = CPL
-                (5 | 6, 0..=3) => true,              // user data and (readable) code, DPL 3
-                _ => false,                          // xen-lite's, the TSS, past the limit
+                (0, 4) => rpl == 1,         // a null ss, if RPL = CPL
+                (0, _) => true,             // a null data selector
+                (3 | 4, 0..=3) => rpl <= 1, // ring-1 code (readable) and data
+                (4, 4) => rpl == 1,         // ss: ring-1 data, RPL = DPL = CPL
+                (5 | 6, 0..=3) => true,     // user data and (readable) code, DPL 3
+                _ => false,                 // xen-lite's, the TSS, past the limit
             };
             if ok {
                 loaded += 1;
@@ -467,11 +570,45 @@ fn far_jumps(c: &Context) {
             landed += 1;
             if selector & !3 != u64::from(platform::KERNEL_CS & !3) || selector & 3 > 1 {
                 breaches += 1;
-                println!("  jmp far to {selector:#x} landed in ring {}", what.cs & 3);
+                println!(
+                    "  jmp far to {selector:#x}: vector {} at rip {:#x} in ring {}",
+                    what.vector,
+                    what.rip,
+                    what.cs & 3
+                );
             }
         }
     }
     c.say(format_args!("{landed} landed, {breaches} outside its own code segment"));
+}
+
+/// A call gate into ring 0 in a descriptor table the guest writes: linear page 0, where LDTR
+/// points if nobody loads it (the reset value: base 0, limit 0xffff). Through it, `call far`
+/// would run this kernel's code at CPL 0. xen-lite clears LDTR at boot, so the selector
+/// (LDT index 0) is #GP.
+fn ldt_call_gate(c: &Context) {
+    let result = (|| {
+        let mut space = AddressSpace::new(c.info)?;
+        let gfn = space.map_new(0, true)?;
+        let target = address!(attack_ring0_landing);
+        let mut gate = [0u8; 16];
+        gate[0..2].copy_from_slice(&(target as u16).to_le_bytes());
+        gate[2..4].copy_from_slice(&0x08u16.to_le_bytes()); // xen-lite's code segment
+        gate[5] = 0xec; // present, DPL 3, 64-bit call gate
+        gate[6..8].copy_from_slice(&((target >> 16) as u16).to_le_bytes());
+        gate[8..12].copy_from_slice(&((target >> 32) as u32).to_le_bytes());
+        // SAFETY: a frame just mapped for this space, reachable through the direct map.
+        unsafe { core::ptr::copy_nonoverlapping(gate.as_ptr(), gfn_to_va(gfn) as *mut u8, 16) };
+        space.activate()?;
+        let what = catch_in_kernel(address!(attack_ldt_call));
+        switch_to(c.machine(c.l4_gfn()))?;
+        space.destroy();
+        Ok::<Caught, Errno>(what)
+    })();
+    match result {
+        Ok(what) => caught(c, what),
+        Err(errno) => c.say(format_args!("could not set up: {errno:?}")),
+    }
 }
 
 /// The CVE-2012-0217 set-up: a `syscall` in the last two bytes of the user half returns to
@@ -596,7 +733,8 @@ fn event_storm(c: &Context) {
     };
     let mut errors = 0;
     for _ in 0..20_000 {
-        errors += u32::from(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 0, port, 0, 0]).is_err());
+        errors +=
+            u32::from(call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, 0, port, 0, 0]).is_err());
     }
     c.say(format_args!("20000 sends, {errors} errors"));
 }
@@ -676,7 +814,6 @@ fn pit_abuse(c: &Context) {
     c.say(format_args!("256 PIT commands written"));
 }
 
-
 /// What `attack_load_segment` loads (selector | register << 16) and `attack_far_jump` jumps to.
 static TARGET: AtomicU64 = AtomicU64::new(0);
 
@@ -685,6 +822,7 @@ global_asm!(
     .section .text.attack_snippets, "ax"
     .global attack_tf_hypercall, attack_iopl_in, attack_int_n, attack_load_segment
     .global attack_far_jump, attack_far_landed, attack_secret_fault, attack_xsetbv, attack_vmxon
+    .global attack_ldt_call, attack_ring0_landing
 attack_tf_hypercall:
     mov eax, {xen_version}
     pushfq
@@ -730,7 +868,19 @@ attack_far_jump:                        // TARGET: the selector
     ud2
 attack_far_landed:
     ud2
-attack_xsetbv:                          // XCR0 = x87 only, its reset value
+attack_ldt_call:                        // call far through LDT entry 0 (selector 0x7)
+    sub rsp, 16
+    mov qword ptr [rsp], 0
+    mov word ptr [rsp + 8], 0x7
+    .byte 0x48, 0xff, 0x1c, 0x24        // rex.w call far [rsp]
+    ud2
+attack_ring0_landing:                   // only reached at CPL 0: an escape
+    mov rax, cr3
+    ud2
+attack_xsetbv:                          // CR4.OSXSAVE on, then XCR0 = x87 only (its reset value)
+    mov rax, cr4
+    or rax, 1 << 18
+    mov cr4, rax
     xor ecx, ecx
     mov eax, 1
     xor edx, edx
@@ -783,7 +933,7 @@ attack_user_sgdt:
     ud2
 attack_flag_syscall:                    // getpid by syscall with FLAGS set, then exit(0)
     mov eax, {getpid}
-    push qword ptr [rip + {flags}]
+    push qword ptr [rip + attack_user_flags]
     popfq
     syscall
     nop
@@ -796,7 +946,7 @@ attack_flag_syscall:                    // getpid by syscall with FLAGS set, the
     ud2
 attack_flag_int80:
     mov eax, {getpid}
-    push qword ptr [rip + {flags}]
+    push qword ptr [rip + attack_user_flags]
     popfq
     int 0x80
     nop
@@ -808,10 +958,13 @@ attack_flag_int80:
     int 0x80
     ud2
 attack_flag_cli:
-    push qword ptr [rip + {flags}]
+    push qword ptr [rip + attack_user_flags]
     popfq
     cli
     ud2
+    .balign 8
+attack_user_flags:                      // the flags the snippets set (`flags_before`)
+    .quad 0
     .balign 16
 attack_user_stack:
     .space 2048
@@ -821,7 +974,6 @@ attack_user_stack_top:
     iopl = const RFLAGS_IOPL3,
     xen_version = const Hypercall::XenVersion as u64,
     target = sym TARGET,
-    flags = sym FLAGS,
     secret = const SECRET,
     getpid = const SYS_GETPID,
     exit = const SYS_EXIT,
@@ -836,10 +988,13 @@ unsafe extern "C" {
     static attack_secret_fault: u8;
     static attack_xsetbv: u8;
     static attack_vmxon: u8;
+    static attack_ldt_call: u8;
+    static attack_ring0_landing: u8;
     static attack_user_sgdt: u8;
     static attack_flag_syscall: u8;
     static attack_flag_int80: u8;
     static attack_flag_cli: u8;
     static attack_user_stack_top: u8;
     static attack_user_int_n: u8;
+    static attack_user_flags: u8;
 }

@@ -10,7 +10,7 @@
 //! machine-status word of a long-mode kernel (PE, MP, ET, NE). User code (ring 3) gets its
 //! #GP bounced to the guest kernel, whose policy it is.
 
-use crate::decode::{umip_instruction, Operand, UmipRead, UmipInstruction};
+use crate::decode::{umip_instruction, Operand, UmipInstruction, UmipRead};
 use crate::entry::TrapFrame;
 
 use super::domain::Domain;
