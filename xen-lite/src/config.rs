@@ -7,7 +7,7 @@
 //! | `mem=16M`              | memory per domain (default 16 MiB)                           |
 //! | `kernel=NAME`          | bundle image to boot (default `guest-pv` or `guest-hvm`)     |
 //! | `loglevel=info`        | `error`, `warn`, `info`, `debug` or `trace`                  |
-//! | `selftest=panic\|ud\|pf` | provoke a fault in xen-lite after boot (tests the fatal path) |
+//! | `selftest=panic\|ud\|pf\|dirty-stack` | provoke a fault in xen-lite after boot (tests the fatal path), or leave data where the auditor must find it |
 //! | `umip=on\|off`         | CR4.UMIP where the CPU has it (default on): `sgdt`, `sidt`, `sldt`, `str`, `smsw` trap outside ring 0 |
 //! | `audit=on\|off`        | check the protection invariants after every entry (DESIGN §4; default off) |
 
@@ -32,6 +32,8 @@ pub enum Selftest {
     InvalidOpcode,
     /// Read an unmapped address (#PF).
     PageFault,
+    /// Leave a word on the #PF IST stack, which the auditor (`audit=on`) must report.
+    DirtyStack,
 }
 
 /// Everything the command line decides.
@@ -145,7 +147,8 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                     "panic" => Selftest::Panic,
                     "ud" => Selftest::InvalidOpcode,
                     "pf" => Selftest::PageFault,
-                    _ => return Err(bad("panic, ud or pf")),
+                    "dirty-stack" => Selftest::DirtyStack,
+                    _ => return Err(bad("panic, ud, pf or dirty-stack")),
                 })
             }
             "umip" | "audit" => {

@@ -220,6 +220,42 @@ pub fn scrub_before_switch() {
     unsafe { core::ptr::write_bytes(frame, 0, words) };
 }
 
+/// The auditor's check of invariant 6 (`pv::audit`): the IST pages hold nothing (the entry
+/// code moves each frame off and wipes it; an NMI's frame may stay on its page until the next
+/// switch), the entry stack nothing below its frame slot, and, when another domain runs next,
+/// the scratch page no user registers and the NMI page no frame. `whole`: every word of every
+/// stack; otherwise only the IST frame slots, the only words an entry writes (cheap enough for
+/// every timer tick).
+pub fn audit_stacks(switched: bool, whole: bool) -> Result<(), crate::pv::audit::Violation> {
+    use crate::pv::audit::Violation;
+    let frame = core::mem::size_of::<crate::entry::TrapFrame>() as u64;
+    for (index, (stack, bottom, top)) in crate::gdt::guest_visible_stacks().into_iter().enumerate()
+    {
+        let nmi = top == crate::gdt::ist_top(crate::gdt::NMI_IST);
+        let end = if index == 0 || (nmi && !switched) { top - frame } else { top };
+        let start = if whole { bottom } else { end.saturating_sub(frame).max(bottom) };
+        let words = ((end - start) / 8) as usize;
+        // SAFETY: words of one of xen-lite's own stacks (statics), mapped in its address space;
+        // only read.
+        let slice = unsafe { core::slice::from_raw_parts(start as *const u64, words) };
+        if let Some(at) = slice.iter().position(|&word| word != 0) {
+            let address = start + at as u64 * 8;
+            return Err(Violation::StackNotClean { stack, address, value: slice[at] });
+        }
+    }
+    let parked = [
+        ("syscall scratch (user rsp)", &SYSCALL_SCRATCH.0.user_rsp),
+        ("syscall scratch (user rip)", &SYSCALL_SCRATCH.0.user_rip),
+    ];
+    for (stack, word) in parked.into_iter().filter(|_| switched) {
+        let value = word.load(Ordering::Relaxed);
+        if value != 0 {
+            return Err(Violation::StackNotClean { stack, address: word.as_ptr() as u64, value });
+        }
+    }
+    Ok(())
+}
+
 /// Page-table entry bits.
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 2;

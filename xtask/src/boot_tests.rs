@@ -394,6 +394,7 @@ fn pv() -> Vec<BootTest> {
     });
     tests.extend(vmx());
     tests.extend(crate::hostile::tests());
+    tests.extend(audited());
     let bochs_only: [(&'static str, &'static str, &'static str); 7] = [
         (
             "pv-privileged-hlt",
@@ -489,6 +490,51 @@ fn pv() -> Vec<BootTest> {
             status: STATUS_DOMAIN_KILLED,
         });
     }
+    tests
+}
+
+/// `audit=on`: the invariants of DESIGN §4 hold after every entry of a full usertests run, in pv
+/// and vmx; and the auditor does report a broken one.
+fn audited() -> Vec<BootTest> {
+    let mut tests = Vec::new();
+    for emulator in [Emulator::Bochs, Emulator::Qemu] {
+        tests.push(BootTest {
+            name: "pv-usertests-audited",
+            emulator,
+            bundle: Bundle::Cmdline(
+                "mode=pv domain=\"init hello usertests\" domain=counter audit=on",
+            ),
+            expect: &[
+                "[xen] audit: checking DESIGN §4's invariants after every entry",
+                "ALL TESTS PASSED",
+                "[dom0] init: 2 programs run, 0 failed",
+                "[xen]   dom0: exit code 0;",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        });
+    }
+    tests.push(BootTest {
+        name: "vmx-usertests-audited",
+        emulator: Emulator::Bochs,
+        bundle: Bundle::Cmdline(
+            "mode=vmx domain=\"init hello usertests\" domain=\"init hello\" audit=on",
+        ),
+        expect: &[
+            "[xen] audit: checking DESIGN §4's invariants after every entry",
+            "[dom0] ALL TESTS PASSED",
+            "[xen]   dom0: exit code 0;",
+            "[xen]   dom1: exit code 0;",
+        ],
+        status: 0,
+    });
+    tests.push(BootTest {
+        name: "audit-reports-a-dirty-stack",
+        emulator: Emulator::Bochs,
+        bundle: Bundle::Cmdline("mode=pv domain=hello audit=on selftest=dirty-stack"),
+        expect: &["[xen] ERROR FATAL: audit: invariant 6 broken in dom0: #PF stack (IST 2) holds 0x5ec7e7 at 0x"],
+        status: STATUS_HYPERVISOR_FAULT,
+    });
     tests
 }
 

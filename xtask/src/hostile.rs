@@ -119,7 +119,7 @@ pub const CASES: &[Case] = &[
         "callbacks must lie in the domain's memory",
     ),
     pv(
-        "callback-window-into-xen-lite",
+        "callback-window-past-its-memory",
         Line("returned EINVAL"),
         "regression: the no-delivery window's end was unchecked",
     ),
@@ -252,7 +252,7 @@ pub const CASES: &[Case] = &[
     pv(
         "non-canonical-syscall-return",
         Line("caught vector 13 in ring 3 at rip 0x800000000000"),
-        "regression: the guest kernel's iretq faulted (CVE-2012-0217's set-up)",
+        "CVE-2012-0217's set-up: per the SDM the kernel's own iretq faults (Bochs and QEMU fault at the target)",
     ),
     // What the CPU tables show (UMIP), what the stacks they name hold (invariant 6).
     pv(
@@ -304,12 +304,12 @@ pub const CASES: &[Case] = &[
     vmx(
         "nt-before-syscall",
         Line("exited with status 0"),
-        "regression: the hvm kernel's FMASK lacked NT",
+        "the hvm kernel's FMASK clears NT (Bochs's iretq did not fault without it)",
     ),
     vmx(
         "non-canonical-syscall-return",
         Line("caught vector 13 in ring 3 at rip 0x800000000000"),
-        "regression: the hvm kernel's own iretq faulted",
+        "the same set-up under the hvm kernel",
     ),
     vmx("console-io-into-xen-lite", Line("returned EFAULT"), "the same checked copy for vmcall"),
     vmx("stats-into-xen-lite", Line("returned EFAULT"), "the same checked copy for output"),

@@ -200,13 +200,8 @@ static ATTACKS: &[Attack] = &[
         run: |c| c.returned(call(Hypercall::SetCallbacks, [HYPERVISOR_START, 0, 0, 0, 0])),
     },
     Attack {
-        name: "callback-window-into-xen-lite",
-        run: |c| {
-            c.returned(call(
-                Hypercall::SetCallbacks,
-                [0, 0, 0, GUEST_KERNEL_BASE, HYPERVISOR_START],
-            ))
-        },
+        name: "callback-window-past-its-memory",
+        run: |c| c.returned(call(Hypercall::SetCallbacks, [0, 0, 0, GUEST_KERNEL_BASE, u64::MAX])),
     },
     Attack {
         name: "callback-window-over-the-kernel",

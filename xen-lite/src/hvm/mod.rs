@@ -251,6 +251,9 @@ pub fn start<V: HardwareVt>(
         ticks_seen: 0,
     };
     let mut pv = pv::lock();
+    if config.audit {
+        pv::enable_audit();
+    }
     for (id, cmdline) in config.domains().iter().enumerate() {
         let (base, page_info) = pv::allocate_domain(config, id);
         let boot = build::<V>(id as u32, config, cmdline, image, modules, base);
@@ -369,6 +372,9 @@ impl<V: HardwareVt> Hvm<V> {
                 domain.regs.rip
             );
             self.handle(pv, c, info.exit);
+            if pv::auditing() {
+                pv::audit(pv, false, true);
+            }
         }
     }
 

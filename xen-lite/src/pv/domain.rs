@@ -203,6 +203,23 @@ impl Domain {
         };
     }
 
+    /// Checks this domain's tables and shared-info frame (`audit=on`; `pv::audit`). An hvm
+    /// domain types no tables (its own are its business; EPT confines it), so for it only the
+    /// shared page is checked.
+    pub fn audit(
+        &self,
+        reserved: &super::audit::Reserved,
+        tables: bool,
+    ) -> Result<(), super::audit::Violation> {
+        use super::audit::{check_shared_info, check_tables};
+        let (pages, base, shared) = (&*self.page_info, self.memory.0, self.shared_info_gfn);
+        if self.mode != Mode::Pv || !tables {
+            return check_shared_info(pages, base, shared);
+        }
+        let memory = DomainTables { base: self.host_address(0), nr_pages: self.nr_pages };
+        check_tables(pages, base, &memory, reserved, shared)
+    }
+
     /// Ends the domain for breaking the ABI, with one line naming the rule and the values.
     pub fn kill(&mut self, why: core::fmt::Arguments<'_>) {
         self.console_flush();
@@ -262,11 +279,6 @@ impl Domain {
     fn is_page_table(&self, gfn: u64) -> bool {
         let info = self.page_info[gfn as usize];
         info.type_count > 0 && info.page_type.level().is_some()
-    }
-
-    /// The type record of frame `gfn` (for the auditor).
-    pub fn page_info(&self, gfn: u64) -> PageInfo {
-        self.page_info[gfn as usize]
     }
 
     /// The domain's `SharedInfo`, through xen-lite's map: the one path by which xen-lite writes

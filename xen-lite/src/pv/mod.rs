@@ -14,6 +14,7 @@
 //! maps only its switcher into guests (`crate::switcher`), and every page-table change goes
 //! through validated direct paging (`page_types`, `mmu`).
 //!
+pub mod audit;
 mod bounce;
 mod domain;
 mod emulate;
@@ -80,6 +81,9 @@ static PV: Mutex<Pv> = Mutex::new(Pv {
 /// Set once the domains are built: from then on traps from outer rings belong to them. An
 /// atomic rather than a look into `PV`, so a fault while `PV` is locked still gets reported.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// `audit=on`: check the protection invariants after every entry ([`audit`]).
+static AUDIT: AtomicBool = AtomicBool::new(false);
 
 /// The domain running now (`u64::MAX` while idle); for debuggers (`xl-domain` in gdb).
 #[used] // read only by debuggers: keep it, and every store to it
@@ -430,7 +434,13 @@ pub fn handle(frame: &mut TrapFrame) {
         (v, Some(c)) if v < 32 && frame.cs & 3 != 0 => pv.guest_exception(c, frame),
         _ => crate::trap::fatal_exception(frame),
     }
+    let before = pv.current;
+    let tick = frame.vector == u64::from(TIMER_VECTOR);
     pv.resume(frame);
+    if AUDIT.load(Ordering::Relaxed) {
+        let switched = pv.current != before;
+        audit(&mut pv, switched, !tick);
+    }
     CURRENT_DOMAIN.store(pv.current.map_or(u64::MAX, |c| c as u64), Ordering::Relaxed);
     // What `trap_return` needs for the context it resumes: its CR3, and (for a domain) its
     // fast-trap gate and ring-1 stack.
@@ -447,6 +457,54 @@ pub fn handle(frame: &mut TrapFrame) {
             switcher::set_fast_syscall(None);
         }
     }
+}
+
+/// Turns the auditor on for the rest of the run (`audit=on`).
+pub fn enable_audit() {
+    AUDIT.store(true, Ordering::Relaxed);
+    log::info!("audit: checking DESIGN §4's invariants after every entry");
+}
+
+/// Whether the auditor is on.
+pub fn auditing() -> bool {
+    AUDIT.load(Ordering::Relaxed)
+}
+
+/// Runs the auditor over every live domain and the guest-visible stacks; a violation ends the
+/// run as a fault in xen-lite, naming the invariant, the domain and the frame. `switched`: a
+/// different domain (or the idle loop) runs next, so nothing of the last one may be left in
+/// the switcher's shared pages. `tables`: walk every page table too (after a hypercall, an
+/// exception or a VM exit; a bare timer tick changes no table, and walking them on every tick
+/// would let the ticks of an emulator with a virtual clock outrun the guest).
+pub fn audit(pv: &mut Pv, switched: bool, tables: bool) {
+    let reserved = audit::Reserved {
+        slots: crate::memory_map::HYPERVISOR_L4_SLOTS,
+        switcher: SWITCHER_SLOT.get().copied().unwrap_or((usize::MAX, 0)),
+    };
+    for domain in pv.domains.iter_mut().flatten().filter(|d| !d.is_dead()) {
+        if let Err(violation) = domain.audit(&reserved, tables) {
+            audit_failed(violation, Some(domain.id));
+        }
+    }
+    // Only pv guests map the switcher's stacks (an hvm guest sees nothing of xen-lite).
+    if active() {
+        if let Err(violation) = switcher::audit_stacks(switched, tables) {
+            audit_failed(violation, pv.current.map(|c| c as u32));
+        }
+    }
+}
+
+fn audit_failed(violation: audit::Violation, domain: Option<u32>) -> ! {
+    let invariant = violation.invariant();
+    match domain {
+        Some(id) => crate::console::fatal_line(format_args!(
+            "FATAL: audit: invariant {invariant} broken in dom{id}: {violation}"
+        )),
+        None => crate::console::fatal_line(format_args!(
+            "FATAL: audit: invariant {invariant} broken: {violation}"
+        )),
+    }
+    crate::exit::leave(hypercall_abi::devices::STATUS_HYPERVISOR_FAULT)
 }
 
 /// Points the `int 0x80` gate and TSS.RSP1 at `domain`'s handler and stack, if it registered
@@ -527,6 +585,9 @@ pub fn start(
     }
     timer::init();
     crate::syscall::init(crate::entry::syscall_entry_address());
+    if config.audit {
+        enable_audit();
+    }
     ACTIVE.store(true, Ordering::Relaxed);
     let first = pv.domain(0);
     let (regs, cr3) = (first.regs, first.cr3);
