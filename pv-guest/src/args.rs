@@ -95,10 +95,17 @@ pub enum Workload {
     Attack(ProgramName),
     /// The bystander of `attack=read-guest-visible-stacks`: page faults with marked registers.
     SecretFaults,
+    /// The seeded hypercall fuzzer: `fuzz=SEED:COUNT`.
+    Fuzz {
+        /// The seed.
+        seed: u64,
+        /// How many hypercalls.
+        count: u64,
+    },
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults, fuzz=SEED:COUNT";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +172,13 @@ impl Args {
                 ("triple-fault", None) => Workload::TripleFault,
                 ("event-cost", None) => Workload::EventCost,
                 ("secret-faults", None) => Workload::SecretFaults,
+                ("fuzz", Some(value)) => {
+                    let (seed, count) =
+                        value.split_once(':').ok_or(ArgsError::BadOption("fuzz"))?;
+                    let number =
+                        |text| cmdline::parse_u64(text).ok_or(ArgsError::BadOption("fuzz"));
+                    Workload::Fuzz { seed: number(seed)?, count: number(count)? }
+                }
                 ("attack", Some(name)) => {
                     Workload::Attack(ProgramName::new(name).ok_or(ArgsError::BadOption("attack"))?)
                 }
@@ -232,6 +246,11 @@ mod tests {
             Workload::Run(ProgramName::new("hello").unwrap())
         );
         assert_eq!(Args::parse("run="), Err(ArgsError::BadOption("run")));
+        assert_eq!(
+            Args::parse("fuzz=7:100").unwrap().workload,
+            Workload::Fuzz { seed: 7, count: 100 }
+        );
+        assert_eq!(Args::parse("fuzz=7"), Err(ArgsError::BadOption("fuzz")));
         assert_eq!(
             Args::parse("attack=event-storm").unwrap().workload,
             Workload::Attack(ProgramName::new("event-storm").unwrap())

@@ -194,7 +194,7 @@ fn provoke(selftest: Selftest) {
             let word = (gdt::ist_top(gdt::PAGE_FAULT_IST) - 4096) as *mut u64;
             // SAFETY: the lowest word of the #PF IST page, a stack of xen-lite's that nothing
             // uses at boot; the auditor must report it (invariant 6).
-            unsafe { word.write_volatile(0x5ec7_e7) };
+            unsafe { word.write_volatile(0x005e_c7e7) };
         }
     }
 }

@@ -23,7 +23,7 @@ pub fn default_guests(mode: Mode) -> &'static [&'static str] {
 
 /// xen-lite's command line for a mode, guest list and extra words. Guests become
 /// `domain="..."` words; the defaults apply only if neither `--guests` nor an extra `domain=`
-/// names one.
+/// names one. A fuzzer guest (`fuzz=SEED:COUNT`) turns the auditor on unless `audit=` is given.
 pub fn cmdline(mode: Mode, guests: &[String], extra: &[String]) -> String {
     let mut words = vec![format!("mode={}", mode.name())];
     let extra_domains = extra.iter().any(|w| w.starts_with("domain="));
@@ -31,6 +31,10 @@ pub fn cmdline(mode: Mode, guests: &[String], extra: &[String]) -> String {
     let guests = if guests.is_empty() && !extra_domains { &defaults[..] } else { guests };
     words.extend(guests.iter().map(|g| format!("domain=\"{g}\"")));
     words.extend(extra.iter().cloned());
+    let fuzzing = guests.iter().any(|g| g.starts_with("fuzz="));
+    if fuzzing && !extra.iter().any(|w| w.starts_with("audit=")) {
+        words.push("audit=on".to_string());
+    }
     words.join(" ")
 }
 
@@ -186,5 +190,13 @@ mod tests {
             "mode=pv domain=\"a\" domain=\"b exit=2\" loglevel=debug"
         );
         assert_eq!(cmdline(Mode::Native, &[], &strings(&["domain=x"])), "mode=native domain=x");
+        assert_eq!(
+            cmdline(Mode::Pv, &strings(&["fuzz=7:100", "primes"]), &[]),
+            "mode=pv domain=\"fuzz=7:100\" domain=\"primes\" audit=on"
+        );
+        assert_eq!(
+            cmdline(Mode::Pv, &strings(&["fuzz=7:100"]), &strings(&["audit=off"])),
+            "mode=pv domain=\"fuzz=7:100\" audit=off"
+        );
     }
 }

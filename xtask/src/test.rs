@@ -377,7 +377,7 @@ fn run_one(
             emulator: test.emulator,
             disk: &disk,
             dir: &dir,
-            timeout: options.timeout,
+            timeout: options.timeout * test.timeout_factor(),
             echo: false,
             icount: false,
         })?;

@@ -6,6 +6,7 @@
 
 mod attacks;
 mod demo;
+mod fuzz;
 mod hostile;
 mod selftest;
 
@@ -42,6 +43,7 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::DomainSwitch(domains) => demo::domain_switch(info, domains),
         Workload::EventCost => demo::event_cost(),
         Workload::Attack(name) => return attacks::run(info, name.as_str()),
+        Workload::Fuzz { seed, count } => return fuzz::run(info, seed, count),
         Workload::SecretFaults => {
             attacks::secret_faults();
             Ok(())

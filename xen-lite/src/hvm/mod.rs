@@ -373,7 +373,7 @@ impl<V: HardwareVt> Hvm<V> {
             );
             self.handle(pv, c, info.exit);
             if pv::auditing() {
-                pv::audit(pv, false, true);
+                pv::audit(pv, Some(c), false, true);
             }
         }
     }

@@ -439,7 +439,7 @@ pub fn handle(frame: &mut TrapFrame) {
     pv.resume(frame);
     if AUDIT.load(Ordering::Relaxed) {
         let switched = pv.current != before;
-        audit(&mut pv, switched, !tick);
+        audit(&mut pv, before, switched, !tick);
     }
     CURRENT_DOMAIN.store(pv.current.map_or(u64::MAX, |c| c as u64), Ordering::Relaxed);
     // What `trap_return` needs for the context it resumes: its CR3, and (for a domain) its
@@ -473,16 +473,19 @@ pub fn auditing() -> bool {
 /// Runs the auditor over every live domain and the guest-visible stacks; a violation ends the
 /// run as a fault in xen-lite, naming the invariant, the domain and the frame. `switched`: a
 /// different domain (or the idle loop) runs next, so nothing of the last one may be left in
-/// the switcher's shared pages. `tables`: walk every page table too (after a hypercall, an
+/// the switcher's shared pages. `tables`: walk page tables too (after a hypercall, an
 /// exception or a VM exit; a bare timer tick changes no table, and walking them on every tick
-/// would let the ticks of an emulator with a virtual clock outrun the guest).
-pub fn audit(pv: &mut Pv, switched: bool, tables: bool) {
+/// would let the ticks of an emulator with a virtual clock outrun the guest): those of
+/// `entered`, the domain whose entry this was (only it can have changed its tables), and on a
+/// switch those of every domain.
+pub fn audit(pv: &mut Pv, entered: Option<usize>, switched: bool, tables: bool) {
     let reserved = audit::Reserved {
         slots: crate::memory_map::HYPERVISOR_L4_SLOTS,
         switcher: SWITCHER_SLOT.get().copied().unwrap_or((usize::MAX, 0)),
     };
     for domain in pv.domains.iter_mut().flatten().filter(|d| !d.is_dead()) {
-        if let Err(violation) = domain.audit(&reserved, tables) {
+        let walk = tables && (switched || entered == Some(domain.id as usize));
+        if let Err(violation) = domain.audit(&reserved, walk) {
             audit_failed(violation, Some(domain.id));
         }
     }
