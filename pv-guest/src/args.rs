@@ -269,6 +269,21 @@ mod tests {
         assert!(matches!(Args::parse("hello exit=\"3"), Err(ArgsError::Syntax(_))));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, failure_persistence: None, ..Default::default() })]
+
+        /// Host fuzzing of the guest's command-line parser: any line is a workload or a named
+        /// error, never a panic (the line comes from the TA's or the fuzzer's bundle).
+        #[test]
+        fn any_line_parses_or_is_refused(line in "[ -~\t]{0,60}", seed in 0usize..5) {
+            let prefixes = ["", "run=", "attack=", "fuzz=", "init "];
+            let line = format!("{}{line}", prefixes[seed]);
+            if let Ok(args) = Args::parse(&line) {
+                proptest::prop_assert!(args.exit_code <= GUEST_STATUS_MAX);
+            }
+        }
+    }
+
     #[test]
     fn the_link_address_matches_the_abi() {
         let script = include_str!("../kernel.ld");

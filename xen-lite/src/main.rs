@@ -49,6 +49,8 @@ mod native;
 mod decode;
 mod syscall;
 mod pv;
+#[cfg(test)]
+mod fuzz_tests;
 
 use bootloader_api::info::MemoryRegionKind;
 use bootloader_api::BootInfo;

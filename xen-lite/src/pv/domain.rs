@@ -188,6 +188,8 @@ impl Domain {
             base: self.memory.0,
             memory,
             reserved_l4: HYPERVISOR_L4_SLOTS,
+            // Unset only while hvm domains are built: they never type an L4.
+            switcher: super::SWITCHER_SLOT.get().copied().unwrap_or((usize::MAX, 0)),
         }
     }
 

@@ -23,11 +23,27 @@ use crate::memory_map::HYPERVISOR_L4_SLOTS;
 
 type Result = core::result::Result<u64, Errno>;
 
+/// Where a batch's records come from: a domain's memory (or, in the host tests, a fake).
+pub trait ReadGuest {
+    /// Copies `out.len()` bytes from guest address `va`, or `EFAULT`.
+    fn read_guest(&self, va: u64, out: &mut [u8]) -> core::result::Result<(), Errno>;
+}
+
+impl ReadGuest for Domain {
+    fn read_guest(&self, va: u64, out: &mut [u8]) -> core::result::Result<(), Errno> {
+        self.copy_from_guest(va, out)
+    }
+}
+
 /// Reads record `index` of a guest array of 16-byte records.
-fn read_record(domain: &Domain, array: u64, index: u64) -> core::result::Result<[u64; 2], Errno> {
+fn read_record(
+    domain: &impl ReadGuest,
+    array: u64,
+    index: u64,
+) -> core::result::Result<[u64; 2], Errno> {
     let mut raw = [0u8; 16];
     let at = array.checked_add(index * 16).ok_or(Errno::EFAULT)?;
-    domain.copy_from_guest(at, &mut raw)?;
+    domain.read_guest(at, &mut raw)?;
     let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
     Ok([word(0), word(1)])
 }
@@ -81,11 +97,11 @@ pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) 
 
 /// Applies the 16-byte records of a guest array in order, stopping at the first refusal;
 /// returns how many were applied and the outcome.
-fn batch(
-    domain: &mut Domain,
+pub fn batch<D: ReadGuest>(
+    domain: &mut D,
     array: u64,
     count: u64,
-    mut apply: impl FnMut(&mut Domain, [u64; 2]) -> core::result::Result<(), Errno>,
+    mut apply: impl FnMut(&mut D, [u64; 2]) -> core::result::Result<(), Errno>,
 ) -> core::result::Result<(u64, Result), Errno> {
     if count > MMU_BATCH_MAX {
         return Err(Errno::EINVAL);
@@ -99,7 +115,7 @@ fn batch(
     while start < count {
         let n = (count - start).min(CHUNK);
         let at = array.checked_add(start * 16).ok_or(Errno::EFAULT);
-        let whole = at.and_then(|at| domain.copy_from_guest(at, &mut raw[..n as usize * 16]));
+        let whole = at.and_then(|at| domain.read_guest(at, &mut raw[..n as usize * 16]));
         for index in start..start + n {
             let record = match whole {
                 Ok(()) => {
@@ -153,13 +169,7 @@ fn apply_ext(domain: &mut Domain, op: MmuextOp) -> core::result::Result<(), Errn
         MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
             let level = (op.cmd - MMUEXT_PIN_L1_TABLE + 1) as u8;
             let kind = PageType::table(level).unwrap_or(PageType::L1);
-            table.index(op.arg).and_then(|index| {
-                table.pin(index, kind)?;
-                if kind == PageType::L4 {
-                    install_hypervisor_slots(&mut table.memory, index);
-                }
-                Ok(())
-            })
+            table.index(op.arg).and_then(|index| table.pin(index, kind))
         }
         MMUEXT_UNPIN_TABLE => table.index(op.arg).and_then(|index| table.unpin(index)),
         MMUEXT_NEW_BASEPTR => return new_baseptr(domain, op.arg),
@@ -176,23 +186,12 @@ fn apply_ext(domain: &mut Domain, op: MmuextOp) -> core::result::Result<(), Errn
     outcome.map_err(|error| refused(domain, error))
 }
 
-/// xen-lite's level-4 slots, written into a guest level-4 table once it has been validated (so
-/// the guest has no writable mapping of it): the switcher must be mapped wherever a trap can
-/// arrive, and nothing else of xen-lite may be.
-fn install_hypervisor_slots(memory: &mut impl TableMemory, index: u64) {
-    let (switcher, entry) = super::switcher_slot();
-    for slot in HYPERVISOR_L4_SLOTS {
-        memory.set_entry(index, slot, if slot == switcher { entry } else { 0 });
-    }
-}
-
 /// Switches the domain to the level-4 table in machine frame `frame`.
 fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errno> {
     let old = domain.cr3 >> 12;
     let mut table = domain.frame_table();
     let outcome = table.index(frame).and_then(|index| {
         table.get_type(index, PageType::L4)?;
-        install_hypervisor_slots(&mut table.memory, index);
         let old_index = table.index(old)?;
         table.put_type(old_index);
         Ok(())

@@ -21,8 +21,8 @@ mod emulate;
 mod events;
 mod guest_memory;
 pub mod hypercalls;
-mod mmu;
-mod page_types;
+pub mod mmu;
+pub mod page_types;
 pub mod schedule;
 
 use core::fmt;

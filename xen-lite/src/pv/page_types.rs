@@ -21,7 +21,8 @@
 //!    entries, which take `Writable` or plain references to data frames). When its count drops
 //!    to zero, those references are dropped again.
 //! 4. No superpages (`Superpage`), and level-4 slots in xen-lite's reserved range belong to
-//!    xen-lite (`ReservedSlot`).
+//!    xen-lite (`ReservedSlot`): a frame that becomes an L4 gets xen-lite's entries there,
+//!    whatever it held before.
 //! 5. Only a frame that is already a page table can be written through `update_entry`
 //!    (`NotATable`), and the new entry is validated before the old one is released.
 //! 6. A frame xen-lite itself writes for the guest (its `SharedInfo`) carries a `Writable`
@@ -183,6 +184,9 @@ pub struct FrameTable<'a, M> {
     pub memory: M,
     /// Level-4 slots that belong to xen-lite.
     pub reserved_l4: Range<usize>,
+    /// The one of them that maps the switcher, and its entry (rule 4: written into every frame
+    /// the moment it becomes an L4).
+    pub switcher: (usize, u64),
 }
 
 impl<M: TableMemory> FrameTable<'_, M> {
@@ -223,7 +227,21 @@ impl<M: TableMemory> FrameTable<'_, M> {
                 return Err(error);
             }
         }
+        if wanted == PageType::L4 {
+            self.install_reserved(index);
+        }
         Ok(())
+    }
+
+    /// Writes xen-lite's level-4 slots into a frame that has just become an L4 (so the guest has
+    /// no writable mapping of it): the switcher must be mapped wherever a trap can arrive, and
+    /// nothing else of xen-lite may be. Whatever the frame held there before (it may have been
+    /// another level's table, whose slots of that number were the guest's) is gone.
+    fn install_reserved(&mut self, index: u64) {
+        for slot in self.reserved_l4.clone() {
+            let entry = if slot == self.switcher.0 { self.switcher.1 } else { 0 };
+            self.memory.set_entry(index, slot, entry);
+        }
     }
 
     /// Drops a typed reference; the last one of a table releases the table's own references.
@@ -373,7 +391,7 @@ mod tests {
         memory.0[3][0] = entry(4, RW);
         memory.0[3][1] = entry(5, PTE_PRESENT);
         memory.0[3][2] = entry(0, PTE_PRESENT);
-        FrameTable { pages, base: BASE, memory, reserved_l4: 256..272 }
+        FrameTable { pages, base: BASE, memory, reserved_l4: 256..272, switcher: (260, 0x9_9003) }
     }
 
     #[test]
@@ -514,6 +532,19 @@ mod tests {
         table.update_entry(3, 9, entry(6, RW)).unwrap();
         table.update_entry(3, 9, 0).unwrap();
         assert_eq!((table.pages[6].page_type, table.pages[6].type_count), (PageType::Writable, 1));
+    }
+
+    #[test]
+    fn a_frame_that_becomes_an_l4_gets_xen_lites_slots_whatever_it_held() {
+        let mut pages = [PageInfo::default(); 8];
+        let mut table = tree(&mut pages);
+        // As an L1, slot 256 is the guest's: a mapping of frame 5.
+        table.pin(6, PageType::L1).unwrap();
+        table.update_entry(6, 256, entry(5, PTE_PRESENT)).unwrap();
+        table.unpin(6).unwrap();
+        table.pin(6, PageType::L4).unwrap();
+        assert_eq!(table.memory.0[6][256], 0, "no guest entry left in xen-lite's range");
+        assert_eq!(table.memory.0[6][260], 0x9_9003, "the switcher is mapped");
     }
 
     #[test]
