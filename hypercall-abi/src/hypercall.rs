@@ -225,6 +225,21 @@ pub enum Errno {
 }
 
 impl Errno {
+    /// Every errno, in number order.
+    pub const ALL: [Errno; 11] = [
+        Errno::EPERM,
+        Errno::ENOENT,
+        Errno::ESRCH,
+        Errno::ECHILD,
+        Errno::ENOMEM,
+        Errno::EACCES,
+        Errno::EFAULT,
+        Errno::EBUSY,
+        Errno::EINVAL,
+        Errno::ENOSPC,
+        Errno::ENOSYS,
+    ];
+
     /// The value a hypercall returns in `rax`: `-errno` as `u64`.
     pub const fn to_return(self) -> u64 {
         (-(self as i64)) as u64
@@ -232,20 +247,7 @@ impl Errno {
 
     /// Decodes a hypercall return value, if it is an error.
     pub fn from_return(value: u64) -> Option<Errno> {
-        let all = [
-            Errno::EPERM,
-            Errno::ENOENT,
-            Errno::ESRCH,
-            Errno::ECHILD,
-            Errno::ENOMEM,
-            Errno::EACCES,
-            Errno::EFAULT,
-            Errno::EBUSY,
-            Errno::EINVAL,
-            Errno::ENOSPC,
-            Errno::ENOSYS,
-        ];
-        all.into_iter().find(|e| e.to_return() == value)
+        Errno::ALL.into_iter().find(|e| e.to_return() == value)
     }
 }
 

@@ -74,7 +74,7 @@ fn mutate(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
             Edit::Truncate(at) => bytes.truncate(at % bytes.len()),
             Edit::Word(at, w) => {
                 if bytes.len() >= 8 {
-                    let at = at % (bytes.len() - 7) & !7;
+                    let at = (at % (bytes.len() - 7)) & !7;
                     bytes[at..at + 8].copy_from_slice(&w.to_le_bytes());
                 }
             }

@@ -11,25 +11,14 @@ use proptest::prelude::*;
 use crate::decode::{privileged_instruction, umip_instruction, Operand};
 use crate::pv::audit::{check_tables, Reserved};
 use crate::pv::mmu::{batch, ReadGuest};
-use crate::pv::page_types::{
-    FrameTable, PageInfo, PageType, TableMemory, ENTRIES, PTE_PRESENT, PTE_WRITABLE,
-};
+use crate::pv::page_types::{FrameTable, PageInfo, PageType, ENTRIES, PTE_PRESENT, PTE_WRITABLE};
 
 const FRAMES: usize = 8;
 const BASE: u64 = 100;
 const SHARED: u64 = 7;
 const SWITCHER: (usize, u64) = (260, 0x9_9003);
 
-struct Fake(Vec<[u64; ENTRIES]>);
-
-impl TableMemory for Fake {
-    fn entry(&self, index: u64, slot: usize) -> u64 {
-        self.0[index as usize][slot]
-    }
-    fn set_entry(&mut self, index: u64, slot: usize, value: u64) {
-        self.0[index as usize][slot] = value;
-    }
-}
+use crate::pv::page_types::FakeTables as Fake;
 
 /// One request a guest can make of the page-type rules.
 #[derive(Clone, Debug)]

@@ -376,6 +376,10 @@ pub fn print_table(rows: &[(String, String, String, bool)]) {
         println!("  {name:<48} {mode:<5} {emulator:<8} {verdict:<6} {expected}");
         if !passed || !seen.contains(expected.trim_start_matches("[dom0] ")) {
             println!("  {:<48} {:<5} {:<8} {:<6} seen: {seen}", "", "", "", "");
+            let attack = name.trim_start_matches("hostile-vmx-").trim_start_matches("hostile-");
+            if let Some(case) = CASES.iter().find(|c| c.attack == attack && c.mode == mode) {
+                println!("  {:<48} {:<5} {:<8} {:<6} why: {}", "", "", "", "", case.why);
+            }
         }
     }
 }
@@ -404,6 +408,18 @@ mod tests {
         let source = include_str!("../../pv-guest/src/workloads/attacks.rs");
         for case in CASES {
             assert!(source.contains(&format!("name: \"{}\"", case.attack)), "{}", case.attack);
+        }
+    }
+
+    #[test]
+    fn lecture_note_07_lists_every_case() {
+        let note = include_str!("../../lecture-notes/07-hostile-guests.md");
+        for case in CASES {
+            assert!(
+                note.contains(&format!("| `{}` | {} |", case.attack, case.mode)),
+                "{}",
+                case.attack
+            );
         }
     }
 

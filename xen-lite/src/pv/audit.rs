@@ -203,16 +203,7 @@ mod tests {
     use super::*;
     use crate::pv::page_types::FrameTable;
 
-    struct Fake(Vec<[u64; ENTRIES]>);
-
-    impl TableMemory for Fake {
-        fn entry(&self, index: u64, slot: usize) -> u64 {
-            self.0[index as usize][slot]
-        }
-        fn set_entry(&mut self, index: u64, slot: usize, value: u64) {
-            self.0[index as usize][slot] = value;
-        }
-    }
+    use crate::pv::page_types::FakeTables as Fake;
 
     const BASE: u64 = 100;
     const RW: u64 = PTE_PRESENT | PTE_WRITABLE;

@@ -358,21 +358,26 @@ impl<M: TableMemory> FrameTable<'_, M> {
     }
 }
 
+/// Frames as plain arrays, for the host tests of these rules and of what checks them.
+#[cfg(test)]
+pub struct FakeTables(pub Vec<[u64; ENTRIES]>);
+
+#[cfg(test)]
+impl TableMemory for FakeTables {
+    fn entry(&self, index: u64, slot: usize) -> u64 {
+        self.0[index as usize][slot]
+    }
+    fn set_entry(&mut self, index: u64, slot: usize, value: u64) {
+        self.0[index as usize][slot] = value;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Eight frames of memory, machine frames 100..108.
-    struct Fake(Vec<[u64; ENTRIES]>);
-
-    impl TableMemory for Fake {
-        fn entry(&self, index: u64, slot: usize) -> u64 {
-            self.0[index as usize][slot]
-        }
-        fn set_entry(&mut self, index: u64, slot: usize, value: u64) {
-            self.0[index as usize][slot] = value;
-        }
-    }
+    use super::FakeTables as Fake;
 
     const BASE: u64 = 100;
     const RW: u64 = PTE_PRESENT | PTE_WRITABLE;

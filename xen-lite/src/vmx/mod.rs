@@ -1,4 +1,5 @@
-//! VMX root operation: the first step of the `vmx` backend (DESIGN §3, `vmx` row).
+//! The VT-x backend (DESIGN §3, `vmx` row): VMX root operation, the controls, and the
+//! `HardwareVt` implementation the `hvm` run loop drives.
 //!
 //! Before a hypervisor can create a single VMCS, the CPU must be switched into *VMX root
 //! operation*. That takes four things, in this order:
