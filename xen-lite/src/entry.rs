@@ -20,7 +20,9 @@
 //!  6. `trap_return` loads that CR3, pops the registers, drops vector and error code, and
 //!     `iretq` resumes whatever the frame now describes. Into a guest's address space, the
 //!     frame is first moved to the entry stack, the only stack mapped there that nothing else
-//!     uses at that moment. The handler may have rewritten the frame: that is how xen-lite
+//!     uses at that moment; or, to resume the switcher itself at CPL 0 after a #DB it took on
+//!     an entry's first instruction, back to the #DB page (the entry stack may hold the frame
+//!     of the entry it interrupted). The handler may have rewritten the frame: that is how xen-lite
 //!     bounces to a guest handler or switches to another domain.
 //!
 //! An NMI takes none of these steps: xen-lite has no NMI source, so its entry counts it and
@@ -83,6 +85,7 @@ trap_common:
     "#,
     hypercall_abi::push_registers!(), // completes the TrapFrame: rax at the lowest address
     r#"
+    cld                             // a guest's DF survives delivery: before any rep movs
     mov r12, cr3                    // r12 (callee-saved): the interrupted CR3
     mov rax, [rip + {hypervisor_cr3}]
     mov cr3, rax                    // all of xen-lite is mapped from here on
@@ -122,19 +125,22 @@ trap_common:
     mov rsp, [rip + {handler_stack}] // then run on xen-lite's private stack
 2:
     mov rdi, rbx                    // arguments: &mut TrapFrame, the interrupted CR3
-    mov rsi, r12
-    cld                             // the ABI wants DF clear on function entry
+    mov rsi, r12                    // (DF is clear, as the ABI wants: see above)
     call {handler}                  // returns the CR3 to resume with
     mov rsp, rbx
     .global trap_return
 trap_return:                        // rsp points at a TrapFrame, rax holds the CR3 to load
     cmp rax, [rip + {hypervisor_cr3}]
     je 3f                           // staying in xen-lite's address space: pop in place
-    mov rsi, rsp                    // into a guest: the frame must be on the entry stack, the
-    mov rdi, [rip + {entry_frame}]  // only stack mapped there (it may be on the idle stack);
-    mov ecx, {frame_words}          // rsi, rdi, rcx come back from the frame below
+    mov rdx, [rip + {entry_frame}]  // into a guest's: the frame must be on a stack mapped
+    test byte ptr [rsp + {cs}], 3   // there, the entry stack; but a return to CPL 0 on a
+    jnz 7f                          // guest's CR3 resumes the switcher itself (a #DB it took
+    mov rdx, [rip + {debug_frame}]  // on its first instruction), whose stack may be the entry
+7:  mov rsi, rsp                    // stack: that frame goes back to the #DB page instead.
+    mov rdi, rdx                    // rsi, rdi, rcx, rdx come back from the frame below
+    mov ecx, {frame_words}
     rep movsq
-    mov rsp, [rip + {entry_frame}]
+    mov rsp, rdx
 3:
     mov cr3, rax                    // a guest's CR3: from here on only the switcher is mapped
     "#,
@@ -220,6 +226,7 @@ switcher_text_end:
     saved_rsp = const offset_of!(TrapFrame, rsp),
     nmis = const offset_of!(SyscallScratch, nmis),
     entry_frame = sym ENTRY_FRAME,
+    debug_frame = sym crate::switcher::DEBUG_RETURN_FRAME,
     syscall_scratch = sym SYSCALL_SCRATCH,
     user_rsp = const offset_of!(SyscallScratch, user_rsp),
     user_rip = const offset_of!(SyscallScratch, user_rip),
@@ -263,6 +270,14 @@ pub fn nmi_entry_address() -> u64 {
 /// there is the guest's doing (`trap::handle_trap` replays the call through the slow path).
 pub fn syscall_fast_writes() -> core::ops::Range<u64> {
     core::ptr::addr_of!(syscall_fast_start) as u64..core::ptr::addr_of!(syscall_fast_end) as u64
+}
+
+/// Whether `rip` is the first instruction of one of xen-lite's entry points: a vector's stub or
+/// `syscall_entry` (where a #DB a guest arranged can arrive at CPL 0; `trap.rs`).
+pub fn is_entry_point(rip: u64) -> bool {
+    let stubs = core::ptr::addr_of!(trap_vectors) as u64;
+    let stub = rip.wrapping_sub(stubs);
+    (stub < VECTORS * STUB_SIZE && stub % STUB_SIZE == 0) || rip == syscall_entry_address()
 }
 
 /// The `syscall` entry point (for LSTAR).

@@ -174,6 +174,10 @@ pub static HANDLER_STACK_TOP: AtomicU64 = AtomicU64::new(0);
 /// `trap_return` moves a frame here before it returns into a guest from anywhere else.
 pub static ENTRY_FRAME: AtomicU64 = AtomicU64::new(0);
 
+/// Where `trap_return` puts a frame that resumes the switcher itself at CPL 0 on a guest's CR3
+/// (after a harmless #DB on an entry's first instruction): the top of the #DB IST page.
+pub static DEBUG_RETURN_FRAME: AtomicU64 = AtomicU64::new(0);
+
 /// Records xen-lite's CR3 (and makes it the return CR3 until a guest runs).
 pub fn set_hypervisor_cr3(cr3: u64) {
     HYPERVISOR_CR3.0.store(cr3, Ordering::SeqCst);
@@ -181,6 +185,8 @@ pub fn set_hypervisor_cr3(cr3: u64) {
     HANDLER_STACK_TOP.store(HANDLER_STACK.top(), Ordering::SeqCst);
     let frame = core::mem::size_of::<crate::entry::TrapFrame>() as u64;
     ENTRY_FRAME.store(crate::gdt::hypervisor_stack_top() - frame, Ordering::SeqCst);
+    let debug_top = crate::gdt::ist_top(crate::gdt::DEBUG_IST);
+    DEBUG_RETURN_FRAME.store(debug_top - frame, Ordering::SeqCst);
     SYSCALL_STACK.0.store(crate::gdt::hypervisor_stack_top(), Ordering::SeqCst);
 }
 
@@ -205,25 +211,29 @@ pub fn nmi_count() -> u64 {
 }
 
 /// Wipes what the running domain may have left in pages every domain maps, before another one
-/// runs: the user `rsp`/`rip` the `syscall` entry parked in the scratch page, and an NMI's
-/// frame on its IST page (every other IST frame is wiped by the entry code as it arrives, and
-/// the entry stack's frame slot is rewritten by `trap_return` with the next domain's own).
+/// runs: the user `rsp`/`rip` the `syscall` entry parked in the scratch page, an NMI's frame on
+/// its IST page, and the frame of a #DB the switcher returned from (every other IST frame is
+/// wiped by the entry code as it arrives, and the entry stack's frame slot is rewritten by
+/// `trap_return` with the next domain's own).
 pub fn scrub_before_switch() {
     SYSCALL_SCRATCH.0.user_rsp.store(0, Ordering::Relaxed);
     SYSCALL_SCRATCH.0.user_rip.store(0, Ordering::Relaxed);
-    let top = crate::gdt::ist_top(crate::gdt::NMI_IST);
-    let words = core::mem::size_of::<crate::entry::TrapFrame>() / 8;
-    let frame = (top - words as u64 * 8) as *mut u64;
-    // SAFETY: the top words of the NMI's IST page, a static of xen-lite's that only the CPU
-    // writes (an NMI's frame); an NMI arriving during the wipe pushes its frame again, below
-    // no live data, and the next switch wipes it.
-    unsafe { core::ptr::write_bytes(frame, 0, words) };
+    for ist in [crate::gdt::NMI_IST, crate::gdt::DEBUG_IST] {
+        let top = crate::gdt::ist_top(ist);
+        let words = core::mem::size_of::<crate::entry::TrapFrame>() / 8;
+        let frame = (top - words as u64 * 8) as *mut u64;
+        // SAFETY: the top words of an IST page, a static of xen-lite's that only the CPU and
+        // `trap_return` write (a frame); an NMI arriving during the wipe pushes its frame
+        // again, below no live data, and the next switch wipes it.
+        unsafe { core::ptr::write_bytes(frame, 0, words) };
+    }
 }
 
 /// The auditor's check of invariant 6 (`pv::audit`): the IST pages hold nothing (the entry
-/// code moves each frame off and wipes it; an NMI's frame may stay on its page until the next
-/// switch), the entry stack nothing below its frame slot, and, when another domain runs next,
-/// the scratch page no user registers and the NMI page no frame. `whole`: every word of every
+/// code moves each frame off and wipes it; an NMI's frame, and a #DB frame the switcher returned
+/// from, may stay on their pages until the next switch), the entry stack nothing below its
+/// frame slot, and, when another domain runs next, the scratch page no user registers and the
+/// NMI and #DB pages no frame. `whole`: every word of every
 /// stack; otherwise only the IST frame slots, the only words an entry writes (cheap enough for
 /// every timer tick).
 pub fn audit_stacks(switched: bool, whole: bool) -> Result<(), crate::pv::audit::Violation> {
@@ -231,8 +241,8 @@ pub fn audit_stacks(switched: bool, whole: bool) -> Result<(), crate::pv::audit:
     let frame = core::mem::size_of::<crate::entry::TrapFrame>() as u64;
     for (index, (stack, bottom, top)) in crate::gdt::guest_visible_stacks().into_iter().enumerate()
     {
-        let nmi = top == crate::gdt::ist_top(crate::gdt::NMI_IST);
-        let end = if index == 0 || (nmi && !switched) { top - frame } else { top };
+        let kept = [crate::gdt::NMI_IST, crate::gdt::DEBUG_IST].map(crate::gdt::ist_top);
+        let end = if index == 0 || (kept.contains(&top) && !switched) { top - frame } else { top };
         let start = if whole { bottom } else { end.saturating_sub(frame).max(bottom) };
         let words = ((end - start) / 8) as usize;
         // SAFETY: words of one of xen-lite's own stacks (statics), mapped in its address space;

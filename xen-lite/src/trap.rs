@@ -88,9 +88,10 @@ pub extern "C" fn handle_trap(frame: &mut TrapFrame, interrupted_cr3: u64) -> u6
     }
     if frame.vector == u64::from(Vector::DEBUG)
         && frame.cs & 3 == 0
-        && frame.rip == crate::entry::syscall_entry_address()
+        && interrupted_cr3 != crate::switcher::hypervisor_cr3()
+        && crate::entry::is_entry_point(frame.rip)
     {
-        return syscall_single_step(frame, interrupted_cr3);
+        return entry_single_step(frame, interrupted_cr3);
     }
     if frame.vector == u64::from(Vector::PAGE_FAULT)
         && frame.cs & 3 == 0
@@ -112,21 +113,25 @@ pub extern "C" fn handle_trap(frame: &mut TrapFrame, interrupted_cr3: u64) -> u6
     crate::switcher::return_cr3()
 }
 
-/// A user ran `syscall` with TF set. `syscall` itself clears TF (FMASK), but the single-step
-/// trap of the `syscall` instruction is still raised, at CPL 0, on the first instruction of
-/// `syscall_entry`, before it has switched stacks (Intel SDM Vol. 3A, revision 086, 18.3.1.4;
-/// Bochs does the same; AMD does not: Xen XSA-204). The frame landed on the #DB IST stack and
-/// was moved off it; nothing has happened yet that needs undoing, so return to the entry's
-/// first instruction, in the address space it was in, and let it run. The user's TF is in
-/// `r11` and reaches the guest kernel in the bounced frame, as it would natively.
-fn syscall_single_step(frame: &mut TrapFrame, interrupted_cr3: u64) -> u64 {
+/// A guest's single step (or a #DB that `mov ss` delayed) arrived at CPL 0 on the first
+/// instruction of one of xen-lite's entry points, with the guest's CR3 still loaded. A user ran
+/// `syscall` with TF set: `syscall` clears TF (FMASK), but the single-step trap of the
+/// instruction is still raised on the first instruction of `syscall_entry`, before it has
+/// switched stacks (Intel SDM Vol. 3A, revision 086, 18.3.1.4; Bochs does the same; AMD does
+/// not: Xen XSA-204). Or the guest ran `mov ss` with TF set and then `int n` (or anything that
+/// faults), and the #DB that `mov ss` held back is delivered on the stub's first instruction
+/// (CVE-2018-8897). Either way the frame landed on the #DB IST page and was moved off it, and
+/// nothing has happened yet that needs undoing: return to the entry's first instruction, in the
+/// address space it was in, and let it run. The guest's TF is in the frame of the entry (or,
+/// for `syscall`, in `r11`) and reaches the guest kernel as it would natively.
+fn entry_single_step(frame: &mut TrapFrame, interrupted_cr3: u64) -> u64 {
     const RFLAGS_TF: u64 = 1 << 8;
     frame.rflags &= !RFLAGS_TF;
     SYSCALL_SINGLE_STEPS.fetch_add(1, Ordering::Relaxed);
     interrupted_cr3
 }
 
-/// How many [`syscall_single_step`] traps were ignored, for the end-of-run summary.
+/// How many [`entry_single_step`] traps were ignored, for the end-of-run summary.
 pub static SYSCALL_SINGLE_STEPS: AtomicU64 = AtomicU64::new(0);
 
 /// The `syscall` fast path faulted on the guest's stack or shared page (the guest unmapped or

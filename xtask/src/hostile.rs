@@ -193,6 +193,16 @@ pub const CASES: &[Case] = &[
         "a single step across int 0x82 reaches the guest, not xen-lite",
     ),
     pv(
+        "mov-ss-delays-tf-into-int-0x82",
+        Line("caught vector 1 in ring 1"),
+        "CVE-2018-8897: a #DB delayed by mov ss arrives at CPL 0 in xen-lite's entry stub",
+    ),
+    pv(
+        "df-before-a-page-fault",
+        Line("caught vector 14 in ring 1, error code 0x0"),
+        "DF survives delivery: the IST path's string copies must clear it first",
+    ),
+    pv(
         "tf-before-syscall",
         Line("caught vector 1 in ring 3"),
         "regression: #DB at CPL 0 on syscall_entry's first instruction stopped xen-lite (XSA-204)",

@@ -256,6 +256,14 @@ static ATTACKS: &[Attack] = &[
     // Flags across entries, and every software interrupt.
     Attack { name: "tf-across-a-hypercall", run: tf_across_a_hypercall },
     Attack {
+        name: "mov-ss-delays-tf-into-int-0x82",
+        run: |c| caught(c, catch_in_kernel(address!(attack_mov_ss_int))),
+    },
+    Attack {
+        name: "df-before-a-page-fault",
+        run: |c| caught(c, catch_in_kernel(address!(attack_df_fault))),
+    },
+    Attack {
         name: "tf-before-syscall",
         run: |c| flags_before(c, RFLAGS_TF, address!(attack_flag_syscall)),
     },
@@ -815,7 +823,7 @@ static TARGET: AtomicU64 = AtomicU64::new(0);
 global_asm!(
     r#"
     .section .text.attack_snippets, "ax"
-    .global attack_tf_hypercall, attack_iopl_in, attack_int_n, attack_load_segment
+    .global attack_tf_hypercall, attack_mov_ss_int, attack_df_fault, attack_iopl_in, attack_int_n, attack_load_segment
     .global attack_far_jump, attack_far_landed, attack_secret_fault, attack_xsetbv, attack_vmxon
     .global attack_ldt_call, attack_ring0_landing
 attack_tf_hypercall:
@@ -826,6 +834,21 @@ attack_tf_hypercall:
     int 0x82
     nop
     nop
+    ud2
+attack_mov_ss_int:                      // CVE-2018-8897's shape: `mov ss` delays the single
+    mov eax, {xen_version}              // step past the `int`, so it arrives at CPL 0 on the
+    pushfq                              // first instruction of xen-lite's stub
+    or qword ptr [rsp], {tf}
+    popfq
+    mov cx, ss
+    mov ss, cx
+    int 0x82
+    nop
+    nop
+    ud2
+attack_df_fault:                        // DF survives interrupt delivery: xen-lite must clear it
+    std                                 // before its own string copies
+    movabs rax, [0x1000]
     ud2
 attack_iopl_in:
     pushfq
@@ -976,6 +999,8 @@ attack_user_stack_top:
 
 unsafe extern "C" {
     static attack_tf_hypercall: u8;
+    static attack_df_fault: u8;
+    static attack_mov_ss_int: u8;
     static attack_iopl_in: u8;
     static attack_int_n: u8;
     static attack_load_segment: u8;

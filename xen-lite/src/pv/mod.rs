@@ -342,7 +342,9 @@ impl Pv {
         let steps = crate::trap::SYSCALL_SINGLE_STEPS.load(Ordering::Relaxed);
         let nmis = switcher::nmi_count();
         if steps + nmis > 0 {
-            log::info!("  xen-lite: {steps} #DB from a syscall with TF set, {nmis} NMIs: ignored");
+            log::info!(
+                "  xen-lite: {steps} #DB on an entry's first instruction, {nmis} NMIs: ignored"
+            );
         }
         exit_emulator(status)
     }
