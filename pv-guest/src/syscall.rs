@@ -18,6 +18,9 @@ use crate::traps::{self, Caught};
 
 /// Runs the system call in `frame`.
 pub fn dispatch(frame: &mut TrapFrame) {
+    if !hypercall_abi::layout::is_canonical(frame.rip) {
+        return traps::unreturnable(frame);
+    }
     if crate::process::syscall(frame) {
         return;
     }

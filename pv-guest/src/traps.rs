@@ -232,18 +232,16 @@ extern "C" fn handle(frame: &mut TrapFrame) {
         EVENT_VECTOR => on_event(frame),
         _ => on_exception(frame),
     }
-    if frame.cs & 3 == 3 && !hypercall_abi::layout::is_canonical(frame.rip) {
-        unreturnable(frame);
-    }
 }
 
-/// The frame would return to user code at an address no `iretq` can return to: a
-/// non-canonical one. A `syscall` in the last two bytes of user space does that (its
-/// return address is 0x8000_0000_0000, the CVE-2012-0217 set-up): returning would make this
-/// kernel's own `iretq` fault in kernel mode. End the program instead, as if the `iretq` had
-/// raised #GP on its behalf.
+/// A system call whose return address no `iretq` can return to: a non-canonical one. A
+/// `syscall` in the last two bytes of user space does that (its return address is
+/// 0x8000_0000_0000, the CVE-2012-0217 set-up): returning, now or after the process next
+/// runs, would make this kernel's own `iretq` fault in kernel mode. End the program instead,
+/// before the call does anything, as if the `iretq` had raised #GP on its behalf. (Every other
+/// way into the kernel leaves a canonical `rip`: the CPU faults on a non-canonical one first.)
 #[inline(never)]
-fn unreturnable(frame: &mut TrapFrame) {
+pub fn unreturnable(frame: &mut TrapFrame) {
     crate::println!("user return to non-canonical rip {:#x} refused", frame.rip);
     frame.vector = 13;
     frame.error_code = 0;
