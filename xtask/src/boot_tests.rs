@@ -533,7 +533,7 @@ fn fuzz() -> Vec<BootTest> {
             emulator,
             bundle: Bundle::Cmdline(cmdline),
             expect: Box::leak(Box::new([
-                "[xen] audit: checking DESIGN §4's invariants after every entry",
+                "[xen] audit: checking the protection invariants (DESIGN section 4) after every entry",
                 calls,
                 "[dom0] fuzz: done, the kernel still runs",
                 "[xen]   dom0: exit code 0;",
@@ -556,7 +556,7 @@ fn audited() -> Vec<BootTest> {
                 "mode=pv domain=\"init hello usertests\" domain=counter audit=on",
             ),
             expect: &[
-                "[xen] audit: checking DESIGN §4's invariants after every entry",
+                "[xen] audit: checking the protection invariants (DESIGN section 4) after every entry",
                 "ALL TESTS PASSED",
                 "[dom0] init: 2 programs run, 0 failed",
                 "[xen]   dom0: exit code 0;",
@@ -572,7 +572,7 @@ fn audited() -> Vec<BootTest> {
             "mode=vmx domain=\"init hello usertests\" domain=\"init hello\" audit=on",
         ),
         expect: &[
-            "[xen] audit: checking DESIGN §4's invariants after every entry",
+            "[xen] audit: checking the protection invariants (DESIGN section 4) after every entry",
             "[dom0] ALL TESTS PASSED",
             "[xen]   dom0: exit code 0;",
             "[xen]   dom1: exit code 0;",

@@ -158,6 +158,16 @@ struct Follower {
     echo: bool,
 }
 
+/// How many bytes at the end of `bytes` begin a UTF-8 character that is not complete yet (the
+/// emulator writes the console a byte at a time, so a read can end inside one).
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    match core::str::from_utf8(bytes) {
+        Ok(_) => 0,
+        Err(error) if error.error_len().is_none() => bytes.len() - error.valid_up_to(),
+        Err(_) => 0,
+    }
+}
+
 impl Follower {
     fn poll(&mut self) {
         let Ok(mut file) = File::open(&self.path) else { return };
@@ -168,8 +178,11 @@ impl Follower {
         if file.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
             return;
         }
-        self.offset += bytes.len() as u64;
-        let chunk = String::from_utf8_lossy(&bytes).replace('\r', "");
+        // Leave a character cut in half for the next read, rather than decoding both halves as
+        // replacement characters.
+        let complete = bytes.len() - incomplete_tail(&bytes);
+        self.offset += complete as u64;
+        let chunk = String::from_utf8_lossy(&bytes[..complete]).replace('\r', "");
         if self.echo {
             print!("{chunk}");
             let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -336,6 +349,9 @@ mod tests {
         let dir = Path::new("/nonexistent");
         assert_eq!(qemu_end(Some(7), "x", dir), End::Status(3));
         assert_eq!(qemu_end(Some(1), "console", dir), End::Status(0));
+        assert_eq!(incomplete_tail("a§".as_bytes()), 0);
+        assert_eq!(incomplete_tail(&"a§".as_bytes()[..2]), 1, "the first byte of §");
+        assert_eq!(incomplete_tail(b"ab\xff"), 0, "invalid, not incomplete: decoded as such");
         assert!(matches!(qemu_end(Some(1), "", dir), End::Crashed(_)));
         assert!(
             matches!(qemu_end(Some(0), "x", dir), End::Crashed(m) if m.contains("triple fault"))

@@ -464,7 +464,7 @@ pub fn handle(frame: &mut TrapFrame) {
 /// Turns the auditor on for the rest of the run (`audit=on`).
 pub fn enable_audit() {
     AUDIT.store(true, Ordering::Relaxed);
-    log::info!("audit: checking DESIGN §4's invariants after every entry");
+    log::info!("audit: checking the protection invariants (DESIGN section 4) after every entry");
 }
 
 /// Whether the auditor is on.
