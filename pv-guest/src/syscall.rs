@@ -5,9 +5,10 @@
 //! number is in `rax`, arguments in `rdi, rsi, rdx, r10, r8, r9`, the result goes back in
 //! `rax`. (`syscall` itself clobbers `rcx` and `r11`; `int 0x80` does not.)
 //!
-//! One program runs at a time so far (`program::run`, or the kernel's own ring-3 tests, both
-//! entered with `traps::catch`): `getpid` says 1 and `exit` ends the `catch`. Processes come
-//! next.
+//! While processes run, `process::syscall` answers. Without them (`program::run`, or the
+//! kernel's own ring-3 tests, both entered with `traps::catch`), `getpid` says 1 and `exit`
+//! ends the `catch`. A call whose return address is not canonical ends the program first
+//! (`traps::unreturnable`).
 
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::Errno;
