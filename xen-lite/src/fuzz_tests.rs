@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use crate::decode::{privileged_instruction, umip_instruction, Operand};
 use crate::pv::audit::{check_tables, Reserved};
 use crate::pv::mmu::{batch, ReadGuest};
-use crate::pv::page_types::{FrameTable, PageInfo, PageType, ENTRIES, PTE_PRESENT, PTE_WRITABLE};
+use crate::pv::page_types::{PageInfo, PageType, ENTRIES, PTE_PRESENT, PTE_WRITABLE};
 
 const FRAMES: usize = 8;
 const BASE: u64 = 100;
@@ -84,13 +84,7 @@ proptest! {
     fn page_type_rules_keep_every_invariant(requests in requests()) {
         let mut pages = vec![PageInfo::default(); FRAMES];
         let memory = Fake(vec![[0; ENTRIES]; FRAMES]);
-        let mut table = FrameTable {
-            pages: &mut pages,
-            base: BASE,
-            memory,
-            reserved_l4: 256..272,
-            switcher: SWITCHER,
-        };
+        let mut table = memory.table(&mut pages, BASE, SWITCHER);
         table.get_type(SHARED, PageType::Writable).unwrap();
         let mut root: Option<u64> = None;
         for request in &requests {

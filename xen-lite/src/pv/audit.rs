@@ -201,7 +201,6 @@ pub fn check_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pv::page_types::FrameTable;
 
     use crate::pv::page_types::FakeTables as Fake;
 
@@ -229,13 +228,7 @@ mod tests {
         memory.0[3][1] = entry(0, PTE_PRESENT);
         memory.0[3][2] = entry(7, RW);
         let mut pages = vec![PageInfo::default(); 8];
-        let mut table = FrameTable {
-            pages: &mut pages,
-            base: BASE,
-            memory,
-            reserved_l4: 256..272,
-            switcher: SWITCHER,
-        };
+        let mut table = memory.table(&mut pages, BASE, SWITCHER);
         table.get_type(7, PageType::Writable).unwrap();
         table.pin(0, PageType::L4).unwrap();
         let memory = table.memory;

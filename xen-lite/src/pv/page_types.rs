@@ -363,6 +363,20 @@ impl<M: TableMemory> FrameTable<'_, M> {
 pub struct FakeTables(pub Vec<[u64; ENTRIES]>);
 
 #[cfg(test)]
+impl FakeTables {
+    /// The frame table of these frames, numbered from machine frame `base`, with the host
+    /// tests' reserved level-4 slots 256..272 and the switcher's `(slot, entry)` among them.
+    pub fn table(
+        self,
+        pages: &mut [PageInfo],
+        base: u64,
+        switcher: (usize, u64),
+    ) -> FrameTable<'_, Self> {
+        FrameTable { pages, base, memory: self, reserved_l4: 256..272, switcher }
+    }
+}
+
+#[cfg(test)]
 impl TableMemory for FakeTables {
     fn entry(&self, index: u64, slot: usize) -> u64 {
         self.0[index as usize][slot]
