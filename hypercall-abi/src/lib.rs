@@ -19,6 +19,7 @@ extern crate alloc;
 
 pub mod devices;
 pub mod layout;
+pub mod page_table;
 pub mod mode;
 pub mod cmdline;
 pub mod bundle;
