@@ -9,6 +9,8 @@
 
 use core::mem::size_of;
 
+use crate::record::{word, Record};
+
 /// Every hypercall xen-lite knows. Deliberately exhaustive (no `#[non_exhaustive]`): adding one
 /// breaks xen-lite's dispatcher until it is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +163,27 @@ pub struct MmuUpdate {
 
 const _: () = assert!(size_of::<MmuUpdate>() == 16);
 
+impl Record for MmuUpdate {
+    type Bytes = [u8; 16];
+    const ZERO: [u8; 16] = [0; 16];
+
+    fn decode(bytes: &[u8; 16]) -> Self {
+        MmuUpdate { ptr: word(bytes, 0), val: word(bytes, 8) }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        two_words(self.ptr, self.val)
+    }
+}
+
+/// Two little-endian words, as most records are.
+fn two_words(first: u64, second: u64) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&first.to_le_bytes());
+    out[8..].copy_from_slice(&second.to_le_bytes());
+    out
+}
+
 /// `mmu_update` command: write a page-table entry.
 pub const MMU_NORMAL_PT_UPDATE: u64 = 0;
 /// Longest batch `mmu_update` and `mmuext_op` take in one call.
@@ -177,6 +200,19 @@ pub struct MmuextOp {
 }
 
 const _: () = assert!(size_of::<MmuextOp>() == 16);
+
+impl Record for MmuextOp {
+    type Bytes = [u8; 16];
+    const ZERO: [u8; 16] = [0; 16];
+
+    fn decode(bytes: &[u8; 16]) -> Self {
+        MmuextOp { cmd: word(bytes, 0), arg: word(bytes, 8) }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        two_words(self.cmd, self.arg)
+    }
+}
 
 /// `mmuext_op`: pin a frame as a level-1 table (level 2, 3, 4: the next three numbers).
 pub const MMUEXT_PIN_L1_TABLE: u64 = 0;
@@ -269,6 +305,22 @@ pub struct TrapInfo {
 
 const _: () = assert!(size_of::<TrapInfo>() == 16);
 
+impl Record for TrapInfo {
+    type Bytes = [u8; 16];
+    const ZERO: [u8; 16] = [0; 16];
+
+    fn decode(bytes: &[u8; 16]) -> Self {
+        TrapInfo { vector: bytes[0], flags: bytes[1], reserved: [0; 6], address: word(bytes, 8) }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut out = two_words(0, self.address);
+        out[..2].copy_from_slice(&[self.vector, self.flags]);
+        out[2..8].copy_from_slice(&self.reserved);
+        out
+    }
+}
+
 /// Counters xen-lite keeps per domain, copied out by `stats`. Written by xen-lite only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
@@ -303,6 +355,23 @@ pub struct Stats {
 pub const VM_EXIT_SLOTS: usize = 80;
 
 const _: () = assert!(size_of::<Stats>() == (64 + 32 + 8 + VM_EXIT_SLOTS) * 8);
+
+impl Record for Stats {
+    type Bytes = [u8; Stats::WORDS * 8];
+    const ZERO: Self::Bytes = [0; Stats::WORDS * 8];
+
+    fn decode(bytes: &Self::Bytes) -> Self {
+        Stats::from_words(&core::array::from_fn(|i| word(bytes, i * 8)))
+    }
+
+    fn encode(&self) -> Self::Bytes {
+        let mut out = Self::ZERO;
+        for (chunk, word) in out.chunks_exact_mut(8).zip(self.to_words()) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+}
 
 impl Stats {
     /// All zero.

@@ -2,9 +2,33 @@
 //!
 //! Built at boot from the bootloader's memory map (only `Usable` regions become free frames);
 //! frame 0 is never handed out, so a zero frame number can never be mistaken for a real one.
-//! Pure bookkeeping, unit-tested on the host.
+//! The bookkeeping ([`FrameAllocator`]) is pure and unit-tested on the host; xen-lite has one
+//! of them, [`FRAMES`], reached only through [`alloc`], [`alloc_contiguous`] and [`lock`].
 
 use core::fmt;
+
+use spin::Mutex;
+
+/// Physical memory xen-lite manages: 4 GiB, one bit per frame (128 KiB of bitmap).
+pub const FRAME_BITMAP_WORDS: usize = (4 << 30) / 4096 / 64;
+
+/// Every free machine frame.
+static FRAMES: Mutex<FrameAllocator<FRAME_BITMAP_WORDS>> = Mutex::new(FrameAllocator::new());
+
+/// The allocator itself, for the boot code that fills it and reports on it.
+pub fn lock() -> spin::MutexGuard<'static, FrameAllocator<FRAME_BITMAP_WORDS>> {
+    FRAMES.lock()
+}
+
+/// One free frame, now allocated.
+pub fn alloc() -> Option<Frame> {
+    FRAMES.lock().alloc()
+}
+
+/// `count` contiguous free frames, now allocated; the first of them.
+pub fn alloc_contiguous(count: u64) -> Option<Frame> {
+    FRAMES.lock().alloc_contiguous(count)
+}
 
 /// A machine frame number: physical address / 4096. Distinct from a guest's gfn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -5,7 +5,7 @@
 //! bytes; the command-line parser over mutated lines. The bundle parser and the ELF reader
 //! are fuzzed in `hypercall-abi/tests/fuzz.rs`, beside the corpus.
 
-use hypercall_abi::hypercall::{Errno, MMU_BATCH_MAX};
+use hypercall_abi::hypercall::{Errno, MmuUpdate, MMU_BATCH_MAX};
 use proptest::prelude::*;
 
 use crate::decode::{privileged_instruction, umip_instruction, Operand};
@@ -154,8 +154,8 @@ proptest! {
     ) {
         let mut memory = Memory { start: readable.0, end: readable.0 + readable.1, reads: Default::default() };
         let mut seen = Vec::new();
-        let outcome = batch(&mut memory, array, count, |_, record| {
-            seen.push(record);
+        let outcome = batch(&mut memory, array, count, |_, record: MmuUpdate| {
+            seen.push([record.ptr, record.val]);
             if Some(seen.len() as u64 - 1) == refuse { Err(Errno::EBUSY) } else { Ok(()) }
         });
         if count > MMU_BATCH_MAX {

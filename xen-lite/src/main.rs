@@ -48,6 +48,7 @@ mod domain_builder;
 mod native;
 mod decode;
 mod syscall;
+mod domain;
 mod pv;
 #[cfg(test)]
 mod fuzz_tests;
@@ -59,17 +60,9 @@ use hypercall_abi::devices::STATUS_BAD_BUNDLE;
 use hypercall_abi::start_info::MAX_MODULES;
 use hypercall_abi::Mode;
 use log::LevelFilter;
-use spin::Mutex;
 
 use crate::config::{Config, Selftest};
 use crate::exit::exit_emulator;
-use crate::frame::FrameAllocator;
-
-/// Physical memory xen-lite manages: 4 GiB, one bit per frame (128 KiB of bitmap).
-pub const FRAME_BITMAP_WORDS: usize = (4 << 30) / 4096 / 64;
-
-/// Every free machine frame.
-static FRAMES: Mutex<FrameAllocator<FRAME_BITMAP_WORDS>> = Mutex::new(FrameAllocator::new());
 
 #[cfg(not(test))]
 bootloader_api::entry_point!(kernel_main, config = &memory_map::BOOTLOADER_CONFIG);
@@ -84,7 +77,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     gdt::init();
     idt::init();
 
-    let mut frames = FRAMES.lock();
+    let mut frames = frame::lock();
     let usable = boot_info.memory_regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable);
     let regions =
         usable.map(|region| frames.add_region(region.start, region.end)).filter(|&n| n > 0).count();
@@ -97,7 +90,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let cpu = cpu::probe();
     cpu::log_report(&cpu);
     if let Some((revision, control)) = cpu.vmx {
-        vmx::log_root_operation(revision, control, &mut FRAMES.lock());
+        vmx::log_root_operation(revision, control, &mut frame::lock());
     }
 
     let bundle = read_bundle(boot_info);
@@ -152,17 +145,17 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
     let modules = &modules[..count];
     match config.mode {
         Mode::Native => {
-            let memory = FRAMES.lock().alloc_contiguous(config.domain_pages);
+            let memory = frame::alloc_contiguous(config.domain_pages);
             native::run(config, bundle.find(config.kernel), memory, modules)
         }
-        Mode::Pv => pv::start(config, bundle.find(config.kernel), modules, &FRAMES),
+        Mode::Pv => pv::start(config, bundle.find(config.kernel), modules),
         Mode::Vmx => {
             let Some((revision, control)) = cpu::probe().vmx else {
                 log::error!("fatal: mode=vmx needs a CPU with VMX (Bochs here; QEMU TCG has none)");
                 exit_emulator(STATUS_BAD_BUNDLE)
             };
             let vmx =
-                vmx::Vmx::enable(revision, control, &mut FRAMES.lock()).unwrap_or_else(|error| {
+                vmx::Vmx::enable(revision, control, &mut frame::lock()).unwrap_or_else(|error| {
                     log::error!("fatal: cannot use VMX: {error}");
                     exit_emulator(STATUS_BAD_BUNDLE)
                 });

@@ -1,13 +1,14 @@
-//! `vmx` (and later `svm`) mode: the `hvm` guest under hardware virtualisation, and the one run
-//! loop every hardware backend shares.
+//! The hardware-virtualisation modes: the `hvm` guest, unmodified, in a virtual CPU, and the one
+//! run loop every hardware backend shares.
 //!
-//! A backend ([`HardwareVt`]; today `crate::vmx::Vmx`) knows how to set up a virtual CPU for a
-//! domain, enter it and report, in backend-neutral words ([`Exit`]), why it came back. Everything
-//! else is here and backend-free: which domain runs ([`pv::schedule::pick_next`], the same
-//! round robin as `pv`), time (xen-lite's PIT tick), each domain's virtual PIC and PIT
-//! ([`devices`]), interrupt injection, and hypercalls, which go to the very dispatcher `pv`
-//! domains use (`pv::hypercalls::dispatch`): an hvm domain is a `pv::Domain` whose memory is
-//! reached through EPT instead of ring compression.
+//! A backend ([`HardwareVt`]: `crate::vmx::Vmx`, VT-x with EPT) knows how to set up a virtual
+//! CPU for a domain, enter it and report, in backend-neutral words ([`Exit`]), why it came back.
+//! Everything else is here and backend-free: which domain runs (the scheduler every mode
+//! shares, `crate::domain::schedule`), time (xen-lite's PIT tick), each domain's virtual PIC
+//! and PIT ([`devices`]), interrupt injection, what each exit means ([`exits`]), and
+//! hypercalls, which go to the dispatcher every mode shares (`crate::domain::hypercalls`). An
+//! hvm domain is a `crate::domain::Domain` with no ring-1 state: its memory is confined by EPT
+//! instead of by ring compression and validated page tables.
 //!
 //! One trip round [`Hvm::run`]:
 //!
@@ -22,6 +23,7 @@
 //! LSTAR entry in non-root mode, which is the point of the `vmx` row of DESIGN §3.
 
 pub mod devices;
+mod exits;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -33,14 +35,14 @@ use hypercall_abi::{vm_exit, Mode};
 
 use self::devices::Devices;
 use crate::config::{Config, MAX_DOMAINS};
+use crate::domain::schedule::Decision;
+use crate::domain::{self, Domain, Domains, State};
 use crate::domain_builder::{self, DomainSpec};
 use crate::entry::TrapFrame;
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
-use crate::instructions::{cpuid, take_pending_interrupts, wait_for_interrupt};
-use crate::pv::schedule::{pick_next, Next, SLICE_TICKS};
-use crate::pv::{self, Domain, Pv, State};
-use crate::timer::{self, NS_PER_TICK, TIMER_VECTOR};
+use crate::instructions::wait_for_interrupt;
+use crate::timer::{self, NS_PER_TICK};
 
 /// Where a domain's virtual CPU starts: what the builder laid out.
 pub struct VcpuBoot {
@@ -223,7 +225,7 @@ pub fn host_timer_interrupt() {
     timer::tick();
 }
 
-/// The run loop's state besides the domains (which live in [`Pv`], shared with `pv` mode).
+/// The run loop's state besides the domains (which live in [`Domains`], as in every mode).
 struct Hvm<V: HardwareVt> {
     vt: V,
     vcpus: [Option<V::Vcpu>; MAX_DOMAINS],
@@ -250,12 +252,12 @@ pub fn start<V: HardwareVt>(
         devices: [const { Devices::new() }; MAX_DOMAINS],
         ticks_seen: 0,
     };
-    let mut pv = pv::lock();
+    let mut domains = domain::lock();
     if config.audit {
-        pv::enable_audit();
+        domain::audit::enable();
     }
     for (id, cmdline) in config.domains().iter().enumerate() {
-        let (base, page_info) = pv::allocate_domain(config, id);
+        let base = domain::allocate_memory(config, id);
         let boot = build::<V>(id as u32, config, cmdline, image, modules, base);
         let vcpu = hvm.vt.create_vcpu(&boot).unwrap_or_else(|why| {
             log::error!("{mode}: cannot create a virtual CPU for dom{id}: {why}");
@@ -263,17 +265,9 @@ pub fn start<V: HardwareVt>(
         });
         hvm.vcpus[id] = Some(vcpu);
         let regs = TrapFrame { rdi: boot.start_info, ..TrapFrame::default() };
-        let mut domain = Domain::new(
-            id as u32,
-            base,
-            config.domain_pages,
-            boot.cr3,
-            boot.shared_info_gfn,
-            regs,
-            page_info,
-        );
-        domain.mode = V::MODE;
-        pv.domains[id] = Some(domain);
+        let memory = (base, config.domain_pages);
+        let domain = Domain::new(id as u32, V::MODE, memory, boot.shared_info_gfn, regs, None);
+        domains.domains[id] = Some(domain);
         log::info!(
             "{mode}: dom{id}: {} frames at machine {:#x} (guest-physical 0), entry {:#x}, command line \"{cmdline}\"",
             config.domain_pages,
@@ -289,7 +283,7 @@ pub fn start<V: HardwareVt>(
     hvm.vt.set_tick_length(tsc);
     hvm.ticks_seen = timer::ticks();
     log::info!("{mode}: one tick is {tsc} TSC cycles; entering dom0 in non-root ring 0");
-    hvm.run(&mut pv)
+    hvm.run(&mut domains)
 }
 
 /// Measures how many TSC cycles one of xen-lite's ticks lasts, over ten ticks of the PIT (as Xen
@@ -318,7 +312,7 @@ fn build<V: HardwareVt>(
     base: Frame,
 ) -> VcpuBoot {
     let pages = config.domain_pages;
-    // SAFETY: the frames were just allocated for this domain (`pv::allocate_domain`) and are
+    // SAFETY: the frames were just allocated for this domain (`domain::allocate_memory`) and are
     // reached only through this slice until the domain runs.
     let memory = unsafe { domain_builder::domain_memory(base, pages) };
     let spec = DomainSpec {
@@ -352,18 +346,18 @@ fn build<V: HardwareVt>(
 
 impl<V: HardwareVt> Hvm<V> {
     /// The loop described in the module documentation; ends the run when every domain has.
-    fn run(&mut self, pv: &mut Pv) -> ! {
+    fn run(&mut self, domains: &mut Domains) -> ! {
         loop {
-            self.account_time(pv);
-            let Some(c) = self.choose(pv) else {
+            self.account_time(domains);
+            let Some(c) = self.choose(domains) else {
                 wait_for_interrupt(); // idle: every live domain is halted
                 continue;
             };
-            self.offer_interrupt(pv, c);
+            self.offer_interrupt(domains, c);
             let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
-            let info = self.vt.run(vcpu, &mut pv.domain(c).regs);
+            let info = self.vt.run(vcpu, &mut domains.domain(c).regs);
             let slot = usize::from(info.reason).min(VM_EXIT_SLOTS - 1);
-            let domain = pv.domain(c);
+            let domain = domains.domain(c);
             domain.stats.vm_exits[slot] += 1;
             log::trace!(
                 "dom{c}: VM exit {} ({}) at rip {:#x}",
@@ -371,16 +365,16 @@ impl<V: HardwareVt> Hvm<V> {
                 vm_exit::name(info.reason),
                 domain.regs.rip
             );
-            self.handle(pv, c, info.exit);
-            if pv::auditing() {
-                pv::audit(pv, Some(c), false, true);
+            self.handle(domains, c, info.exit);
+            if domain::audit::enabled() {
+                domain::audit::run(domains, Some(c), false, true);
             }
         }
     }
 
     /// Host ticks since the last trip: virtual PITs advance, halted domains with a
     /// deliverable interrupt wake, the running domain's slice shrinks.
-    fn account_time(&mut self, pv: &mut Pv) {
+    fn account_time(&mut self, domains: &mut Domains) {
         let now = timer::ticks();
         let elapsed = now - self.ticks_seen;
         if elapsed == 0 {
@@ -388,174 +382,48 @@ impl<V: HardwareVt> Hvm<V> {
         }
         self.ticks_seen = now;
         for index in 0..MAX_DOMAINS {
-            let Some(domain) = pv.find(index).filter(|d| !d.is_dead()) else { continue };
+            let Some(domain) = domains.find(index).filter(|d| !d.is_dead()) else { continue };
             domain.shared().system_time_ns = now * NS_PER_TICK;
             self.devices[index].advance(elapsed * NS_PER_TICK);
             if domain.state == State::Blocked && self.devices[index].deliverable().is_some() {
                 domain.state = State::Runnable;
             }
         }
-        pv.slice_left = pv.slice_left.saturating_sub(elapsed);
+        domains.slice_left = domains.slice_left.saturating_sub(elapsed);
     }
 
-    /// The domain to enter now, switching if the current one cannot or should not go on;
-    /// `None` to idle. Ends the run when no domain is left.
-    fn choose(&mut self, pv: &mut Pv) -> Option<usize> {
-        if let Some(c) = pv.current {
-            if pv.domain(c).state == State::Runnable && !pv.yield_now && pv.slice_left > 0 {
-                return Some(c);
+    /// The domain to enter now (the scheduler's decision; on a switch its vCPU is loaded);
+    /// `None` to idle.
+    fn choose(&mut self, domains: &mut Domains) -> Option<usize> {
+        let devices = &self.devices;
+        let decision = domains.schedule(
+            |_, index| devices[index].can_interrupt(),
+            "halted forever: its virtual PIC has IRQ 0 masked or its PIT was never programmed",
+        );
+        match decision {
+            Decision::Stay(c) => Some(c),
+            Decision::Switch { to, .. } => {
+                let vcpu = self.vcpus[to].as_mut().expect("every domain has a vCPU");
+                self.vt.load(vcpu);
+                Some(to)
             }
-        }
-        let states: [State; MAX_DOMAINS] =
-            core::array::from_fn(|i| pv.domains[i].as_ref().map_or(State::Dead(0), |d| d.state));
-        pv.yield_now = false;
-        pv.slice_left = SLICE_TICKS;
-        match pick_next(&states, pv.current) {
-            Next::Domain(n) => {
-                if pv.current != Some(n) {
-                    let vcpu = self.vcpus[n].as_mut().expect("every domain has a vCPU");
-                    self.vt.load(vcpu);
-                    pv.domain(n).stats.schedules += 1;
-                    pv.current = Some(n);
-                    pv::CURRENT_DOMAIN.store(n as u64, Ordering::Relaxed);
-                }
-                Some(n)
-            }
-            Next::Idle => {
-                for index in 0..MAX_DOMAINS {
-                    let blocked = pv.find(index).is_some_and(|d| d.state == State::Blocked);
-                    if blocked && !self.devices[index].can_interrupt() {
-                        pv.kill(index, format_args!(
-                            "halted forever: its virtual PIC has IRQ 0 masked or its PIT was never programmed"
-                        ));
-                    }
-                }
-                if pv.domains.iter().flatten().all(Domain::is_dead) {
-                    pv.finish()
-                }
-                None
-            }
-            Next::AllDead => pv.finish(),
+            Decision::Idle => None,
         }
     }
 
     /// Injects domain `c`'s pending virtual interrupt if the guest can take it now; else asks
     /// for an exit as soon as it can.
-    fn offer_interrupt(&mut self, pv: &mut Pv, c: usize) {
+    fn offer_interrupt(&mut self, domains: &mut Domains, c: usize) {
         let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
         match self.devices[c].deliverable() {
             Some(vector) if self.vt.interruptible(vcpu) => {
                 self.vt.inject_interrupt(vcpu, vector);
                 self.devices[c].acknowledge();
-                pv.domain(c).stats.events_delivered += 1;
+                domains.domain(c).stats.events_delivered += 1;
                 self.vt.request_interrupt_window(vcpu, false);
             }
             Some(_) => self.vt.request_interrupt_window(vcpu, true),
             None => self.vt.request_interrupt_window(vcpu, false),
         }
     }
-
-    /// Handles one exit of domain `c`.
-    fn handle(&mut self, pv: &mut Pv, c: usize, exit: Exit) {
-        let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
-        let rip = pv.domain(c).regs.rip;
-        match exit {
-            Exit::Hypercall => {
-                // Counted as a VMCALL exit, not in `entries_hypercall` (the pv trap's counter).
-                let mut frame = pv.domain(c).regs;
-                pv::hypercalls::dispatch(pv, c, &mut frame);
-                pv.domain(c).regs.rax = frame.rax;
-                self.vt.skip_instruction(vcpu);
-            }
-            Exit::Halt => {
-                self.vt.skip_instruction(vcpu);
-                if pv.domain(c).regs.rflags & (1 << 9) == 0 {
-                    pv.kill(
-                        c,
-                        format_args!(
-                        "hlt with interrupts disabled at rip {rip:#x}: the vCPU could never wake"
-                    ),
-                    );
-                } else if self.devices[c].deliverable().is_none() {
-                    pv.domain(c).state = State::Blocked;
-                }
-            }
-            Exit::HostInterrupt(vector) => {
-                if vector == TIMER_VECTOR {
-                    timer::tick();
-                }
-            }
-            Exit::InterruptWindow => {} // the next trip injects
-            Exit::CacheFlush => self.vt.skip_instruction(vcpu),
-            // The tick that is due is pending at the PIC but was not delivered as an exit (the
-            // Bochs quirk in `Vmx::set_tick_length`): take it here.
-            Exit::TimeUp => take_pending_interrupts(),
-            Exit::Cpuid => {
-                let regs = &mut pv.domain(c).regs;
-                let [a, b, c_, d] = guest_cpuid(regs.rax as u32, regs.rcx as u32);
-                (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
-                    (a.into(), b.into(), c_.into(), d.into());
-                self.vt.skip_instruction(vcpu);
-            }
-            Exit::Io { port, size, write } => {
-                let regs = &mut pv.domain(c).regs;
-                let value = regs.rax;
-                let result = match (size, write) {
-                    (1, true) => self.devices[c].write(port, value as u8),
-                    (1, false) => self.devices[c].read(port).map(|byte| {
-                        regs.rax = (value & !0xff) | u64::from(byte);
-                    }),
-                    _ => Err(devices::DeviceError::Unsupported("access size")),
-                };
-                match result {
-                    Ok(()) => self.vt.skip_instruction(vcpu),
-                    Err(error) if write => pv.kill(c, format_args!(
-                        "out of {size} byte(s), value {value:#x}, to port {port:#x} at rip {rip:#x}: {error}"
-                    )),
-                    Err(error) => pv.kill(c, format_args!(
-                        "in of {size} byte(s) from port {port:#x} at rip {rip:#x}: {error}"
-                    )),
-                }
-            }
-            Exit::Msr { write } => {
-                let regs = &mut pv.domain(c).regs;
-                let msr = regs.rcx as u32;
-                let result = if write {
-                    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
-                    self.vt.write_msr(vcpu, msr, value)
-                } else {
-                    match self.vt.read_msr(vcpu, msr) {
-                        Some(value) => {
-                            (regs.rax, regs.rdx) = (value & 0xffff_ffff, value >> 32);
-                            Ok(())
-                        }
-                        None => Err("xen-lite does not virtualise it"),
-                    }
-                };
-                match result {
-                    Ok(()) => self.vt.skip_instruction(vcpu),
-                    Err(why) => pv.kill(
-                        c,
-                        format_args!(
-                            "{} of MSR {msr:#x} at rip {rip:#x}: {why}",
-                            if write { "wrmsr" } else { "rdmsr" }
-                        ),
-                    ),
-                }
-            }
-            Exit::Fatal(fatal) => pv.kill(c, format_args!("{fatal} at rip {rip:#x}")),
-        }
-    }
-}
-
-/// What `cpuid` tells a guest: the host's answer, with VMX and SVM hidden (xen-lite offers no
-/// nested virtualisation) and the "hypervisor present" bit set, as every hypervisor does.
-fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
-    let [a, b, mut c, d] = cpuid(leaf, subleaf);
-    match leaf {
-        1 => c = (c & !(1 << 5)) | (1 << 31), // ECX.VMX off, ECX.hypervisor on
-        0x8000_0001 => c &= !(1 << 2),        // ECX.SVM off
-        _ => {}
-    }
-    [a, b, c, d]
 }

@@ -1,6 +1,6 @@
-//! The invariant auditor (`audit=on`): after every entry from a `pv` domain, xen-lite checks
-//! the protection invariants of DESIGN §4 over every domain, instead of trusting that each
-//! handler kept them. A violation is a bug in xen-lite, so it is fatal, with one line naming
+//! The invariant auditor's checks for `pv` domains (`audit=on`, driven by
+//! `crate::domain::audit`): after every entry, xen-lite checks the protection invariants of
+//! DESIGN §4 over every domain, instead of trusting that each handler kept them. A violation is a bug in xen-lite, so it is fatal, with one line naming
 //! the invariant, the domain and the frame. Xen's `audit_domains` and seL4's proved invariants
 //! are the models: an auditor finds the next escape without anyone having imagined it.
 //!
@@ -131,6 +131,21 @@ pub struct Reserved {
     pub slots: Range<usize>,
     /// The switcher's slot and the entry every guest L4 holds there.
     pub switcher: (usize, u64),
+}
+
+/// Audits one live domain (`crate::domain::audit`): for a `pv` domain its shared-info frame,
+/// and with `walk` every table it can run on. An hvm domain has nothing here to check.
+pub fn check_domain(domain: &crate::domain::Domain, walk: bool) -> Result<(), Violation> {
+    let Some(pv) = &domain.pv else { return Ok(()) };
+    let (pages, base, shared) = (pv.page_info(), domain.memory.0, domain.shared_info_gfn);
+    if !walk {
+        return check_shared_info(pages, base, shared);
+    }
+    let reserved = Reserved {
+        slots: crate::memory_map::HYPERVISOR_L4_SLOTS,
+        switcher: super::switcher_slot(),
+    };
+    check_tables(pages, base, &domain.tables(), &reserved, shared)
 }
 
 /// Checks that the shared-info frame holds its `Writable` reference (invariant 5).

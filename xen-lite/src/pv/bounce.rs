@@ -20,7 +20,15 @@
 //! one registered with `stack_switch` if user code was (ring 3), just like the CPU's choice
 //! between the current stack and TSS.RSPn. See: Intel SDM Vol. 3A, revision 086, 6.14.2.
 
+use core::fmt;
+
+use hypercall_abi::hypercall::SYSCALL_BOUNCE_VECTOR;
+
+use super::events;
+use crate::domain::{kill, Domain};
 use crate::entry::TrapFrame;
+use crate::gdt::{GUEST_KERNEL_CS, GUEST_KERNEL_DS};
+use crate::trap::Vector;
 
 /// RFLAGS.IF.
 pub const RFLAGS_IF: u64 = 1 << 9;
@@ -87,6 +95,65 @@ pub fn enter_handler(frame: &mut TrapFrame, handler: u64, bounce: &BounceFrame, 
     frame.rsp = bounce.rsp;
     frame.ss = ss;
     frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_DELIVERY) | RFLAGS_IF;
+}
+
+/// Bounces `frame` (of `domain`) to the guest `handler`: writes the bounce frame to the guest
+/// kernel's stack and points `frame` at the handler. Kills the domain (`Err`) if the frame
+/// cannot be written.
+pub fn deliver(
+    domain: &mut Domain,
+    frame: &mut TrapFrame,
+    handler: u64,
+    error_code: Option<u64>,
+) -> Result<(), ()> {
+    let virtual_if = events::virtual_if(domain);
+    // What is being bounced, for the kill lines: `#PF (vector 14)`, or `syscall`.
+    let what = BouncedEvent(frame.vector);
+    let bounce = match bounce_frame(frame, error_code, virtual_if, domain.pv().kernel_stack) {
+        Ok(bounce) => bounce,
+        Err(BounceError::NoKernelStack) => {
+            kill!(
+                domain,
+                "{what} at rip {:#x} from ring 3: no kernel stack registered with stack_switch",
+                frame.rip
+            );
+            return Err(());
+        }
+    };
+    let mut bytes = [0u8; 48];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(&bounce.words[..bounce.len]) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    if domain.copy_to_guest(bounce.rsp, &bytes[..bounce.bytes() as usize]).is_err() {
+        kill!(
+            domain,
+            "{what} at rip {:#x}: the ring-1 stack at {:#x} cannot take a {}-byte bounce frame",
+            frame.rip,
+            bounce.rsp,
+            bounce.bytes()
+        );
+        return Err(());
+    }
+    enter_handler(
+        frame,
+        handler,
+        &bounce,
+        u64::from(GUEST_KERNEL_CS.bits()),
+        u64::from(GUEST_KERNEL_DS.bits()),
+    );
+    Ok(())
+}
+
+/// Names a bounced event: an exception by mnemonic and vector, or a user's `syscall`.
+struct BouncedEvent(u64);
+
+impl fmt::Display for BouncedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            SYSCALL_BOUNCE_VECTOR => f.write_str("syscall"),
+            vector => write!(f, "{} (vector {vector})", Vector::name(vector).0),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use crate::decode::{umip_instruction, Operand, UmipInstruction, UmipRead};
 use crate::entry::TrapFrame;
 
-use super::domain::Domain;
+use crate::domain::Domain;
 
 /// What `smsw` reports: CR0's PE, MP, ET and NE.
 const MACHINE_STATUS_WORD: u64 = 0x33;

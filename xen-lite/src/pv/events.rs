@@ -16,7 +16,7 @@
 
 use hypercall_abi::hypercall::VIRQ_TIMER;
 
-use super::domain::{Domain, State};
+use crate::domain::{Domain, State};
 
 /// Raises event `port` in `domain`.
 pub fn raise_port(domain: &mut Domain, port: usize) {
@@ -33,9 +33,10 @@ pub fn raise_port(domain: &mut Domain, port: usize) {
 
 /// Fires `domain`'s one-shot timer if its deadline has passed.
 pub fn check_timer(domain: &mut Domain, now: u64) {
-    if domain.timer_deadline != 0 && now >= domain.timer_deadline {
-        domain.timer_deadline = 0;
-        if let Some(port) = domain.virq_ports[VIRQ_TIMER as usize] {
+    let pv = domain.pv();
+    if pv.timer_deadline != 0 && now >= pv.timer_deadline {
+        pv.timer_deadline = 0;
+        if let Some(port) = pv.virq_ports[VIRQ_TIMER as usize] {
             raise_port(domain, usize::from(port));
         }
     }
@@ -43,8 +44,9 @@ pub fn check_timer(domain: &mut Domain, now: u64) {
 
 /// Whether an upcall should be delivered now to a domain interrupted at `rip` with `cs`.
 pub fn upcall_due(domain: &mut Domain, rip: u64, cs: u64) -> bool {
-    let in_window = cs & 3 == 1 && domain.no_delivery.contains(&rip);
-    let callback = domain.event_callback != 0;
+    let pv = domain.pv();
+    let in_window = cs & 3 == 1 && pv.no_delivery.contains(&rip);
+    let callback = pv.event_callback != 0;
     let vcpu = domain.shared().vcpu;
     callback && vcpu.upcall_pending != 0 && vcpu.upcall_mask == 0 && !in_window
 }

@@ -16,8 +16,11 @@ use hypercall_abi::hypercall::{
 };
 use hypercall_abi::layout::{is_canonical, PAGE_SIZE};
 
-use super::domain::Domain;
-use super::page_types::{MmError, PageType, TableMemory, ADDRESS_MASK, PTE_PRESENT};
+use hypercall_abi::page_table::{self, Step, Stop, Tables};
+use hypercall_abi::record::Record;
+
+use super::page_types::{FrameTable, MmError, PageType, TableMemory};
+use crate::domain::{kill, Domain};
 use crate::instructions::{flush_tlb, invlpg};
 use crate::memory_map::HYPERVISOR_L4_SLOTS;
 
@@ -35,17 +38,20 @@ impl ReadGuest for Domain {
     }
 }
 
+/// The 16-byte records of a batch.
+pub trait BatchRecord: Record<Bytes = [u8; 16]> {}
+impl<R: Record<Bytes = [u8; 16]>> BatchRecord for R {}
+
 /// Reads record `index` of a guest array of 16-byte records.
-fn read_record(
+fn read_record<R: BatchRecord>(
     domain: &impl ReadGuest,
     array: u64,
     index: u64,
-) -> core::result::Result<[u64; 2], Errno> {
-    let mut raw = [0u8; 16];
+) -> core::result::Result<R, Errno> {
+    let mut raw = R::ZERO;
     let at = array.checked_add(index * 16).ok_or(Errno::EFAULT)?;
     domain.read_guest(at, &mut raw)?;
-    let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-    Ok([word(0), word(1)])
+    Ok(R::decode(&raw))
 }
 
 /// Checks, before a batch applies anything, that its `done` pointer (if any) can take the
@@ -53,9 +59,8 @@ fn read_record(
 /// was.
 fn check_done(domain: &Domain, done: u64) -> core::result::Result<(), Errno> {
     if done != 0 {
-        let mut current = [0u8; 8];
-        domain.copy_from_guest(done, &mut current)?;
-        domain.copy_to_guest(done, &current)?;
+        let current: u64 = domain.read(done)?;
+        domain.write(done, &current)?;
     }
     Ok(())
 }
@@ -65,10 +70,21 @@ fn check_done(domain: &Domain, done: u64) -> core::result::Result<(), Errno> {
 /// xen-lite's output at a table it was building, an ABI violation, and is killed (the count
 /// could not be reported either way).
 fn report_done(domain: &mut Domain, done: u64, count: u64, what: &str) {
-    if done != 0 && domain.copy_to_guest(done, &count.to_le_bytes()).is_err() {
-        domain.kill(format_args!(
+    if done != 0 && domain.write(done, &count).is_err() {
+        kill!(
+            domain,
             "{what}: `done` at {done:#x} lies in a frame its own batch made a page table ({count} applied)"
-        ));
+        );
+    }
+}
+
+/// A domain's tables as the walker sees them: only frames the domain owns can be read.
+struct Owned<'t, 'a, M>(&'t FrameTable<'a, M>);
+
+impl<M: TableMemory> Tables for Owned<'_, '_, M> {
+    fn read(&self, table: u64, index: usize) -> Option<u64> {
+        let frame = self.0.index(table >> 12).ok()?;
+        Some(self.0.memory.entry(frame, index))
     }
 }
 
@@ -85,9 +101,7 @@ fn refused(domain: &mut Domain, error: MmError) -> Errno {
 #[unsafe(no_mangle)]
 pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) -> Result {
     check_done(domain, done)?;
-    let (applied, result) = batch(domain, requests, count, |domain, [ptr, val]| {
-        apply_update(domain, MmuUpdate { ptr, val })
-    })?;
+    let (applied, result) = batch(domain, requests, count, apply_update)?;
     if applied > 0 {
         flush_tlb();
     }
@@ -97,11 +111,11 @@ pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) 
 
 /// Applies the 16-byte records of a guest array in order, stopping at the first refusal;
 /// returns how many were applied and the outcome.
-pub fn batch<D: ReadGuest>(
+pub fn batch<D: ReadGuest, R: BatchRecord>(
     domain: &mut D,
     array: u64,
     count: u64,
-    mut apply: impl FnMut(&mut D, [u64; 2]) -> core::result::Result<(), Errno>,
+    mut apply: impl FnMut(&mut D, R) -> core::result::Result<(), Errno>,
 ) -> core::result::Result<(u64, Result), Errno> {
     if count > MMU_BATCH_MAX {
         return Err(Errno::EINVAL);
@@ -120,12 +134,9 @@ pub fn batch<D: ReadGuest>(
             let record = match whole {
                 Ok(()) => {
                     let at = (index - start) as usize * 16;
-                    let word = |i: usize| {
-                        u64::from_le_bytes(
-                            raw[at + i * 8..at + i * 8 + 8].try_into().unwrap_or_default(),
-                        )
-                    };
-                    Ok([word(0), word(1)])
+                    let mut bytes = R::ZERO;
+                    bytes.copy_from_slice(&raw[at..at + 16]);
+                    Ok(R::decode(&bytes))
                 }
                 Err(_) => read_record(domain, array, index),
             };
@@ -157,8 +168,7 @@ fn apply_update(domain: &mut Domain, request: MmuUpdate) -> core::result::Result
 #[unsafe(no_mangle)]
 pub fn do_mmuext_op(domain: &mut Domain, ops: u64, count: u64, done: u64) -> Result {
     check_done(domain, done)?;
-    let (applied, result) =
-        batch(domain, ops, count, |domain, [cmd, arg]| apply_ext(domain, MmuextOp { cmd, arg }))?;
+    let (applied, result) = batch(domain, ops, count, apply_ext)?;
     report_done(domain, done, applied, "mmuext_op");
     result
 }
@@ -188,7 +198,7 @@ fn apply_ext(domain: &mut Domain, op: MmuextOp) -> core::result::Result<(), Errn
 
 /// Switches the domain to the level-4 table in machine frame `frame`.
 fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errno> {
-    let old = domain.cr3 >> 12;
+    let old = domain.pv().cr3 >> 12;
     let mut table = domain.frame_table();
     let outcome = table.index(frame).and_then(|index| {
         table.get_type(index, PageType::L4)?;
@@ -198,7 +208,7 @@ fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errn
     });
     outcome.map_err(|error| refused(domain, error))?;
     // The return from this hypercall loads it (`switcher::RETURN_CR3`).
-    domain.cr3 = frame << 12;
+    domain.pv().cr3 = frame << 12;
     Ok(())
 }
 
@@ -210,20 +220,19 @@ pub fn do_update_va_mapping(domain: &mut Domain, va: u64, entry: u64, flags: u64
     if !is_canonical(va) {
         return Err(refused(domain, MmError::NotMapped { va }));
     }
-    let l4 = domain.cr3 >> 12;
+    let cr3 = domain.pv().cr3;
     let mut table = domain.frame_table();
-    let walk = (|| {
-        let mut index = table.index(l4)?;
-        for level in (2..=4u32).rev() {
-            let slot = ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
-            let next = table.memory.entry(index, slot);
-            if next & PTE_PRESENT == 0 || (level == 4 && HYPERVISOR_L4_SLOTS.contains(&slot)) {
-                return Err(MmError::NotMapped { va });
-            }
-            index = table.index((next & ADDRESS_MASK) >> 12)?;
-        }
-        table.update_entry(index, ((va >> 12) & 0x1ff) as usize, entry)
-    })();
+    // The walk reads only frames of the domain, and never goes through xen-lite's slots.
+    let outside = |step: &Step| !(step.level == 4 && HYPERVISOR_L4_SLOTS.contains(&step.index));
+    let l1 = match page_table::walk_with(&Owned(&table), cr3, va, 1, outside) {
+        Ok(step) | Err(Stop::NotPresent(step)) if step.level == 1 => Ok(step.table),
+        Err(Stop::Unreadable { table: frame, .. }) => table.index(frame >> 12).map(|_| frame),
+        _ => Err(MmError::NotMapped { va }),
+    };
+    let walk = l1.and_then(|l1| {
+        let index = table.index(l1 >> 12)?;
+        table.update_entry(index, page_table::index(va, 1), entry)
+    });
     walk.map_err(|error| refused(domain, error))?;
     // `UVMF_INVLPG` flushes one entry; anything else (`UVMF_TLB_FLUSH` or nothing) the whole
     // TLB, since xen-lite never leaves a stale translation behind (see the module comment).

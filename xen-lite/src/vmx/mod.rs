@@ -474,7 +474,7 @@ struct MachineTables;
 
 impl ept::EptMemory for MachineTables {
     fn new_table(&mut self) -> Option<u64> {
-        let frame = crate::FRAMES.lock().alloc()?;
+        let frame = crate::frame::alloc()?;
         // SAFETY: a frame just allocated for this table; nothing else refers to it.
         unsafe { core::ptr::write_bytes(phys_to_virt(frame.addr()) as *mut u8, 0, 4096) };
         Some(frame.addr())
@@ -516,7 +516,7 @@ impl HardwareVt for Vmx {
         let end = boot.nr_pages * 4096;
         assert_eq!(ept::translate(&MachineTables, root, 0), Some(base));
         assert_eq!(ept::translate(&MachineTables, root, end), None);
-        let vmcs = crate::FRAMES.lock().alloc().ok_or("no free frame for its VMCS")?;
+        let vmcs = crate::frame::alloc().ok_or("no free frame for its VMCS")?;
         // SAFETY: a frame just allocated for the VMCS; the revision id goes in its first four
         // bytes, the rest belongs to the CPU.
         unsafe {

@@ -1,0 +1,139 @@
+//! What each VM exit means, backend-neutrally: [`Hvm::handle`] is one line per [`Exit`], and
+//! each `handle_*` below does the work for one reason. Only what a correct guest can cause is
+//! handled; everything else kills the domain with one line naming the reason and the values.
+
+use super::devices::DeviceError;
+use super::{Exit, HardwareVt, Hvm};
+use crate::domain::{self, kill, Domains, State};
+use crate::instructions::{cpuid, take_pending_interrupts};
+use crate::timer::{self, TIMER_VECTOR};
+
+impl<V: HardwareVt> Hvm<V> {
+    /// Handles one exit of domain `c`.
+    pub(super) fn handle(&mut self, domains: &mut Domains, c: usize, exit: Exit) {
+        match exit {
+            Exit::Hypercall => self.handle_hypercall(domains, c),
+            Exit::Halt => self.handle_halt(domains, c),
+            Exit::HostInterrupt(vector) => handle_host_interrupt(vector),
+            Exit::InterruptWindow => {} // the next trip round the run loop injects
+            Exit::CacheFlush => self.skip(c),
+            // The tick that is due is pending at the PIC but was not delivered as an exit (the
+            // Bochs quirk in `Vmx::set_tick_length`): take it here.
+            Exit::TimeUp => take_pending_interrupts(),
+            Exit::Cpuid => self.handle_cpuid(domains, c),
+            Exit::Io { port, size, write } => self.handle_io(domains, c, port, size, write),
+            Exit::Msr { write } => self.handle_msr(domains, c, write),
+            Exit::Fatal(fatal) => {
+                let rip = domains.domain(c).regs.rip;
+                kill!(domains.domain(c), "{fatal} at rip {rip:#x}");
+            }
+        }
+    }
+
+    /// Moves domain `c` past the instruction that exited.
+    fn skip(&mut self, c: usize) {
+        let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
+        self.vt.skip_instruction(vcpu);
+    }
+
+    /// `vmcall`: the hypercall every mode shares. Counted as a VMCALL exit, not in
+    /// `entries_hypercall` (the pv trap's counter).
+    fn handle_hypercall(&mut self, domains: &mut Domains, c: usize) {
+        let mut frame = domains.domain(c).regs;
+        domain::hypercalls::dispatch(domains, c, &mut frame);
+        domains.domain(c).regs.rax = frame.rax;
+        self.skip(c);
+    }
+
+    /// `hlt`: the vCPU sleeps until its virtual PIC has an interrupt for it.
+    fn handle_halt(&mut self, domains: &mut Domains, c: usize) {
+        self.skip(c);
+        let domain = domains.domain(c);
+        let rip = domain.regs.rip;
+        if domain.regs.rflags & (1 << 9) == 0 {
+            kill!(
+                domain,
+                "hlt with interrupts disabled at rip {rip:#x}: the vCPU could never wake"
+            );
+        } else if self.devices[c].deliverable().is_none() {
+            domain.state = State::Blocked;
+        }
+    }
+
+    /// `cpuid`: the host's answer, edited ([`guest_cpuid`]).
+    fn handle_cpuid(&mut self, domains: &mut Domains, c: usize) {
+        let regs = &mut domains.domain(c).regs;
+        let [a, b, c_, d] = guest_cpuid(regs.rax as u32, regs.rcx as u32);
+        (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (a.into(), b.into(), c_.into(), d.into());
+        self.skip(c);
+    }
+
+    /// `in` or `out`: to the domain's virtual PIC and PIT, a byte at a time.
+    fn handle_io(&mut self, domains: &mut Domains, c: usize, port: u16, size: u8, write: bool) {
+        let domain = domains.domain(c);
+        let (rip, value) = (domain.regs.rip, domain.regs.rax);
+        let result = match (size, write) {
+            (1, true) => self.devices[c].write(port, value as u8),
+            (1, false) => self.devices[c].read(port).map(|byte| {
+                domain.regs.rax = (value & !0xff) | u64::from(byte);
+            }),
+            _ => Err(DeviceError::Unsupported("access size")),
+        };
+        match result {
+            Ok(()) => self.skip(c),
+            Err(error) if write => kill!(
+                domain,
+                "out of {size} byte(s), value {value:#x}, to port {port:#x} at rip {rip:#x}: {error}"
+            ),
+            Err(error) => kill!(
+                domain,
+                "in of {size} byte(s) from port {port:#x} at rip {rip:#x}: {error}"
+            ),
+        }
+    }
+
+    /// `rdmsr` or `wrmsr`: what the backend virtualises, and nothing else.
+    fn handle_msr(&mut self, domains: &mut Domains, c: usize, write: bool) {
+        let vcpu = self.vcpus[c].as_mut().expect("every domain has a vCPU");
+        let domain = domains.domain(c);
+        let (rip, regs) = (domain.regs.rip, &mut domain.regs);
+        let msr = regs.rcx as u32;
+        let result = if write {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            self.vt.write_msr(vcpu, msr, value)
+        } else {
+            match self.vt.read_msr(vcpu, msr) {
+                Some(value) => {
+                    (regs.rax, regs.rdx) = (value & 0xffff_ffff, value >> 32);
+                    Ok(())
+                }
+                None => Err("xen-lite does not virtualise it"),
+            }
+        };
+        let what = if write { "wrmsr" } else { "rdmsr" };
+        match result {
+            Ok(()) => self.vt.skip_instruction(vcpu),
+            Err(why) => kill!(domain, "{what} of MSR {msr:#x} at rip {rip:#x}: {why}"),
+        }
+    }
+}
+
+/// A host interrupt that arrived while the guest ran: the timer's tick is counted (the run
+/// loop accounts for it on its next trip); the exit itself was the point of the others.
+fn handle_host_interrupt(vector: u8) {
+    if vector == TIMER_VECTOR {
+        timer::tick();
+    }
+}
+
+/// What `cpuid` tells a guest: the host's answer, with VMX and SVM hidden (xen-lite offers no
+/// nested virtualisation) and the "hypervisor present" bit set, as every hypervisor does.
+fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let [a, b, mut c, d] = cpuid(leaf, subleaf);
+    match leaf {
+        1 => c = (c & !(1 << 5)) | (1 << 31), // ECX.VMX off, ECX.hypervisor on
+        0x8000_0001 => c &= !(1 << 2),        // ECX.SVM off
+        _ => {}
+    }
+    [a, b, c, d]
+}
