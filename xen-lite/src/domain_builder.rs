@@ -27,6 +27,7 @@ use core::ops::Range;
 
 use hypercall_abi::elf::{Elf, ElfError, PF_XENLITE_USER};
 use hypercall_abi::layout::{gfn_to_va, va_to_gfn, GUEST_KERNEL_FIRST_GFN, PAGE_SIZE};
+use hypercall_abi::page_table::{self, address, index, PRESENT, USER, WRITABLE};
 use hypercall_abi::start_info::{ModuleInfo, StartInfo, CMDLINE_LEN, MAX_MODULES};
 use hypercall_abi::Mode;
 
@@ -35,11 +36,8 @@ pub type Page = [u8; PAGE_SIZE as usize];
 
 /// Pages of boot stack (64 KiB).
 pub const BOOT_STACK_PAGES: u64 = 16;
-const ENTRIES: u64 = 512;
-/// Page-table entry bits: present, writable. See: Intel SDM Vol. 3A, revision 086, 4.5.
-const PTE_PRESENT_WRITABLE: u64 = 0b11;
-/// Page-table entry bit: user-accessible (ring 3).
-const PTE_USER: u64 = 0b100;
+/// Entries per table, as a count of pages.
+const ENTRIES: u64 = page_table::ENTRIES as u64;
 
 /// What the builder needs to know about the domain.
 pub struct DomainSpec<'a> {
@@ -142,11 +140,6 @@ fn page_table_frames(nr_pages: u64) -> u64 {
     2 + nr_pages.div_ceil(ENTRIES * ENTRIES) + nr_pages.div_ceil(ENTRIES)
 }
 
-/// Index into the page table at `level` (4..1) for `va`.
-fn index(va: u64, level: u32) -> usize {
-    ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
-}
-
 fn write_entry(memory: &mut [Page], table_gfn: u64, slot: usize, value: u64) {
     let at = slot * 8;
     memory[table_gfn as usize][at..at + 8].copy_from_slice(&value.to_le_bytes());
@@ -244,12 +237,12 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
 
     let table_gfns = l4_gfn..l4_gfn + tables;
     let flags = |gfn: u64| {
-        let mut flags = PTE_PRESENT_WRITABLE;
+        let mut flags = PRESENT | WRITABLE;
         if spec.read_only_page_tables && table_gfns.contains(&gfn) {
-            flags &= !0b10;
+            flags &= !WRITABLE;
         }
         if user_gfns.contains(&gfn) {
-            flags |= PTE_USER;
+            flags |= USER;
         }
         flags
     };
@@ -302,16 +295,16 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
 /// leaf with `flags(gfn)`. Intermediate entries allow everything; the leaf decides.
 fn map_direct(memory: &mut [Page], l4_gfn: u64, pte_base: u64, flags: impl Fn(u64) -> u64) {
     let nr_pages = memory.len() as u64;
-    let address = |gfn: u64| (pte_base + gfn * PAGE_SIZE) | PTE_PRESENT_WRITABLE | PTE_USER;
+    let entry_for = |gfn: u64| (pte_base + gfn * PAGE_SIZE) | PRESENT | WRITABLE | USER;
     let mut next_table = l4_gfn + 1;
     let mut table_for = |memory: &mut [Page], parent: u64, slot: usize| {
         let existing = read_entry(memory, parent, slot);
         if existing != 0 {
-            return (existing & !0xfff).wrapping_sub(pte_base) / PAGE_SIZE;
+            return address(existing).wrapping_sub(pte_base) / PAGE_SIZE;
         }
         let gfn = next_table;
         next_table += 1;
-        write_entry(memory, parent, slot, address(gfn));
+        write_entry(memory, parent, slot, entry_for(gfn));
         gfn
     };
     for gfn in 0..nr_pages {

@@ -11,7 +11,8 @@ use proptest::prelude::*;
 use crate::decode::{privileged_instruction, umip_instruction, Operand};
 use crate::pv::audit::{check_tables, Reserved};
 use crate::pv::mmu::{batch, ReadGuest};
-use crate::pv::page_types::{PageInfo, PageType, ENTRIES, PTE_PRESENT, PTE_WRITABLE};
+use crate::pv::page_types::{PageInfo, PageType};
+use hypercall_abi::page_table::{ENTRIES, PRESENT, WRITABLE};
 
 const FRAMES: usize = 8;
 const BASE: u64 = 100;
@@ -33,8 +34,7 @@ fn requests() -> impl Strategy<Value = Vec<Request>> {
     let frame = prop_oneof![0..FRAMES as u64 + 2, Just(u64::MAX)];
     let slot = prop_oneof![0..4usize, Just(256usize), Just(260), Just(511)];
     let target = prop_oneof![0..FRAMES as u64 + 2, Just(BASE + 1000)];
-    let flags =
-        prop_oneof![Just(0u64), Just(PTE_PRESENT), Just(PTE_PRESENT | PTE_WRITABLE), Just(0x83u64)];
+    let flags = prop_oneof![Just(0u64), Just(PRESENT), Just(PRESENT | WRITABLE), Just(0x83u64)];
     let value =
         (target, flags)
             .prop_map(|(t, f)| if t > 1000 { (t << 12) | f } else { ((BASE + t) << 12) | f });
@@ -60,11 +60,11 @@ fn recount(pages: &[PageInfo], memory: &Fake, base_pointer: Option<u64>) -> Vec<
         let Some(level) = info.page_type.level().filter(|_| info.type_count > 0) else { continue };
         for slot in 0..ENTRIES {
             let entry = memory.0[index][slot];
-            if entry & PTE_PRESENT == 0 || (level == 4 && (256..272).contains(&slot)) {
+            if entry & PRESENT == 0 || (level == 4 && (256..272).contains(&slot)) {
                 continue;
             }
             let target = ((entry >> 12) - BASE) as usize;
-            if level > 1 || entry & PTE_WRITABLE != 0 {
+            if level > 1 || entry & WRITABLE != 0 {
                 counts[target].0 += 1;
             } else {
                 counts[target].1 += 1;

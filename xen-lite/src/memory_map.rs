@@ -40,7 +40,7 @@ pub const HYPERVISOR_L4_SLOTS: core::ops::Range<usize> =
 
 /// The level-4 page-table index of a virtual address.
 pub const fn l4_index(va: u64) -> usize {
-    ((va >> 39) & 0x1ff) as usize
+    hypercall_abi::page_table::index(va, 4)
 }
 
 /// What the bootloader is asked to set up before it jumps to `kernel_main`.

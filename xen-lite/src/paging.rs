@@ -1,5 +1,6 @@
 //! xen-lite's own address space, and access to physical frames through the direct map.
 
+use hypercall_abi::page_table::{self, Tables};
 use spin::Once;
 
 use crate::frame::Frame;
@@ -32,26 +33,22 @@ pub fn adopt_boot_tables(l4_frame: Frame) {
     crate::switcher::set_hypervisor_cr3(l4_frame.addr());
 }
 
+/// The live tables, read through xen-lite's direct map of physical memory.
+struct LiveTables;
+
+impl Tables for LiveTables {
+    fn read(&self, table: u64, index: usize) -> Option<u64> {
+        // SAFETY: `table` is a page-table frame of the live tables (CR3 or a present entry
+        // names it), reachable through the direct map; reading an entry has no side effect.
+        Some(unsafe { *(phys_to_virt(table) as *const u64).add(index) })
+    }
+}
+
 /// The physical address behind `va` in the current address space, if it is mapped. Follows
 /// 1 GiB and 2 MiB pages.
 pub fn translate(va: u64) -> Option<u64> {
-    let mut table = read_cr3() & !0xfff;
-    for level in (1..=4u32).rev() {
-        let index = (va >> (12 + 9 * (level - 1))) & 0x1ff;
-        // SAFETY: `table` is a page-table frame of the live tables, reachable through the
-        // direct map; reading an entry has no side effect.
-        let entry = unsafe { *(phys_to_virt(table) as *const u64).add(index as usize) };
-        if entry & 1 == 0 {
-            return None;
-        }
-        let frame = entry & 0x000f_ffff_ffff_f000;
-        let page_size = 1u64 << (12 + 9 * (level - 1));
-        if level == 1 || (level <= 3 && entry & (1 << 7) != 0) {
-            return Some((frame & !(page_size - 1)) + (va & (page_size - 1)));
-        }
-        table = frame;
-    }
-    None
+    let leaf = page_table::walk(&LiveTables, read_cr3(), va, 1).ok()?;
+    Some(leaf.translate(va))
 }
 
 /// xen-lite's level-4 entries, to copy into an address space that must keep xen-lite mapped.

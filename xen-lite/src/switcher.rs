@@ -44,6 +44,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use hypercall_abi::page_table::{self, PRESENT, WRITABLE};
+
 use crate::frame::Frame;
 use crate::memory_map::{l4_index, phys_to_virt, IMAGE_BASE};
 use crate::paging::translate;
@@ -266,10 +268,6 @@ pub fn audit_stacks(switched: bool, whole: bool) -> Result<(), crate::pv::audit:
     Ok(())
 }
 
-/// Page-table entry bits.
-const PRESENT: u64 = 1;
-const WRITABLE: u64 = 2;
-
 /// The pages a guest sees, with their rights: `(start, end, writable)`.
 fn regions() -> [(u64, u64, bool); 10] {
     let [gdt, tss, rsp0, df, ist] = crate::gdt::switcher_pages();
@@ -309,8 +307,7 @@ pub fn build_guest_slot(mut alloc: impl FnMut() -> Frame) -> (usize, u64) {
 fn map(l3: Frame, va: u64, phys: u64, flags: u64, alloc: &mut impl FnMut() -> Frame) {
     let mut table = l3.addr();
     for level in [3u32, 2] {
-        let index = ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
-        let entry = table_entry(table, index);
+        let entry = table_entry(table, page_table::index(va, level));
         // SAFETY: `entry` points into a table frame this function allocated (or the L3 given).
         let current = unsafe { entry.read() };
         table = if current & PRESENT == 0 {
@@ -319,12 +316,11 @@ fn map(l3: Frame, va: u64, phys: u64, flags: u64, alloc: &mut impl FnMut() -> Fr
             unsafe { entry.write(next | PRESENT | WRITABLE) };
             next
         } else {
-            current & 0x000f_ffff_ffff_f000
+            page_table::address(current)
         };
     }
-    let index = ((va >> 12) & 0x1ff) as usize;
     // SAFETY: `table` is an L1 frame this function allocated.
-    unsafe { *table_entry(table, index) = phys | flags };
+    unsafe { *table_entry(table, page_table::index(va, 1)) = phys | flags };
 }
 
 fn table_entry(table: u64, index: usize) -> *mut u64 {

@@ -2,8 +2,6 @@
 //!
 //! - every `unsafe` block in the kernels and the ABI says why, in a `// SAFETY:` comment in the
 //!   comment lines right above it (STYLE rule 8);
-//! - every `path::item` reference in the lecture notes and README names a file that exists and
-//!   an item that file still mentions (STYLE rule 15), so the notes cannot silently rot;
 //! - the guest kernel outside `platform/hvm.rs` calls no CPL-0-only function of the `x86` crate
 //!   (STYLE rule 7: in ring 1 they fault; the `pv` flavour's privileged layer is the hypercall);
 //! - nothing in the guest outside `src/platform/` and the one line in `main.rs` that picks the
@@ -79,58 +77,6 @@ pub fn safety_comments() -> CheckResult {
         }
     }
     CheckResult { name: "every unsafe block has a SAFETY comment", examined, problems }
-}
-
-/// The `path::item` references in a Markdown text: `` `dir/file.rs::item` `` or
-/// `` `dir/file.rs` ``.
-pub fn code_references(text: &str) -> Vec<(String, Option<String>)> {
-    text.split('`')
-        .skip(1)
-        .step_by(2)
-        .filter_map(|span| {
-            let (path, item) = match span.split_once("::") {
-                Some((path, item)) => (path, Some(item.to_string())),
-                None => (span, None),
-            };
-            let looks_like_path =
-                path.contains('/') && path.ends_with(".rs") && !path.contains(' ');
-            looks_like_path.then(|| (path.to_string(), item))
-        })
-        .collect()
-}
-
-/// Checks the references of every note and the README.
-pub fn note_references() -> CheckResult {
-    let mut docs: Vec<PathBuf> = fs::read_dir(root().join("lecture-notes"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "md"))
-                .collect()
-        })
-        .unwrap_or_default();
-    docs.push(root().join("README.md"));
-    let mut examined = 0;
-    let mut problems = Vec::new();
-    for doc in docs {
-        let Ok(text) = fs::read_to_string(&doc) else { continue };
-        let shown = doc.strip_prefix(root()).unwrap_or(&doc).display().to_string();
-        for (path, item) in code_references(&text) {
-            examined += 1;
-            let Ok(source) = fs::read_to_string(root().join(&path)) else {
-                problems.push(format!("{shown}: `{path}` does not exist"));
-                continue;
-            };
-            if let Some(item) = item {
-                let last = item.rsplit("::").next().unwrap_or(&item);
-                if !source.contains(last) {
-                    problems.push(format!("{shown}: `{path}::{item}`: `{last}` is not in {path}"));
-                }
-            }
-        }
-    }
-    CheckResult { name: "lecture-note code references resolve", examined, problems }
 }
 
 /// `x86` crate paths whose functions need ring 0.
@@ -209,17 +155,5 @@ mod tests {
         let source = "let a = x86::io::inb(1);\n// x86::msr::rdmsr in a comment\nlet b = 1;\n#[cfg(feature = \"pv\")]\n";
         assert_eq!(ring_0_calls(source), [1]);
         assert_eq!(flavour_conditionals(source), [4]);
-    }
-
-    #[test]
-    fn references_are_found_in_backticks() {
-        let text = "See `xen-lite/src/main.rs::kernel_main`, `hypercall-abi/src/bundle.rs` and `cargo xtask run`.";
-        assert_eq!(
-            code_references(text),
-            [
-                ("xen-lite/src/main.rs".to_string(), Some("kernel_main".to_string())),
-                ("hypercall-abi/src/bundle.rs".to_string(), None)
-            ]
-        );
     }
 }

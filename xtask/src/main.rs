@@ -22,6 +22,7 @@ mod run;
 mod bench;
 mod boot_tests;
 mod checks;
+mod doc_checks;
 mod test;
 mod gdb;
 mod hostile;

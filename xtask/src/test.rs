@@ -16,12 +16,12 @@ use std::time::Instant;
 
 use crate::artifacts::{self, Artifacts};
 use crate::boot_tests::{self, BootTest};
-use crate::checks;
 use crate::cli::{Emulator, TestOptions};
 use crate::emulator::{self, Boot, End};
 use crate::process::{cargo, describe};
 use crate::run::{disk_for, verdict};
 use crate::setup;
+use crate::{checks, doc_checks};
 
 #[derive(Default)]
 struct Tally {
@@ -41,9 +41,15 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
         host_tests(&mut tally);
     }
     if wanted("source") {
-        for check in
-            [checks::safety_comments(), checks::note_references(), checks::flavour_boundary()]
-        {
+        let all = [
+            checks::safety_comments(),
+            doc_checks::note_references(),
+            checks::flavour_boundary(),
+            doc_checks::headers_are_current(),
+            doc_checks::file_lengths(),
+            doc_checks::page_table_facts_once(),
+        ];
+        for check in all {
             if check.problems.is_empty() {
                 println!("PASS  source check: {} ({} examined)", check.name, check.examined);
                 tally.passed += 1;

@@ -18,12 +18,9 @@
 use core::fmt;
 use core::ops::Range;
 
-use super::page_types::{
-    PageInfo, PageType, TableMemory, ADDRESS_MASK, ENTRIES, PTE_PRESENT, PTE_WRITABLE,
-};
+use hypercall_abi::page_table::{address, ACCESSED, ENTRIES, PRESENT, WRITABLE};
 
-/// Entry bit the CPU sets when it walks an entry.
-const PTE_ACCESSED: u64 = 1 << 5;
+use super::page_types::{PageInfo, PageType, TableMemory};
 
 /// A broken invariant, with the values that show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,18 +180,18 @@ pub fn check_tables(
             if level == 4 && reserved.slots.contains(&slot) {
                 let allowed = if slot == reserved.switcher.0 { reserved.switcher.1 } else { 0 };
                 // The CPU sets the accessed bit of the entries it walks.
-                if entry & !PTE_ACCESSED != allowed && entry != 0 {
+                if entry & !ACCESSED != allowed && entry != 0 {
                     return Err(Violation::ReservedSlot { table, slot, entry });
                 }
                 continue;
             }
-            if entry & PTE_PRESENT == 0 {
+            if entry & PRESENT == 0 {
                 continue;
             }
             if level > 1 && entry & (1 << 7) != 0 {
                 return Err(Violation::Superpage { table, slot });
             }
-            let target = (entry & ADDRESS_MASK) >> 12;
+            let target = address(entry) >> 12;
             let Some(target_index) = target.checked_sub(base).filter(|&i| i < pages.len() as u64)
             else {
                 return Err(Violation::ForeignFrame { table, slot, target });
@@ -202,7 +199,7 @@ pub fn check_tables(
             let has = type_of(target_index as usize);
             let needs = match PageType::table(level - 1) {
                 Some(table_type) => table_type,
-                None if entry & PTE_WRITABLE != 0 => PageType::Writable,
+                None if entry & WRITABLE != 0 => PageType::Writable,
                 None => continue, // a read-only data mapping: any frame of the domain
             };
             if has != needs {
@@ -220,7 +217,7 @@ mod tests {
     use crate::pv::page_types::FakeTables as Fake;
 
     const BASE: u64 = 100;
-    const RW: u64 = PTE_PRESENT | PTE_WRITABLE;
+    const RW: u64 = PRESENT | WRITABLE;
     const SWITCHER: (usize, u64) = (260, 0xabc_d003);
 
     fn entry(index: u64, flags: u64) -> u64 {
@@ -236,11 +233,11 @@ mod tests {
     fn valid() -> (Vec<PageInfo>, Fake) {
         let mut memory = Fake(vec![[0; ENTRIES]; 8]);
         memory.0[0][1] = entry(1, RW);
-        memory.0[0][SWITCHER.0] = SWITCHER.1 | PTE_ACCESSED; // the CPU walked it
+        memory.0[0][SWITCHER.0] = SWITCHER.1 | ACCESSED; // the CPU walked it
         memory.0[1][2] = entry(2, RW);
         memory.0[2][3] = entry(3, RW);
         memory.0[3][0] = entry(4, RW);
-        memory.0[3][1] = entry(0, PTE_PRESENT);
+        memory.0[3][1] = entry(0, PRESENT);
         memory.0[3][2] = entry(7, RW);
         let mut pages = vec![PageInfo::default(); 8];
         let mut table = memory.table(&mut pages, BASE, SWITCHER);

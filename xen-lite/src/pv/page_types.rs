@@ -35,17 +35,7 @@
 use core::ops::Range;
 
 use hypercall_abi::hypercall::Errno;
-
-/// Entries per table.
-pub const ENTRIES: usize = 512;
-/// Entry bit: present.
-pub const PTE_PRESENT: u64 = 1 << 0;
-/// Entry bit: writable.
-pub const PTE_WRITABLE: u64 = 1 << 1;
-/// Entry bit: large page (in L2/L3 entries).
-pub const PTE_HUGE: u64 = 1 << 7;
-/// Bits of an entry that hold the frame address.
-pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+use hypercall_abi::page_table::{address, ENTRIES, HUGE, PRESENT, WRITABLE};
 
 /// What a frame is used as.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -288,16 +278,16 @@ impl<M: TableMemory> FrameTable<'_, M> {
 
     /// Takes the references a present entry at `level` needs.
     fn take_entry(&mut self, level: u8, entry: u64) -> Result<(), MmError> {
-        if entry & PTE_PRESENT == 0 {
+        if entry & PRESENT == 0 {
             return Ok(());
         }
-        if level > 1 && entry & PTE_HUGE != 0 {
+        if level > 1 && entry & HUGE != 0 {
             return Err(MmError::Superpage { entry });
         }
-        let target = self.index((entry & ADDRESS_MASK) >> 12)?;
+        let target = self.index(address(entry) >> 12)?;
         match PageType::table(level - 1) {
             Some(table) => self.get_type(target, table),
-            None if entry & PTE_WRITABLE != 0 => self.get_type(target, PageType::Writable),
+            None if entry & WRITABLE != 0 => self.get_type(target, PageType::Writable),
             None => {
                 self.info(target).ref_count += 1;
                 Ok(())
@@ -307,11 +297,11 @@ impl<M: TableMemory> FrameTable<'_, M> {
 
     /// Releases what [`Self::take_entry`] took.
     fn drop_entry(&mut self, level: u8, entry: u64) {
-        if entry & PTE_PRESENT == 0 {
+        if entry & PRESENT == 0 {
             return;
         }
-        let Ok(target) = self.index((entry & ADDRESS_MASK) >> 12) else { return };
-        if level == 1 && entry & PTE_WRITABLE == 0 {
+        let Ok(target) = self.index(address(entry) >> 12) else { return };
+        if level == 1 && entry & WRITABLE == 0 {
             self.info(target).ref_count -= 1;
         } else {
             self.put_type(target);
@@ -394,7 +384,7 @@ mod tests {
     use super::FakeTables as Fake;
 
     const BASE: u64 = 100;
-    const RW: u64 = PTE_PRESENT | PTE_WRITABLE;
+    const RW: u64 = PRESENT | WRITABLE;
 
     fn entry(index: u64, flags: u64) -> u64 {
         ((BASE + index) << 12) | flags
@@ -408,8 +398,8 @@ mod tests {
         memory.0[1][2] = entry(2, RW);
         memory.0[2][3] = entry(3, RW);
         memory.0[3][0] = entry(4, RW);
-        memory.0[3][1] = entry(5, PTE_PRESENT);
-        memory.0[3][2] = entry(0, PTE_PRESENT);
+        memory.0[3][1] = entry(5, PRESENT);
+        memory.0[3][2] = entry(0, PRESENT);
         FrameTable { pages, base: BASE, memory, reserved_l4: 256..272, switcher: (260, 0x9_9003) }
     }
 
@@ -452,7 +442,7 @@ mod tests {
             }
         );
         assert_eq!(error.errno(), Errno::EBUSY);
-        table.update_entry(3, 7, entry(2, PTE_PRESENT)).unwrap();
+        table.update_entry(3, 7, entry(2, PRESENT)).unwrap();
         assert_eq!(table.pages[2].ref_count, 1, "read-only mappings of tables are fine");
     }
 
@@ -477,7 +467,7 @@ mod tests {
         let mut table = tree(&mut pages);
         table.pin(0, PageType::L4).unwrap();
         for foreign in [1u64, BASE - 1, BASE + 8, 0xf_ffff_ffff] {
-            let error = table.update_entry(3, 9, (foreign << 12) | PTE_PRESENT).unwrap_err();
+            let error = table.update_entry(3, 9, (foreign << 12) | PRESENT).unwrap_err();
             assert_eq!(error, MmError::NotOwned { frame: foreign });
             assert_eq!(error.errno(), Errno::EPERM);
         }
@@ -490,8 +480,8 @@ mod tests {
         let mut table = tree(&mut pages);
         table.pin(0, PageType::L4).unwrap();
         assert_eq!(
-            table.update_entry(2, 5, entry(6, RW | PTE_HUGE)),
-            Err(MmError::Superpage { entry: entry(6, RW | PTE_HUGE) })
+            table.update_entry(2, 5, entry(6, RW | HUGE)),
+            Err(MmError::Superpage { entry: entry(6, RW | HUGE) })
         );
         assert_eq!(
             table.update_entry(0, 256, entry(1, RW)),
@@ -511,7 +501,7 @@ mod tests {
         let mut table = tree(&mut pages);
         // A second L1 in frame 6: a good entry, then one naming a foreign frame.
         table.memory.0[6][0] = entry(5, RW);
-        table.memory.0[6][1] = (3u64 << 12) | PTE_PRESENT;
+        table.memory.0[6][1] = (3u64 << 12) | PRESENT;
         assert_eq!(table.pin(6, PageType::L1), Err(MmError::NotOwned { frame: 3 }));
         assert!(table.pages.iter().all(|p| *p == PageInfo::default()), "{:?}", table.pages);
     }
@@ -543,8 +533,8 @@ mod tests {
             assert_eq!(table.pin(6, wanted), conflict, "pinned as {wanted:?}");
         }
         // Nor can an entry of a live table name it as the next level down.
-        let as_l1 = table.update_entry(2, 9, entry(6, PTE_PRESENT)).unwrap_err();
-        let as_l3 = table.update_entry(0, 9, entry(6, PTE_PRESENT)).unwrap_err();
+        let as_l1 = table.update_entry(2, 9, entry(6, PRESENT)).unwrap_err();
+        let as_l3 = table.update_entry(0, 9, entry(6, PRESENT)).unwrap_err();
         assert!(matches!(as_l1, MmError::TypeConflict { wanted: PageType::L1, .. }));
         assert!(matches!(as_l3, MmError::TypeConflict { wanted: PageType::L3, .. }));
         // Mapping it read-only or writable is fine; unmapping leaves xen-lite's reference.
@@ -559,7 +549,7 @@ mod tests {
         let mut table = tree(&mut pages);
         // As an L1, slot 256 is the guest's: a mapping of frame 5.
         table.pin(6, PageType::L1).unwrap();
-        table.update_entry(6, 256, entry(5, PTE_PRESENT)).unwrap();
+        table.update_entry(6, 256, entry(5, PRESENT)).unwrap();
         table.unpin(6).unwrap();
         table.pin(6, PageType::L4).unwrap();
         assert_eq!(table.memory.0[6][256], 0, "no guest entry left in xen-lite's range");

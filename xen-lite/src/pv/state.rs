@@ -8,7 +8,9 @@ use hypercall_abi::hypercall::{NR_EVENT_PORTS, NR_VIRQS};
 use hypercall_abi::layout::PAGE_SIZE;
 use hypercall_abi::shared_info::SharedInfo;
 
-use super::page_types::{FrameTable, PageInfo, PageType, TableMemory, ENTRIES};
+use hypercall_abi::page_table::ENTRIES;
+
+use super::page_types::{FrameTable, PageInfo, PageType, TableMemory};
 use crate::domain::Domain;
 use crate::memory_map::HYPERVISOR_L4_SLOTS;
 
