@@ -24,6 +24,7 @@
 pub mod controls;
 pub mod ept;
 mod vmcs;
+mod entry;
 
 use core::fmt;
 
@@ -572,7 +573,7 @@ impl HardwareVt for Vmx {
 
     fn run(&mut self, vcpu: &mut Vcpu, regs: &mut TrapFrame) -> ExitInfo {
         use x86::vmx::vmcs::guest;
-        let entered = vmcs::enter(regs, vcpu.launched);
+        let entered = entry::enter(regs, vcpu.launched);
         if let Err(status) = entered {
             let what = match status {
                 VmxStatus::FailValid => vmcs::last_error(),

@@ -1,23 +1,19 @@
-//! One domain's VMCS: the fields xen-lite sets, entering the guest, and reading why it left.
+//! One domain's VMCS: reading and writing its fields, and the values xen-lite sets in them.
 //!
 //! A VMCS has three parts that matter here (SDM Vol. 3C, 25.3-25.9):
 //!
 //! - **guest state**, loaded by every VM entry and saved by every VM exit: control registers,
 //!   segment registers with their hidden parts, `rip`, `rsp`, `rflags`, EFER. General registers
-//!   are *not* in it: [`enter`] loads and saves them itself, in a [`TrapFrame`];
+//!   are *not* in it: `entry.rs` loads and saves them itself, in a `crate::entry::TrapFrame`;
 //! - **host state**, loaded by every VM exit: xen-lite's CR3, segments and tables, and the
-//!   `rip`/`rsp` where it resumes ([`vmx_exit_entry`] on the stack [`enter`] was called on);
+//!   `rip`/`rsp` where it resumes (`entry.rs`: its exit label, on the stack of the entry);
 //! - **controls**: which guest actions exit (here `hlt`, all I/O, all MSR accesses, host
 //!   interrupts), EPT, and the event to inject at the next entry.
-
-use core::arch::global_asm;
-use core::mem::offset_of;
 
 use x86::vmx::vmcs::{control, guest, host, ro};
 
 use super::controls::instruction_error;
 use super::Controls;
-use crate::entry::TrapFrame;
 use crate::gdt::{HYPERVISOR_CS, HYPERVISOR_DS, TSS_SELECTOR};
 use crate::hvm::VcpuBoot;
 use crate::instructions::{self, VmxStatus};
@@ -130,7 +126,7 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
     write(host::IA32_SYSENTER_CS, 0);
     write(host::IA32_SYSENTER_ESP, 0);
     write(host::IA32_SYSENTER_EIP, 0);
-    write(host::RIP, core::ptr::addr_of!(vmx_exit_entry) as u64);
+    write(host::RIP, super::entry::host_rip());
     // host::RSP is written by `enter`, right before each entry.
 
     // Guest state: the kernel's first instruction, in 64-bit ring 0 with paging on.
@@ -224,118 +220,4 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
     write(guest::GDTR_LIMIT, 0);
     write(guest::IDTR_BASE, 0);
     write(guest::IDTR_LIMIT, 0);
-}
-
-// VM entry and VM exit. `vmx_enter_guest(regs, launched)` saves xen-lite's callee-saved
-// registers and the `regs` pointer on its stack, makes that stack the host `rsp` of the VMCS,
-// loads the guest's general registers from `regs` and executes `vmlaunch` (first entry) or
-// `vmresume`. Those instructions do not return: the guest runs until a VM exit, and the CPU
-// resumes at `vmx_exit_entry` with the host `rsp` just written, so the `regs` pointer is at
-// `[rsp]`. The exit path stores the guest's registers there and returns 0 from
-// `vmx_enter_guest`, as if it were an ordinary call. If the entry itself fails, execution falls
-// through with CF (VMfailInvalid) or ZF (VMfailValid) set, and the function returns 1 or 2.
-
-global_asm!(
-    r#"
-    .section .text.vmx, "ax"
-    .global vmx_enter_guest
-vmx_enter_guest:
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
-    push rdi                        // [rsp]: where the exit path saves the guest registers
-    mov rax, {host_rsp}
-    vmwrite rax, rsp
-    test rsi, rsi                   // launched? (`mov` leaves the flags alone from here)
-    mov rax, [rdi + {rax}]
-    mov rbx, [rdi + {rbx}]
-    mov rcx, [rdi + {rcx}]
-    mov rdx, [rdi + {rdx}]
-    mov rsi, [rdi + {rsi}]
-    mov rbp, [rdi + {rbp}]
-    mov r8, [rdi + {r8}]
-    mov r9, [rdi + {r9}]
-    mov r10, [rdi + {r10}]
-    mov r11, [rdi + {r11}]
-    mov r12, [rdi + {r12}]
-    mov r13, [rdi + {r13}]
-    mov r14, [rdi + {r14}]
-    mov r15, [rdi + {r15}]
-    mov rdi, [rdi + {rdi}]
-    jnz 1f
-    vmlaunch
-    jmp 2f
-1:  vmresume
-2:  mov eax, 1                      // the entry failed: CF means VMfailInvalid (1) ...
-    jc 3f
-    mov eax, 2                      // ... else ZF, VMfailValid (2)
-3:  add rsp, 8
-    jmp 4f
-
-    .global vmx_exit_entry
-vmx_exit_entry:
-    push rdi
-    mov rdi, [rsp + 8]
-    pop qword ptr [rdi + {rdi}]
-    mov [rdi + {rax}], rax
-    mov [rdi + {rbx}], rbx
-    mov [rdi + {rcx}], rcx
-    mov [rdi + {rdx}], rdx
-    mov [rdi + {rsi}], rsi
-    mov [rdi + {rbp}], rbp
-    mov [rdi + {r8}], r8
-    mov [rdi + {r9}], r9
-    mov [rdi + {r10}], r10
-    mov [rdi + {r11}], r11
-    mov [rdi + {r12}], r12
-    mov [rdi + {r13}], r13
-    mov [rdi + {r14}], r14
-    mov [rdi + {r15}], r15
-    add rsp, 8
-    xor eax, eax
-4:  pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
-    ret
-    "#,
-    host_rsp = const host::RSP,
-    rax = const offset_of!(TrapFrame, rax),
-    rbx = const offset_of!(TrapFrame, rbx),
-    rcx = const offset_of!(TrapFrame, rcx),
-    rdx = const offset_of!(TrapFrame, rdx),
-    rsi = const offset_of!(TrapFrame, rsi),
-    rdi = const offset_of!(TrapFrame, rdi),
-    rbp = const offset_of!(TrapFrame, rbp),
-    r8 = const offset_of!(TrapFrame, r8),
-    r9 = const offset_of!(TrapFrame, r9),
-    r10 = const offset_of!(TrapFrame, r10),
-    r11 = const offset_of!(TrapFrame, r11),
-    r12 = const offset_of!(TrapFrame, r12),
-    r13 = const offset_of!(TrapFrame, r13),
-    r14 = const offset_of!(TrapFrame, r14),
-    r15 = const offset_of!(TrapFrame, r15),
-);
-
-unsafe extern "sysv64" {
-    fn vmx_enter_guest(regs: *mut TrapFrame, launched: u64) -> u64;
-    static vmx_exit_entry: u8;
-}
-
-/// Runs the guest of the current VMCS with the general registers in `regs` until its next VM
-/// exit, which saves them back. `Err` if the VM entry itself failed.
-pub fn enter(regs: &mut TrapFrame, launched: bool) -> Result<(), VmxStatus> {
-    // SAFETY: the current VMCS was set up by `setup` (host state returning to
-    // `vmx_exit_entry`), interrupts are off in xen-lite, and `regs` is a valid frame the exit
-    // path writes back to before the call returns.
-    match unsafe { vmx_enter_guest(regs, u64::from(launched)) } {
-        0 => Ok(()),
-        1 => Err(VmxStatus::FailInvalid),
-        _ => Err(VmxStatus::FailValid),
-    }
 }
