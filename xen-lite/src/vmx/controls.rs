@@ -55,18 +55,6 @@ pub const fn instruction_error(number: u64) -> &'static str {
     }
 }
 
-/// Why a VM entry failed *after* the processor started loading guest state (exit reason with
-/// bit 31 set): the exit qualification of reason 33 in words. See: SDM Vol. 3C, 27.8.
-pub const fn entry_failure_detail(qualification: u64) -> &'static str {
-    match qualification {
-        0 => "a guest-state field is invalid (not further specified)",
-        2 => "a PDPTE could not be loaded",
-        3 => "an NMI was injected while NMIs are blocked",
-        4 => "the VMCS link pointer is invalid",
-        _ => "unknown entry-failure qualification",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +78,5 @@ mod tests {
         assert_eq!(instruction_error(7), "VM entry with invalid control field(s)");
         assert_eq!(instruction_error(8), "VM entry with invalid host-state field(s)");
         assert_eq!(instruction_error(99), "unknown VM-instruction error");
-        assert_eq!(entry_failure_detail(4), "the VMCS link pointer is invalid");
     }
 }

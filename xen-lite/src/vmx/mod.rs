@@ -25,6 +25,7 @@ pub mod controls;
 pub mod ept;
 mod vmcs;
 mod entry;
+mod exits;
 
 use core::fmt;
 
@@ -33,12 +34,12 @@ use x86::msr::{
     IA32_VMX_CR4_FIXED1,
 };
 
-use hypercall_abi::hypercall::{HYPERCALL_STUB_SIZE, VM_EXIT_SLOTS};
-use hypercall_abi::{vm_exit, Mode};
+use hypercall_abi::hypercall::HYPERCALL_STUB_SIZE;
+use hypercall_abi::Mode;
 
 use crate::entry::TrapFrame;
 use crate::frame::FrameAllocator;
-use crate::hvm::{Exit, ExitInfo, Fatal, HardwareVt, VcpuBoot};
+use crate::hvm::{ExitInfo, HardwareVt, VcpuBoot};
 use crate::instructions::{self, VmxStatus};
 use crate::memory_map::phys_to_virt;
 
@@ -408,66 +409,6 @@ impl Vmx {
         );
         Ok(Vmx { revision, controls, host, preemption_count: u64::from(u32::MAX) })
     }
-
-    /// Reads why the guest left, after a VM exit.
-    fn exit_info(&mut self, vcpu: &mut Vcpu) -> ExitInfo {
-        use x86::vmx::vmcs::{control, ro};
-        let raw = vmcs::read(ro::EXIT_REASON);
-        let reason = raw as u16;
-        let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
-        // An event the exit interrupted (IDT-vectoring information) must be delivered again.
-        let vectoring = vmcs::read(ro::IDT_VECTORING_INFO);
-        vcpu.injecting = vectoring & (1 << 31) != 0;
-        if vcpu.injecting {
-            vmcs::write(control::VMENTRY_INTERRUPTION_INFO_FIELD, vectoring & !(1 << 12));
-            if vectoring & (1 << 11) != 0 {
-                let code = vmcs::read(ro::IDT_VECTORING_ERR_CODE);
-                vmcs::write(control::VMENTRY_EXCEPTION_ERR_CODE, code);
-            }
-            let length = vmcs::read(ro::VMEXIT_INSTRUCTION_LEN);
-            vmcs::write(control::VMENTRY_INSTRUCTION_LEN, length);
-        }
-        let exit = if raw & (1 << 31) != 0 {
-            let what = match reason {
-                vm_exit::INVALID_GUEST_STATE => controls::entry_failure_detail(qualification),
-                vm_exit::MSR_LOADING => "an MSR in the VM-entry MSR-load area",
-                _ => "machine check during VM entry",
-            };
-            Exit::Fatal(Fatal::EntryFailed { what, detail: qualification })
-        } else {
-            match reason {
-                vm_exit::EXTERNAL_INTERRUPT => {
-                    Exit::HostInterrupt(vmcs::read(ro::VMEXIT_INTERRUPTION_INFO) as u8)
-                }
-                vm_exit::TRIPLE_FAULT => Exit::Fatal(Fatal::TripleFault),
-                vm_exit::INTERRUPT_WINDOW => Exit::InterruptWindow,
-                vm_exit::PREEMPTION_TIMER => Exit::TimeUp,
-                vm_exit::CPUID => Exit::Cpuid,
-                vm_exit::HLT => Exit::Halt,
-                vm_exit::VMCALL => Exit::Hypercall,
-                vm_exit::IO_INSTRUCTION if qualification & (1 << 4) == 0 => Exit::Io {
-                    port: (qualification >> 16) as u16,
-                    size: (qualification & 7) as u8 + 1,
-                    write: qualification & (1 << 3) == 0,
-                },
-                vm_exit::INVD | vm_exit::WBINVD => Exit::CacheFlush,
-                vm_exit::RDMSR => Exit::Msr { write: false },
-                vm_exit::WRMSR => Exit::Msr { write: true },
-                vm_exit::EPT_VIOLATION => Exit::Fatal(Fatal::EptViolation {
-                    gpa: vmcs::read(ro::GUEST_PHYSICAL_ADDR_FULL),
-                    linear: (qualification & (1 << 7) != 0)
-                        .then(|| vmcs::read(ro::GUEST_LINEAR_ADDR)),
-                    access: match qualification & 7 {
-                        q if q & 2 != 0 => "write",
-                        q if q & 4 != 0 => "instruction fetch",
-                        _ => "read",
-                    },
-                }),
-                _ => Exit::Fatal(Fatal::Unexpected { reason, qualification }),
-            }
-        };
-        ExitInfo { reason, exit }
-    }
 }
 
 /// EPT tables in machine frames from the frame allocator, through xen-lite's direct map.
@@ -572,24 +513,11 @@ impl HardwareVt for Vmx {
     }
 
     fn run(&mut self, vcpu: &mut Vcpu, regs: &mut TrapFrame) -> ExitInfo {
-        use x86::vmx::vmcs::guest;
-        let entered = entry::enter(regs, vcpu.launched);
-        if let Err(status) = entered {
-            let what = match status {
-                VmxStatus::FailValid => vmcs::last_error(),
-                _ => "VMfailInvalid: no valid current VMCS",
-            };
-            let detail = vmcs::read(x86::vmx::vmcs::ro::VM_INSTRUCTION_ERROR);
-            return ExitInfo {
-                reason: VM_EXIT_SLOTS as u16 - 1,
-                exit: Exit::Fatal(Fatal::EntryFailed { what, detail }),
-            };
+        if let Err(status) = entry::enter(regs, vcpu.launched) {
+            return exits::entry_failed(status);
         }
         vcpu.launched = true;
-        regs.rip = vmcs::read(guest::RIP);
-        regs.rsp = vmcs::read(guest::RSP);
-        regs.rflags = vmcs::read(guest::RFLAGS);
-        self.exit_info(vcpu)
+        exits::read(vcpu, regs)
     }
 
     fn skip_instruction(&mut self, _vcpu: &mut Vcpu) {
