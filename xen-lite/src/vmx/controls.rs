@@ -1,4 +1,4 @@
-//! Choosing VMX execution controls, and naming what went wrong: pure rules, host-tested.
+//! Choosing VMX execution controls: pure rules, host-tested.
 //!
 //! Every control field (pin-based, primary and secondary processor-based, VM-exit, VM-entry) has
 //! a capability MSR whose low 32 bits say which controls *must* be 1 and whose high 32 bits say
@@ -22,39 +22,6 @@ pub fn adjust(desired: u32, capability: u64) -> Result<u32, u32> {
     Ok(desired | must_be_one)
 }
 
-/// The VM-instruction error number in words (what a failed `vmlaunch`, `vmresume`, `vmptrld`
-/// or `vmwrite` leaves in the current VMCS). See: SDM Vol. 3C, 31.4.
-pub const fn instruction_error(number: u64) -> &'static str {
-    match number {
-        1 => "VMCALL executed in VMX root operation",
-        2 => "VMCLEAR with invalid physical address",
-        3 => "VMCLEAR with VMXON pointer",
-        4 => "VMLAUNCH with non-clear VMCS",
-        5 => "VMRESUME with non-launched VMCS",
-        6 => "VMRESUME after VMXOFF",
-        7 => "VM entry with invalid control field(s)",
-        8 => "VM entry with invalid host-state field(s)",
-        9 => "VMPTRLD with invalid physical address",
-        10 => "VMPTRLD with VMXON pointer",
-        11 => "VMPTRLD with incorrect VMCS revision identifier",
-        12 => "VMREAD/VMWRITE from/to unsupported VMCS component",
-        13 => "VMWRITE to read-only VMCS component",
-        15 => "VMXON executed in VMX root operation",
-        16 => "VM entry with invalid executive-VMCS pointer",
-        17 => "VM entry with non-launched executive VMCS",
-        18 => "VM entry with executive-VMCS pointer not VMXON pointer",
-        19 => "VMCALL with non-clear VMCS",
-        20 => "VMCALL with invalid VM-exit control fields",
-        22 => "VMCALL with incorrect MSEG revision identifier",
-        23 => "VMXOFF under dual-monitor treatment of SMIs and SMM",
-        24 => "VMCALL with invalid SMM-monitor features",
-        25 => "VM entry with invalid VM-execution control fields in executive VMCS",
-        26 => "VM entry with events blocked by MOV SS",
-        28 => "invalid operand to INVEPT/INVVPID",
-        _ => "unknown VM-instruction error",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,12 +38,5 @@ mod tests {
     fn bits_the_cpu_lacks_are_named() {
         let capability = (0x0fu64 << 32) | 0x01;
         assert_eq!(adjust(0x31, capability), Err(0x30));
-    }
-
-    #[test]
-    fn errors_read_as_words() {
-        assert_eq!(instruction_error(7), "VM entry with invalid control field(s)");
-        assert_eq!(instruction_error(8), "VM entry with invalid host-state field(s)");
-        assert_eq!(instruction_error(99), "unknown VM-instruction error");
     }
 }

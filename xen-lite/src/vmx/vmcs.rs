@@ -12,7 +12,6 @@
 
 use x86::vmx::vmcs::{control, guest, host, ro};
 
-use super::controls::instruction_error;
 use super::Controls;
 use crate::gdt::{HYPERVISOR_CS, HYPERVISOR_DS, TSS_SELECTOR};
 use crate::hvm::VcpuBoot;
@@ -42,6 +41,39 @@ pub fn last_error() -> &'static str {
     match unsafe { instructions::vmread(ro::VM_INSTRUCTION_ERROR) } {
         Ok(number) => instruction_error(number),
         Err(_) => "no current VMCS",
+    }
+}
+
+/// The VM-instruction error number in words (what a failed `vmlaunch`, `vmresume`, `vmptrld`
+/// or `vmwrite` leaves in the current VMCS). See: SDM Vol. 3C, 31.4.
+pub const fn instruction_error(number: u64) -> &'static str {
+    match number {
+        1 => "VMCALL executed in VMX root operation",
+        2 => "VMCLEAR with invalid physical address",
+        3 => "VMCLEAR with VMXON pointer",
+        4 => "VMLAUNCH with non-clear VMCS",
+        5 => "VMRESUME with non-launched VMCS",
+        6 => "VMRESUME after VMXOFF",
+        7 => "VM entry with invalid control field(s)",
+        8 => "VM entry with invalid host-state field(s)",
+        9 => "VMPTRLD with invalid physical address",
+        10 => "VMPTRLD with VMXON pointer",
+        11 => "VMPTRLD with incorrect VMCS revision identifier",
+        12 => "VMREAD/VMWRITE from/to unsupported VMCS component",
+        13 => "VMWRITE to read-only VMCS component",
+        15 => "VMXON executed in VMX root operation",
+        16 => "VM entry with invalid executive-VMCS pointer",
+        17 => "VM entry with non-launched executive VMCS",
+        18 => "VM entry with executive-VMCS pointer not VMXON pointer",
+        19 => "VMCALL with non-clear VMCS",
+        20 => "VMCALL with invalid VM-exit control fields",
+        22 => "VMCALL with incorrect MSEG revision identifier",
+        23 => "VMXOFF under dual-monitor treatment of SMIs and SMM",
+        24 => "VMCALL with invalid SMM-monitor features",
+        25 => "VM entry with invalid VM-execution control fields in executive VMCS",
+        26 => "VM entry with events blocked by MOV SS",
+        28 => "invalid operand to INVEPT/INVVPID",
+        _ => "unknown VM-instruction error",
     }
 }
 
@@ -220,4 +252,16 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
     write(guest::GDTR_LIMIT, 0);
     write(guest::IDTR_BASE, 0);
     write(guest::IDTR_LIMIT, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_words() {
+        assert_eq!(instruction_error(7), "VM entry with invalid control field(s)");
+        assert_eq!(instruction_error(8), "VM entry with invalid host-state field(s)");
+        assert_eq!(instruction_error(99), "unknown VM-instruction error");
+    }
 }
