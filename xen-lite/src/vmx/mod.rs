@@ -42,6 +42,7 @@ use crate::frame::FrameAllocator;
 use crate::hvm::{ExitInfo, HardwareVt, VcpuBoot};
 use crate::instructions::{self, VmxStatus};
 use crate::memory_map::phys_to_virt;
+use controls::Controls;
 
 /// `IA32_FEATURE_CONTROL` bit 0: the register is locked until reset.
 const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
@@ -225,114 +226,6 @@ pub fn log_root_operation<const WORDS: usize>(
             "vmx: entered and left VMX root operation (VMXON, VMXOFF); CR0 {cr0:#x} and CR4 {cr4:#x} while in it"
         ),
         Err(error) => log::warn!("vmx: cannot enter VMX root operation: {error}"),
-    }
-}
-
-/// The VMX capability MSRs this backend reads (SDM Vol. 3D, Appendix A).
-mod msr {
-    pub const BASIC: u32 = 0x480;
-    pub const PINBASED: u32 = 0x481;
-    pub const PROCBASED: u32 = 0x482;
-    pub const EXIT: u32 = 0x483;
-    pub const ENTRY: u32 = 0x484;
-    pub const PROCBASED2: u32 = 0x48b;
-    pub const EPT_VPID_CAP: u32 = 0x48c;
-    pub const MISC: u32 = 0x485;
-    pub const TRUE_PINBASED: u32 = 0x48d;
-    pub const TRUE_PROCBASED: u32 = 0x48e;
-    pub const TRUE_EXIT: u32 = 0x48f;
-    pub const TRUE_ENTRY: u32 = 0x490;
-}
-
-/// The execution controls every domain's VMCS gets, adjusted to this CPU.
-pub struct Controls {
-    /// Pin-based: host interrupts exit; the VMX-preemption timer runs.
-    pub pin: u32,
-    /// Primary processor-based: `hlt` and all I/O exit; MSR accesses exit (no bitmaps); the
-    /// secondary controls are used.
-    pub primary: u32,
-    /// Secondary: EPT.
-    pub secondary: u32,
-    /// VM exit: 64-bit host, acknowledge the interrupt on exit, save and load EFER.
-    pub exit: u32,
-    /// VM entry: 64-bit guest, load EFER.
-    pub entry: u32,
-    /// CR0 bits VMX forces on (guest/host mask: the guest may not clear them).
-    pub cr0_fixed0: u64,
-    /// CR4 bits VMX forces on (VMXE).
-    pub cr4_fixed0: u64,
-    /// log2 of the TSC cycles per count of the VMX-preemption timer.
-    pub preemption_rate: u32,
-}
-
-impl Controls {
-    /// What xen-lite wants, made legal for this CPU; `Err` names the control it lacks.
-    fn for_this_cpu() -> Result<Controls, VmxError> {
-        use x86::vmx::vmcs::control::{
-            EntryControls, ExitControls, PinbasedControls, PrimaryControls, SecondaryControls,
-        };
-        // SAFETY: the CPU reports VMX, so its capability MSRs exist; the TRUE ones exist when
-        // BASIC bit 55 says so.
-        let read = |msr| unsafe { instructions::rdmsr(msr) };
-        let true_controls = read(msr::BASIC) & controls::BASIC_TRUE_CONTROLS != 0;
-        let pick = |plain, with_true| read(if true_controls { with_true } else { plain });
-        let adjust = |name, desired: u32, capability| {
-            controls::adjust(desired, capability)
-                .map_err(|missing| VmxError::MissingControl { name, missing })
-        };
-        let pin = adjust(
-            "pin-based",
-            (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::VMX_PREEMPTION_TIMER)
-                .bits(),
-            pick(msr::PINBASED, msr::TRUE_PINBASED),
-        )?;
-        let primary = adjust(
-            "primary processor-based",
-            (PrimaryControls::HLT_EXITING
-                | PrimaryControls::UNCOND_IO_EXITING
-                | PrimaryControls::SECONDARY_CONTROLS)
-                .bits(),
-            pick(msr::PROCBASED, msr::TRUE_PROCBASED),
-        )?;
-        let secondary = adjust(
-            "secondary processor-based",
-            // WBINVD exiting: a guest's cache flush would stall every domain (xen-lite has no
-            // devices that need it), so it exits and is skipped, as Xen does.
-            (SecondaryControls::ENABLE_EPT | SecondaryControls::WBINVD_EXITING).bits(),
-            read(msr::PROCBASED2),
-        )?;
-        let exit = adjust(
-            "VM-exit",
-            (ExitControls::HOST_ADDRESS_SPACE_SIZE
-                | ExitControls::ACK_INTERRUPT_ON_EXIT
-                | ExitControls::SAVE_IA32_EFER
-                | ExitControls::LOAD_IA32_EFER)
-                .bits(),
-            pick(msr::EXIT, msr::TRUE_EXIT),
-        )?;
-        let entry = adjust(
-            "VM-entry",
-            (EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_IA32_EFER).bits(),
-            pick(msr::ENTRY, msr::TRUE_ENTRY),
-        )?;
-        // EPT with a four-level walk and write-back tables (EPT/VPID capability bits 6, 14).
-        let ept = read(msr::EPT_VPID_CAP);
-        if ept & (1 << 6) == 0 || ept & (1 << 14) == 0 {
-            return Err(VmxError::MissingControl { name: "EPT capability", missing: ept as u32 });
-        }
-        let ((cr0_fixed0, _), (cr4_fixed0, _)) = fixed_bits();
-        // The preemption timer counts down once every 2^rate TSC cycles (IA32_VMX_MISC 4:0).
-        let preemption_rate = (read(msr::MISC) & 0x1f) as u32;
-        Ok(Controls {
-            pin,
-            primary,
-            secondary,
-            exit,
-            entry,
-            cr0_fixed0,
-            cr4_fixed0,
-            preemption_rate,
-        })
     }
 }
 

@@ -12,7 +12,7 @@
 
 use x86::vmx::vmcs::{control, guest, host, ro};
 
-use super::Controls;
+use super::controls::Controls;
 use crate::gdt::{HYPERVISOR_CS, HYPERVISOR_DS, TSS_SELECTOR};
 use crate::hvm::VcpuBoot;
 use crate::instructions::{self, VmxStatus};
