@@ -8,7 +8,7 @@
 //! MSRs apply instead: they allow clearing some "default1" controls (such as CR3-load exiting)
 //! that the older MSRs force on. See: Intel SDM Vol. 3D, revision 086, Appendix A.3-A.5.
 
-use super::{fixed_bits, VmxError};
+use super::root::{fixed_bits, VmxError};
 use crate::instructions;
 
 /// `IA32_VMX_BASIC` bit 55: the `IA32_VMX_TRUE_*` capability MSRs exist.
