@@ -7,7 +7,8 @@
 //! - `ept.rs`: the extended page tables that map a domain's guest-physical memory, exactly;
 //! - `vmcs.rs`: one domain's VMCS: the field accessors and its guest, host and control state;
 //! - `entry.rs`: the VM-entry and VM-exit assembly, and the call that runs the guest;
-//! - `exits.rs`: why the guest left, decoded into the run loop's `Exit`.
+//! - `exits.rs`: why the guest left, decoded into the run loop's `Exit`;
+//! - `msr.rs`: what the guest's `rdmsr` and `wrmsr` reach.
 
 mod root;
 pub mod controls;
@@ -15,6 +16,7 @@ pub mod ept;
 mod vmcs;
 mod entry;
 mod exits;
+mod msr;
 
 use hypercall_abi::hypercall::HYPERCALL_STUB_SIZE;
 use hypercall_abi::Mode;
@@ -25,6 +27,7 @@ use crate::hvm::{ExitInfo, HardwareVt, VcpuBoot};
 use crate::instructions::{self, VmxStatus};
 use crate::memory_map::phys_to_virt;
 use controls::Controls;
+use msr::SyscallMsrs;
 pub use root::log_root_operation;
 use root::VmxError;
 
@@ -36,26 +39,6 @@ pub struct Vmx {
     /// What the VMX-preemption timer starts from at every entry: one tick of guest time.
     preemption_count: u64,
 }
-
-/// The `syscall` MSRs of a domain, which the CPU does not switch: xen-lite loads them into the
-/// real MSRs whenever the domain is scheduled in (the guest uses them without any exit).
-#[derive(Clone, Copy, Debug, Default)]
-struct SyscallMsrs {
-    star: u64,
-    lstar: u64,
-    cstar: u64,
-    fmask: u64,
-    kernel_gs_base: u64,
-}
-
-const IA32_EFER: u32 = 0xc000_0080;
-const IA32_STAR: u32 = 0xc000_0081;
-const IA32_LSTAR: u32 = 0xc000_0082;
-const IA32_CSTAR: u32 = 0xc000_0083;
-const IA32_FMASK: u32 = 0xc000_0084;
-const IA32_FS_BASE: u32 = 0xc000_0100;
-const IA32_GS_BASE: u32 = 0xc000_0101;
-const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 /// One domain's virtual CPU under VMX.
 pub struct Vcpu {
@@ -81,7 +64,7 @@ impl Vmx {
         let root = root::enter_root(revision, control, frames)?;
         let (gdt, tss) = crate::gdt::bases();
         // SAFETY: EFER exists on every x86-64 CPU.
-        let efer = unsafe { instructions::rdmsr(IA32_EFER) };
+        let efer = unsafe { instructions::rdmsr(msr::IA32_EFER) };
         let host = vmcs::HostState {
             cr0: root.cr0,
             cr3: crate::switcher::hypervisor_cr3(),
@@ -123,12 +106,6 @@ impl ept::EptMemory for MachineTables {
         // SAFETY: as in `entry`; no guest runs on these tables yet.
         unsafe { (phys_to_virt(table + slot as u64 * 8) as *mut u64).write(value) }
     }
-}
-
-/// Whether `value` is a canonical address (bits 63:47 all equal).
-fn canonical(value: u64) -> bool {
-    let top = value >> 47;
-    top == 0 || top == 0x1_ffff
 }
 
 impl HardwareVt for Vmx {
@@ -192,16 +169,7 @@ impl HardwareVt for Vmx {
         let status = unsafe { instructions::vmptrld(vcpu.vmcs.addr()) };
         assert!(status == VmxStatus::Succeed, "VMPTRLD of a set-up VMCS failed: {status:?}");
         vmcs::write(x86::vmx::vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, self.preemption_count);
-        let m = vcpu.msrs;
-        // SAFETY: these MSRs exist on every x86-64 CPU; every value was checked canonical when
-        // the guest wrote it, and xen-lite itself never executes `syscall` or `swapgs`.
-        unsafe {
-            instructions::wrmsr(IA32_STAR, m.star);
-            instructions::wrmsr(IA32_LSTAR, m.lstar);
-            instructions::wrmsr(IA32_CSTAR, m.cstar);
-            instructions::wrmsr(IA32_FMASK, m.fmask);
-            instructions::wrmsr(IA32_KERNEL_GS_BASE, m.kernel_gs_base);
-        }
+        msr::load(&vcpu.msrs);
     }
 
     fn run(&mut self, vcpu: &mut Vcpu, regs: &mut TrapFrame) -> ExitInfo {
@@ -249,58 +217,10 @@ impl HardwareVt for Vmx {
     }
 
     fn read_msr(&mut self, vcpu: &mut Vcpu, msr: u32) -> Option<u64> {
-        use x86::vmx::vmcs::guest;
-        let m = &vcpu.msrs;
-        Some(match msr {
-            IA32_EFER => vmcs::read(guest::IA32_EFER_FULL),
-            IA32_STAR => m.star,
-            IA32_LSTAR => m.lstar,
-            IA32_CSTAR => m.cstar,
-            IA32_FMASK => m.fmask,
-            IA32_FS_BASE => vmcs::read(guest::FS_BASE),
-            IA32_GS_BASE => vmcs::read(guest::GS_BASE),
-            IA32_KERNEL_GS_BASE => m.kernel_gs_base,
-            _ => return None,
-        })
+        msr::read(&vcpu.msrs, msr)
     }
 
     fn write_msr(&mut self, vcpu: &mut Vcpu, msr: u32, value: u64) -> Result<(), &'static str> {
-        use x86::vmx::vmcs::guest;
-        const EFER_SCE: u64 = 1;
-        let address =
-            |value: u64| if canonical(value) { Ok(value) } else { Err("non-canonical address") };
-        match msr {
-            IA32_EFER => {
-                let current = vmcs::read(guest::IA32_EFER_FULL);
-                if (value ^ current) & !(EFER_SCE | vmcs::EFER_NXE) != 0 {
-                    return Err("only EFER.SCE and EFER.NXE may change under xen-lite");
-                }
-                vmcs::write(guest::IA32_EFER_FULL, value);
-                return Ok(());
-            }
-            IA32_FS_BASE => {
-                vmcs::write(guest::FS_BASE, address(value)?);
-                return Ok(());
-            }
-            IA32_GS_BASE => {
-                vmcs::write(guest::GS_BASE, address(value)?);
-                return Ok(());
-            }
-            IA32_STAR => vcpu.msrs.star = value,
-            IA32_LSTAR => vcpu.msrs.lstar = address(value)?,
-            IA32_CSTAR => vcpu.msrs.cstar = address(value)?,
-            IA32_FMASK => vcpu.msrs.fmask = value & 0xffff_ffff,
-            IA32_KERNEL_GS_BASE => vcpu.msrs.kernel_gs_base = address(value)?,
-            _ => return Err("xen-lite does not virtualise it"),
-        }
-        // The vCPU is the one running: its MSRs are the real ones now.
-        let value = match msr {
-            IA32_FMASK => value & 0xffff_ffff,
-            _ => value,
-        };
-        // SAFETY: a `syscall` MSR, with a canonical address where it holds one; xen-lite itself
-        // never executes `syscall` or `swapgs`.
-        unsafe { instructions::wrmsr(msr, value) };
-        Ok(())
+        msr::write(&mut vcpu.msrs, msr, value)
     }
 }
