@@ -8,6 +8,13 @@
 //! MSRs apply instead: they allow clearing some "default1" controls (such as CR3-load exiting)
 //! that the older MSRs force on. See: Intel SDM Vol. 3D, revision 086, Appendix A.3-A.5.
 
+use x86::msr::{
+    IA32_VMX_BASIC, IA32_VMX_ENTRY_CTLS, IA32_VMX_EPT_VPID_CAP, IA32_VMX_EXIT_CTLS, IA32_VMX_MISC,
+    IA32_VMX_PINBASED_CTLS, IA32_VMX_PROCBASED_CTLS, IA32_VMX_PROCBASED_CTLS2,
+    IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_PINBASED_CTLS,
+    IA32_VMX_TRUE_PROCBASED_CTLS,
+};
+
 use super::root::{fixed_bits, VmxError};
 use crate::instructions;
 
@@ -24,22 +31,6 @@ pub fn adjust(desired: u32, capability: u64) -> Result<u32, u32> {
         return Err(missing);
     }
     Ok(desired | must_be_one)
-}
-
-/// The VMX capability MSRs this backend reads (SDM Vol. 3D, Appendix A).
-mod msr {
-    pub const BASIC: u32 = 0x480;
-    pub const PINBASED: u32 = 0x481;
-    pub const PROCBASED: u32 = 0x482;
-    pub const EXIT: u32 = 0x483;
-    pub const ENTRY: u32 = 0x484;
-    pub const PROCBASED2: u32 = 0x48b;
-    pub const EPT_VPID_CAP: u32 = 0x48c;
-    pub const MISC: u32 = 0x485;
-    pub const TRUE_PINBASED: u32 = 0x48d;
-    pub const TRUE_PROCBASED: u32 = 0x48e;
-    pub const TRUE_EXIT: u32 = 0x48f;
-    pub const TRUE_ENTRY: u32 = 0x490;
 }
 
 /// The execution controls every domain's VMCS gets, adjusted to this CPU.
@@ -72,17 +63,17 @@ impl Controls {
         // SAFETY: the CPU reports VMX, so its capability MSRs exist; the TRUE ones exist when
         // BASIC bit 55 says so.
         let read = |msr| unsafe { instructions::rdmsr(msr) };
-        let true_controls = read(msr::BASIC) & BASIC_TRUE_CONTROLS != 0;
+        let true_controls = read(IA32_VMX_BASIC) & BASIC_TRUE_CONTROLS != 0;
         let pick = |plain, with_true| read(if true_controls { with_true } else { plain });
         let adjust = |name, desired: u32, capability| {
-            adjust(desired, capability)
+            self::adjust(desired, capability)
                 .map_err(|missing| VmxError::MissingControl { name, missing })
         };
         let pin = adjust(
             "pin-based",
             (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::VMX_PREEMPTION_TIMER)
                 .bits(),
-            pick(msr::PINBASED, msr::TRUE_PINBASED),
+            pick(IA32_VMX_PINBASED_CTLS, IA32_VMX_TRUE_PINBASED_CTLS),
         )?;
         let primary = adjust(
             "primary processor-based",
@@ -90,14 +81,14 @@ impl Controls {
                 | PrimaryControls::UNCOND_IO_EXITING
                 | PrimaryControls::SECONDARY_CONTROLS)
                 .bits(),
-            pick(msr::PROCBASED, msr::TRUE_PROCBASED),
+            pick(IA32_VMX_PROCBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS),
         )?;
         let secondary = adjust(
             "secondary processor-based",
             // WBINVD exiting: a guest's cache flush would stall every domain (xen-lite has no
             // devices that need it), so it exits and is skipped, as Xen does.
             (SecondaryControls::ENABLE_EPT | SecondaryControls::WBINVD_EXITING).bits(),
-            read(msr::PROCBASED2),
+            read(IA32_VMX_PROCBASED_CTLS2),
         )?;
         let exit = adjust(
             "VM-exit",
@@ -106,21 +97,21 @@ impl Controls {
                 | ExitControls::SAVE_IA32_EFER
                 | ExitControls::LOAD_IA32_EFER)
                 .bits(),
-            pick(msr::EXIT, msr::TRUE_EXIT),
+            pick(IA32_VMX_EXIT_CTLS, IA32_VMX_TRUE_EXIT_CTLS),
         )?;
         let entry = adjust(
             "VM-entry",
             (EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_IA32_EFER).bits(),
-            pick(msr::ENTRY, msr::TRUE_ENTRY),
+            pick(IA32_VMX_ENTRY_CTLS, IA32_VMX_TRUE_ENTRY_CTLS),
         )?;
         // EPT with a four-level walk and write-back tables (EPT/VPID capability bits 6, 14).
-        let ept = read(msr::EPT_VPID_CAP);
+        let ept = read(IA32_VMX_EPT_VPID_CAP);
         if ept & (1 << 6) == 0 || ept & (1 << 14) == 0 {
             return Err(VmxError::MissingControl { name: "EPT capability", missing: ept as u32 });
         }
         let ((cr0_fixed0, _), (cr4_fixed0, _)) = fixed_bits();
         // The preemption timer counts down once every 2^rate TSC cycles (IA32_VMX_MISC 4:0).
-        let preemption_rate = (read(msr::MISC) & 0x1f) as u32;
+        let preemption_rate = (read(IA32_VMX_MISC) & 0x1f) as u32;
         Ok(Controls {
             pin,
             primary,

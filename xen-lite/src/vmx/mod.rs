@@ -64,7 +64,7 @@ impl Vmx {
         let root = root::enter_root(revision, control, frames)?;
         let (gdt, tss) = crate::gdt::bases();
         // SAFETY: EFER exists on every x86-64 CPU.
-        let efer = unsafe { instructions::rdmsr(msr::IA32_EFER) };
+        let efer = unsafe { instructions::rdmsr(x86::msr::IA32_EFER) };
         let host = vmcs::HostState {
             cr0: root.cr0,
             cr3: crate::switcher::hypervisor_cr3(),

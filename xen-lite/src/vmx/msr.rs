@@ -15,7 +15,13 @@
 //! fault in xen-lite. See: Intel SDM Vol. 3C, revision 086, 25.4.1 (guest register state),
 //! 25.6.9 (MSR bitmaps), 26.1.3 (RDMSR and WRMSR exit without them).
 
+use x86::msr::{
+    IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_FS_BASE, IA32_GS_BASE, IA32_KERNEL_GSBASE, IA32_LSTAR,
+    IA32_STAR,
+};
 use x86::vmx::vmcs::guest;
+
+use hypercall_abi::layout::is_canonical;
 
 use super::vmcs;
 use crate::instructions;
@@ -31,21 +37,6 @@ pub struct SyscallMsrs {
     kernel_gs_base: u64,
 }
 
-pub const IA32_EFER: u32 = 0xc000_0080;
-const IA32_STAR: u32 = 0xc000_0081;
-const IA32_LSTAR: u32 = 0xc000_0082;
-const IA32_CSTAR: u32 = 0xc000_0083;
-const IA32_FMASK: u32 = 0xc000_0084;
-const IA32_FS_BASE: u32 = 0xc000_0100;
-const IA32_GS_BASE: u32 = 0xc000_0101;
-const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
-
-/// Whether `value` is a canonical address (bits 63:47 all equal).
-fn canonical(value: u64) -> bool {
-    let top = value >> 47;
-    top == 0 || top == 0x1_ffff
-}
-
 /// Loads a domain's `syscall` MSRs into the real ones, as it is scheduled in.
 pub fn load(m: &SyscallMsrs) {
     // SAFETY: these MSRs exist on every x86-64 CPU; every value was checked canonical when
@@ -55,7 +46,7 @@ pub fn load(m: &SyscallMsrs) {
         instructions::wrmsr(IA32_LSTAR, m.lstar);
         instructions::wrmsr(IA32_CSTAR, m.cstar);
         instructions::wrmsr(IA32_FMASK, m.fmask);
-        instructions::wrmsr(IA32_KERNEL_GS_BASE, m.kernel_gs_base);
+        instructions::wrmsr(IA32_KERNEL_GSBASE, m.kernel_gs_base);
     }
 }
 
@@ -69,7 +60,7 @@ pub fn read(m: &SyscallMsrs, msr: u32) -> Option<u64> {
         IA32_FMASK => m.fmask,
         IA32_FS_BASE => vmcs::read(guest::FS_BASE),
         IA32_GS_BASE => vmcs::read(guest::GS_BASE),
-        IA32_KERNEL_GS_BASE => m.kernel_gs_base,
+        IA32_KERNEL_GSBASE => m.kernel_gs_base,
         _ => return None,
     })
 }
@@ -78,7 +69,7 @@ pub fn read(m: &SyscallMsrs, msr: u32) -> Option<u64> {
 pub fn write(msrs: &mut SyscallMsrs, msr: u32, value: u64) -> Result<(), &'static str> {
     const EFER_SCE: u64 = 1;
     let address =
-        |value: u64| if canonical(value) { Ok(value) } else { Err("non-canonical address") };
+        |value: u64| if is_canonical(value) { Ok(value) } else { Err("non-canonical address") };
     match msr {
         IA32_EFER => {
             let current = vmcs::read(guest::IA32_EFER_FULL);
@@ -100,7 +91,7 @@ pub fn write(msrs: &mut SyscallMsrs, msr: u32, value: u64) -> Result<(), &'stati
         IA32_LSTAR => msrs.lstar = address(value)?,
         IA32_CSTAR => msrs.cstar = address(value)?,
         IA32_FMASK => msrs.fmask = value & 0xffff_ffff,
-        IA32_KERNEL_GS_BASE => msrs.kernel_gs_base = address(value)?,
+        IA32_KERNEL_GSBASE => msrs.kernel_gs_base = address(value)?,
         _ => return Err("xen-lite does not virtualise it"),
     }
     // The vCPU is the one running: its MSRs are the real ones now.
