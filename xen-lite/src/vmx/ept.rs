@@ -11,8 +11,14 @@
 //! 1 write, 2 execute, and in a leaf bits 5:3 the memory type (6 = write-back). The EPT pointer
 //! in the VMCS holds the root's address, the walk length minus one (bits 5:3) and the memory
 //! type of the tables themselves (bits 2:0). See: Intel SDM Vol. 3C, revision 086, 29.3.
+//!
+//! [`build`] and [`translate`] reach tables through [`EptMemory`]: [`for_domain`] builds a
+//! domain's tables in machine frames, the host tests build them in a map.
 
 use hypercall_abi::layout::PAGE_SIZE;
+
+use crate::hvm::VcpuBoot;
+use crate::memory_map::phys_to_virt;
 
 /// Read, write and execute allowed.
 const RWX: u64 = 0b111;
@@ -85,6 +91,41 @@ pub fn translate(memory: &impl EptMemory, root: u64, gpa: u64) -> Option<u64> {
         table = entry & ADDRESS_MASK;
     }
     Some(table | (gpa & (PAGE_SIZE - 1)))
+}
+
+/// EPT tables in machine frames from the frame allocator, through xen-lite's direct map.
+struct MachineTables;
+
+impl EptMemory for MachineTables {
+    fn new_table(&mut self) -> Option<u64> {
+        let frame = crate::frame::alloc()?;
+        // SAFETY: a frame just allocated for this table; nothing else refers to it.
+        unsafe { core::ptr::write_bytes(phys_to_virt(frame.addr()) as *mut u8, 0, 4096) };
+        Some(frame.addr())
+    }
+
+    fn entry(&self, table: u64, slot: usize) -> u64 {
+        // SAFETY: `table` is a frame `new_table` returned, in the direct map; `slot` < 512.
+        unsafe { (phys_to_virt(table + slot as u64 * 8) as *const u64).read() }
+    }
+
+    fn set_entry(&mut self, table: u64, slot: usize, value: u64) {
+        // SAFETY: as in `entry`; no guest runs on these tables yet.
+        unsafe { (phys_to_virt(table + slot as u64 * 8) as *mut u64).write(value) }
+    }
+}
+
+/// Builds the EPT of a domain starting as `boot` says: its memory, exactly, and nothing else.
+/// Returns the EPT pointer for its VMCS.
+pub fn for_domain(boot: &VcpuBoot) -> Result<u64, &'static str> {
+    let base = boot.memory.addr();
+    let root = build(&mut MachineTables, base, boot.nr_pages)
+        .ok_or("no free frames for its EPT tables")?;
+    // The domain's memory, exactly: its first byte is there, the byte past its end is not.
+    let end = boot.nr_pages * 4096;
+    assert_eq!(translate(&MachineTables, root, 0), Some(base));
+    assert_eq!(translate(&MachineTables, root, end), None);
+    Ok(pointer(root))
 }
 
 #[cfg(test)]

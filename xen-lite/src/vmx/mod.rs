@@ -86,28 +86,6 @@ impl Vmx {
     }
 }
 
-/// EPT tables in machine frames from the frame allocator, through xen-lite's direct map.
-struct MachineTables;
-
-impl ept::EptMemory for MachineTables {
-    fn new_table(&mut self) -> Option<u64> {
-        let frame = crate::frame::alloc()?;
-        // SAFETY: a frame just allocated for this table; nothing else refers to it.
-        unsafe { core::ptr::write_bytes(phys_to_virt(frame.addr()) as *mut u8, 0, 4096) };
-        Some(frame.addr())
-    }
-
-    fn entry(&self, table: u64, slot: usize) -> u64 {
-        // SAFETY: `table` is a frame `new_table` returned, in the direct map; `slot` < 512.
-        unsafe { (phys_to_virt(table + slot as u64 * 8) as *const u64).read() }
-    }
-
-    fn set_entry(&mut self, table: u64, slot: usize, value: u64) {
-        // SAFETY: as in `entry`; no guest runs on these tables yet.
-        unsafe { (phys_to_virt(table + slot as u64 * 8) as *mut u64).write(value) }
-    }
-}
-
 impl HardwareVt for Vmx {
     type Vcpu = Vcpu;
 
@@ -120,13 +98,7 @@ impl HardwareVt for Vmx {
     }
 
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Vcpu, &'static str> {
-        let base = boot.memory.addr();
-        let root = ept::build(&mut MachineTables, base, boot.nr_pages)
-            .ok_or("no free frames for its EPT tables")?;
-        // The domain's memory, exactly: its first byte is there, the byte past its end is not.
-        let end = boot.nr_pages * 4096;
-        assert_eq!(ept::translate(&MachineTables, root, 0), Some(base));
-        assert_eq!(ept::translate(&MachineTables, root, end), None);
+        let eptp = ept::for_domain(boot)?;
         let vmcs = crate::frame::alloc().ok_or("no free frame for its VMCS")?;
         // SAFETY: a frame just allocated for the VMCS; the revision id goes in its first four
         // bytes, the rest belongs to the CPU.
@@ -142,7 +114,7 @@ impl HardwareVt for Vmx {
         if cleared != VmxStatus::Succeed || loaded != VmxStatus::Succeed {
             return Err("VMCLEAR or VMPTRLD of its VMCS failed");
         }
-        vmcs::setup(boot, &self.controls, &self.host, ept::pointer(root));
+        vmcs::setup(boot, &self.controls, &self.host, eptp);
         vmcs::write(x86::vmx::vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, self.preemption_count);
         Ok(Vcpu {
             vmcs,
