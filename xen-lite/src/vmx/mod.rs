@@ -24,8 +24,6 @@ use hypercall_abi::Mode;
 use crate::entry::TrapFrame;
 use crate::frame::FrameAllocator;
 use crate::hvm::{ExitInfo, HardwareVt, VcpuBoot};
-use crate::instructions::{self, VmxStatus};
-use crate::memory_map::phys_to_virt;
 use controls::Controls;
 use msr::SyscallMsrs;
 pub use root::log_root_operation;
@@ -62,18 +60,7 @@ impl Vmx {
     ) -> Result<Vmx, VmxError> {
         let controls = Controls::for_this_cpu()?;
         let root = root::enter_root(revision, control, frames)?;
-        let (gdt, tss) = crate::gdt::bases();
-        // SAFETY: EFER exists on every x86-64 CPU.
-        let efer = unsafe { instructions::rdmsr(x86::msr::IA32_EFER) };
-        let host = vmcs::HostState {
-            cr0: root.cr0,
-            cr3: crate::switcher::hypervisor_cr3(),
-            cr4: root.cr4,
-            efer,
-            gdt,
-            idt: crate::idt::base(),
-            tss,
-        };
+        let host = vmcs::HostState::of_xen_lite(root.cr0, root.cr4);
         log::info!(
             "vmx: in VMX root operation; controls pin {:#x}, primary {:#x}, secondary {:#x}, exit {:#x}, entry {:#x}",
             controls.pin,
@@ -99,21 +86,7 @@ impl HardwareVt for Vmx {
 
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Vcpu, &'static str> {
         let eptp = ept::for_domain(boot)?;
-        let vmcs = crate::frame::alloc().ok_or("no free frame for its VMCS")?;
-        // SAFETY: a frame just allocated for the VMCS; the revision id goes in its first four
-        // bytes, the rest belongs to the CPU.
-        unsafe {
-            let base = phys_to_virt(vmcs.addr()) as *mut u8;
-            core::ptr::write_bytes(base, 0, 4096);
-            (base as *mut u32).write(self.revision);
-        }
-        // SAFETY: in VMX root operation; the frame is a fresh VMCS region.
-        let cleared = unsafe { instructions::vmclear(vmcs.addr()) };
-        // SAFETY: as above; the VMCS was just cleared.
-        let loaded = unsafe { instructions::vmptrld(vmcs.addr()) };
-        if cleared != VmxStatus::Succeed || loaded != VmxStatus::Succeed {
-            return Err("VMCLEAR or VMPTRLD of its VMCS failed");
-        }
+        let vmcs = vmcs::create(self.revision)?;
         vmcs::setup(boot, &self.controls, &self.host, eptp);
         vmcs::write(x86::vmx::vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, self.preemption_count);
         Ok(Vcpu {
@@ -137,9 +110,7 @@ impl HardwareVt for Vmx {
     }
 
     fn load(&mut self, vcpu: &mut Vcpu) {
-        // SAFETY: in VMX root operation; the frame is this vCPU's VMCS, set up by `create_vcpu`.
-        let status = unsafe { instructions::vmptrld(vcpu.vmcs.addr()) };
-        assert!(status == VmxStatus::Succeed, "VMPTRLD of a set-up VMCS failed: {status:?}");
+        vmcs::make_current(vcpu.vmcs);
         vmcs::write(x86::vmx::vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, self.preemption_count);
         msr::load(&vcpu.msrs);
     }
@@ -153,37 +124,21 @@ impl HardwareVt for Vmx {
     }
 
     fn skip_instruction(&mut self, _vcpu: &mut Vcpu) {
-        use x86::vmx::vmcs::{guest, ro};
-        let rip = vmcs::read(guest::RIP) + vmcs::read(ro::VMEXIT_INSTRUCTION_LEN);
-        vmcs::write(guest::RIP, rip);
-        // The `sti` or `mov ss` shadow covered only the instruction just skipped.
-        let state = vmcs::read(guest::INTERRUPTIBILITY_STATE);
-        if state & 3 != 0 {
-            vmcs::write(guest::INTERRUPTIBILITY_STATE, state & !3);
-        }
+        vmcs::skip_instruction();
     }
 
     fn interruptible(&mut self, vcpu: &mut Vcpu) -> bool {
-        use x86::vmx::vmcs::guest;
-        !vcpu.injecting
-            && vmcs::read(guest::RFLAGS) & (1 << 9) != 0
-            && vmcs::read(guest::INTERRUPTIBILITY_STATE) & 3 == 0
+        !vcpu.injecting && vmcs::interrupts_open()
     }
 
     fn inject_interrupt(&mut self, vcpu: &mut Vcpu, vector: u8) {
-        // Valid (bit 31), type 0 (external interrupt), the vector.
-        vmcs::write(
-            x86::vmx::vmcs::control::VMENTRY_INTERRUPTION_INFO_FIELD,
-            (1 << 31) | u64::from(vector),
-        );
+        vmcs::inject_interrupt(vector);
         vcpu.injecting = true;
     }
 
     fn request_interrupt_window(&mut self, vcpu: &mut Vcpu, on: bool) {
-        use x86::vmx::vmcs::control::{PrimaryControls, PRIMARY_PROCBASED_EXEC_CONTROLS};
         if vcpu.window != on {
-            let window = if on { PrimaryControls::INTERRUPT_WINDOW_EXITING.bits() } else { 0 };
-            vmcs::write(PRIMARY_PROCBASED_EXEC_CONTROLS, u64::from(self.controls.primary | window));
+            vmcs::set_interrupt_window(self.controls.primary, on);
             vcpu.window = on;
         }
     }

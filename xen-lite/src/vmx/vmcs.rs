@@ -1,21 +1,32 @@
-//! One domain's VMCS: reading and writing its fields, and the values xen-lite sets in them.
+//! One domain's VMCS: its field accessors, creating and loading it, the state xen-lite sets in
+//! it, and the guest-state and event fields the run loop asks about between entries.
 //!
-//! A VMCS has three parts that matter here (SDM Vol. 3C, 25.3-25.9):
+//! A VMCS has three parts that matter here (SDM Vol. 3C, revision 086, 25.3-25.9):
 //!
 //! - **guest state**, loaded by every VM entry and saved by every VM exit: control registers,
-//!   segment registers with their hidden parts, `rip`, `rsp`, `rflags`, EFER. General registers
-//!   are *not* in it: `entry.rs` loads and saves them itself, in a `crate::entry::TrapFrame`;
-//! - **host state**, loaded by every VM exit: xen-lite's CR3, segments and tables, and the
-//!   `rip`/`rsp` where it resumes (`entry.rs`: its exit label, on the stack of the entry);
+//!   segment registers with their hidden parts, `rip`, `rsp`, `rflags`, EFER, and whether an
+//!   `sti` or `mov ss` shadow blocks interrupts. General registers are *not* in it: `entry.rs`
+//!   loads and saves them itself, in a `crate::entry::TrapFrame`;
+//! - **host state**, loaded by every VM exit: xen-lite's CR3, segments and tables
+//!   ([`HostState`]), and the `rip`/`rsp` where it resumes (`entry.rs`: its exit label, on the
+//!   stack of the entry);
 //! - **controls**: which guest actions exit (here `hlt`, all I/O, all MSR accesses, host
 //!   interrupts), EPT, and the event to inject at the next entry.
+//!
+//! A VMCS is a 4-KiB frame that starts with the revision id; its layout is the CPU's, so
+//! software reaches it only through VMREAD and VMWRITE ([`read`], [`write`]), which act on the
+//! *current* VMCS, the one the last VMPTRLD named ([`create`], [`make_current`]).
+//! See: SDM Vol. 3C, 25.1-25.2 and 25.11.
 
+use x86::msr::IA32_EFER;
 use x86::vmx::vmcs::{control, guest, host, ro};
 
 use super::controls::Controls;
+use crate::frame::Frame;
 use crate::gdt::{HYPERVISOR_CS, HYPERVISOR_DS, TSS_SELECTOR};
 use crate::hvm::VcpuBoot;
 use crate::instructions::{self, VmxStatus};
+use crate::memory_map::phys_to_virt;
 
 /// Writes a field of the current VMCS; a failure is a bug in xen-lite (a field this CPU lacks,
 /// or no current VMCS), reported with the field and the CPU's reason.
@@ -112,6 +123,51 @@ pub struct HostState {
     pub idt: u64,
     /// Base of xen-lite's TSS.
     pub tss: u64,
+}
+
+impl HostState {
+    /// xen-lite as it is now, with `cr0` and `cr4` as VMX root operation set them.
+    pub fn of_xen_lite(cr0: u64, cr4: u64) -> HostState {
+        let (gdt, tss) = crate::gdt::bases();
+        // SAFETY: EFER exists on every x86-64 CPU.
+        let efer = unsafe { instructions::rdmsr(IA32_EFER) };
+        HostState {
+            cr0,
+            cr3: crate::switcher::hypervisor_cr3(),
+            cr4,
+            efer,
+            gdt,
+            idt: crate::idt::base(),
+            tss,
+        }
+    }
+}
+
+/// A new VMCS for this CPU's `revision` id, cleared and made current (VMCLEAR, VMPTRLD).
+pub fn create(revision: u32) -> Result<Frame, &'static str> {
+    let vmcs = crate::frame::alloc().ok_or("no free frame for its VMCS")?;
+    // SAFETY: a frame just allocated for the VMCS; the revision id goes in its first four
+    // bytes, the rest belongs to the CPU.
+    unsafe {
+        let base = phys_to_virt(vmcs.addr()) as *mut u8;
+        core::ptr::write_bytes(base, 0, 4096);
+        (base as *mut u32).write(revision);
+    }
+    // SAFETY: in VMX root operation; the frame is a fresh VMCS region.
+    let cleared = unsafe { instructions::vmclear(vmcs.addr()) };
+    // SAFETY: as above; the VMCS was just cleared.
+    let loaded = unsafe { instructions::vmptrld(vmcs.addr()) };
+    if cleared != VmxStatus::Succeed || loaded != VmxStatus::Succeed {
+        return Err("VMCLEAR or VMPTRLD of its VMCS failed");
+    }
+    Ok(vmcs)
+}
+
+/// Makes `vmcs`, set up by [`setup`], the current VMCS again (VMPTRLD, on a domain switch).
+pub fn make_current(vmcs: Frame) {
+    // SAFETY: in VMX root operation; the frame is a VMCS that `create` made and `setup` filled.
+    let status = unsafe { instructions::vmptrld(vmcs.addr()) };
+    assert!(status == VmxStatus::Succeed, "VMPTRLD of a set-up VMCS failed: {status:?}");
 }
 
 /// Fills the current (just cleared and loaded) VMCS for a domain starting as `boot` says.
@@ -252,6 +308,36 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
     write(guest::GDTR_LIMIT, 0);
     write(guest::IDTR_BASE, 0);
     write(guest::IDTR_LIMIT, 0);
+}
+
+/// Moves the guest past the instruction that caused the last exit.
+pub fn skip_instruction() {
+    let rip = read(guest::RIP) + read(ro::VMEXIT_INSTRUCTION_LEN);
+    write(guest::RIP, rip);
+    // The `sti` or `mov ss` shadow covered only the instruction just skipped.
+    let state = read(guest::INTERRUPTIBILITY_STATE);
+    if state & 3 != 0 {
+        write(guest::INTERRUPTIBILITY_STATE, state & !3);
+    }
+}
+
+/// Whether the guest's own state lets an external interrupt in: IF set, no `sti`/`mov ss`
+/// shadow.
+pub fn interrupts_open() -> bool {
+    read(guest::RFLAGS) & (1 << 9) != 0 && read(guest::INTERRUPTIBILITY_STATE) & 3 == 0
+}
+
+/// Sets up external interrupt `vector` for delivery at the next entry.
+pub fn inject_interrupt(vector: u8) {
+    // Valid (bit 31), type 0 (external interrupt), the vector.
+    write(control::VMENTRY_INTERRUPTION_INFO_FIELD, (1 << 31) | u64::from(vector));
+}
+
+/// Writes the primary controls `primary`, with interrupt-window exiting added when `on`.
+pub fn set_interrupt_window(primary: u32, on: bool) {
+    use x86::vmx::vmcs::control::PrimaryControls;
+    let window = if on { PrimaryControls::INTERRUPT_WINDOW_EXITING.bits() } else { 0 };
+    write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, u64::from(primary | window));
 }
 
 #[cfg(test)]
