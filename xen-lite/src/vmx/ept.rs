@@ -12,10 +12,14 @@
 //! in the VMCS holds the root's address, the walk length minus one (bits 5:3) and the memory
 //! type of the tables themselves (bits 2:0). See: Intel SDM Vol. 3C, revision 086, 29.3.
 //!
+//! The index of an address in each level, the address bits of an entry and the walk are the
+//! ordinary ones, so they come from `hypercall_abi::page_table`; only what makes an entry
+//! present differs (any of read, write, execute, where an ordinary entry has bit 0).
 //! [`build`] and [`translate`] reach tables through [`EptMemory`]: [`for_domain`] builds a
 //! domain's tables in machine frames, the host tests build them in a map.
 
 use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::page_table::{self, Stop, Tables};
 
 use crate::hvm::VcpuBoot;
 use crate::memory_map::phys_to_virt;
@@ -24,8 +28,6 @@ use crate::memory_map::phys_to_virt;
 const RWX: u64 = 0b111;
 /// Memory type write-back, in a leaf's bits 5:3.
 const LEAF_WRITE_BACK: u64 = 6 << 3;
-/// Bits of an entry that hold the next table's or the page's machine address.
-const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// A non-leaf entry pointing at the table at machine address `table`.
 pub const fn table_entry(table: u64) -> u64 {
@@ -42,11 +44,6 @@ pub const fn pointer(root: u64) -> u64 {
     root | (3 << 3) | 6
 }
 
-/// The index into the level-`level` table (4 = root) for guest-physical address `gpa`.
-const fn index(gpa: u64, level: u32) -> usize {
-    ((gpa >> (12 + 9 * (level - 1))) & 0x1ff) as usize
-}
-
 /// Where EPT tables live, so the same code builds them in xen-lite and in a host test.
 pub trait EptMemory {
     /// A new zeroed table: its machine address.
@@ -57,40 +54,47 @@ pub trait EptMemory {
     fn set_entry(&mut self, table: u64, slot: usize, value: u64);
 }
 
+/// EPT tables in `M` as the one page-table walker sees them.
+struct Ept<'a, M>(&'a M);
+
+impl<M: EptMemory> Tables for Ept<'_, M> {
+    fn read(&self, table: u64, index: usize) -> Option<u64> {
+        Some(self.0.entry(table, index))
+    }
+
+    /// Any access allowed (read, write or execute) makes an EPT entry present.
+    fn present(&self, entry: u64) -> bool {
+        entry & RWX != 0
+    }
+}
+
 /// Builds tables that map guest-physical pages `0..nr_pages` to the machine pages starting at
 /// `base` and nothing else; returns the root. `None` if `memory` runs out of tables.
 pub fn build(memory: &mut impl EptMemory, base: u64, nr_pages: u64) -> Option<u64> {
     let root = memory.new_table()?;
     for page in 0..nr_pages {
         let gpa = page * PAGE_SIZE;
-        let mut table = root;
-        for level in [4, 3, 2] {
-            let slot = index(gpa, level);
-            let entry = memory.entry(table, slot);
-            table = if entry & RWX == 0 {
-                let next = memory.new_table()?;
-                memory.set_entry(table, slot, table_entry(next));
-                next
-            } else {
-                entry & ADDRESS_MASK
-            };
-        }
-        memory.set_entry(table, index(gpa, 1), page_entry(base + gpa));
+        // Down to the level-2 entry that names `gpa`'s level-1 table, adding each missing table
+        // on the way, top first.
+        let table = loop {
+            match page_table::walk(&Ept(&*memory), root, gpa, 2) {
+                Ok(step) => break page_table::address(step.entry),
+                Err(Stop::NotPresent(missing)) => {
+                    let next = memory.new_table()?;
+                    memory.set_entry(missing.table, missing.index, table_entry(next));
+                }
+                Err(stop) => unreachable!("every EPT table is readable: {stop:?}"),
+            }
+        };
+        memory.set_entry(table, page_table::index(gpa, 1), page_entry(base + gpa));
     }
     Some(root)
 }
 
 /// The machine address `gpa` translates to under the tables at `root`, if any.
 pub fn translate(memory: &impl EptMemory, root: u64, gpa: u64) -> Option<u64> {
-    let mut table = root;
-    for level in [4, 3, 2, 1] {
-        let entry = memory.entry(table, index(gpa, level));
-        if entry & RWX == 0 {
-            return None;
-        }
-        table = entry & ADDRESS_MASK;
-    }
-    Some(table | (gpa & (PAGE_SIZE - 1)))
+    let leaf = page_table::walk(&Ept(memory), root, gpa, 1).ok()?;
+    Some(leaf.translate(gpa))
 }
 
 /// EPT tables in machine frames from the frame allocator, through xen-lite's direct map.
@@ -133,7 +137,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    const ENTRIES: usize = 512;
+    use hypercall_abi::page_table::ENTRIES;
 
     /// Tables in a hash map, at made-up machine addresses.
     #[derive(Default)]
@@ -167,8 +171,36 @@ mod tests {
         assert_eq!(translate(&memory, root, last), Some(base + last));
         assert_eq!(translate(&memory, root, last + 1), None, "one byte past the end");
         assert_eq!(translate(&memory, root, 1 << 32), None);
-        assert_eq!(translate(&memory, root, ADDRESS_MASK), None);
+        assert_eq!(translate(&memory, root, page_table::ADDRESS_MASK), None);
         assert_eq!(memory.tables.len() as u64, 1 + 1 + 1 + 8);
+    }
+
+    #[test]
+    fn the_tables_hold_exactly_these_entries() {
+        // 513 pages: one table per level, and a second level-1 table for the last page.
+        let mut memory = HostTables::default();
+        let base = 0x4000_0000;
+        let root = build(&mut memory, base, 513).unwrap();
+        let [l3, l2, l1, l1_next] = [1, 2, 3, 4].map(|n| root + n * PAGE_SIZE);
+        let mut expected = vec![
+            (root, 0, table_entry(l3)),
+            (l3, 0, table_entry(l2)),
+            (l2, 0, table_entry(l1)),
+            (l2, 1, table_entry(l1_next)),
+            (l1_next, 0, page_entry(base + 512 * PAGE_SIZE)),
+        ];
+        expected
+            .extend((0..512).map(|slot| (l1, slot, page_entry(base + slot as u64 * PAGE_SIZE))));
+        expected.sort();
+        let mut entries: Vec<_> = memory
+            .tables
+            .iter()
+            .flat_map(|(&table, slots)| {
+                slots.iter().enumerate().filter(|(_, &e)| e != 0).map(move |(i, &e)| (table, i, e))
+            })
+            .collect();
+        entries.sort();
+        assert_eq!(entries, expected);
     }
 
     #[test]
