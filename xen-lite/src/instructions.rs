@@ -88,7 +88,7 @@ pub enum VmxStatus {
 }
 
 impl VmxStatus {
-    /// The status the flags after a VMX instruction report (also read by `vmx::enter`).
+    /// The status the flags after a VMX instruction report (also read by `vmx::entry::enter`).
     pub fn from_flags(carry: u8, zero: u8) -> Self {
         match (carry, zero) {
             (0, 0) => Self::Succeed,
