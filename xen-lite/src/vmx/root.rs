@@ -70,7 +70,7 @@ pub fn with_fixed_bits(current: u64, fixed0: u64, fixed1: u64) -> Result<u64, u6
     Ok(current | fixed0)
 }
 
-/// Why VMX root operation could not be entered.
+/// Why VMX root operation could not be entered, or the backend cannot use it (a control).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmxError {
     /// `IA32_FEATURE_CONTROL` is locked with VMX disabled (its value).
