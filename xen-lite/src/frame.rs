@@ -3,7 +3,7 @@
 //! Built at boot from the bootloader's memory map (only `Usable` regions become free frames);
 //! frame 0 is never handed out, so a zero frame number can never be mistaken for a real one.
 //! The bookkeeping ([`FrameAllocator`]) is pure and unit-tested on the host; xen-lite has one
-//! of them, [`FRAMES`], reached only through [`alloc`], [`alloc_contiguous`] and [`lock`].
+//! of them, [`FRAMES`], reached only through [`alloc`], [`alloc_contiguous`], [`free`] and (to fill it at boot) [`lock`].
 
 use core::fmt;
 
@@ -23,6 +23,11 @@ pub fn lock() -> spin::MutexGuard<'static, FrameAllocator<FRAME_BITMAP_WORDS>> {
 /// One free frame, now allocated.
 pub fn alloc() -> Option<Frame> {
     FRAMES.lock().alloc()
+}
+
+/// Gives `frame` back.
+pub fn free(frame: Frame) -> Result<(), FreeError> {
+    FRAMES.lock().free(frame)
 }
 
 /// `count` contiguous free frames, now allocated; the first of them.

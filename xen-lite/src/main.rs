@@ -90,7 +90,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let cpu = cpu::probe();
     cpu::log_report(&cpu);
     if let Some((revision, control)) = cpu.vmx {
-        vmx::log_root_operation(revision, control, &mut frame::lock());
+        vmx::log_root_operation(revision, control);
     }
 
     let bundle = read_bundle(boot_info);
@@ -154,11 +154,10 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
                 log::error!("fatal: mode=vmx needs a CPU with VMX (Bochs here; QEMU TCG has none)");
                 exit_emulator(STATUS_BAD_BUNDLE)
             };
-            let vmx =
-                vmx::Vmx::enable(revision, control, &mut frame::lock()).unwrap_or_else(|error| {
-                    log::error!("fatal: cannot use VMX: {error}");
-                    exit_emulator(STATUS_BAD_BUNDLE)
-                });
+            let vmx = vmx::Vmx::enable(revision, control).unwrap_or_else(|error| {
+                log::error!("fatal: cannot use VMX: {error}");
+                exit_emulator(STATUS_BAD_BUNDLE)
+            });
             hvm::start(vmx, config, bundle.find(config.kernel), modules)
         }
         Mode::Svm => {

@@ -22,7 +22,6 @@ use hypercall_abi::hypercall::HYPERCALL_STUB_SIZE;
 use hypercall_abi::Mode;
 
 use crate::entry::TrapFrame;
-use crate::frame::FrameAllocator;
 use crate::hvm::{ExitInfo, HardwareVt, VcpuBoot};
 use controls::Controls;
 use msr::SyscallMsrs;
@@ -53,13 +52,9 @@ pub struct Vcpu {
 
 impl Vmx {
     /// Enters VMX root operation for good and reads what this CPU's VMX allows.
-    pub fn enable<const WORDS: usize>(
-        revision: u32,
-        control: u64,
-        frames: &mut FrameAllocator<WORDS>,
-    ) -> Result<Vmx, VmxError> {
+    pub fn enable(revision: u32, control: u64) -> Result<Vmx, VmxError> {
         let controls = Controls::for_this_cpu()?;
-        let root = root::enter_root(revision, control, frames)?;
+        let root = root::enter_root(revision, control)?;
         let host = vmcs::HostState::of_xen_lite(root.cr0, root.cr4);
         log::info!(
             "vmx: in VMX root operation; controls pin {:#x}, primary {:#x}, secondary {:#x}, exit {:#x}, entry {:#x}",

@@ -28,7 +28,7 @@ use x86::msr::{
     IA32_VMX_CR4_FIXED1,
 };
 
-use crate::frame::{Frame, FrameAllocator};
+use crate::frame::Frame;
 use crate::instructions::{self, VmxStatus};
 use crate::memory_map::phys_to_virt;
 
@@ -129,11 +129,7 @@ pub fn fixed_bits() -> ((u64, u64), (u64, u64)) {
 }
 
 /// Enters VMX root operation: feature control, fixed bits, VMXON region, `vmxon`.
-pub fn enter_root<const WORDS: usize>(
-    revision: u32,
-    control: u64,
-    frames: &mut FrameAllocator<WORDS>,
-) -> Result<RootOperation, VmxError> {
+pub fn enter_root(revision: u32, control: u64) -> Result<RootOperation, VmxError> {
     let (cr0_fixed, cr4_fixed) = fixed_bits();
     match feature_control(control) {
         FeatureControl::Ready => {}
@@ -155,7 +151,7 @@ pub fn enter_root<const WORDS: usize>(
     let cr0 = fixed("CR0", old_cr0, cr0_fixed)?;
     let cr4 = fixed("CR4", old_cr4, cr4_fixed)?;
 
-    let region = frames.alloc().ok_or(VmxError::NoFrame)?;
+    let region = crate::frame::alloc().ok_or(VmxError::NoFrame)?;
     // SAFETY: the frame was just allocated, so nothing else uses it; it is reached through the
     // physical map. The revision id goes in its first four bytes (SDM 25.11.5).
     unsafe {
@@ -175,7 +171,8 @@ pub fn enter_root<const WORDS: usize>(
         status => {
             // SAFETY: not in VMX operation, so CR4.VMXE may be cleared again.
             unsafe { instructions::write_cr4(old_cr4) };
-            frames.free(region).unwrap_or_else(|error| panic!("VMXON region {region}: {error:?}"));
+            crate::frame::free(region)
+                .unwrap_or_else(|error| panic!("VMXON region {region}: {error:?}"));
             Err(VmxError::Instruction { name: "vmxon", status })
         }
     }
@@ -184,12 +181,8 @@ pub fn enter_root<const WORDS: usize>(
 /// Enters VMX root operation and leaves it again, restoring CR4; returns the CR0 and CR4
 /// values VMX operation required. `revision` and `control` are the VMCS revision id and
 /// `IA32_FEATURE_CONTROL` as [`crate::cpu::probe`] read them (so the CPU reports VMX).
-pub fn check_root_operation<const WORDS: usize>(
-    revision: u32,
-    control: u64,
-    frames: &mut FrameAllocator<WORDS>,
-) -> Result<(u64, u64), VmxError> {
-    let root = enter_root(revision, control, frames)?;
+pub fn check_root_operation(revision: u32, control: u64) -> Result<(u64, u64), VmxError> {
+    let root = enter_root(revision, control)?;
     // SAFETY: VMXON succeeded, so we are in VMX root operation, with no VMCS loaded.
     let status = unsafe { instructions::vmxoff() };
     if status != VmxStatus::Succeed {
@@ -199,17 +192,13 @@ pub fn check_root_operation<const WORDS: usize>(
     // SAFETY: not in VMX operation any more, so CR4.VMXE may be cleared again.
     unsafe { instructions::write_cr4(root.old_cr4) };
     let region = root.region;
-    frames.free(region).unwrap_or_else(|error| panic!("VMXON region {region}: {error:?}"));
+    crate::frame::free(region).unwrap_or_else(|error| panic!("VMXON region {region}: {error:?}"));
     Ok((root.cr0, root.cr4))
 }
 
 /// Logs whether VMX root operation works on this CPU (arguments as [`check_root_operation`]).
-pub fn log_root_operation<const WORDS: usize>(
-    revision: u32,
-    control: u64,
-    frames: &mut FrameAllocator<WORDS>,
-) {
-    match check_root_operation(revision, control, frames) {
+pub fn log_root_operation(revision: u32, control: u64) {
+    match check_root_operation(revision, control) {
         Ok((cr0, cr4)) => log::info!(
             "vmx: entered and left VMX root operation (VMXON, VMXOFF); CR0 {cr0:#x} and CR4 {cr4:#x} while in it"
         ),
