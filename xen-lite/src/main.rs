@@ -10,46 +10,51 @@
 //! follows this path step by step.
 //!
 //! It runs `pv` mode (guest kernels in ring 1: hypercalls, bounced traps, virtual interrupts,
-//! timers, validated direct paging, preemptive scheduling of domains; see [`pv`]), `vmx` mode
-//! (the `hvm` guest in VMX non-root mode with EPT, through the backend-neutral run loop in
-//! [`hvm`] and the VT-x backend in [`vmx`]) and `native` mode (the `hvm` guest gets the machine
-//! and xen-lite steps aside). The `svm` backend will plug into the same [`hvm::HardwareVt`]
-//! trait.
+//! timers, validated direct paging; see [`pv`]), `vmx` mode (the `hvm` guest in VMX non-root
+//! mode with EPT, through the backend-neutral run loop in [`hvm`] and the VT-x backend in
+//! [`vmx`]) and `native` mode (the `hvm` guest gets the machine and xen-lite steps aside).
+//! Whatever the mode, a guest is a [`domain::Domain`], scheduled, served and summarised by the
+//! same code ([`domain`]).
 //!
-//! Modules, in reading order:
+//! Modules, in reading order (the parts of the lecture, one group each):
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
 
-// Machine access: the only privileged instructions, the console, leaving the emulator.
+// Boot and machine access: the only privileged instructions, the console, leaving the
+// emulator, the command line.
 mod instructions;
 mod serial;
 mod console;
 mod exit;
-// Memory: the virtual layout, machine frames, page tables.
+mod config;
+// Memory: the virtual layout, machine frames, xen-lite's own page tables.
 mod memory_map;
 mod frame;
 mod paging;
-// CPU tables and exception entry.
+// The CPU tables and the ways in: GDT and TSS, IDT, exception and `syscall` entry, the
+// switcher pages every guest maps, the timer, CPU features.
 mod stack;
 mod switcher;
 mod gdt;
 mod entry;
 mod trap;
 mod idt;
+mod syscall;
 mod timer;
 mod cpu;
-// Hardware virtualisation: the shared run loop and devices, then the VT-x backend.
+mod decode;
+// Domains, in every mode: the table, the scheduler, the hypercall dispatcher, guest memory,
+// the auditor; and the builder that lays a kernel image out in a domain's frames.
+mod domain;
+mod domain_builder;
+// pv: ring compression.
+mod pv;
+// hvm: the unmodified kernel in a virtual CPU; the run loop and devices, then the VT-x backend.
 mod hvm;
 mod vmx;
-// Booting domains: the command line, the builder, the modes.
-mod config;
-mod domain_builder;
+// native: the kernel alone on the machine.
 mod native;
-mod decode;
-mod syscall;
-mod domain;
-mod pv;
 #[cfg(test)]
 mod fuzz_tests;
 

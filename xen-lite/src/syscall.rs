@@ -3,7 +3,7 @@
 //!
 //! In `pv` mode a user program's `syscall` enters ring 0 whatever the guest wants (x86-64
 //! `syscall` always targets CPL 0), so xen-lite takes it and bounces it to the guest kernel's
-//! registered callback (`pv::Pv::bounce`). The alternative path, `int 0x80`, never comes here
+//! registered callback (`pv::bounce::deliver`). The alternative path, `int 0x80`, never comes here
 //! (`idt::set_fast_trap`). See: Intel SDM Vol. 3A, revision 086, 5.8.8.
 
 use x86::msr::{IA32_EFER, IA32_FMASK, IA32_LSTAR, IA32_STAR};

@@ -130,7 +130,7 @@ class Domain(gdb.Command):
         super().__init__("xl-domain", gdb.COMMAND_USER)
 
     def invoke(self, argument, from_tty):
-        current = read_hypervisor_u64("xen_lite::pv::CURRENT_DOMAIN")
+        current = read_hypervisor_u64("xen_lite::domain::CURRENT_DOMAIN")
         if current == MASK64:
             print("no domain: xen-lite is idle, or pv mode has not started")
         else:

@@ -143,9 +143,10 @@ pub fn note_references() -> CheckResult {
             if !defines(&source, last) {
                 problems
                     .push(format!("{shown}:{line}: `{path}::{item}`: {path} defines no `{last}`"));
-            } else if let Some(missing) = before.iter().find(|s| !has_word(&source, s)) {
+            } else if let Some(missing) = before.iter().find(|s| !defines_or_implements(&source, s))
+            {
                 problems.push(format!(
-                    "{shown}:{line}: `{path}::{item}`: `{missing}` is not in {path}"
+                    "{shown}:{line}: `{path}::{item}`: {path} neither defines nor implements `{missing}`"
                 ));
             }
         }

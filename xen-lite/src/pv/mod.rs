@@ -1,11 +1,19 @@
-//! `pv` mode: guest kernels in ring 1 under xen-lite (DESIGN §3-§5).
+//! `pv` mode, ring compression: guest kernels in ring 1 under xen-lite (DESIGN §3-§5). The
+//! domains themselves, the scheduler and the hypercall dispatcher are every mode's
+//! (`crate::domain`); this module holds only what ring 1 needs.
 //!
 //! Every way into xen-lite while a domain runs ends in [`handle`]: a hypercall (`int 0x82`), an
-//! exception the guest raised, or the timer. Each entry does its work, then [`Pv::resume`]
-//! decides what the trap frame returns to: the same domain, another one (round robin,
-//! preemptive), the idle loop, or the end of the run. Before the frame goes back to a domain,
-//! pending events are delivered (`events`). The frame is the whole context: switching domains
-//! is saving one frame, loading another and writing CR3.
+//! exception the guest raised, or the timer. Each entry does its work, then `resume` decides
+//! what the trap frame returns to: the same domain, another one (the scheduler's decision), the
+//! idle loop, or the end of the run. Before the frame goes back to a domain, pending events are
+//! delivered (`events`). The frame is the whole context: switching domains is saving one frame,
+//! loading another and writing CR3.
+//!
+//! The files: `build` (domains laid out, validated and entered), `state` (what a ring-1 kernel
+//! registers instead of loading it into the CPU), `bounce` (exceptions and events delivered to
+//! the guest's handlers), `events` (event channels and upcalls), `hypercalls` (the ring-1
+//! hypercalls), `mmu` and `page_types` (validated direct paging), `emulate` (the UMIP reads),
+//! `audit` (the invariant checks).
 //!
 //! What ring 1 buys and what it does not: the guest cannot execute privileged instructions
 //! (they #GP, and xen-lite kills the domain naming the instruction, `crate::decode`), cannot
