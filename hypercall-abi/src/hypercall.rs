@@ -167,16 +167,19 @@ impl Record for MmuUpdate {
     type Bytes = [u8; 16];
     const ZERO: [u8; 16] = [0; 16];
 
+    #[inline]
     fn decode(bytes: &[u8; 16]) -> Self {
         MmuUpdate { ptr: word(bytes, 0), val: word(bytes, 8) }
     }
 
+    #[inline]
     fn encode(&self) -> [u8; 16] {
         two_words(self.ptr, self.val)
     }
 }
 
 /// Two little-endian words, as most records are.
+#[inline]
 fn two_words(first: u64, second: u64) -> [u8; 16] {
     let mut out = [0; 16];
     out[..8].copy_from_slice(&first.to_le_bytes());
@@ -205,10 +208,12 @@ impl Record for MmuextOp {
     type Bytes = [u8; 16];
     const ZERO: [u8; 16] = [0; 16];
 
+    #[inline]
     fn decode(bytes: &[u8; 16]) -> Self {
         MmuextOp { cmd: word(bytes, 0), arg: word(bytes, 8) }
     }
 
+    #[inline]
     fn encode(&self) -> [u8; 16] {
         two_words(self.cmd, self.arg)
     }
@@ -309,10 +314,12 @@ impl Record for TrapInfo {
     type Bytes = [u8; 16];
     const ZERO: [u8; 16] = [0; 16];
 
+    #[inline]
     fn decode(bytes: &[u8; 16]) -> Self {
         TrapInfo { vector: bytes[0], flags: bytes[1], reserved: [0; 6], address: word(bytes, 8) }
     }
 
+    #[inline]
     fn encode(&self) -> [u8; 16] {
         let mut out = two_words(0, self.address);
         out[..2].copy_from_slice(&[self.vector, self.flags]);
@@ -360,10 +367,12 @@ impl Record for Stats {
     type Bytes = [u8; Stats::WORDS * 8];
     const ZERO: Self::Bytes = [0; Stats::WORDS * 8];
 
+    #[inline]
     fn decode(bytes: &Self::Bytes) -> Self {
         Stats::from_words(&core::array::from_fn(|i| word(bytes, i * 8)))
     }
 
+    #[inline]
     fn encode(&self) -> Self::Bytes {
         let mut out = Self::ZERO;
         for (chunk, word) in out.chunks_exact_mut(8).zip(self.to_words()) {

@@ -36,16 +36,19 @@ pub const LEVELS: u32 = 4;
 
 /// The index of `va`'s entry in its level-`level` table: bits `12 + 9 (level - 1)` up, nine of
 /// them.
+#[inline]
 pub const fn index(va: u64, level: u32) -> usize {
     ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
 
 /// The address an entry (or a CR3 value) names.
+#[inline]
 pub const fn address(entry: u64) -> u64 {
     entry & ADDRESS_MASK
 }
 
 /// The size of memory one entry at `level` maps (4 KiB at level 1).
+#[inline]
 pub const fn page_size(level: u32) -> u64 {
     1 << (12 + 9 * (level - 1))
 }
@@ -58,6 +61,7 @@ pub trait Tables {
     fn read(&self, table: u64, index: usize) -> Option<u64>;
 
     /// Whether `entry` maps anything: bit 0 here; EPT says so with any of bits 2:0.
+    #[inline]
     fn present(&self, entry: u64) -> bool {
         entry & PRESENT != 0
     }
@@ -78,16 +82,19 @@ pub struct Step {
 
 impl Step {
     /// The address of the slot itself (the table's address plus eight bytes per slot).
+    #[inline]
     pub fn slot_address(&self) -> u64 {
         self.table + self.index as u64 * 8
     }
 
     /// Whether the entry maps a page here (level 1, or a huge page above it).
+    #[inline]
     pub fn is_leaf(&self) -> bool {
         self.level == 1 || (self.level <= 3 && self.entry & HUGE != 0)
     }
 
     /// The physical address `va` reaches through this leaf entry.
+    #[inline]
     pub fn translate(&self, va: u64) -> u64 {
         let size = page_size(self.level);
         (address(self.entry) & !(size - 1)) + (va & (size - 1))
@@ -248,6 +255,7 @@ mod tests {
             fn read(&self, table: u64, index: usize) -> Option<u64> {
                 self.0.read(table, index)
             }
+            #[inline]
             fn present(&self, entry: u64) -> bool {
                 entry & 0b111 != 0
             }

@@ -23,6 +23,7 @@ pub trait Record: Sized {
 }
 
 /// The little-endian `u64` at byte `at` of `bytes`.
+#[inline]
 pub fn word(bytes: &[u8], at: usize) -> u64 {
     let mut raw = [0; 8];
     raw.copy_from_slice(&bytes[at..at + 8]);
@@ -33,10 +34,12 @@ impl Record for u64 {
     type Bytes = [u8; 8];
     const ZERO: [u8; 8] = [0; 8];
 
+    #[inline]
     fn decode(bytes: &[u8; 8]) -> Self {
         u64::from_le_bytes(*bytes)
     }
 
+    #[inline]
     fn encode(&self) -> [u8; 8] {
         self.to_le_bytes()
     }

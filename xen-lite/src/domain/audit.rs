@@ -22,6 +22,7 @@ pub fn enable() {
 }
 
 /// Whether the auditor is on.
+#[inline]
 pub fn enabled() -> bool {
     AUDIT.load(Ordering::Relaxed)
 }

@@ -16,6 +16,7 @@ use super::Domain;
 
 /// Byte offset into the domain's memory of the guest range `[va, va + len)`, if all of it is
 /// the domain's.
+#[inline]
 pub fn guest_offset(va: u64, len: u64, nr_pages: u64) -> Result<u64, Errno> {
     let offset = va.checked_sub(GUEST_DIRECT_MAP).ok_or(Errno::EFAULT)?;
     let end = offset.checked_add(len).ok_or(Errno::EFAULT)?;
@@ -28,6 +29,7 @@ pub fn guest_offset(va: u64, len: u64, nr_pages: u64) -> Result<u64, Errno> {
 
 impl Domain {
     /// Copies `out.len()` bytes from guest address `va`.
+    #[inline]
     pub fn copy_from_guest(&self, va: u64, out: &mut [u8]) -> Result<(), Errno> {
         let offset = guest_offset(va, out.len() as u64, self.nr_pages)?;
         // SAFETY: `guest_offset` proved the range lies in this domain's frames, which xen-lite
@@ -47,6 +49,7 @@ impl Domain {
     /// it refuses any frame that is a page table: otherwise a guest could aim a bounce frame or
     /// a hypercall's output at its own (validated, read-only) page tables and write entries
     /// nobody checked.
+    #[inline]
     pub fn copy_to_guest(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
         let offset = guest_offset(va, data.len() as u64, self.nr_pages)?;
         if let (Some(pv), false) = (&self.pv, data.is_empty()) {

@@ -124,6 +124,7 @@ impl Domain {
     }
 
     /// Whether it has ended.
+    #[inline]
     pub fn is_dead(&self) -> bool {
         matches!(self.state, State::Dead(_))
     }
@@ -135,6 +136,7 @@ impl Domain {
     /// store below into an unvalidated entry (the escape an outside review found), so a failed
     /// check is a bug in xen-lite and stops it. An hvm guest may use the frame however it
     /// likes: EPT confines whatever it maps to its own memory.
+    #[inline]
     pub fn shared(&mut self) -> &mut SharedInfo {
         if let Some(pv) = &self.pv {
             pv.assert_shared_info_typed(self.id, self.memory.0, self.shared_info_gfn);
@@ -147,6 +149,7 @@ impl Domain {
     }
 
     /// xen-lite's pointer to byte `offset` of the domain's memory.
+    #[inline]
     pub fn host_address(&self, offset: u64) -> u64 {
         phys_to_virt(self.memory.addr() + offset)
     }
@@ -199,22 +202,26 @@ static DOMAINS: Mutex<Domains> = Mutex::new(Domains {
 pub static CURRENT_DOMAIN: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// The domain table. A mode's run loop holds it for as long as xen-lite works on domains.
+#[inline]
 pub fn lock() -> spin::MutexGuard<'static, Domains> {
     DOMAINS.lock()
 }
 
 /// Publishes who runs, for debuggers.
+#[inline]
 pub fn set_current_for_debuggers(current: Option<usize>) {
     CURRENT_DOMAIN.store(current.map_or(u64::MAX, |c| c as u64), Ordering::Relaxed);
 }
 
 impl Domains {
     /// Domain `index`, which must exist.
+    #[inline]
     pub fn domain(&mut self, index: usize) -> &mut Domain {
         self.domains[index].as_mut().expect("the caller names an existing domain")
     }
 
     /// Domain `index`, if it exists.
+    #[inline]
     pub fn find(&mut self, index: usize) -> Option<&mut Domain> {
         self.domains.get_mut(index).and_then(Option::as_mut)
     }

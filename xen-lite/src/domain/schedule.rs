@@ -58,6 +58,7 @@ impl Domains {
     /// can ever be woken (by a timer, an interrupt, another domain); one that cannot is killed
     /// with `forever` as the reason when the CPU would otherwise idle. Ends the run when no
     /// domain is left.
+    #[inline]
     pub fn schedule(
         &mut self,
         can_wake: impl Fn(&Domains, usize) -> bool,
@@ -69,6 +70,15 @@ impl Domains {
                 return Decision::Stay(c);
             }
         }
+        self.reschedule(can_wake, forever)
+    }
+
+    /// [`Domains::schedule`] when the current domain cannot or should not go on.
+    fn reschedule(
+        &mut self,
+        can_wake: impl Fn(&Domains, usize) -> bool,
+        forever: &str,
+    ) -> Decision {
         let states: [State; crate::config::MAX_DOMAINS] =
             core::array::from_fn(|i| self.domains[i].as_ref().map_or(State::Dead(0), |d| d.state));
         self.yield_now = false;

@@ -28,6 +28,7 @@ use crate::timer;
 static SWITCHER_SLOT: Once<(usize, u64)> = Once::new();
 
 /// The switcher's slot and entry; xen-lite writes it into every guest L4 it validates.
+#[inline]
 pub fn switcher_slot() -> (usize, u64) {
     *SWITCHER_SLOT.get().expect("pv::start builds it")
 }

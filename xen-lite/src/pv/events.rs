@@ -19,6 +19,7 @@ use hypercall_abi::hypercall::VIRQ_TIMER;
 use crate::domain::{Domain, State};
 
 /// Raises event `port` in `domain`.
+#[inline]
 pub fn raise_port(domain: &mut Domain, port: usize) {
     let bit = 1u64 << port;
     let shared = domain.shared();
@@ -32,6 +33,7 @@ pub fn raise_port(domain: &mut Domain, port: usize) {
 }
 
 /// Fires `domain`'s one-shot timer if its deadline has passed.
+#[inline]
 pub fn check_timer(domain: &mut Domain, now: u64) {
     let pv = domain.pv();
     if pv.timer_deadline != 0 && now >= pv.timer_deadline {
@@ -43,6 +45,7 @@ pub fn check_timer(domain: &mut Domain, now: u64) {
 }
 
 /// Whether an upcall should be delivered now to a domain interrupted at `rip` with `cs`.
+#[inline]
 pub fn upcall_due(domain: &mut Domain, rip: u64, cs: u64) -> bool {
     let pv = domain.pv();
     let in_window = cs & 3 == 1 && pv.no_delivery.contains(&rip);
@@ -52,6 +55,7 @@ pub fn upcall_due(domain: &mut Domain, rip: u64, cs: u64) -> bool {
 }
 
 /// The RFLAGS.IF the guest should see: its virtual IF.
+#[inline]
 pub fn virtual_if(domain: &mut Domain) -> bool {
     domain.shared().vcpu.upcall_mask == 0
 }

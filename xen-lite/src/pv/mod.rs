@@ -147,7 +147,7 @@ fn switch(domains: &mut Domains, frame: &mut TrapFrame) {
         },
         "blocked forever: no timer armed and no runnable domain left to send it an event",
     );
-    if decision == Decision::Stay(was.unwrap_or(usize::MAX)) {
+    if let Decision::Stay(_) = decision {
         return;
     }
     if let Some(c) = was {

@@ -123,18 +123,21 @@ impl PvState {
     }
 
     /// Whether frame `gfn` is in use as a page table.
+    #[inline]
     pub fn is_page_table(&self, gfn: u64) -> bool {
         let info = self.page_info[gfn as usize];
         info.type_count > 0 && info.page_type.level().is_some()
     }
 
     /// The frame table's records, for the auditor.
+    #[inline]
     pub fn page_info(&self) -> &[PageInfo] {
         self.page_info
     }
 
     /// Stops xen-lite if the shared-info frame `gfn` lost the `Writable` type reference it
     /// holds for the domain's whole life (`Domain::shared`).
+    #[inline]
     pub fn assert_shared_info_typed(&self, id: u32, base: u64, gfn: u64) {
         let info = self.page_info[gfn as usize];
         assert!(
@@ -160,11 +163,13 @@ impl PvState {
 
 impl Domain {
     /// The ring-1 state of this domain, which must be a `pv` one.
+    #[inline]
     pub fn pv(&mut self) -> &mut PvState {
         self.pv.as_mut().expect("only pv domains reach ring-1 code")
     }
 
     /// The direct-paging state of this `pv` domain's frames.
+    #[inline]
     pub fn frame_table(&mut self) -> FrameTable<'_, DomainTables> {
         let memory = DomainTables { base: self.host_address(0), nr_pages: self.nr_pages };
         let base = self.memory.0;
@@ -178,6 +183,7 @@ impl Domain {
     }
 
     /// The domain's frames as tables, for the auditor's walk.
+    #[inline]
     pub fn tables(&self) -> DomainTables {
         DomainTables { base: self.host_address(0), nr_pages: self.nr_pages }
     }
