@@ -16,6 +16,9 @@
 
 use hypercall_abi::hypercall::VIRQ_TIMER;
 
+use hypercall_abi::shared_info::VcpuInfo;
+
+use super::PvState;
 use crate::domain::{Domain, State};
 
 /// Raises event `port` in `domain`.
@@ -44,13 +47,12 @@ pub fn check_timer(domain: &mut Domain, now: u64) {
     }
 }
 
-/// Whether an upcall should be delivered now to a domain interrupted at `rip` with `cs`.
+/// Whether an upcall should be delivered now to a domain (ring-1 state `pv`, virtual CPU
+/// state `vcpu` from its shared page) interrupted at `rip` with `cs`.
 #[inline]
-pub fn upcall_due(domain: &mut Domain, rip: u64, cs: u64) -> bool {
-    let pv = domain.pv();
+pub fn upcall_due(pv: &PvState, vcpu: VcpuInfo, rip: u64, cs: u64) -> bool {
     let in_window = cs & 3 == 1 && pv.no_delivery.contains(&rip);
     let callback = pv.event_callback != 0;
-    let vcpu = domain.shared().vcpu;
     callback && vcpu.upcall_pending != 0 && vcpu.upcall_mask == 0 && !in_window
 }
 

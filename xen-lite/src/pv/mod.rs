@@ -116,8 +116,10 @@ fn resume(domains: &mut Domains, frame: &mut TrapFrame) {
         switch(domains, frame);
         let Some(c) = domains.current else { return };
         let domain = domains.domain(c);
-        domain.shared().system_time_ns = timer::now_ns();
-        if !events::upcall_due(domain, frame.rip, frame.cs) {
+        let shared = domain.shared();
+        shared.system_time_ns = timer::now_ns();
+        let vcpu = shared.vcpu;
+        if !events::upcall_due(domain.pv(), vcpu, frame.rip, frame.cs) {
             return;
         }
         let handler = domain.pv().event_callback;
@@ -134,6 +136,7 @@ fn resume(domains: &mut Domains, frame: &mut TrapFrame) {
 
 /// Asks the scheduler who runs next and makes `frame` theirs: the frame is the whole context,
 /// so a switch saves one frame and loads another (or the idle loop's).
+#[inline(always)] // most entries return to the domain that made them: keep that path short
 fn switch(domains: &mut Domains, frame: &mut TrapFrame) {
     let was = domains.current;
     let decision = domains.schedule(
