@@ -1,32 +1,34 @@
-//! Address spaces for user programs, built and changed only through xen-lite (direct paging).
+//! Address spaces for user programs, built and changed through the platform's page-table
+//! interface.
 //!
 //! A new space gets its own level-4 table. The kernel's half (level-4 slot 511: the direct map,
 //! the kernel image, its stacks) is shared with the start-of-day tables, so the kernel runs
 //! unchanged whichever space is loaded. Every table frame goes through the same steps: zero it
-//! while it is still mapped writable, remap it read-only in the direct map (a page table may
-//! never be writable), then hook it into its parent with `mmu_update`, which makes xen-lite
-//! validate it. Tearing down runs the other way: unpin, remap writable, free.
+//! while it is still mapped writable, [`platform::make_page_table`] (in `pv`: read-only in the
+//! direct map, since a page table may never be writable), then hook it into its parent with
+//! [`platform::set_pte`] (in `pv`: `mmu_update`, which makes xen-lite validate it). Tearing
+//! down runs the other way: unpin, [`platform::release_page_table`], free. The three walkers
+//! ([`AddressSpace::map`], `leaf_entry_address`, [`AddressSpace::lookup`]) are
+//! `hypercall_abi::page_table::walk` over the direct map (`page_tables`).
 
-use hypercall_abi::hypercall::{
-    Errno, MmuUpdate, MmuextOp, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE,
-};
+use hypercall_abi::hypercall::Errno;
 use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE, USER_END};
+use hypercall_abi::page_table::{
+    address, index, walk, walk_with, Step, Stop, PRESENT, USER, WRITABLE,
+};
 use hypercall_abi::StartInfo;
 
+use crate::page_tables::DirectMap;
 use crate::{frames, platform};
 
-const PRESENT: u64 = 1;
-const WRITABLE: u64 = 2;
-const USER: u64 = 4;
-const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 /// Frames one space can own (tables and data).
 const MAX_FRAMES: usize = 256;
 
 /// A user address space.
 pub struct AddressSpace {
     l4: u64,
-    pte_base: u64,
-    tables: [u64; 32],
+    tables: DirectMap,
+    table_gfns: [u64; 32],
     nr_tables: usize,
     /// `(user address, gfn, writable)` of every data page.
     data: [(u64, u64, bool); MAX_FRAMES],
@@ -43,13 +45,14 @@ fn zero(gfn: u64) {
     unsafe { core::ptr::write_bytes(gfn_to_va(gfn) as *mut u8, 0, PAGE_SIZE as usize) };
 }
 
-fn check((_, result): (u64, Result<(), Errno>)) -> Result<(), Errno> {
-    result
+/// The machine address of `va`'s slot in the level-`level` table at machine address `table`.
+fn entry_slot(table: u64, va: u64, level: u32) -> u64 {
+    table + index(va, level) as u64 * 8
 }
 
 impl AddressSpace {
     fn machine(&self, gfn: u64) -> u64 {
-        self.pte_base + gfn * PAGE_SIZE
+        self.tables.machine(gfn)
     }
 
     /// A new space: an L4 sharing the kernel's half, pinned.
@@ -68,18 +71,15 @@ impl AddressSpace {
         }
         let mut space = AddressSpace {
             l4,
-            pte_base: info.pte_base,
-            tables: [0; 32],
+            tables: DirectMap::new(info.pte_base),
+            table_gfns: [0; 32],
             nr_tables: 0,
             data: [(0, 0, false); MAX_FRAMES],
             nr_data: 0,
         };
-        make_table(&space, l4)?;
-        check(platform::mmuext_op(&[MmuextOp {
-            cmd: MMUEXT_PIN_L4_TABLE,
-            arg: space.machine(l4) >> 12,
-        }]))?;
-        space.tables[0] = l4;
+        platform::make_page_table(l4)?;
+        platform::pin_table(4, space.machine(l4))?;
+        space.table_gfns[0] = l4;
         space.nr_tables = 1;
         Ok(space)
     }
@@ -89,35 +89,34 @@ impl AddressSpace {
         if va >= USER_END {
             return Err(Errno::EINVAL);
         }
-        let mut table = self.l4;
-        for level in [4u32, 3, 2] {
-            let index = (va >> (12 + 9 * (level - 1))) & 0x1ff;
-            let entry = peek(table, index);
-            table = if entry & PRESENT != 0 {
-                ((entry & ADDRESS) - self.pte_base) / PAGE_SIZE
-            } else {
-                if self.nr_tables == self.tables.len() {
-                    return Err(Errno::ENOSPC);
-                }
-                let next = frames::alloc().ok_or(Errno::ENOSPC)?;
-                zero(next);
-                make_table(self, next)?;
-                let update = MmuUpdate {
-                    ptr: self.machine(table) + index * 8,
-                    val: self.machine(next) | PRESENT | WRITABLE | USER,
-                };
-                check(platform::mmu_update(&[update]))?;
-                self.tables[self.nr_tables] = next;
-                self.nr_tables += 1;
-                next
-            };
-        }
-        let flags = PRESENT | USER | if writable { WRITABLE } else { 0 };
-        let update = MmuUpdate {
-            ptr: self.machine(table) + ((va >> 12) & 0x1ff) * 8,
-            val: self.machine(gfn) | flags,
+        let leaf = match walk(&self.tables, self.machine(self.l4), va, 2) {
+            // The level-2 entry names the level-1 table the leaf is in.
+            Ok(l2) => entry_slot(address(l2.entry), va, 1),
+            Err(Stop::NotPresent(missing)) => self.add_tables(va, &missing)?,
+            Err(_) => return Err(Errno::EINVAL),
         };
-        check(platform::mmu_update(&[update]))
+        let flags = PRESENT | USER | if writable { WRITABLE } else { 0 };
+        platform::set_pte(leaf, self.machine(gfn) | flags)
+    }
+
+    /// Makes the tables `va` lacks below the empty entry `missing` (every table under an empty
+    /// entry is new, so none of them needs reading), each hooked into its parent; returns the
+    /// machine address of `va`'s level-1 slot.
+    fn add_tables(&mut self, va: u64, missing: &Step) -> Result<u64, Errno> {
+        let mut parent_slot = missing.slot_address();
+        for level in (1..missing.level).rev() {
+            if self.nr_tables == self.table_gfns.len() {
+                return Err(Errno::ENOSPC);
+            }
+            let next = frames::alloc().ok_or(Errno::ENOSPC)?;
+            zero(next);
+            platform::make_page_table(next)?;
+            platform::set_pte(parent_slot, self.machine(next) | PRESENT | WRITABLE | USER)?;
+            self.table_gfns[self.nr_tables] = next;
+            self.nr_tables += 1;
+            parent_slot = entry_slot(self.machine(next), va, level);
+        }
+        Ok(parent_slot)
     }
 
     /// Allocates a zeroed frame, maps it at `va`, and remembers it for [`Self::destroy`].
@@ -141,7 +140,7 @@ impl AddressSpace {
         };
         let (_, gfn, _) = self.data[position];
         let pte = self.leaf_entry_address(va).ok_or(Errno::EINVAL)?;
-        check(platform::mmu_update(&[MmuUpdate { ptr: pte, val: 0 }]))?;
+        platform::set_pte(pte, 0)?;
         frames::free(gfn);
         self.nr_data -= 1;
         self.data[position] = self.data[self.nr_data];
@@ -150,15 +149,8 @@ impl AddressSpace {
 
     /// The machine address of the level-1 entry for `va`, if its tables exist.
     fn leaf_entry_address(&self, va: u64) -> Option<u64> {
-        let mut table = self.l4;
-        for level in [4u32, 3, 2] {
-            let entry = peek(table, (va >> (12 + 9 * (level - 1))) & 0x1ff);
-            if entry & PRESENT == 0 {
-                return None;
-            }
-            table = ((entry & ADDRESS) - self.pte_base) / PAGE_SIZE;
-        }
-        Some(self.machine(table) + ((va >> 12) & 0x1ff) * 8)
+        let l2 = walk(&self.tables, self.machine(self.l4), va, 2).ok()?;
+        Some(entry_slot(address(l2.entry), va, 1))
     }
 
     /// A copy of this space: the same pages at the same addresses, with copied contents
@@ -187,27 +179,23 @@ impl AddressSpace {
 
     /// The gfn mapped at user address `va` in this space, if any (and whether writable).
     pub fn lookup_page(&self, va: u64) -> Option<(u64, bool)> {
-        let entry_address = self.leaf_entry_address(va)?;
-        let entry =
-            peek((entry_address - self.pte_base) / PAGE_SIZE, (entry_address % PAGE_SIZE) / 8);
-        (entry & PRESENT != 0 && entry & USER != 0)
-            .then(|| (((entry & ADDRESS) - self.pte_base) / PAGE_SIZE, entry & WRITABLE != 0))
+        let leaf = walk(&self.tables, self.machine(self.l4), va, 1).ok()?;
+        if leaf.entry & USER == 0 {
+            return None;
+        }
+        Some((self.tables.gfn(leaf.entry)?, leaf.entry & WRITABLE != 0))
     }
 
-    /// The gfn mapped at user address `va` in the space whose L4 is `l4`, if any.
+    /// The gfn mapped at user address `va` in the space whose L4 is `l4`, if any: every entry
+    /// on the way must be a user entry.
     pub fn lookup(l4: u64, pte_base: u64, va: u64) -> Option<u64> {
         if va >= USER_END {
             return None;
         }
-        let mut table = l4;
-        for level in [4u32, 3, 2, 1] {
-            let entry = peek(table, (va >> (12 + 9 * (level - 1))) & 0x1ff);
-            if entry & PRESENT == 0 || entry & USER == 0 {
-                return None;
-            }
-            table = ((entry & ADDRESS).checked_sub(pte_base)?) / PAGE_SIZE;
-        }
-        Some(table)
+        let tables = DirectMap::new(pte_base);
+        let user = |step: &Step| step.entry & USER != 0;
+        let leaf = walk_with(&tables, tables.machine(l4), va, 1, user).ok()?;
+        tables.gfn(leaf.entry)
     }
 
     /// The L4's gfn.
@@ -217,40 +205,17 @@ impl AddressSpace {
 
     /// Makes this space the current one.
     pub fn activate(&self) -> Result<(), Errno> {
-        switch_to(self.machine(self.l4))
+        platform::load_root(self.machine(self.l4))
     }
 
-    /// Releases every frame: unpin (xen-lite drops the references), make the tables writable
-    /// again, free. The space must not be the current one.
+    /// Releases every frame: unpin (xen-lite drops the references), make the tables ordinary
+    /// frames again, free. The space must not be the current one.
     pub fn destroy(self) {
-        let _ = platform::mmuext_op(&[MmuextOp {
-            cmd: MMUEXT_UNPIN_TABLE,
-            arg: self.machine(self.l4) >> 12,
-        }]);
-        for &gfn in &self.tables[..self.nr_tables] {
-            if !platform::KERNEL_WRITES_PAGE_TABLES {
-                let _ = platform::update_va_mapping(
-                    gfn_to_va(gfn),
-                    self.machine(gfn) | PRESENT | WRITABLE,
-                );
-            }
+        let _ = platform::unpin_table(self.machine(self.l4));
+        for &gfn in &self.table_gfns[..self.nr_tables] {
+            let _ = platform::release_page_table(gfn);
             frames::free(gfn);
         }
         self.data[..self.nr_data].iter().for_each(|&(_, gfn, _)| frames::free(gfn));
     }
-}
-
-/// Prepares frame `gfn` to become a page table. Under direct paging (`pv`) a page table may
-/// never be writable, so its direct-map mapping becomes read-only first; a kernel that writes
-/// its tables itself (`hvm`) keeps it writable.
-fn make_table(space: &AddressSpace, gfn: u64) -> Result<(), Errno> {
-    if platform::KERNEL_WRITES_PAGE_TABLES {
-        return Ok(());
-    }
-    platform::update_va_mapping(gfn_to_va(gfn), space.machine(gfn) | PRESENT)
-}
-
-/// Loads the level-4 table in machine frame address `l4_machine` (`mmuext_op(NEW_BASEPTR)`).
-pub fn switch_to(l4_machine: u64) -> Result<(), Errno> {
-    check(platform::mmuext_op(&[MmuextOp { cmd: MMUEXT_NEW_BASEPTR, arg: l4_machine >> 12 }]))
 }

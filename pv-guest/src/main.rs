@@ -25,8 +25,6 @@ compile_error!("pick one flavour, not both");
 
 #[cfg(not(test))]
 mod start;
-#[cfg_attr(feature = "pv", path = "platform/pv.rs")]
-#[cfg_attr(any(feature = "hvm", all(test, not(feature = "pv"))), path = "platform/hvm.rs")]
 mod platform;
 mod hypercall_page;
 mod console;
@@ -34,6 +32,7 @@ mod args;
 mod traps;
 mod syscall;
 mod frames;
+mod page_tables;
 mod address_space;
 mod program;
 mod process;

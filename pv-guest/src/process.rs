@@ -16,13 +16,16 @@ use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::{Errno, Stats};
 use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
 use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
+use hypercall_abi::page_table::{ENTRIES, PRESENT};
 use hypercall_abi::syscalls::*;
 use hypercall_abi::StartInfo;
 use spin::{Mutex, Once};
 
-use crate::address_space::{switch_to, AddressSpace};
+use crate::address_space::AddressSpace;
+use crate::page_tables::DirectMap;
+use crate::platform::{self, PteWrite};
 use crate::traps::Caught;
-use crate::{platform, println, program};
+use crate::{println, program};
 
 /// Most processes at once.
 pub const MAX_PROCESSES: usize = 16;
@@ -252,7 +255,7 @@ impl Table {
         if pid == 1 {
             self.init_status = Some(status);
         }
-        let _ = switch_to(kernel_l4());
+        let _ = platform::load_root(kernel_l4());
         program::set_current(0);
         if let Some(space) = self.procs[slot].space.take() {
             space.destroy();
@@ -317,7 +320,7 @@ pub fn syscall(frame: &mut TrapFrame) -> bool {
         SYS_GETARG => getarg(&table, c, frame.rdi, frame.rsi, frame.rdx),
         SYS_HVSTATS => hvstats(&table, c, frame.rdi, frame.rsi),
         SYS_NULL_HYPERCALLS => null_hypercalls(frame.rdi),
-        SYS_PTE_UPDATES => pte_updates(frame.rdi, frame.rsi),
+        SYS_PTE_UPDATES => pte_updates(info().pte_base, frame.rdi, frame.rsi),
         SYS_SBRK => sbrk(&mut table, c, frame.rdi as i64),
         SYS_FORK => fork(&mut table, c, frame),
         SYS_EXEC => exec(&mut table, c, frame),
@@ -357,17 +360,14 @@ fn getarg(table: &Table, c: usize, index: u64, buffer: u64, len: u64) -> Result<
 }
 
 /// `pte_updates(batch, rounds)`: a scratch level-1 table (pinned, so `pv` validation applies)
-/// gets its first `batch` entries rewritten `rounds` times, each round one `mmu_update` batch
-/// mapping a scratch data frame read-only; then everything is released.
-fn pte_updates(batch: u64, rounds: u64) -> Result<u64, Errno> {
-    use hypercall_abi::hypercall::{
-        MmuUpdate, MmuextOp, MMUEXT_PIN_L1_TABLE, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE,
-    };
-    if batch == 0 || batch > 512 {
+/// gets its first `batch` entries rewritten `rounds` times, each round one
+/// [`platform::set_ptes`] batch mapping a scratch data frame read-only; then everything is
+/// released.
+fn pte_updates(pte_base: u64, batch: u64, rounds: u64) -> Result<u64, Errno> {
+    if batch == 0 || batch > ENTRIES as u64 {
         return Err(Errno::EINVAL);
     }
-    let pte_base = info().pte_base;
-    let machine = |gfn: u64| pte_base + gfn * PAGE_SIZE;
+    let tables = DirectMap::new(pte_base);
     let table = crate::frames::alloc().ok_or(Errno::ENOMEM)?;
     let Some(data) = crate::frames::alloc() else {
         crate::frames::free(table);
@@ -375,31 +375,25 @@ fn pte_updates(batch: u64, rounds: u64) -> Result<u64, Errno> {
     };
     // SAFETY: a frame just allocated, reachable and writable in the kernel's direct map.
     unsafe { core::ptr::write_bytes(gfn_to_va(table) as *mut u8, 0, PAGE_SIZE as usize) };
-    let writable = |on: bool| {
-        if platform::KERNEL_WRITES_PAGE_TABLES {
-            return Ok(());
-        }
-        platform::update_va_mapping(gfn_to_va(table), machine(table) | 1 | if on { 2 } else { 0 })
-    };
-    let pin = |cmd| platform::mmuext_op(&[MmuextOp { cmd, arg: machine(table) >> 12 }]).1;
-    let mut result = writable(false).and_then(|()| pin(MMUEXT_PIN_L1_TABLE));
+    let mut result = platform::make_page_table(table)
+        .and_then(|()| platform::pin_table(1, tables.machine(table)));
     if result.is_ok() {
-        let requests: [MmuUpdate; 512] = core::array::from_fn(|i| MmuUpdate {
-            ptr: (machine(table) + i as u64 * 8) | MMU_NORMAL_PT_UPDATE,
-            val: machine(data) | 1,
+        let writes: [PteWrite; ENTRIES] = core::array::from_fn(|i| PteWrite {
+            slot: tables.machine(table) + i as u64 * 8,
+            entry: tables.machine(data) | PRESENT,
         });
         for _ in 0..rounds {
-            if let (_, Err(errno)) = platform::mmu_update(&requests[..batch as usize]) {
+            if let Err(errno) = platform::set_ptes(&writes[..batch as usize]) {
                 result = Err(errno);
                 break;
             }
         }
-        let clear: [MmuUpdate; 512] =
-            core::array::from_fn(|i| MmuUpdate { ptr: requests[i].ptr, val: 0 });
-        let _ = platform::mmu_update(&clear[..batch as usize]);
-        let _ = pin(MMUEXT_UNPIN_TABLE);
+        let clear: [PteWrite; ENTRIES] =
+            core::array::from_fn(|i| PteWrite { slot: writes[i].slot, entry: 0 });
+        let _ = platform::set_ptes(&clear[..batch as usize]);
+        let _ = platform::unpin_table(tables.machine(table));
     }
-    let _ = writable(true);
+    let _ = platform::release_page_table(table);
     crate::frames::free(table);
     crate::frames::free(data);
     result.map(|()| batch * rounds)

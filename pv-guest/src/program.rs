@@ -14,7 +14,8 @@ use hypercall_abi::start_info::ModuleInfo;
 use hypercall_abi::syscalls::{USER_STACK_PAGES, USER_STACK_TOP};
 use hypercall_abi::StartInfo;
 
-use crate::address_space::{switch_to, AddressSpace};
+use crate::address_space::AddressSpace;
+use crate::platform;
 use crate::traps::{self, Caught};
 
 /// The running program's L4 gfn (0: none), for checking its pointers.
@@ -51,7 +52,7 @@ pub fn run(info: &StartInfo, name: &str) -> Result<Outcome, Errno> {
         set_current(space.l4());
         let caught = traps::catch(entry, FLAT_RING3_CS, USER_STACK_TOP, FLAT_RING3_DS);
         set_current(0);
-        switch_to(kernel_l4)?;
+        platform::load_root(kernel_l4)?;
         Ok(if caught.vector == traps::SYSCALL_VECTOR {
             Outcome::Exited(caught.error_code)
         } else {

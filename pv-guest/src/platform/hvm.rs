@@ -22,6 +22,7 @@ use hypercall_abi::hypercall::{
     Errno, Hypercall, MmuUpdate, MmuextOp, Stats, CONSOLEIO_WRITE, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
+use hypercall_abi::page_table;
 use hypercall_abi::{Mode, StartInfo};
 use spin::Once;
 use x86::bits64::segmentation::Descriptor64;
@@ -32,6 +33,9 @@ use x86::segmentation::{
 };
 use x86::Ring;
 
+use super::PteWrite;
+use crate::page_tables::DirectMap;
+
 /// This flavour's name, for messages.
 pub const FLAVOUR: &str = "hvm";
 /// The kernel's code selector: ring 0, in this kernel's own GDT.
@@ -40,8 +44,6 @@ pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_SS: u16 = 0x10;
 /// The TSS's selector.
 const TSS_SELECTOR: u16 = 0x38;
-/// The kernel owns its page tables and writes them directly.
-pub const KERNEL_WRITES_PAGE_TABLES: bool = true;
 
 /// Whether the next byte starts a line (and so gets the `[domN] ` prefix).
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
@@ -462,14 +464,58 @@ pub fn send_event(_domain: u32, _port: u64) -> Result<(), Errno> {
     Err(Errno::ENOSYS)
 }
 
-/// Page-table updates, written directly: this kernel owns its tables (no validation).
+// Page tables: this kernel owns its tables and writes them itself (no validation, no pinning),
+// through the direct map; a write is followed by a TLB flush, as xen-lite's would be.
+
+/// Nothing to do: the frame stays writable.
+pub fn make_page_table(_gfn: u64) -> Result<(), Errno> {
+    Ok(())
+}
+
+/// Nothing to do: the frame stayed writable.
+pub fn release_page_table(_gfn: u64) -> Result<(), Errno> {
+    Ok(())
+}
+
+/// Writes each entry, then flushes the TLB once.
+pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
+    for write in writes {
+        write_entry(write.slot, write.entry);
+    }
+    flush_tlb();
+    Ok(())
+}
+
+/// Nothing to do: there is no validator to keep the table typed.
+pub fn pin_table(_level: u32, _table: u64) -> Result<(), Errno> {
+    Ok(())
+}
+
+/// Nothing to do, as for [`pin_table`].
+pub fn unpin_table(_table: u64) -> Result<(), Errno> {
+    Ok(())
+}
+
+/// The real CR3 load.
+pub fn load_root(root: u64) -> Result<(), Errno> {
+    // SAFETY: the new L4 shares the kernel's upper half, so this code stays mapped.
+    unsafe { x86::controlregs::cr3_write(root) };
+    Ok(())
+}
+
+/// Writes the entry at machine address `slot` (its low three bits ignored, as `mmu_update`
+/// reads them as a command).
+fn write_entry(slot: u64, entry: u64) {
+    let va = PTE_BASE_VA.load(Ordering::Relaxed) + (slot & !7) - PTE_BASE.load(Ordering::Relaxed);
+    // SAFETY: `slot` is the machine address of an entry in one of this kernel's tables,
+    // reached through its direct map (machine = pte_base + offset in native mode).
+    unsafe { (va as *mut u64).write_volatile(entry) };
+}
+
+/// `mmu_update` on its own tables: [`set_ptes`] of the records.
 pub fn mmu_update(requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
     for request in requests {
-        let va = PTE_BASE_VA.load(Ordering::Relaxed) + (request.ptr & !7)
-            - PTE_BASE.load(Ordering::Relaxed);
-        // SAFETY: `ptr` is the machine address of an entry in one of this kernel's tables,
-        // reached through its direct map (machine = pte_base + offset in native mode).
-        unsafe { (va as *mut u64).write_volatile(request.val) };
+        write_entry(request.ptr, request.val);
     }
     flush_tlb();
     (requests.len() as u64, Ok(()))
@@ -482,8 +528,9 @@ pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
     };
     for op in ops {
         match op.cmd {
-            // SAFETY: the new L4 shares the kernel's upper half, so this code stays mapped.
-            MMUEXT_NEW_BASEPTR => unsafe { x86::controlregs::cr3_write(op.arg << 12) },
+            MMUEXT_NEW_BASEPTR => {
+                let _ = load_root(op.arg << 12);
+            }
             MMUEXT_TLB_FLUSH_LOCAL => flush_tlb(),
             // SAFETY: `invlpg` only drops a cached translation.
             MMUEXT_INVLPG_LOCAL => unsafe { x86::tlb::flush(op.arg as usize) },
@@ -493,26 +540,16 @@ pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
     (ops.len() as u64, Ok(()))
 }
 
-/// Rewrites the level-1 entry that maps `va` in the current tables.
+/// Walks the current tables to the level-1 entry that maps `va`, rewrites it, `invlpg`.
 pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
-    let to_va = |machine: u64| {
-        PTE_BASE_VA.load(Ordering::Relaxed) + (machine & 0x000f_ffff_ffff_f000)
-            - PTE_BASE.load(Ordering::Relaxed)
-    };
+    let tables = DirectMap::new(PTE_BASE.load(Ordering::Relaxed));
     // SAFETY: reading CR3 has no side effect.
-    let mut table = to_va(unsafe { x86::controlregs::cr3() });
-    for level in [4u32, 3, 2] {
-        // SAFETY: `table` is one of this kernel's page tables, in its direct map.
-        let next = unsafe {
-            ((table + ((va >> (12 + 9 * (level - 1))) & 0x1ff) * 8) as *const u64).read_volatile()
-        };
-        if next & 1 == 0 {
-            return Err(Errno::EINVAL);
-        }
-        table = to_va(next);
+    let root = unsafe { x86::controlregs::cr3() };
+    let l2 = page_table::walk(&tables, root, va, 2).map_err(|_| Errno::EINVAL)?;
+    if l2.level != 2 {
+        return Err(Errno::EINVAL); // a huge page: there is no level-1 entry
     }
-    // SAFETY: as above; the entry is this kernel's to change.
-    unsafe { ((table + ((va >> 12) & 0x1ff) * 8) as *mut u64).write_volatile(entry) };
+    write_entry(page_table::address(l2.entry) + page_table::index(va, 1) as u64 * 8, entry);
     // SAFETY: `invlpg` only drops a cached translation.
     unsafe { x86::tlb::flush(va as usize) };
     Ok(())

@@ -15,22 +15,30 @@
 //! | `iretq` from an interrupt      | restore the virtual IF, then `iretq`, inside the      |
 //! |                                | no-delivery window registered with `set_callbacks`    |
 //! | power off                      | `sched_op(shutdown, code)`                            |
+//! | write a page-table entry       | `mmu_update` (xen-lite validates it); a frame that    |
+//! |                                | becomes a table is first remapped read-only           |
+//! |                                | (`update_va_mapping`), and pinned (`mmuext_op`)       |
+//! | `mov cr3`                      | `mmuext_op(new_baseptr)`                              |
 
 use core::arch::{asm, global_asm};
-use core::mem::offset_of;
+use core::mem::{offset_of, size_of};
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, MmuUpdate, MmuextOp, Stats, TrapInfo, CONSOLEIO_WRITE,
-    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN,
-    SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
+    EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, MMUEXT_NEW_BASEPTR,
+    MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE,
+    SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING1_CS, FLAT_RING1_DS};
+use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
+use hypercall_abi::page_table::{PRESENT, WRITABLE};
 use hypercall_abi::shared_info::{SharedInfo, VcpuInfo};
 use hypercall_abi::StartInfo;
 
+use super::PteWrite;
 use crate::traps;
 
 /// This flavour's name, for messages.
@@ -39,12 +47,12 @@ pub const FLAVOUR: &str = "pv";
 pub const KERNEL_CS: u16 = FLAT_RING1_CS;
 /// The kernel's stack selector (ring 1).
 pub const KERNEL_SS: u16 = FLAT_RING1_DS;
-/// Page tables are mapped read-only: every change goes through xen-lite.
-pub const KERNEL_WRITES_PAGE_TABLES: bool = false;
 
 static HYPERCALL_PAGE: AtomicU64 = AtomicU64::new(0);
 /// Address of `SharedInfo` (read by the return path's assembly too).
 static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
+/// `StartInfo::pte_base`: the machine address of gfn 0.
+static PTE_BASE: AtomicU64 = AtomicU64::new(0);
 
 const KERNEL_STACK_SIZE: usize = 64 * 1024;
 /// A stack only the CPU (and xen-lite's bounces) touch; `UnsafeCell` keeps it in writable
@@ -61,10 +69,11 @@ pub fn kernel_stack_top() -> u64 {
     KERNEL_STACK.0.get() as u64 + KERNEL_STACK_SIZE as u64
 }
 
-/// Start-of-day platform set-up: remember where the hypercall page and shared page are.
+/// Remembers where the hypercall page and shared page are, and where gfn 0 is.
 pub fn init(info: &StartInfo) {
     HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
     SHARED_INFO.store(info.shared_info, Ordering::Relaxed);
+    PTE_BASE.store(info.pte_base, Ordering::Relaxed);
 }
 
 /// Calls hypercall `number` with up to five arguments; returns `rax` (negative errno on error).
@@ -232,24 +241,71 @@ pub fn send_event(domain: u32, port: u64) -> Result<(), Errno> {
     call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, u64::from(domain), port, 0, 0]).map(drop)
 }
 
-/// Applies page-table updates through xen-lite; returns how many were applied, and the error
-/// that stopped the batch, if any.
+// Page tables: direct paging. Every write is xen-lite's, after it validated it, and a frame
+// that is a page table is mapped read-only wherever it is mapped.
+
+/// The machine address of gfn `gfn`.
+fn machine(gfn: u64) -> u64 {
+    PTE_BASE.load(Ordering::Relaxed) + gfn * PAGE_SIZE
+}
+
+/// Remaps `gfn` read-only in the direct map (`update_va_mapping`).
+pub fn make_page_table(gfn: u64) -> Result<(), Errno> {
+    update_va_mapping(gfn_to_va(gfn), machine(gfn) | PRESENT)
+}
+
+/// Remaps `gfn` writable in the direct map (`update_va_mapping`).
+pub fn release_page_table(gfn: u64) -> Result<(), Errno> {
+    update_va_mapping(gfn_to_va(gfn), machine(gfn) | PRESENT | WRITABLE)
+}
+
+// A `PteWrite` is an `mmu_update` record as it stands: the slot is the record's `ptr` (8-byte
+// aligned, so its command bits say `MMU_NORMAL_PT_UPDATE`), the entry its `val`.
+const _: () = assert!(
+    size_of::<PteWrite>() == size_of::<MmuUpdate>()
+        && offset_of!(PteWrite, slot) == offset_of!(MmuUpdate, ptr)
+        && offset_of!(PteWrite, entry) == offset_of!(MmuUpdate, val)
+        && MMU_NORMAL_PT_UPDATE == 0
+);
+
+/// One `mmu_update` of the batch, as it stands.
+pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
+    mmu_update_at(writes.as_ptr() as u64, writes.len()).1
+}
+
+/// `mmuext_op(pin_lN_table)`.
+pub fn pin_table(level: u32, table: u64) -> Result<(), Errno> {
+    let cmd = MMUEXT_PIN_L1_TABLE + u64::from(level - 1);
+    mmuext_op(&[MmuextOp { cmd, arg: table >> 12 }]).1
+}
+const _: () = assert!(MMUEXT_PIN_L4_TABLE == MMUEXT_PIN_L1_TABLE + 3);
+
+/// `mmuext_op(unpin_table)`.
+pub fn unpin_table(table: u64) -> Result<(), Errno> {
+    mmuext_op(&[MmuextOp { cmd: MMUEXT_UNPIN_TABLE, arg: table >> 12 }]).1
+}
+
+/// `mmuext_op(new_baseptr)`.
+pub fn load_root(root: u64) -> Result<(), Errno> {
+    mmuext_op(&[MmuextOp { cmd: MMUEXT_NEW_BASEPTR, arg: root >> 12 }]).1
+}
+
+/// The `mmu_update` hypercall.
 pub fn mmu_update(requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
+    mmu_update_at(requests.as_ptr() as u64, requests.len())
+}
+
+/// `mmu_update` of the `count` records at `records`.
+fn mmu_update_at(records: u64, count: usize) -> (u64, Result<(), Errno>) {
     let mut done = 0u64;
     let result = call(
         Hypercall::MmuUpdate,
-        [
-            requests.as_ptr() as u64,
-            requests.len() as u64,
-            core::ptr::addr_of_mut!(done) as u64,
-            0,
-            0,
-        ],
+        [records, count as u64, core::ptr::addr_of_mut!(done) as u64, 0, 0],
     );
     (done, result.map(drop))
 }
 
-/// Runs extended MMU operations (pin, unpin, new base pointer, flushes).
+/// The `mmuext_op` hypercall.
 pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
     let mut done = 0u64;
     let result = call(
@@ -259,7 +315,7 @@ pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
     (done, result.map(drop))
 }
 
-/// Sets the level-1 entry that maps `va` to `entry` (a machine address and flags).
+/// The `update_va_mapping` hypercall, with `invlpg`.
 pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
     call(Hypercall::UpdateVaMapping, [va, entry, UVMF_INVLPG, 0, 0]).map(drop)
 }

@@ -24,7 +24,7 @@ use hypercall_abi::layout::selectors::{FLAT_RING1_DS, FLAT_RING3_CS, FLAT_RING3_
 use hypercall_abi::layout::{gfn_to_va, GUEST_KERNEL_BASE, HYPERVISOR_START, PAGE_SIZE, USER_END};
 use hypercall_abi::StartInfo;
 
-use crate::address_space::{switch_to, AddressSpace};
+use crate::address_space::AddressSpace;
 use crate::syscall::{SYS_EXIT, SYS_GETPID};
 use crate::traps::{catch, catch_in_kernel, Caught};
 use crate::{platform, println};
@@ -604,7 +604,7 @@ fn ldt_call_gate(c: &Context) {
         unsafe { core::ptr::copy_nonoverlapping(gate.as_ptr(), gfn_to_va(gfn) as *mut u8, 16) };
         space.activate()?;
         let what = catch_in_kernel(address!(attack_ldt_call));
-        switch_to(c.machine(c.l4_gfn()))?;
+        platform::load_root(c.machine(c.l4_gfn()))?;
         space.destroy();
         Ok::<Caught, Errno>(what)
     })();
@@ -630,7 +630,7 @@ fn non_canonical_syscall_return(c: &Context) {
         space.activate()?;
         let what = catch(USER_END - 2, FLAT_RING3_CS, TOP + 0x800, FLAT_RING3_DS);
         let kernel_l4 = c.machine(c.l4_gfn());
-        switch_to(kernel_l4)?;
+        platform::load_root(kernel_l4)?;
         space.destroy();
         Ok::<Caught, Errno>(what)
     })();

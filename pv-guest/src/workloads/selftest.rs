@@ -395,16 +395,14 @@ fn page_tables_are_read_only(info: &StartInfo) {
     PAGE_TABLE.store(info.pt_base, Ordering::Relaxed);
     let caught = catch_in_kernel(address!(kernel_pt));
     // Error code 3: the page is present (bit 0) and the access was a write (bit 1).
-    if !platform::KERNEL_WRITES_PAGE_TABLES {
-        expect_caught(
-            "writing the L4 page table is #PF (read-only)",
-            caught,
-            14,
-            1,
-            address!(kernel_pt_store),
-            3,
-        );
-    }
+    expect_caught(
+        "writing the L4 page table is #PF (read-only)",
+        caught,
+        14,
+        1,
+        address!(kernel_pt_store),
+        3,
+    );
 }
 
 /// Reads a 64-bit word at a virtual address of the direct map.

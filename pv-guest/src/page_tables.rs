@@ -1,0 +1,46 @@
+//! The kernel's page tables as `hypercall_abi::page_table` reads them: through the direct map.
+//!
+//! Entries hold machine addresses: `StartInfo::pte_base` is the machine address of gfn 0, and
+//! gfn `n` is at `pte_base + n * 4096` (in `pv` the frame xen-lite gave the domain, in `hvm` the
+//! guest-physical address). Every gfn is mapped at `gfn_to_va(n)` in the start-of-day direct
+//! map, so a table at machine address `m` is readable at `gfn_to_va(0) + (m - pte_base)`.
+//! [`DirectMap`] is that conversion, and the [`Tables`] every guest walker walks with.
+
+use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
+use hypercall_abi::page_table::{address, Tables};
+
+/// The domain's memory as its page tables name it.
+#[derive(Clone, Copy, Debug)]
+pub struct DirectMap {
+    pte_base: u64,
+}
+
+impl DirectMap {
+    /// The tables of a domain whose gfn 0 is at machine address `pte_base`.
+    pub const fn new(pte_base: u64) -> DirectMap {
+        DirectMap { pte_base }
+    }
+
+    /// The machine address of gfn `gfn`: what an entry mapping it holds.
+    #[inline]
+    pub fn machine(&self, gfn: u64) -> u64 {
+        self.pte_base + gfn * PAGE_SIZE
+    }
+
+    /// The gfn an entry (or a machine address) names, if it lies at or above gfn 0.
+    #[inline]
+    pub fn gfn(&self, entry: u64) -> Option<u64> {
+        Some(address(entry).checked_sub(self.pte_base)? / PAGE_SIZE)
+    }
+}
+
+impl Tables for DirectMap {
+    #[inline]
+    fn read(&self, table: u64, index: usize) -> Option<u64> {
+        let offset = table.checked_sub(self.pte_base)?;
+        let va = gfn_to_va(0) + offset + index as u64 * 8;
+        // SAFETY: every gfn of the domain is mapped (readable) in the direct map, and a walk
+        // only reaches tables the kernel hooked in itself (in `pv`, validated by xen-lite).
+        Some(unsafe { (va as *const u64).read_volatile() })
+    }
+}
