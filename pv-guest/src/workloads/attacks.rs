@@ -22,6 +22,7 @@ use hypercall_abi::hypercall::{
 };
 use hypercall_abi::layout::selectors::{FLAT_RING1_DS, FLAT_RING3_CS, FLAT_RING3_DS};
 use hypercall_abi::layout::{gfn_to_va, GUEST_KERNEL_BASE, HYPERVISOR_START, PAGE_SIZE, USER_END};
+use hypercall_abi::page_table::{address, PRESENT, WRITABLE};
 use hypercall_abi::StartInfo;
 
 use crate::address_space::AddressSpace;
@@ -35,9 +36,6 @@ macro_rules! address {
     };
 }
 
-const PTE_PRESENT: u64 = 1;
-const PTE_WRITABLE: u64 = 2;
-const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_NT: u64 = 1 << 14;
 const RFLAGS_AC: u64 = 1 << 18;
@@ -83,15 +81,15 @@ impl Context<'_> {
 
     /// The machine address of the L2 that maps the direct map (L4 slot 511, L3 slot 510).
     fn direct_map_l2(&self) -> u64 {
-        let l3 = peek(self.info.pt_base + 511 * 8) & ADDRESS_MASK;
+        let l3 = address(peek(self.info.pt_base + 511 * 8));
         let l3_va = gfn_to_va((l3 - self.info.pte_base) / PAGE_SIZE);
-        peek(l3_va + 510 * 8) & ADDRESS_MASK
+        address(peek(l3_va + 510 * 8))
     }
 
     /// The machine address of the first L1 of the direct map.
     fn direct_map_l1(&self) -> u64 {
         let l2 = self.direct_map_l2();
-        peek(gfn_to_va((l2 - self.info.pte_base) / PAGE_SIZE)) & ADDRESS_MASK
+        address(peek(gfn_to_va((l2 - self.info.pte_base) / PAGE_SIZE)))
     }
 
     /// A free frame of the domain, zeroed and unmapped from the direct map so it can be typed.
@@ -99,13 +97,13 @@ impl Context<'_> {
         let gfn = crate::frames::alloc()?;
         // SAFETY: a frame just allocated, mapped writable in the direct map.
         unsafe { core::ptr::write_bytes(gfn_to_va(gfn) as *mut u8, 0, PAGE_SIZE as usize) };
-        platform::update_va_mapping(gfn_to_va(gfn), self.machine(gfn) | PTE_PRESENT).ok()?;
+        platform::update_va_mapping(gfn_to_va(gfn), self.machine(gfn) | PRESENT).ok()?;
         Some(gfn)
     }
 
     /// Maps a spare frame writable again and frees it.
     fn return_frame(&self, gfn: u64) {
-        let _ = platform::update_va_mapping(gfn_to_va(gfn), self.machine(gfn) | 3);
+        let _ = platform::update_va_mapping(gfn_to_va(gfn), self.machine(gfn) | PRESENT | WRITABLE);
         crate::frames::free(gfn);
     }
 }
@@ -380,10 +378,10 @@ fn done_in_the_frame_it_pins(c: &Context) {
 fn update_va_mapping_non_canonical(c: &Context) {
     let Some(scratch) = crate::frames::alloc() else { return c.say(format_args!("no frame")) };
     let twin = gfn_to_va(scratch) & 0x0000_ffff_ffff_ffff;
-    let result =
-        call(Hypercall::UpdateVaMapping, [twin, c.machine(c.l4_gfn()) | PTE_PRESENT, 0, 0, 0]);
+    let result = call(Hypercall::UpdateVaMapping, [twin, c.machine(c.l4_gfn()) | PRESENT, 0, 0, 0]);
     let moved = peek(gfn_to_va(scratch)) != 0 || result.is_ok();
-    let _ = platform::update_va_mapping(gfn_to_va(scratch), c.machine(scratch) | 3);
+    let _ =
+        platform::update_va_mapping(gfn_to_va(scratch), c.machine(scratch) | PRESENT | WRITABLE);
     c.say(format_args!(
         "returned {}{}",
         Shown(result),
@@ -404,12 +402,12 @@ fn pin_shared_info(c: &Context, cmd: u64) {
         // SAFETY: as above; every word becomes "not present" (upcall_mask stays set: 0x100).
         unsafe { (va as *mut u64).add(i).write_volatile(if i == 0 { 0x100 } else { 0 }) };
     }
-    let remap = platform::update_va_mapping(va, frame | PTE_PRESENT);
+    let remap = platform::update_va_mapping(va, frame | PRESENT);
     let result = ext(cmd, frame >> 12);
     if result.is_ok() {
         let _ = ext(MMUEXT_UNPIN_TABLE, frame >> 12);
     }
-    let _ = platform::update_va_mapping(va, frame | PTE_PRESENT | PTE_WRITABLE);
+    let _ = platform::update_va_mapping(va, frame | PRESENT | WRITABLE);
     // SAFETY: mapped writable again.
     unsafe { (va as *mut u8).add(1).write_volatile(saved_mask) };
     c.say(format_args!(
@@ -422,7 +420,7 @@ fn pin_shared_info(c: &Context, cmd: u64) {
 /// An unused entry of the direct map's L2 pointed at frame `gfn`, which would make it an L1.
 fn under_an_l2_entry(c: &Context, gfn: u64) {
     let l2 = c.direct_map_l2();
-    let entry = c.machine(gfn) | PTE_PRESENT;
+    let entry = c.machine(gfn) | PRESENT;
     let (_, result) = platform::mmu_update(&[MmuUpdate { ptr: l2 + 500 * 8, val: entry }]);
     if result.is_ok() {
         let _ = platform::mmu_update(&[MmuUpdate { ptr: l2 + 500 * 8, val: 0 }]);
@@ -433,8 +431,10 @@ fn under_an_l2_entry(c: &Context, gfn: u64) {
 /// The direct map's first L1 mapped writable at a spare address.
 fn map_its_l1_writable(c: &Context) {
     let Some(scratch) = crate::frames::alloc() else { return c.say(format_args!("no frame")) };
-    let result = platform::update_va_mapping(gfn_to_va(scratch), c.direct_map_l1() | 3);
-    let _ = platform::update_va_mapping(gfn_to_va(scratch), c.machine(scratch) | 3);
+    let result =
+        platform::update_va_mapping(gfn_to_va(scratch), c.direct_map_l1() | PRESENT | WRITABLE);
+    let _ =
+        platform::update_va_mapping(gfn_to_va(scratch), c.machine(scratch) | PRESENT | WRITABLE);
     crate::frames::free(scratch);
     c.returned(result.map(|()| 0));
 }

@@ -18,6 +18,7 @@ use hypercall_abi::layout::{
     gfn_to_va, GUEST_DIRECT_MAP, GUEST_KERNEL_BASE, HYPERVISOR_END, HYPERVISOR_START, PAGE_SIZE,
     USER_END,
 };
+use hypercall_abi::page_table::{address, index, PRESENT};
 use hypercall_abi::StartInfo;
 
 use crate::{platform, println};
@@ -73,12 +74,11 @@ impl Target<'_> {
 
     /// The machine address of the direct-map entry that maps `gfn`.
     fn direct_map_slot(&self, gfn: u64) -> u64 {
+        let va = gfn_to_va(gfn);
+        let l2_va = gfn_to_va((self.l2 - self.info.pte_base) / PAGE_SIZE);
         // SAFETY: the kernel's own L2, mapped readable in the direct map.
-        let l1 = unsafe {
-            ((gfn_to_va((self.l2 - self.info.pte_base) / PAGE_SIZE) + gfn / 512 * 8) as *const u64)
-                .read_volatile()
-        };
-        (l1 & 0x000f_ffff_ffff_f000) + gfn % 512 * 8
+        let l1 = unsafe { ((l2_va + index(va, 2) as u64 * 8) as *const u64).read_volatile() };
+        address(l1) + index(va, 1) as u64 * 8
     }
 
     /// A pointer worth trying.
@@ -221,11 +221,11 @@ fn prepare(info: &StartInfo) -> Option<Target<'_>> {
         // SAFETY: a frame just allocated, mapped writable in the direct map.
         unsafe { core::ptr::write_bytes(gfn_to_va(*gfn) as *mut u8, 0, PAGE_SIZE as usize) };
         let machine = info.pte_base + *gfn * PAGE_SIZE;
-        let _ = platform::update_va_mapping(gfn_to_va(*gfn), machine | 1);
+        let _ = platform::update_va_mapping(gfn_to_va(*gfn), machine | PRESENT);
     }
     let l4 = info.pte_base + (info.pt_base - GUEST_DIRECT_MAP);
     // SAFETY: the kernel's own tables, mapped read-only (pv) or writable (hvm) in the direct map.
-    let peek = |va: u64| unsafe { (va as *const u64).read_volatile() } & 0x000f_ffff_ffff_f000;
+    let peek = |va: u64| address(unsafe { (va as *const u64).read_volatile() });
     let l3 = peek(info.pt_base + 511 * 8);
     let l2 = peek(gfn_to_va((l3 - info.pte_base) / PAGE_SIZE) + 510 * 8);
     Some(Target { info, scratch, l4, l2 })
@@ -366,7 +366,7 @@ fn restore(t: &Target<'_>, hypercall: Option<Hypercall>, result: u64) {
 fn scratch_mappings(t: &Target<'_>) {
     let records: [MmuUpdate; SCRATCH] = core::array::from_fn(|i| {
         let gfn = t.scratch[i];
-        MmuUpdate { ptr: t.direct_map_slot(gfn), val: t.machine(gfn) | 1 }
+        MmuUpdate { ptr: t.direct_map_slot(gfn), val: t.machine(gfn) | PRESENT }
     });
     let _ = platform::mmu_update(&records);
 }

@@ -82,11 +82,12 @@ pub fn bad_stack() -> Result<(), Errno> {
 /// `native`: nothing stands in the way, and the kernel reads memory that is not its own.
 pub fn beyond_memory(info: &hypercall_abi::StartInfo) -> Result<(), Errno> {
     use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
+    use hypercall_abi::page_table::{PRESENT, WRITABLE};
     let gfn = crate::frames::alloc().ok_or(Errno::ENOMEM)?;
     let va = gfn_to_va(gfn);
     let beyond = info.pte_base + info.nr_pages * PAGE_SIZE;
     println!("beyond-memory: mapping {va:#x} to frame {beyond:#x}, one past the domain's memory");
-    if let Err(errno) = platform::update_va_mapping(va, beyond | 0x3) {
+    if let Err(errno) = platform::update_va_mapping(va, beyond | PRESENT | WRITABLE) {
         println!("beyond-memory: the mapping was refused ({errno:?})");
         crate::frames::free(gfn);
         return Err(errno);

@@ -13,16 +13,12 @@ use hypercall_abi::hypercall::{
 use hypercall_abi::hypercall::{MmuUpdate, MmuextOp, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L4_TABLE};
 use hypercall_abi::layout::selectors::{FLAT_RING1_DS, FLAT_RING3_CS, FLAT_RING3_DS};
 use hypercall_abi::layout::{gfn_to_va, GUEST_KERNEL_BASE, HYPERVISOR_START, PAGE_SIZE};
+use hypercall_abi::page_table::{address, index, HUGE, PRESENT, WRITABLE};
 use hypercall_abi::StartInfo;
 
 use crate::syscall::{SYS_EXIT, SYS_GETPID};
 use crate::traps::{catch, catch_in_kernel, Caught};
 use crate::{events, platform, println};
-
-const PTE_PRESENT: u64 = 1;
-const PTE_WRITABLE: u64 = 2;
-const PTE_HUGE: u64 = 1 << 7;
-const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 static PASSED: AtomicU32 = AtomicU32::new(0);
 static FAILED: AtomicU32 = AtomicU32::new(0);
@@ -417,7 +413,7 @@ fn peek(va: u64) -> u64 {
 fn direct_paging(info: &StartInfo) {
     let machine = |gfn: u64| info.pte_base + gfn * PAGE_SIZE;
     let va = |gfn: u64| gfn_to_va(gfn);
-    let (rw, ro) = (PTE_PRESENT | PTE_WRITABLE, PTE_PRESENT);
+    let (rw, ro) = (PRESENT | WRITABLE, PRESENT);
     let scratch = info.first_free_gfn + 8;
     let other = scratch + 1;
     let l4_gfn = (info.pt_base - gfn_to_va(0)) / PAGE_SIZE;
@@ -460,13 +456,13 @@ fn direct_paging(info: &StartInfo) {
     expect_unit("and restore", restore(), Ok(()));
 
     // Walk to the L2 that maps the direct map: L4 slot 511, L3 slot 510.
-    let l3 = (peek(info.pt_base + 511 * 8) & ADDRESS_MASK) - info.pte_base;
-    let l2 = (peek(va(l3 / PAGE_SIZE) + 510 * 8) & ADDRESS_MASK) - info.pte_base;
+    let l3 = address(peek(info.pt_base + 511 * 8)) - info.pte_base;
+    let l2 = address(peek(va(l3 / PAGE_SIZE) + 510 * 8)) - info.pte_base;
     let l2_machine = info.pte_base + l2;
     let update = |ptr: u64, val: u64| platform::mmu_update(&[MmuUpdate { ptr, val }]).1;
     expect_unit(
         "mmu_update a 2 MiB superpage",
-        update(l2_machine + 511 * 8, machine(0) | rw | PTE_HUGE),
+        update(l2_machine + 511 * 8, machine(0) | rw | HUGE),
         Err(Errno::EINVAL),
     );
     expect_unit(
@@ -481,9 +477,8 @@ fn direct_paging(info: &StartInfo) {
     );
 
     // The entry mapping `scratch` in its L1, found through the L2.
-    let l1 = (peek(va(l2 / PAGE_SIZE) + ((va(scratch) >> 21) & 0x1ff) * 8) & ADDRESS_MASK)
-        - info.pte_base;
-    let scratch_pte = info.pte_base + l1 + ((va(scratch) >> 12) & 0x1ff) * 8;
+    let l1 = address(peek(va(l2 / PAGE_SIZE) + index(va(scratch), 2) as u64 * 8)) - info.pte_base;
+    let scratch_pte = info.pte_base + l1 + index(va(scratch), 1) as u64 * 8;
     let batch = [
         MmuUpdate { ptr: scratch_pte, val: machine(other) | rw },
         MmuUpdate { ptr: scratch_pte, val: 0x2000 | rw },
