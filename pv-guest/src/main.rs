@@ -36,6 +36,7 @@ mod page_tables;
 mod address_space;
 mod program;
 mod process;
+mod bench_calls;
 mod events;
 mod timer;
 mod workloads;

@@ -13,19 +13,16 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hypercall_abi::frame::TrapFrame;
-use hypercall_abi::hypercall::{Errno, Stats};
+use hypercall_abi::hypercall::Errno;
 use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
 use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
-use hypercall_abi::page_table::{ENTRIES, PRESENT};
 use hypercall_abi::syscalls::*;
 use hypercall_abi::StartInfo;
 use spin::{Mutex, Once};
 
 use crate::address_space::AddressSpace;
-use crate::page_tables::DirectMap;
-use crate::platform::{self, PteWrite};
 use crate::traps::Caught;
-use crate::{println, program};
+use crate::{bench_calls, platform, println, program};
 
 /// Most processes at once.
 pub const MAX_PROCESSES: usize = 16;
@@ -319,8 +316,8 @@ pub fn syscall(frame: &mut TrapFrame) -> bool {
         SYS_GETPID => Ok(table.procs[c].pid),
         SYS_GETARG => getarg(&table, c, frame.rdi, frame.rsi, frame.rdx),
         SYS_HVSTATS => hvstats(&table, c, frame.rdi, frame.rsi),
-        SYS_NULL_HYPERCALLS => null_hypercalls(frame.rdi),
-        SYS_PTE_UPDATES => pte_updates(info().pte_base, frame.rdi, frame.rsi),
+        SYS_NULL_HYPERCALLS => bench_calls::null_hypercalls(frame.rdi),
+        SYS_PTE_UPDATES => bench_calls::pte_updates(info().pte_base, frame.rdi, frame.rsi),
         SYS_SBRK => sbrk(&mut table, c, frame.rdi as i64),
         SYS_FORK => fork(&mut table, c, frame),
         SYS_EXEC => exec(&mut table, c, frame),
@@ -359,65 +356,9 @@ fn getarg(table: &Table, c: usize, index: u64, buffer: u64, len: u64) -> Result<
     Ok(bytes.len() as u64)
 }
 
-/// `pte_updates(batch, rounds)`: a scratch level-1 table (pinned, so `pv` validation applies)
-/// gets its first `batch` entries rewritten `rounds` times, each round one
-/// [`platform::set_ptes`] batch mapping a scratch data frame read-only; then everything is
-/// released.
-fn pte_updates(pte_base: u64, batch: u64, rounds: u64) -> Result<u64, Errno> {
-    if batch == 0 || batch > ENTRIES as u64 {
-        return Err(Errno::EINVAL);
-    }
-    let tables = DirectMap::new(pte_base);
-    let table = crate::frames::alloc().ok_or(Errno::ENOMEM)?;
-    let Some(data) = crate::frames::alloc() else {
-        crate::frames::free(table);
-        return Err(Errno::ENOMEM);
-    };
-    // SAFETY: a frame just allocated, reachable and writable in the kernel's direct map.
-    unsafe { core::ptr::write_bytes(gfn_to_va(table) as *mut u8, 0, PAGE_SIZE as usize) };
-    let mut result = platform::make_page_table(table)
-        .and_then(|()| platform::pin_table(1, tables.machine(table)));
-    if result.is_ok() {
-        let writes: [PteWrite; ENTRIES] = core::array::from_fn(|i| PteWrite {
-            slot: tables.machine(table) + i as u64 * 8,
-            entry: tables.machine(data) | PRESENT,
-        });
-        for _ in 0..rounds {
-            if let Err(errno) = platform::set_ptes(&writes[..batch as usize]) {
-                result = Err(errno);
-                break;
-            }
-        }
-        let clear: [PteWrite; ENTRIES] =
-            core::array::from_fn(|i| PteWrite { slot: writes[i].slot, entry: 0 });
-        let _ = platform::set_ptes(&clear[..batch as usize]);
-        let _ = platform::unpin_table(tables.machine(table));
-    }
-    let _ = platform::release_page_table(table);
-    crate::frames::free(table);
-    crate::frames::free(data);
-    result.map(|()| batch * rounds)
-}
-
-/// `null_hypercalls(n)`: `n` `xen_version` hypercalls in a row.
-fn null_hypercalls(n: u64) -> Result<u64, Errno> {
-    use hypercall_abi::hypercall::Hypercall;
-    for _ in 0..n {
-        let result = platform::hypercall(Hypercall::XenVersion as u64, [0; 5]);
-        if let Some(errno) = Errno::from_return(result) {
-            return Err(errno);
-        }
-    }
-    Ok(n)
-}
-
-/// `hvstats(buf, len)`: xen-lite's counters for this domain, copied to the user's buffer.
+/// `hvstats(buf, len)`: [`bench_calls::hvstats`], copied to the user's buffer.
 fn hvstats(table: &Table, c: usize, buffer: u64, len: u64) -> Result<u64, Errno> {
-    let stats = platform::stats()?;
-    let mut bytes = [0u8; Stats::WORDS * 8];
-    for (chunk, word) in bytes.chunks_exact_mut(8).zip(stats.to_words()) {
-        chunk.copy_from_slice(&word.to_le_bytes());
-    }
+    let bytes = bench_calls::hvstats()?;
     let n = bytes.len().min(len as usize);
     table.write_user(c, buffer, &bytes[..n])?;
     Ok(n as u64)

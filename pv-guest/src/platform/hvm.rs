@@ -10,19 +10,18 @@
 //!   `vmcall`; everything else is the real instruction, and xen-lite virtualises what it must
 //!   (the PIC and PIT ports, a few MSRs, `hlt`) without the kernel knowing.
 //!
-//! In both, the kernel loads its own GDT, TSS and IDT, programs the PIT and PIC for its tick,
-//! writes its page tables directly, and takes `syscall` at its own LSTAR entry. Which of the
-//! two it is comes from `StartInfo::mode`, read once in [`init`].
+//! In both, the kernel loads its own GDT, TSS and IDT, programs the PIT and PIC for its tick
+//! (`hvm/pit.rs`), writes its page tables directly (`hvm/paging.rs`), and takes `syscall` at its
+//! own LSTAR entry. Which of the two it is comes from `StartInfo::mode`, read once in [`init`].
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use hypercall_abi::devices::{self, COM1, DEBUG_EXIT_PORT, UART_LSR, UART_LSR_TEMT, UART_LSR_THRE};
 use hypercall_abi::hypercall::{
-    Errno, Hypercall, MmuUpdate, MmuextOp, Stats, CONSOLEIO_WRITE, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
+    Errno, Hypercall, Stats, CONSOLEIO_WRITE, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING3_CS, FLAT_RING3_DS};
-use hypercall_abi::page_table;
 use hypercall_abi::{Mode, StartInfo};
 use spin::Once;
 use x86::bits64::segmentation::Descriptor64;
@@ -33,8 +32,17 @@ use x86::segmentation::{
 };
 use x86::Ring;
 
-use super::PteWrite;
-use crate::page_tables::DirectMap;
+mod paging;
+mod pit;
+
+pub use paging::{
+    load_root, make_page_table, mmu_update, mmuext_op, pin_table, release_page_table, set_ptes,
+    unpin_table, update_va_mapping,
+};
+pub use pit::{
+    acknowledge_event, bind_timer, now_ns, port_pending, set_timer, take_pending_events,
+    upcall_pending,
+};
 
 /// This flavour's name, for messages.
 pub const FLAVOUR: &str = "hvm";
@@ -51,11 +59,6 @@ static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 static DOMAIN_ID: AtomicU32 = AtomicU32::new(0);
 /// Where xen-lite's hypercall page is; 0 in `native` mode, where there is no hypervisor.
 static HYPERCALL_PAGE: AtomicU64 = AtomicU64::new(0);
-
-/// What a page-table entry holds for gfn 0, and where gfn 0 is in the direct map: machine
-/// addresses in entries become kernel addresses with these.
-static PTE_BASE: AtomicU64 = AtomicU64::new(0);
-static PTE_BASE_VA: AtomicU64 = AtomicU64::new(0);
 
 /// The kernel's GDT: the same selectors as xen-lite's (`hypercall_abi::layout::selectors`
 /// for ring 3), without the ring-1 pair this flavour never uses.
@@ -144,8 +147,7 @@ pub fn init(info: &StartInfo) {
         if ecx & (1 << 31) != 0 { "set" } else { "clear" },
         if ecx & (1 << 5) != 0 { "offered" } else { "not offered" }
     );
-    PTE_BASE.store(info.pte_base, Ordering::Relaxed);
-    PTE_BASE_VA.store(hypercall_abi::layout::gfn_to_va(0), Ordering::Relaxed);
+    paging::init(info.pte_base);
 }
 
 /// Whether a hypervisor is underneath (`vmx`, `svm`): then it has a hypercall page.
@@ -269,7 +271,7 @@ pub fn install_traps() -> Result<(), Errno> {
         idt[crate::traps::SYSCALL_VECTOR as usize] =
             gate(crate::traps::handler_address(crate::traps::SYSCALL_VECTOR), Ring::Ring3);
         // The timer's interrupt arrives at the event entry, as a pv upcall would.
-        idt[usize::from(TIMER_VECTOR)] =
+        idt[usize::from(pit::TIMER_VECTOR)] =
             gate(crate::traps::handler_address(crate::traps::EVENT_VECTOR), Ring::Ring0);
         idt
     });
@@ -365,73 +367,6 @@ pub fn events_enable() {
     unsafe { x86::irq::enable() };
 }
 
-// The timer: the 8254 PIT on IRQ 0 of the 8259 PIC, which this kernel programs itself when it
-// binds its timer. Its interrupts arrive at the event entry; `take_pending_events` turns an
-// expired deadline into an event on TIMER_PORT, as xen-lite's VIRQ would.
-const TIMER_VECTOR: u8 = 0x20;
-const TIMER_PORT: u64 = 1;
-const TICK_NS: u64 = 10_000_000;
-static TICKS: AtomicU64 = AtomicU64::new(0);
-static DEADLINE: AtomicU64 = AtomicU64::new(0);
-static TIMER_BOUND: AtomicBool = AtomicBool::new(false);
-
-/// Acknowledges the timer interrupt at the PIC and counts the tick.
-pub fn acknowledge_event() {
-    // SAFETY: end-of-interrupt to the master PIC.
-    unsafe { x86::io::outb(devices::PIC1_COMMAND, devices::PIC_EOI) };
-    TICKS.fetch_add(1, Ordering::Relaxed);
-}
-
-fn timer_due() -> bool {
-    let deadline = DEADLINE.load(Ordering::Relaxed);
-    TIMER_BOUND.load(Ordering::Relaxed)
-        && deadline != 0
-        && TICKS.load(Ordering::Relaxed) * TICK_NS >= deadline
-}
-
-/// Whether the timer's deadline has passed.
-pub fn upcall_pending() -> bool {
-    timer_due()
-}
-
-/// The timer port, once its deadline has passed (then the deadline is spent).
-pub fn take_pending_events() -> u64 {
-    if timer_due() {
-        DEADLINE.store(0, Ordering::Relaxed);
-        1 << TIMER_PORT
-    } else {
-        0
-    }
-}
-
-/// Whether `port` has an event waiting.
-pub fn port_pending(port: u64) -> bool {
-    port == TIMER_PORT && timer_due()
-}
-
-/// Time since the timer was bound, at tick resolution.
-pub fn now_ns() -> Result<u64, Errno> {
-    Ok(TICKS.load(Ordering::Relaxed) * TICK_NS)
-}
-
-/// Arms the one-shot deadline (checked on every tick).
-pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
-    DEADLINE.store(deadline_ns, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Programs the PIC (IRQ 0 only, at vector 0x20) and the PIT (100 Hz); returns the timer port.
-pub fn bind_timer() -> Result<u64, Errno> {
-    if TIMER_BOUND.swap(true, Ordering::Relaxed) {
-        return Err(Errno::EBUSY);
-    }
-    for (port, value) in devices::timer_init_sequence(TIMER_VECTOR, 1_000_000_000 / TICK_NS) {
-        // SAFETY: programming the PIC and PIT, which this kernel owns in native mode.
-        unsafe { x86::io::outb(port, value) };
-    }
-    Ok(TIMER_PORT)
-}
-
 /// Waits for an interrupt with interrupts on (the real `sti; hlt`).
 pub fn block() -> Result<(), Errno> {
     // SAFETY: `sti` takes effect after `hlt`, so no interrupt is lost in between.
@@ -462,102 +397,6 @@ pub fn open_port_for(_remote: u32) -> Result<u64, Errno> {
 /// No other domains without a hypervisor.
 pub fn send_event(_domain: u32, _port: u64) -> Result<(), Errno> {
     Err(Errno::ENOSYS)
-}
-
-// Page tables: this kernel owns its tables and writes them itself (no validation, no pinning),
-// through the direct map; a write is followed by a TLB flush, as xen-lite's would be.
-
-/// Nothing to do: the frame stays writable.
-pub fn make_page_table(_gfn: u64) -> Result<(), Errno> {
-    Ok(())
-}
-
-/// Nothing to do: the frame stayed writable.
-pub fn release_page_table(_gfn: u64) -> Result<(), Errno> {
-    Ok(())
-}
-
-/// Writes each entry, then flushes the TLB once.
-pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
-    for write in writes {
-        write_entry(write.slot, write.entry);
-    }
-    flush_tlb();
-    Ok(())
-}
-
-/// Nothing to do: there is no validator to keep the table typed.
-pub fn pin_table(_level: u32, _table: u64) -> Result<(), Errno> {
-    Ok(())
-}
-
-/// Nothing to do, as for [`pin_table`].
-pub fn unpin_table(_table: u64) -> Result<(), Errno> {
-    Ok(())
-}
-
-/// The real CR3 load.
-pub fn load_root(root: u64) -> Result<(), Errno> {
-    // SAFETY: the new L4 shares the kernel's upper half, so this code stays mapped.
-    unsafe { x86::controlregs::cr3_write(root) };
-    Ok(())
-}
-
-/// Writes the entry at machine address `slot` (its low three bits ignored, as `mmu_update`
-/// reads them as a command).
-fn write_entry(slot: u64, entry: u64) {
-    let va = PTE_BASE_VA.load(Ordering::Relaxed) + (slot & !7) - PTE_BASE.load(Ordering::Relaxed);
-    // SAFETY: `slot` is the machine address of an entry in one of this kernel's tables,
-    // reached through its direct map (machine = pte_base + offset in native mode).
-    unsafe { (va as *mut u64).write_volatile(entry) };
-}
-
-/// `mmu_update` on its own tables: [`set_ptes`] of the records.
-pub fn mmu_update(requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
-    for request in requests {
-        write_entry(request.ptr, request.val);
-    }
-    flush_tlb();
-    (requests.len() as u64, Ok(()))
-}
-
-/// Pinning means nothing without a validator; new base pointer and flushes are the real thing.
-pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
-    use hypercall_abi::hypercall::{
-        MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR, MMUEXT_TLB_FLUSH_LOCAL,
-    };
-    for op in ops {
-        match op.cmd {
-            MMUEXT_NEW_BASEPTR => {
-                let _ = load_root(op.arg << 12);
-            }
-            MMUEXT_TLB_FLUSH_LOCAL => flush_tlb(),
-            // SAFETY: `invlpg` only drops a cached translation.
-            MMUEXT_INVLPG_LOCAL => unsafe { x86::tlb::flush(op.arg as usize) },
-            _ => {}
-        }
-    }
-    (ops.len() as u64, Ok(()))
-}
-
-/// Walks the current tables to the level-1 entry that maps `va`, rewrites it, `invlpg`.
-pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
-    let tables = DirectMap::new(PTE_BASE.load(Ordering::Relaxed));
-    // SAFETY: reading CR3 has no side effect.
-    let root = unsafe { x86::controlregs::cr3() };
-    let l2 = page_table::walk(&tables, root, va, 2).map_err(|_| Errno::EINVAL)?;
-    if l2.level != 2 {
-        return Err(Errno::EINVAL); // a huge page: there is no level-1 entry
-    }
-    write_entry(page_table::address(l2.entry) + page_table::index(va, 1) as u64 * 8, entry);
-    // SAFETY: `invlpg` only drops a cached translation.
-    unsafe { x86::tlb::flush(va as usize) };
-    Ok(())
-}
-
-fn flush_tlb() {
-    // SAFETY: reloading CR3 with its own value only drops cached translations.
-    unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
 }
 
 /// xen-lite's counters for this domain (`ENOSYS` with no hypervisor to count anything).
