@@ -1,8 +1,10 @@
 //! The guest's side of events: the upcall handler and its port table.
 //!
-//! xen-lite enters [`upcall`] (through `traps::guest_event_entry`) with events masked. It
-//! clears `upcall_pending`, takes the pending ports, and handles each, until nothing is left;
-//! only then does the entry code unmask and return (`platform::trap_return`).
+//! The event entry (`traps::guest_event_entry`) runs [`upcall`] with events masked: entered by
+//! xen-lite for a `pv` upcall, by the timer's interrupt gate in `hvm`. It acknowledges the
+//! event, takes the pending ports (`platform::take_pending_events`) and handles each, until
+//! nothing is left; only then does the return path (`platform_trap_restore`) restore the
+//! interrupted context's event mask and return.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

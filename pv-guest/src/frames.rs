@@ -1,8 +1,8 @@
 //! The guest kernel's frame allocator: its own memory, frame by frame (gfns).
 //!
 //! Everything from `StartInfo::first_free_gfn` to the end of the domain's memory is free at
-//! boot. In `pv` mode a gfn is also a machine frame (`StartInfo::pte_base + gfn * 4096`), which
-//! is what page-table entries hold.
+//! boot. Page-table entries name a gfn by its machine address, `StartInfo::pte_base + gfn *
+//! 4096` (`page_tables`).
 
 use spin::Mutex;
 

@@ -4,12 +4,13 @@
 //!
 //! - `pv`: runs in ring 1 under xen-lite; every sensitive operation is a hypercall or a store
 //!   to the shared page.
-//! - `hvm`: runs in ring 0 and uses the real instructions, natively, under VMX or under SVM.
+//! - `hvm`: runs in ring 0 and uses the real instructions, natively or under VMX.
 //!
 //! The difference lives in one module, [`platform`], and nowhere else: that module *is* the
-//! "sensitive instructions swapped for hypercalls" of the lecture, made visible. Everything
-//! else (start of day, console, traps, events, the tick, the workloads; later: memory,
-//! processes, syscalls) is shared, so a measurement across modes compares only the mechanism.
+//! "sensitive instructions swapped for hypercalls" of the lecture, made visible, and
+//! `platform/mod.rs` lists what it offers once, item by item. Everything else (start of day,
+//! console, traps, events, the tick, address spaces, processes, system calls, the workloads) is
+//! shared, so a measurement across modes compares only the mechanism.
 //!
 //! Modules, in reading order:
 #![cfg_attr(not(test), no_std)]

@@ -1,8 +1,9 @@
 //! Running a user program: load its ELF module into a new address space, enter it in ring 3,
 //! and collect its exit status.
 //!
-//! For now one program runs at a time, to completion (`traps::catch` enters it and returns when
-//! it exits or faults); processes with `fork`, `exec` and `wait` build on this.
+//! [`run`] runs one program to completion, for the `run=` workload: `traps::catch` enters it
+//! and returns when it exits or faults. `process` builds its processes from the same pieces:
+//! [`load_module`] for each program, [`set_current`] and [`user_bytes`] to check its pointers.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,7 +1,9 @@
-//! System calls: their numbers (Linux x86-64's, where one exists) and the dispatcher.
+//! System calls: the dispatcher and `write` (the numbers, Linux x86-64's where one exists, are
+//! `hypercall_abi::syscalls`).
 //!
-//! Both paths arrive here with the same frame, because xen-lite builds for a bounced `syscall`
-//! exactly the frame the CPU builds for `int 0x80`: the user's `rip, cs, rflags, rsp, ss`. The
+//! Both paths arrive here with the same frame, because whoever takes a `syscall` builds exactly
+//! the frame the CPU builds for `int 0x80`, the user's `rip, cs, rflags, rsp, ss`: xen-lite
+//! when it bounces one to the `pv` kernel, the `hvm` kernel's own LSTAR entry otherwise. The
 //! number is in `rax`, arguments in `rdi, rsi, rdx, r10, r8, r9`, the result goes back in
 //! `rax`. (`syscall` itself clobbers `rcx` and `r11`; `int 0x80` does not.)
 //!

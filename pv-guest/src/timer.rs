@@ -1,7 +1,9 @@
 //! The guest's own periodic tick, built from one-shot virtual timer events.
 //!
-//! xen-lite offers only a one-shot timer (`set_timer_op`); each event re-arms it one
-//! [`PERIOD_NS`] later, which gives the kernel a steady tick without ever touching a real timer.
+//! The platform offers a one-shot timer (`platform::set_timer`: xen-lite's `set_timer_op` in
+//! `pv`, a deadline checked on every PIT tick in `hvm`) that raises an event on the port
+//! `platform::bind_timer` returned. Each event re-arms it [`PERIOD_NS`] ahead, which gives the
+//! kernel a steady tick whichever timer is underneath.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

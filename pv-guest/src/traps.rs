@@ -3,12 +3,13 @@
 //! The entry stubs build a `hypercall_abi::frame::TrapFrame` exactly as xen-lite's do, because
 //! the frame underneath is the same: pushed by the CPU in the `hvm` flavour, written by a
 //! xen-lite bounce in the `pv` flavour (which the guest cannot tell apart; that is the point).
-//! `platform::install_traps` hands [`HANDLERS`] to the hardware IDT or to `set_trap_table`.
+//! `platform::install_traps` hands the entries ([`handler_address`]) to the kernel's own IDT or
+//! to `set_trap_table`.
 //!
-//! [`catch`] runs a snippet in ring 1 or ring 3 and returns the exception it raised: the
-//! kernel's self-tests use it to check that every fault arrives with the right frame. The
-//! snippet is entered with `iretq` from [`catch`]'s own frame; the handler returns to
-//! `trap_resume` on the stack `catch` saved, as a `longjmp` would.
+//! [`catch`] runs a snippet in the kernel's ring or in ring 3 and returns the exception it
+//! raised: the kernel's self-tests use it to check that every fault arrives with the right
+//! frame. The snippet is entered with `iretq` from [`catch`]'s own frame; the handler returns to
+//! `guest_trap_resume` on the stack `catch` saved, as a `longjmp` would.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};

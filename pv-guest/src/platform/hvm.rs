@@ -5,7 +5,8 @@
 //!
 //! - `native`: no hypervisor underneath. The console is COM1 driven by port I/O and shutdown
 //!   uses the same exit device as xen-lite (`hypercall_abi::devices`).
-//! - `vmx` (and later `svm`): VMX non-root ring 0 under xen-lite, with EPT. The console,
+//! - `vmx`: VMX non-root ring 0 under xen-lite, with EPT (`init` takes an `svm` start info the
+//!   same way; xen-lite refuses `mode=svm`, having no SVM backend). The console,
 //!   shutdown, yield and `stats` go through the hypercall page, whose stubs xen-lite filled with
 //!   `vmcall`; everything else is the real instruction, and xen-lite virtualises what it must
 //!   (the PIC and PIT ports, a few MSRs, `hlt`) without the kernel knowing.

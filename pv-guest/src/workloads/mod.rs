@@ -1,8 +1,10 @@
 //! What the kernel does after start of day, chosen by its command line (`args`).
 //!
-//! The same workloads run in every flavour; where a flavour lacks a facility (today the `hvm`
-//! flavour has no timer or trap table yet) the workload says so and fails, rather than
-//! pretending.
+//! The same workloads build in every flavour; where a flavour lacks a facility (the `hvm` flavour
+//! has no event channels to other domains, and in `native` mode no hypervisor to call or count)
+//! the platform answers `ENOSYS` and the workload says so and fails, rather than pretending.
+//! Some exist to exercise the pv ABI itself (the self-tests, the attacks, the fuzzer, the
+//! hostile guests) and call it through the platform's pv-ABI items on purpose.
 
 mod attacks;
 mod demo;

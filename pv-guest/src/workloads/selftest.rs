@@ -2,6 +2,10 @@
 //! ring 1 and ring 3 with the frame the hardware would push, and event delivery with the virtual
 //! IF. One line per check (`ok name` or `FAIL name: why`), then `tests: N passed, M failed`;
 //! the exit code is the number of failures.
+//!
+//! They test the pv ABI, so the `tests` workload runs in `pv` mode only, and they speak the ABI
+//! directly: `platform::hypercall` and the platform's pv-ABI items (`mmu_update`, `mmuext_op`,
+//! `update_va_mapping`), with the records of `hypercall_abi::hypercall`.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
