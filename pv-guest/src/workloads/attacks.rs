@@ -564,6 +564,7 @@ fn every_selector(c: &Context) {
 /// (RPL <= 1) may be reached; xen-lite's code segment, the TSS and user code must fault.
 fn far_jumps(c: &Context) {
     let (mut landed, mut breaches) = (0, 0);
+    let own_code = u64::from(platform::KERNEL_CS & !3);
     for selector in 0..0x50u64 {
         TARGET.store(selector, Ordering::Relaxed);
         let what = catch_in_kernel(address!(attack_far_jump));
@@ -571,7 +572,7 @@ fn far_jumps(c: &Context) {
         // 32-bit offset points); refused: #GP, #NP or #TS at the jump.
         if !matches!(what.vector, 10 | 11 | 13) {
             landed += 1;
-            if selector & !3 != u64::from(platform::KERNEL_CS & !3) || selector & 3 > 1 {
+            if selector & !3 != own_code || selector & 3 > 1 {
                 breaches += 1;
                 println!(
                     "  jmp far to {selector:#x}: vector {} at rip {:#x} in ring {}",
