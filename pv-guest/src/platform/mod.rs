@@ -215,6 +215,10 @@ pub fn release_page_table(gfn: u64) -> Result<(), Errno> {
 
 /// Writes page-table entries, in order, as one batch (in `pv`, one `mmu_update`, which
 /// validates each and stops at the first refused one); the TLB is then up to date.
+///
+/// Both flavours keep theirs out of line (`#[inline(never)]`): one platform call per batch
+/// whatever the flavour, so the benchmark's `pte_updates` compares the mechanisms, not what
+/// the compiler chose to inline.
 #[inline(always)]
 pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
     flavour::set_ptes(writes)

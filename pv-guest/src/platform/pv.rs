@@ -268,7 +268,8 @@ const _: () = assert!(
         && MMU_NORMAL_PT_UPDATE == 0
 );
 
-/// One `mmu_update` of the batch, as it stands.
+/// One `mmu_update` of the batch, as it stands. Out of line: see `platform::set_ptes`.
+#[inline(never)]
 pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
     mmu_update_at(writes.as_ptr() as u64, writes.len()).1
 }

@@ -32,7 +32,8 @@ pub fn release_page_table(_gfn: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Writes each entry, then flushes the TLB once.
+/// Writes each entry, then flushes the TLB once. Out of line: see `platform::set_ptes`.
+#[inline(never)]
 pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
     for write in writes {
         write_entry(write.slot, write.entry);
