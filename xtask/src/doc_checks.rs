@@ -13,26 +13,14 @@
 //!   `hypercall-abi/src/page_table.rs`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::checks::CheckResult;
+use crate::checks::{rust_files, CheckResult};
 use crate::process::root;
 
 /// The crates whose sources these checks read.
 const SOURCE_DIRS: [&str; 4] =
     ["xen-lite/src", "pv-guest/src", "pv-guest/user/src", "hypercall-abi/src"];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// Every source file, with its path relative to the repository root.
 fn sources() -> Vec<(String, String)> {
