@@ -16,7 +16,7 @@ static HYPERVISOR_L4_ENTRIES: Once<[u64; HYPERVISOR_SLOT_COUNT]> = Once::new();
 /// Replaces the bootloader's level-4 table by a fresh one that keeps only xen-lite's slots,
 /// dropping the bootloader's low identity mappings. Lower-level tables are shared.
 pub fn adopt_boot_tables(l4_frame: Frame) {
-    let boot_l4 = read_cr3() & !0xfff;
+    let boot_l4 = page_table::address(read_cr3());
     // SAFETY: CR3 names the bootloader's L4, which is RAM reachable through the direct map and
     // not referenced elsewhere by Rust code.
     let boot = unsafe { &*(phys_to_virt(boot_l4) as *const [u64; 512]) };

@@ -3,7 +3,7 @@
 //! handled; everything else kills the domain with one line naming the reason and the values.
 
 use super::devices::DeviceError;
-use super::{Exit, HardwareVt, Hvm};
+use super::{Exit, Fatal, HardwareVt, Hvm};
 use crate::domain::{self, kill, Domains, State};
 use crate::instructions::{cpuid, take_pending_interrupts};
 use crate::timer::{self, TIMER_VECTOR};
@@ -23,10 +23,7 @@ impl<V: HardwareVt> Hvm<V> {
             Exit::Cpuid => self.handle_cpuid(domains, c),
             Exit::Io { port, size, write } => self.handle_io(domains, c, port, size, write),
             Exit::Msr { write } => self.handle_msr(domains, c, write),
-            Exit::Fatal(fatal) => {
-                let rip = domains.domain(c).regs.rip;
-                kill!(domains.domain(c), "{fatal} at rip {rip:#x}");
-            }
+            Exit::Fatal(fatal) => handle_fatal(domains, c, fatal),
         }
     }
 
@@ -116,6 +113,13 @@ impl<V: HardwareVt> Hvm<V> {
             Err(why) => kill!(domain, "{what} of MSR {msr:#x} at rip {rip:#x}: {why}"),
         }
     }
+}
+
+/// An exit no correct guest causes: the domain dies with the reason and its values.
+fn handle_fatal(domains: &mut Domains, c: usize, fatal: Fatal) {
+    let domain = domains.domain(c);
+    let rip = domain.regs.rip;
+    kill!(domain, "{fatal} at rip {rip:#x}");
 }
 
 /// A host interrupt that arrived while the guest ran: the timer's tick is counted (the run
