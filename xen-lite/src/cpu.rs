@@ -1,5 +1,5 @@
-//! What the CPU underneath offers: vendor, model, and the hardware-virtualization features the
-//! `vmx` and `svm` modes will need.
+//! What the CPU underneath offers: vendor, model, and its hardware virtualisation (VMX, which
+//! `vmx` mode needs; SVM, which the boot log reports), and UMIP.
 //!
 //! See: Intel SDM Vol. 3C, revision 086, 24.6 (discovering VMX support) and Appendix A.1
 //! (`IA32_VMX_BASIC`); AMD APM Vol. 2, revision 3.42, 15.4 (enabling SVM).
