@@ -24,6 +24,13 @@ usage:
       instructions per operation (counts, not time), entries, VM exits, CR3 writes, transitions;
       ratios and targets; results.json, results.csv and SVG charts in DIR (target/bench/).
       --emulator kvm adds pv and native (vmx with nested VMX) under QEMU+KVM: cycles, median of 5.
+  cargo xtask handout --lab N[,M...] --out DIR
+      The student tree for labs N, M...: their solutions cut out (todo!s with instructions and
+      hints), hidden tests removed, as a fresh git repository with one commit.
+  cargo xtask grade  [--lab N[,M...]] [--json] [--submissions DIR] [--timeout SECS]
+      Scores labs against their manifests (lecture-notes/labs/*.lab): every item, then
+      \"score: N/M\". In a handout it grades a copy with the pristine tests; --submissions
+      grades every student tree in DIR and writes DIR/grades.csv.
   cargo xtask doctor
       What this machine can run (QEMU, Bochs with VMX, gdb, KVM) and how to fix what is missing.
 
@@ -102,6 +109,8 @@ pub enum Command {
     Bench(crate::bench::BenchOptions),
     Gdb(GdbOptions),
     Test(TestOptions),
+    Handout(Vec<u32>, std::path::PathBuf),
+    Grade(crate::labs::grade::GradeOptions),
     Doctor,
     Help,
 }
@@ -280,8 +289,55 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             Ok(Command::Bench(options))
         }
+        "handout" => {
+            let (mut labs, mut out) = (Vec::new(), None);
+            while let Some(flag) = it.next() {
+                match flag.as_str() {
+                    "--lab" => labs = lab_list(value(flag, &mut it)?)?,
+                    "--out" => out = Some(std::path::PathBuf::from(value(flag, &mut it)?)),
+                    other => return Err(format!("handout: unknown flag '{other}'")),
+                }
+            }
+            match (labs.is_empty(), out) {
+                (false, Some(out)) => Ok(Command::Handout(labs, out)),
+                _ => Err("handout needs --lab N and --out DIR".into()),
+            }
+        }
+        "grade" => {
+            let mut options = crate::labs::grade::GradeOptions {
+                labs: Vec::new(),
+                json: false,
+                submissions: None,
+                here: false,
+                timeout: Duration::from_secs(600),
+            };
+            while let Some(flag) = it.next() {
+                match flag.as_str() {
+                    "--lab" => options.labs = lab_list(value(flag, &mut it)?)?,
+                    "--json" => options.json = true,
+                    "--here" => options.here = true,
+                    "--submissions" => {
+                        options.submissions = Some(value(flag, &mut it)?.into());
+                    }
+                    "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
+                    other => return Err(format!("grade: unknown flag '{other}'")),
+                }
+            }
+            Ok(Command::Grade(options))
+        }
         other => Err(format!("unknown command '{other}'")),
     }
+}
+
+/// Parses `--lab 2` or `--lab 1,2`.
+fn lab_list(text: &str) -> Result<Vec<u32>, String> {
+    text.split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .map_err(|_| format!("--lab '{text}': expected lab numbers like 2 or 1,2"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod test;
 mod gdb;
 mod hostile;
 mod doctor;
+mod labs;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
         cli::Command::Bench(options) => bench::bench(&options),
         cli::Command::Test(options) => test::test(&options),
         cli::Command::Gdb(options) => gdb::gdb(&options),
+        cli::Command::Handout(labs, out) => labs::handout::handout(&labs, &out).map(|()| 0),
+        cli::Command::Grade(options) => labs::grade::grade(&options),
         cli::Command::Doctor => doctor::doctor(),
     };
     match result {

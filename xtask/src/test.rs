@@ -48,6 +48,7 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
             doc_checks::headers_are_current(),
             doc_checks::file_lengths(),
             doc_checks::page_table_facts_once(),
+            crate::labs::markers_match_manifests(),
         ];
         for check in all {
             if check.problems.is_empty() {
@@ -367,9 +368,29 @@ fn boot(tests: &[BootTest], options: &TestOptions, tally: &mut Tally) -> Result<
     Ok(())
 }
 
+/// The console of one boot of `test` (whatever it ends with), for the lab grader.
+pub fn console_of(
+    test: &BootTest,
+    artifacts: &Artifacts,
+    options: &TestOptions,
+) -> Result<String, String> {
+    let dir = emulator::private_dir(&test.label().replace('/', "-"))?;
+    let disk = disk_for(artifacts, &dir, &test.bundle_bytes(artifacts)?)?;
+    let outcome = emulator::boot(&Boot {
+        emulator: test.emulator,
+        disk: &disk,
+        dir: &dir,
+        timeout: options.timeout,
+        echo: false,
+        icount: false,
+    })?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(outcome.console)
+}
+
 /// Boots one test; returns whether it passed, its report, and (for a hostile case) the line
 /// that shows what happened.
-fn run_one(
+pub fn run_one(
     test: &BootTest,
     artifacts: &Artifacts,
     options: &TestOptions,

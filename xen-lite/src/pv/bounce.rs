@@ -69,6 +69,10 @@ pub fn bounce_frame(
     virtual_if: bool,
     kernel_stack: Option<u64>,
 ) -> Result<BounceFrame, BounceError> {
+    // LAB 2.1 BEGIN: lay out the frame the CPU would push for `interrupted` (the picture at the top of this file), on the stack it would choose
+    // Hint: ring 3 was interrupted when the low two bits of its CS are 3; then the frame goes on `kernel_stack`, and with none registered the bounce is impossible.
+    // Hint: RFLAGS in the frame carries the virtual IF, not the real one.
+    // Hint: the CPU aligns the new stack pointer down to 16 bytes before it pushes anything.
     let from_user = interrupted.cs & 3 == 3;
     let top =
         if from_user { kernel_stack.ok_or(BounceError::NoKernelStack)? } else { interrupted.rsp };
@@ -85,16 +89,21 @@ pub fn bounce_frame(
     }
     let rsp = (top & !0xf).wrapping_sub(len as u64 * 8);
     Ok(BounceFrame { words, len, rsp })
+    // LAB 2.1 END
 }
 
 /// Points `frame` at the guest handler: ring-1 code and stack, real IF on (the guest's virtual
 /// IF is what it sees), delivery-cleared flags off.
 pub fn enter_handler(frame: &mut TrapFrame, handler: u64, bounce: &BounceFrame, cs: u64, ss: u64) {
+    // LAB 2.2 BEGIN: make `frame` return into the guest's handler, in ring 1, on the bounce frame
+    // Hint: four fields name where the handler runs; RFLAGS keeps the interrupted flags except those the CPU clears on delivery.
+    // Hint: the real IF stays on in ring 1 (the timer must still preempt the guest); the guest sees its virtual IF in the frame.
     frame.rip = handler;
     frame.cs = cs;
     frame.rsp = bounce.rsp;
     frame.ss = ss;
     frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_DELIVERY) | RFLAGS_IF;
+    // LAB 2.2 END
 }
 
 /// Bounces `frame` (of `domain`) to the guest `handler`: writes the bounce frame to the guest
@@ -207,6 +216,50 @@ mod tests {
     fn user_code_without_a_kernel_stack_cannot_be_bounced() {
         assert_eq!(bounce_frame(&user_frame(), None, true, None), Err(BounceError::NoKernelStack));
     }
+
+    // LAB HIDDEN BEGIN
+    /// Every combination the CPU distinguishes, against the layout written out by hand: ring
+    /// 1 or 3 interrupted, with or without an error code, virtual IF on or off, a stack top at
+    /// every alignment mod 16.
+    #[test]
+    fn hidden_every_frame_matches_the_cpus_layout() {
+        for (cs, ss) in [(0x33u64, 0x2bu64), (0x19, 0x21)] {
+            for error in [None, Some(0x1234u64)] {
+                for virtual_if in [false, true] {
+                    for misalign in 0..16u64 {
+                        let frame = TrapFrame {
+                            rip: 0x40_2000,
+                            cs,
+                            rflags: 0x246 | 0x100,
+                            rsp: 0xffff_ffff_8030_0000 + misalign,
+                            ss,
+                            ..TrapFrame::default()
+                        };
+                        let stack = 0xffff_ffff_8020_0000 + misalign;
+                        let got = bounce_frame(&frame, error, virtual_if, Some(stack)).unwrap();
+                        let top = if cs & 3 == 3 { stack } else { frame.rsp } & !0xf;
+                        let flags = (0x346 & !RFLAGS_IF) | if virtual_if { RFLAGS_IF } else { 0 };
+                        let mut want = vec![];
+                        want.extend(error);
+                        want.extend([0x40_2000, cs, flags, frame.rsp, ss]);
+                        assert_eq!(&got.words[..got.len], &want[..], "cs {cs:#x} {error:?}");
+                        assert_eq!(got.rsp, top - 8 * want.len() as u64);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hidden_entering_keeps_the_other_flags() {
+        let mut frame = user_frame();
+        frame.rflags = 0x2 | 0x1 | 0x40 | 0x800 | 0x4000 | 0x10000; // CF, ZF, OF, NT, RF
+        let bounce = bounce_frame(&frame, Some(4), false, Some(0x2000)).unwrap();
+        enter_handler(&mut frame, 0x1234, &bounce, 0x19, 0x21);
+        assert_eq!(frame.rflags, 0x2 | 0x1 | 0x40 | 0x800 | RFLAGS_IF);
+        assert_eq!(frame.rsp, 0x2000 - 48);
+    }
+    // LAB HIDDEN END
 
     #[test]
     fn entering_the_handler_sets_ring_1_and_real_if() {

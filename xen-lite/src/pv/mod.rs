@@ -221,6 +221,9 @@ fn guest_exception(domain: &mut Domain, frame: &mut TrapFrame) {
 /// A user program's `syscall`, which always enters ring 0: bounce it to the guest kernel's
 /// syscall callback, as if the user had raised an interrupt.
 fn guest_syscall(domain: &mut Domain, frame: &mut TrapFrame) {
+    // LAB 2.3 BEGIN: the slow path: count the entry, then bounce the call to the guest kernel's syscall callback as `bounce::deliver` does for an interrupt, or kill the domain if it never registered one
+    // Hint: the callback is in the domain's ring-1 state (`domain.pv()`), registered with `set_callbacks`; 0 means none.
+    // Hint: a kill is one line naming the rule and the values: `kill!(domain, "...", ...)`.
     domain.stats.entries_syscall += 1;
     let handler = domain.pv().syscall_callback;
     if handler == 0 {
@@ -232,6 +235,7 @@ fn guest_syscall(domain: &mut Domain, frame: &mut TrapFrame) {
         return;
     }
     let _ = bounce::deliver(domain, frame, handler, None);
+    // LAB 2.3 END
 }
 
 /// A timer tick: time advances, timers fire, the slice shrinks.

@@ -1,0 +1,245 @@
+//! Lab manifests (`lecture-notes/labs/NN-name.lab`): what a lab is worth and how each point is
+//! earned. One statement per line, words separated by spaces, `"quoted text"` for words with
+//! spaces, `#` to the end of a line a comment:
+//!
+//! ```text
+//! lab 2 "The syscall bounce"
+//! allowed xen-lite/src/pv/bounce.rs xen-lite/src/pv/mod.rs
+//! answers lecture-notes/labs/answers/02-syscall-bounce.md
+//! part 2.1 "The bounce frame"
+//!   host xen-lite pv::bounce::tests:: 10        # every host test whose name starts so passes
+//!   boot pv-usertests/qemu 10                   # a boot test of `cargo xtask test`, by label
+//!   selftest "a #PF from ring 3 is bounced" 5   # the pv self-tests print `ok <this>`
+//!   answer "Why the virtual IF" 5               # a section of the answers file, filled in
+//!   hidden host xen-lite pv::bounce::hidden:: 10  # in the TA's tree only (LAB HIDDEN regions)
+//! ```
+
+use std::fmt;
+
+/// How an item is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Every host test of `krate` whose full name starts with `prefix` passes (at least one).
+    Host {
+        /// The package (`xen-lite`, `pv-guest`, `hypercall-abi`, `xtask`).
+        krate: String,
+        /// The test-name prefix (`pv::bounce::tests::`).
+        prefix: String,
+    },
+    /// The boot test with this label (`name/emulator`) passes.
+    Boot(String),
+    /// The pv self-tests (`domain=tests`, in Bochs) print `ok <line>`.
+    Selftest(String),
+    /// The answers file has this section (`## <title>`), filled in.
+    Answer(String),
+}
+
+/// One graded item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// The part it belongs to (`2.1`).
+    pub part: String,
+    /// How it is checked.
+    pub check: Check,
+    /// What it is worth.
+    pub points: u32,
+    /// Only in the TA's tree: a handout leaves its tests out.
+    pub hidden: bool,
+}
+
+/// A lab.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Its number.
+    pub lab: u32,
+    /// Its title.
+    pub title: String,
+    /// The files a student may change.
+    pub allowed: Vec<String>,
+    /// The answers file, if the lab has one.
+    pub answers: Option<String>,
+    /// `(part, title)` in order.
+    pub parts: Vec<(String, String)>,
+    /// Every item, in order.
+    pub items: Vec<Item>,
+}
+
+impl Manifest {
+    /// Points the lab is worth.
+    pub fn total(&self) -> u32 {
+        self.items.iter().map(|i| i.points).sum()
+    }
+}
+
+/// A manifest that cannot be read, with its line (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestError {
+    /// The line.
+    pub line: usize,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.what)
+    }
+}
+
+/// The words of a line: spaces separate, `"..."` groups, `#` starts a comment.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '#' {
+            break;
+        } else if c == '"' {
+            chars.next();
+            let mut word = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some(c) => word.push(c),
+                    None => return Err("a quoted word is never closed".into()),
+                }
+            }
+            words.push(word);
+        } else {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+            words.push(word);
+        }
+    }
+    Ok(words)
+}
+
+/// Reads a manifest.
+pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    let mut manifest = Manifest::default();
+    let mut seen_lab = false;
+    for (i, line) in text.lines().enumerate() {
+        let error = |what: String| ManifestError { line: i + 1, what };
+        let mut words = words(line).map_err(error)?;
+        if words.is_empty() {
+            continue;
+        }
+        let hidden = words[0] == "hidden";
+        if hidden {
+            words.remove(0);
+        }
+        let points = |words: &[String]| -> Result<u32, ManifestError> {
+            let last = words.last().ok_or_else(|| error("missing points".into()))?;
+            last.parse().map_err(|_| error(format!("`{last}` is not a number of points")))
+        };
+        let check = match (words[0].as_str(), words.len()) {
+            ("lab", 3) => {
+                manifest.lab = words[1]
+                    .parse()
+                    .map_err(|_| error(format!("lab `{}` is not a number", words[1])))?;
+                manifest.title = words[2].clone();
+                seen_lab = true;
+                None
+            }
+            ("allowed", n) if n > 1 => {
+                manifest.allowed.extend(words[1..].iter().cloned());
+                None
+            }
+            ("answers", 2) => {
+                manifest.answers = Some(words[1].clone());
+                None
+            }
+            ("part", 3) => {
+                let part = &words[1];
+                let lab_of = part.split('.').next().and_then(|n| n.parse::<u32>().ok());
+                if !seen_lab || lab_of != Some(manifest.lab) {
+                    return Err(error(format!(
+                        "part `{part}` is not a part of lab {}",
+                        manifest.lab
+                    )));
+                }
+                manifest.parts.push((part.clone(), words[2].clone()));
+                None
+            }
+            ("host", 4) => Some(Check::Host { krate: words[1].clone(), prefix: words[2].clone() }),
+            ("boot", 3) => Some(Check::Boot(words[1].clone())),
+            ("selftest", 3) => Some(Check::Selftest(words[1].clone())),
+            ("answer", 3) => Some(Check::Answer(words[1].clone())),
+            (word, _) => {
+                return Err(error(format!(
+                    "`{word}` with {} words is not a manifest statement",
+                    words.len()
+                )))
+            }
+        };
+        if let Some(check) = check {
+            if matches!(check, Check::Answer(_)) && manifest.answers.is_none() {
+                return Err(error("an `answer` item needs an `answers` file first".into()));
+            }
+            let part = manifest.parts.last().map(|(p, _)| p.clone());
+            let part = part.ok_or_else(|| error("an item before any `part`".into()))?;
+            manifest.items.push(Item { part, check, points: points(&words)?, hidden });
+        }
+    }
+    if !seen_lab {
+        return Err(ManifestError { line: 1, what: "no `lab N \"title\"` line".into() });
+    }
+    if manifest.allowed.is_empty() {
+        return Err(ManifestError { line: 1, what: "no `allowed` files".into() });
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = "# a lab\nlab 2 \"The syscall bounce\"\nallowed a/b.rs c/d.rs\nanswers answers/02.md\npart 2.1 \"The frame\"\n  host xen-lite pv::bounce::tests:: 10\n  boot pv-usertests/qemu 10 # comment\n  selftest \"a #PF is bounced\" 5\npart 2.2 \"Why\"\n  answer \"Why the virtual IF\" 5\n  hidden host xen-lite pv::bounce::hidden:: 7\n";
+
+    #[test]
+    fn a_manifest_reads_into_parts_and_items() {
+        let m = parse(LAB).unwrap();
+        assert_eq!((m.lab, m.title.as_str()), (2, "The syscall bounce"));
+        assert_eq!(m.allowed, ["a/b.rs", "c/d.rs"]);
+        assert_eq!(m.answers.as_deref(), Some("answers/02.md"));
+        assert_eq!(m.parts.len(), 2);
+        assert_eq!(m.items.len(), 5);
+        assert_eq!(m.items[2].check, Check::Selftest("a #PF is bounced".into()));
+        assert_eq!(
+            (m.items[4].part.as_str(), m.items[4].hidden, m.items[4].points),
+            ("2.2", true, 7)
+        );
+        assert_eq!(m.total(), 37);
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_line() {
+        let cases = [
+            ("lab 2 \"x\"\nallowed a\nhost xen-lite p 1\n", "line 3: an item before any `part`"),
+            (
+                "lab 2 \"x\"\nallowed a\npart 3.1 \"y\"\n",
+                "line 3: part `3.1` is not a part of lab 2",
+            ),
+            (
+                "lab 2 \"x\"\nallowed a\npart 2.1 \"y\"\nboot t ten\n",
+                "line 4: `ten` is not a number",
+            ),
+            ("lab 2 \"x\"\nallowed a\npart 2.1 \"y\"\nanswer \"s\" 1\n", "needs an `answers` file"),
+            ("lab 2 \"x\nallowed a\n", "line 1: a quoted word is never closed"),
+            ("allowed a\n", "no `lab N"),
+            ("lab 2 \"x\"\n", "no `allowed` files"),
+            ("lab 2 \"x\"\nallowed a\nfrobnicate 1\n", "line 3: `frobnicate`"),
+        ];
+        for (text, what) in cases {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(what), "{text:?}: {error}");
+        }
+    }
+}

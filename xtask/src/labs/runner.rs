@@ -1,0 +1,84 @@
+//! The boots a grading needs: each `boot` item's test from the boot-test table, and one run of
+//! the pv self-tests for every `selftest` item, two at a time as `cargo xtask test` does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::grade::describe;
+use super::manifest::{Check, Item};
+use crate::artifacts;
+use crate::boot_tests::{self, BootTest, Bundle};
+use crate::cli::{Emulator, TestOptions};
+
+/// The self-tests' boot: the pv kernel's `tests` workload beside a bystander (as the
+/// `pv-selftest` boot test runs it), in Bochs.
+const SELFTESTS: &str = "mode=pv domain=tests domain=counter umip=off";
+
+/// `describe(check) → (passed, detail)` for every boot and self-test item.
+pub fn boots(
+    items: &[&Item],
+    timeout: Duration,
+) -> Result<BTreeMap<String, (bool, String)>, String> {
+    let table = boot_tests::all();
+    let mut results = BTreeMap::new();
+    let wanted: Vec<&Item> = items
+        .iter()
+        .copied()
+        .filter(|i| matches!(i.check, Check::Boot(_) | Check::Selftest(_)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(results);
+    }
+    let artifacts = match artifacts::build(false) {
+        Ok(artifacts) => artifacts,
+        Err(error) => {
+            let why = format!("the tree does not build: {}", error.lines().next().unwrap_or(""));
+            for item in wanted {
+                results.insert(describe(&item.check), (false, why.clone()));
+            }
+            return Ok(results);
+        }
+    };
+    let options = TestOptions { filter: None, timeout, jobs: 2, release: false };
+    for item in &wanted {
+        let Check::Boot(label) = &item.check else { continue };
+        let verdict = match table.iter().find(|t| &t.label() == label) {
+            None => (false, format!("no boot test is labelled {label}")),
+            Some(test) => {
+                let (ok, report, _) = crate::test::run_one(test, &artifacts, &options);
+                let first = report.lines().next().unwrap_or("").to_string();
+                (ok, first.trim_start_matches("PASS  ").trim_start_matches("FAIL  ").to_string())
+            }
+        };
+        results.insert(describe(&item.check), verdict);
+    }
+    if wanted.iter().any(|i| matches!(i.check, Check::Selftest(_))) {
+        let test = BootTest {
+            name: "lab-selftests",
+            emulator: Emulator::Bochs,
+            bundle: Bundle::Cmdline(SELFTESTS),
+            expect: &[],
+            status: 0,
+        };
+        let console = crate::test::console_of(&test, &artifacts, &options);
+        for item in &wanted {
+            let Check::Selftest(line) = &item.check else { continue };
+            let verdict = match &console {
+                Err(error) => (false, error.clone()),
+                Ok(console) => {
+                    let ok = format!("[dom0] ok {line}");
+                    let failed = format!("[dom0] FAIL {line}");
+                    if console.lines().any(|l| l.trim_end() == ok) {
+                        (true, "the self-test says ok".into())
+                    } else if let Some(why) = console.lines().find(|l| l.starts_with(&failed)) {
+                        (false, why.to_string())
+                    } else {
+                        (false, "the self-test never ran to this line".into())
+                    }
+                }
+            };
+            results.insert(describe(&item.check), verdict);
+        }
+    }
+    Ok(results)
+}
