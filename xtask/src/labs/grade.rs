@@ -279,16 +279,7 @@ fn grading_copy(
     let copy = root().join("target/grade").join(name);
     let _ = fs::remove_dir_all(&copy);
     fs::create_dir_all(&copy).map_err(|e| e.to_string())?;
-    let status = Command::new("cp")
-        .args(["-a", "--no-target-directory"])
-        .arg(pristine)
-        .arg(&copy)
-        .status()
-        .map_err(|e| format!("cannot run cp: {e}"))?;
-    if !status.success() {
-        return Err(format!("cannot copy {} to {}", pristine.display(), copy.display()));
-    }
-    let _ = fs::remove_dir_all(copy.join("target"));
+    copy_sources(pristine, &copy)?;
     for file in labs.iter().flat_map(|m| &m.allowed) {
         let Ok(mine) = fs::read_to_string(student.join(file)) else { continue };
         let theirs = fs::read_to_string(pristine.join(file)).unwrap_or_default();
@@ -307,6 +298,27 @@ fn grading_copy(
     std::os::unix::fs::symlink(&builder, copy.join("target/image-builder"))
         .map_err(|e| format!("cannot link the image builder: {e}"))?;
     Ok(copy)
+}
+
+/// Copies the tree `from` to `to`, leaving out build output (`target/`) and `.git`.
+fn copy_sources(from: &Path, to: &Path) -> Result<(), String> {
+    for entry in fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(&name));
+        let kind = entry.file_type().map_err(|e| e.to_string())?;
+        if kind.is_dir() {
+            fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+            copy_sources(&source, &target)?;
+        } else if kind.is_file() {
+            fs::copy(&source, &target)
+                .map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Grades `copy` by running `cargo xtask grade --here --json` in it.
