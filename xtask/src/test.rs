@@ -72,6 +72,20 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if wanted("gdb-walkthrough/qemu") {
         gdb_walkthrough(options, &mut tally);
     }
+    for manifest in crate::labs::manifests(&crate::process::root()).unwrap_or_default() {
+        let full = format!("lab-{}-full-marks", manifest.lab);
+        if wanted(&full) {
+            lab_check(
+                &full,
+                crate::labs::grade::full_marks(&manifest, options.timeout),
+                &mut tally,
+            );
+        }
+        let zero = format!("lab-{}-handout-scores-0", manifest.lab);
+        if wanted(&zero) {
+            lab_check(&zero, crate::labs::grade::handout_scores_zero(&manifest), &mut tally);
+        }
+    }
     if wanted("bench-quick") {
         bench_quick(options, &mut tally);
     }
@@ -85,6 +99,20 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     );
     println!("{} passed, {} failed{skipped}", tally.passed, tally.failed);
     Ok(if tally.failed == 0 { 0 } else { 1 })
+}
+
+/// One lab check's line.
+fn lab_check(name: &str, result: Result<String, String>, tally: &mut Tally) {
+    match result {
+        Ok(detail) => {
+            tally.passed += 1;
+            println!("PASS  {name} ({detail})");
+        }
+        Err(problem) => {
+            tally.failed += 1;
+            println!("FAIL  {name}: {problem}");
+        }
+    }
 }
 
 /// `cargo xtask bench --quick`, checked: every setup boots and reports; the transition counts

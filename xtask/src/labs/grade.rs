@@ -433,6 +433,74 @@ fn changes_outside_of_copy(student: &Path, labs: &[Manifest]) -> Result<Vec<Stri
     outside
 }
 
+/// CI's first check of a lab: the full tree (solutions, hidden tests, model answers) earns
+/// every point.
+pub fn full_marks(manifest: &Manifest, timeout: Duration) -> Result<String, String> {
+    let options = GradeOptions {
+        labs: vec![manifest.lab],
+        json: false,
+        submissions: None,
+        here: true,
+        timeout,
+    };
+    let results = run_items(&root(), std::slice::from_ref(manifest), &options)?;
+    let result = &results[0];
+    let missed: Vec<String> = result
+        .outcomes
+        .iter()
+        .filter(|o| o.earned < o.item.points)
+        .map(|o| format!("[{}] {}: {}", o.item.part, describe(&o.item.check), o.detail))
+        .collect();
+    if missed.is_empty() {
+        Ok(format!("{}/{}", result.score(), manifest.total()))
+    } else {
+        Err(format!(
+            "{}/{}; missed:\n      {}",
+            result.score(),
+            manifest.total(),
+            missed.join("\n      ")
+        ))
+    }
+}
+
+/// CI's second check of a lab: its handout, graded by its own `cargo xtask grade`, earns
+/// nothing, and names every item it failed.
+pub fn handout_scores_zero(manifest: &Manifest) -> Result<String, String> {
+    let dir = root().join(format!("target/labs/handout-{}", manifest.lab));
+    let _ = fs::remove_dir_all(&dir);
+    super::handout::handout(&[manifest.lab], &dir)?;
+    // The slow image builder is this tree's, as a TA's machine would share it.
+    let builder = root().join("target/image-builder");
+    fs::create_dir_all(&builder).map_err(|e| e.to_string())?;
+    fs::create_dir_all(dir.join("target")).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(&builder, dir.join("target/image-builder"))
+        .map_err(|e| e.to_string())?;
+    let output = Command::new("cargo")
+        .args(["xtask", "grade", "--lab", &manifest.lab.to_string(), "--json"])
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .map_err(|e| format!("cannot run the handout's grader: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout.lines().rev().find(|l| l.starts_with("{\"score\"")).ok_or_else(|| {
+        format!(
+            "the handout's grader printed no score:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let results = from_json(json, std::slice::from_ref(manifest))?;
+    let result = &results[0];
+    let unnamed = result.outcomes.iter().filter(|o| o.detail.trim().is_empty()).count();
+    if result.score() != 0 || output.status.success() {
+        return Err(format!("the handout scores {}/{}", result.score(), manifest.total()));
+    }
+    if unnamed > 0 {
+        return Err(format!("{unnamed} failed items say nothing about why"));
+    }
+    let _ = fs::remove_dir_all(&dir);
+    Ok(format!("0/{}, every item failed with a reason", manifest.total()))
+}
+
 /// Runs every item of `labs` in `tree` (as it is).
 fn run_items(
     tree: &Path,
