@@ -95,6 +95,10 @@ pub enum Workload {
     Attack(ProgramName),
     /// The bystander of `attack=read-guest-visible-stacks`: page faults with marked registers.
     SecretFaults,
+    // LAB HIDDEN BEGIN
+    /// The labs' hidden self-tests (`lab-hidden`), which handouts do not contain.
+    LabHidden,
+    // LAB HIDDEN END
     /// The seeded hypercall fuzzer: `fuzz=SEED:COUNT`.
     Fuzz {
         /// The seed.
@@ -172,6 +176,9 @@ impl Args {
                 ("triple-fault", None) => Workload::TripleFault,
                 ("event-cost", None) => Workload::EventCost,
                 ("secret-faults", None) => Workload::SecretFaults,
+                // LAB HIDDEN BEGIN
+                ("lab-hidden", None) => Workload::LabHidden,
+                // LAB HIDDEN END
                 ("fuzz", Some(value)) => {
                     let (seed, count) =
                         value.split_once(':').ok_or(ArgsError::BadOption("fuzz"))?;

@@ -443,6 +443,23 @@ fn pv() -> Vec<BootTest> {
             "cannot take a 40-byte bounce frame",
         ),
     ];
+    // LAB HIDDEN BEGIN
+    // The labs' hidden checks (`lecture-notes/labs/*.lab`, `hidden boot` items): graded in the
+    // TA's tree, absent from handouts.
+    tests.push(BootTest {
+        name: "lab-1-hidden",
+        emulator: Emulator::Bochs,
+        bundle: Bundle::Cmdline("mode=pv domain=lab-hidden"),
+        expect: &[
+            "[dom0] ok lab 1: set_trap_table of 257 entries is EINVAL",
+            "[dom0] ok lab 1: a refused table changed nothing (#BP still reaches the kernel's handler)",
+            "[dom0] ok lab 1: stack_switch with no room below the top is EFAULT",
+            "[dom0] ok lab 1: console_io of 0 bytes returns 0",
+            "[dom0] tests: 4 passed, 0 failed",
+        ],
+        status: 0,
+    });
+    // LAB HIDDEN END
     tests.push(BootTest {
         name: "pv-syscall-fast-path-on-a-page-table",
         emulator: Emulator::Bochs,

@@ -46,6 +46,9 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::EventCost => demo::event_cost(),
         Workload::Attack(name) => return attacks::run(info, name.as_str()),
         Workload::Fuzz { seed, count } => return fuzz::run(info, seed, count),
+        // LAB HIDDEN BEGIN
+        Workload::LabHidden => return selftest::lab_hidden(info),
+        // LAB HIDDEN END
         Workload::SecretFaults => {
             attacks::secret_faults();
             Ok(())

@@ -54,6 +54,10 @@ fn valid_code_address(domain: &Domain, address: u64) -> bool {
 #[inline(never)]
 #[unsafe(no_mangle)]
 fn do_set_trap_table(domain: &mut Domain, table: u64) -> Result {
+    // LAB 1.1 BEGIN: install the guest's virtual IDT: copy in TrapInfo records from `table` until one has address 0, all or nothing
+    // Hint: read each record with `domain.read(at)?` (a typed copy-in: never the guest's bytes in place); a null `table` clears the IDT.
+    // Hint: a handler must lie in the domain's memory (`valid_code_address`), and more than 256 records is EINVAL; a refused table changes nothing.
+    // Hint: the `int 0x80` entry with DPL 3 becomes the fast trap (`PvState::fast_trap`).
     let mut traps = [TrapHandler::default(); 256];
     if table != 0 {
         for index in 0..=256u64 {
@@ -74,6 +78,7 @@ fn do_set_trap_table(domain: &mut Domain, table: u64) -> Result {
     pv.fast_trap = (fast.address != 0 && fast.dpl == 3).then_some(fast.address);
     pv.traps = traps;
     Ok(0)
+    // LAB 1.1 END
 }
 
 /// `stack_switch(ss, rsp)`: the ring-1 stack for bounces from ring 3. `ss` must be the guest
@@ -82,6 +87,9 @@ fn do_set_trap_table(domain: &mut Domain, table: u64) -> Result {
 #[inline(never)]
 #[unsafe(no_mangle)]
 fn do_stack_switch(domain: &mut Domain, ss: u64, rsp: u64) -> Result {
+    // LAB 1.2 BEGIN: register the ring-1 stack bounces from ring 3 use, after checking the selector and that a bounce frame fits below `rsp` in the domain
+    // Hint: `guest_offset` says whether a guest range is the domain's (EFAULT if not).
+    // Hint: the fast path reads the stack too: call `PvState::update_fast_syscall` after any change.
     if ss != u64::from(GUEST_KERNEL_DS.bits()) {
         return Err(Errno::EINVAL);
     }
@@ -92,6 +100,7 @@ fn do_stack_switch(domain: &mut Domain, ss: u64, rsp: u64) -> Result {
     pv.kernel_stack = Some(rsp);
     pv.update_fast_syscall(shared_info_gfn);
     Ok(0)
+    // LAB 1.2 END
 }
 
 /// `set_callbacks(event, failsafe, syscall, no_delivery_start, no_delivery_end)`.
@@ -102,6 +111,8 @@ fn do_set_callbacks(
     domain: &mut Domain,
     [event, failsafe, syscall, start, end]: [u64; 5],
 ) -> Result {
+    // LAB 1.3 BEGIN: record the event, failsafe and syscall callbacks and the no-delivery window, refusing any address outside the domain
+    // Hint: 0 means "no callback" and is allowed; a window must not be reversed or longer than NO_DELIVERY_MAX.
     let bad = |address: u64| address != 0 && !valid_code_address(domain, address);
     let window_bad = start > end || end - start > NO_DELIVERY_MAX || bad(start) || bad(end);
     if bad(event) || bad(failsafe) || bad(syscall) || window_bad {
@@ -115,6 +126,7 @@ fn do_set_callbacks(
     pv.update_fast_syscall(shared_info_gfn);
     pv.no_delivery = start..end;
     Ok(0)
+    // LAB 1.3 END
 }
 
 /// `set_timer_op(deadline_ns)`: a one-shot VIRQ_TIMER at `deadline_ns`; 0 cancels. A deadline
