@@ -74,6 +74,8 @@ fn recount(pages: &[PageInfo], memory: &Fake, base_pointer: Option<u64>) -> Vec<
     counts
 }
 
+// LAB HIDDEN BEGIN
+// Lab 3's hidden test: the page-type rules against a recount, over random request sequences.
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -112,6 +114,7 @@ proptest! {
         }
     }
 }
+// LAB HIDDEN END
 
 /// Guest memory for the batch reader: readable only in `[start, end)`, holding `value(va)`.
 struct Memory {

@@ -199,6 +199,10 @@ impl<M: TableMemory> FrameTable<'_, M> {
     /// Takes a reference of type `wanted` on frame `index`, validating it if it becomes a
     /// page table now.
     pub fn get_type(&mut self, index: u64, wanted: PageType) -> Result<(), MmError> {
+        // LAB 3.1 BEGIN: take a reference of type `wanted` on frame `index`: a second reference of the same type only counts, a different type is a conflict, and the first reference of a table type validates the table
+        // Hint: claim the type before validating, so a table that names itself at another level is a conflict rather than a silent retype.
+        // Hint: a failed validation must leave the frame exactly as it was (`validate` undoes its own references).
+        // Hint: a frame that becomes an L4 gets xen-lite's reserved slots (`install_reserved`).
         let frame = self.frame(index);
         let info = *self.info(index);
         if info.type_count > 0 {
@@ -221,6 +225,7 @@ impl<M: TableMemory> FrameTable<'_, M> {
             self.install_reserved(index);
         }
         Ok(())
+        // LAB 3.1 END
     }
 
     /// Writes xen-lite's level-4 slots into a frame that has just become an L4 (so the guest has
@@ -278,6 +283,8 @@ impl<M: TableMemory> FrameTable<'_, M> {
 
     /// Takes the references a present entry at `level` needs.
     fn take_entry(&mut self, level: u8, entry: u64) -> Result<(), MmError> {
+        // LAB 3.2 BEGIN: take the references a present entry of a level-`level` table needs: a table entry types its target as the next level down, a writable leaf types its target Writable, a read-only leaf only counts a reference
+        // Hint: a non-present entry needs nothing; a superpage (HUGE above level 1) is refused; a frame outside the domain is refused by `self.index`.
         if entry & PRESENT == 0 {
             return Ok(());
         }
@@ -293,6 +300,7 @@ impl<M: TableMemory> FrameTable<'_, M> {
                 Ok(())
             }
         }
+        // LAB 3.2 END
     }
 
     /// Releases what [`Self::take_entry`] took.
@@ -311,6 +319,9 @@ impl<M: TableMemory> FrameTable<'_, M> {
     /// Writes `value` into slot `slot` of the page table in frame `index`: validates the new
     /// entry, then releases the old one.
     pub fn update_entry(&mut self, index: u64, slot: usize, value: u64) -> Result<(), MmError> {
+        // LAB 3.3 BEGIN: write `value` into slot `slot` of the page table in frame `index`, keeping every reference count right
+        // Hint: only a frame typed as a table (with a count) can be updated, and never in xen-lite's reserved L4 slots.
+        // Hint: validate the new entry before releasing the old one: the other order can free a table the new entry still needs.
         let info = *self.info(index);
         let level = info
             .page_type
@@ -325,6 +336,7 @@ impl<M: TableMemory> FrameTable<'_, M> {
         self.drop_entry(level, old);
         self.memory.set_entry(index, slot, value);
         Ok(())
+        // LAB 3.3 END
     }
 
     /// Pins frame `index` as a table of `table` type.
