@@ -63,6 +63,9 @@ impl Pic {
     /// say "single PIC" or "no ICW4"; the guest kernel never does, so ICW3 and ICW4 are always
     /// expected.)
     fn data(&mut self, value: u8) {
+        // LAB 4.1 BEGIN: emulate a write to the PIC's data port: the initialisation words ICW2, ICW3, ICW4 in turn after an ICW1, then the interrupt mask (OCW1)
+        // Hint: ICW2 holds the vector of IRQ 0 in its top five bits; ICW3 and ICW4 need no state here.
+        // Hint: see the 8259A datasheet's initialisation flowchart, or OSDev's "8259 PIC" page.
         self.step = match self.step {
             InitStep::Icw2 => {
                 self.vector_base = Some(value & 0xf8);
@@ -75,6 +78,7 @@ impl Pic {
                 InitStep::Ready
             }
         };
+        // LAB 4.1 END
     }
 }
 
@@ -192,22 +196,29 @@ impl Devices {
 
     /// `ns` of time passed: the PIT may request IRQ 0.
     pub fn advance(&mut self, ns: u64) {
+        // LAB 4.2 BEGIN: let `ns` of time pass on the PIT: when a whole period has gone by, request IRQ 0 (once, however many periods passed)
+        // Hint: a PIT that was never given a divisor counts nothing (`period_ns`).
+        // Hint: keep the remainder of the period, so ticks stay evenly spaced.
         let Some(period) = self.period_ns() else { return };
         self.elapsed_ns += ns;
         if self.elapsed_ns >= period {
             self.elapsed_ns %= period;
             self.requested = true;
         }
+        // LAB 4.2 END
     }
 
     /// The vector of an interrupt the PIC would deliver now, if any: IRQ 0 requested, not
     /// masked, not still in service, and the PIC initialised.
     pub fn deliverable(&self) -> Option<u8> {
+        // LAB 4.3 BEGIN: the vector the PIC would raise now: IRQ 0 requested, not masked, not still in service (no EOI yet), and the PIC initialised
+        // Hint: the vector is the master PIC's ICW2 base plus the IRQ number (0).
         let unmasked = self.master.mask & 1 == 0;
         match self.master.vector_base {
             Some(base) if self.requested && unmasked && !self.in_service => Some(base),
             _ => None,
         }
+        // LAB 4.3 END
     }
 
     /// The interrupt [`Devices::deliverable`] named was delivered.
@@ -287,6 +298,46 @@ mod tests {
         assert_eq!(devices.deliverable(), None);
         assert!(!devices.can_interrupt());
     }
+
+    // LAB HIDDEN BEGIN
+    #[test]
+    fn hidden_a_divisor_of_zero_is_65536() {
+        let mut devices = programmed(100);
+        devices.write(PIT_COMMAND, 0x34).unwrap();
+        devices.write(PIT_CHANNEL0, 0).unwrap();
+        devices.write(PIT_CHANNEL0, 0).unwrap();
+        assert_eq!(devices.period_ns(), Some(0x1_0000 * 1_000_000_000 / PIT_INPUT_HZ));
+    }
+
+    #[test]
+    fn hidden_reinitialising_masks_everything_and_forgets_the_vector() {
+        let mut devices = programmed(100);
+        devices.advance(20_000_000);
+        devices.write(PIC1_COMMAND, 0x11).unwrap();
+        assert_eq!(devices.read(PIC1_DATA), Ok(0xff));
+        assert_eq!(devices.deliverable(), None);
+        for value in [0x40, 0x04, 0x01, 0xfe] {
+            devices.write(PIC1_DATA, value).unwrap();
+        }
+        assert_eq!(devices.deliverable(), Some(0x40), "the new base, the latched request");
+    }
+
+    #[test]
+    fn hidden_ticks_keep_their_spacing() {
+        let mut devices = programmed(1000);
+        let period = devices.period_ns().unwrap();
+        let mut delivered = 0;
+        for _ in 0..1000 {
+            devices.advance(period / 3 + 1);
+            if devices.deliverable().is_some() {
+                devices.acknowledge();
+                devices.write(PIC1_COMMAND, PIC_EOI).unwrap();
+                delivered += 1;
+            }
+        }
+        assert!((332..=334).contains(&delivered), "{delivered} ticks in 1000 thirds of a period");
+    }
+    // LAB HIDDEN END
 
     #[test]
     fn unknown_ports_and_modes_are_refused() {
