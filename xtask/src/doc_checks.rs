@@ -101,17 +101,22 @@ pub fn defines_or_implements(source: &str, name: &str) -> bool {
         })
 }
 
+/// Every `.md` file under `dir` (the notes, the labs' handouts and answers), recursively.
+fn markdown_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.is_dir() {
+            markdown_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+}
+
 /// Checks the references of every note and the README.
 pub fn note_references() -> CheckResult {
-    let mut docs: Vec<PathBuf> = fs::read_dir(root().join("lecture-notes"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "md"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut docs = Vec::new();
+    markdown_files(&root().join("lecture-notes"), &mut docs);
     docs.sort();
     docs.push(root().join("README.md"));
     let mut examined = 0;

@@ -389,18 +389,30 @@ fn submissions(dir: &Path, options: &GradeOptions) -> Result<u8, String> {
     for student in &students {
         let name =
             student.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let labs = if options.labs.is_empty() {
-            handout_labs(student).ok_or_else(|| {
-                format!("grade: {name} is not a handout (no {HANDOUT_FILE}) and no --lab given")
-            })?
-        } else {
-            options.labs.clone()
+        let graded = (|| -> Result<(Vec<String>, Vec<LabResult>), String> {
+            let labs = if options.labs.is_empty() {
+                handout_labs(student).ok_or_else(|| {
+                    format!("not a handout (no {HANDOUT_FILE}) and no --lab given")
+                })?
+            } else {
+                options.labs.clone()
+            };
+            let chosen: Vec<Manifest> =
+                manifests.iter().filter(|m| labs.contains(&m.lab)).cloned().collect();
+            let outside = changes_outside_of_copy(student, &chosen)?;
+            let copy = grading_copy(&root(), student, &chosen, &format!("submission-{name}"))?;
+            Ok((outside, grade_in(&copy, &labs, options)?))
+        })();
+        // One student's tree that cannot be graded is a row of the CSV, not the end of the run.
+        let (outside, results) = match graded {
+            Ok(graded) => graded,
+            Err(error) => {
+                println!("grade: {name}: cannot be graded: {error}");
+                let error = error.replace('"', "'").replace('\n', " ");
+                csv.push_str(&format!("{name},,0,,\"\",\"cannot be graded: {error}\"\n"));
+                continue;
+            }
         };
-        let chosen: Vec<Manifest> =
-            manifests.iter().filter(|m| labs.contains(&m.lab)).cloned().collect();
-        let outside = changes_outside_of_copy(student, &chosen)?;
-        let copy = grading_copy(&root(), student, &chosen, &format!("submission-{name}"))?;
-        let results = grade_in(&copy, &labs, options)?;
         for r in &results {
             let failed: Vec<String> = r
                 .outcomes
@@ -508,7 +520,7 @@ fn run_items(
     options: &GradeOptions,
 ) -> Result<Vec<LabResult>, String> {
     let items: Vec<&Item> = labs.iter().flat_map(|m| &m.items).collect();
-    let host = host_results(tree, &items);
+    let host = host_results(tree, &items, options.timeout);
     let boots = super::runner::boots(&items, options.timeout)?;
     let mut results = Vec::new();
     for manifest in labs {
@@ -538,6 +550,7 @@ fn run_items(
 fn host_results(
     tree: &Path,
     items: &[&Item],
+    timeout: Duration,
 ) -> BTreeMap<String, Result<BTreeMap<String, bool>, String>> {
     let mut crates: Vec<&str> = items
         .iter()
@@ -551,12 +564,11 @@ fn host_results(
     crates
         .into_iter()
         .map(|krate| {
-            let output = Command::new("cargo")
-                .args(["test", "-p", krate, "--no-fail-fast", "--color", "never"])
-                .current_dir(tree)
-                .output();
+            let mut command = Command::new("cargo");
+            command.args(["test", "-p", krate, "--no-fail-fast", "--color", "never"]);
+            let output = output_within(command.current_dir(tree), timeout);
             let result = match output {
-                Err(e) => Err(format!("cannot run cargo test: {e}")),
+                Err(e) => Err(format!("cargo test -p {krate}: {e}")),
                 Ok(output) => {
                     let stdout = String::from_utf8_lossy(&output.stdout);
                     let tests = parse_test_lines(&stdout);
@@ -575,6 +587,50 @@ fn host_results(
             (krate.to_string(), result)
         })
         .collect()
+}
+
+/// Runs `command` to its end, or kills it after `timeout` (a student's endless loop in a host
+/// test must not stall a whole class's grading).
+fn output_within(
+    command: &mut Command,
+    timeout: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(out) = out.as_mut() {
+            let _ = out.read_to_end(&mut text);
+        }
+        text
+    });
+    let error_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(err) = err.as_mut() {
+            let _ = err.read_to_end(&mut text);
+        }
+        text
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "did not finish in {} s",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = error_reader.join().unwrap_or_default();
+    Ok(std::process::Output { status, stdout, stderr })
 }
 
 /// `test a::b ... ok` / `... FAILED` lines (a panic inside a test, a `todo!` included, is a
@@ -631,8 +687,20 @@ pub fn section<'a>(text: &'a str, title: &str) -> Option<&'a str> {
     text.get(from..(from + len).min(text.len()))
 }
 
-/// An answer counts when its section exists, says at least twenty words, and no longer holds
-/// the template's `TODO`.
+/// The words of `answer` on lines the template's section does not have: what the student
+/// wrote, not the question.
+pub fn own_words(answer: &str, template: &str) -> usize {
+    let given: Vec<&str> = template.lines().map(str::trim).collect();
+    answer
+        .lines()
+        .map(str::trim)
+        .filter(|line| !given.contains(line))
+        .map(|line| line.split_whitespace().count())
+        .sum()
+}
+
+/// An answer counts when its section exists, no longer holds the template's `TODO`, and says
+/// at least twenty words of its own (the template's question text does not count).
 fn answer_verdict(tree: &Path, manifest: &Manifest, title: &str) -> (bool, String) {
     let Some(file) = &manifest.answers else {
         return (false, "the lab has no answers file".into());
@@ -640,11 +708,15 @@ fn answer_verdict(tree: &Path, manifest: &Manifest, title: &str) -> (bool, Strin
     let Ok(text) = fs::read_to_string(tree.join(file)) else {
         return (false, format!("{file} is missing"));
     };
+    let template = fs::read_to_string(tree.join(super::answers_template(file))).unwrap_or_default();
+    let asked = section(&template, title).unwrap_or("");
     match section(&text, title) {
         None => (false, format!("{file} has no section \"## {title}\"")),
         Some(body) if body.contains("TODO") => (false, "still says TODO".into()),
-        Some(body) if body.split_whitespace().count() < 20 => (false, "fewer than 20 words".into()),
-        Some(body) => (true, format!("{} words", body.split_whitespace().count())),
+        Some(body) if own_words(body, asked) < 20 => {
+            (false, "fewer than 20 words of your own".into())
+        }
+        Some(body) => (true, format!("{} words", own_words(body, asked))),
     }
 }
 
@@ -682,6 +754,15 @@ mod tests {
         assert_eq!(section(text, "Why").map(str::trim), Some("Because.\nMore."));
         assert_eq!(section(text, "Next").map(str::trim), Some("TODO"));
         assert_eq!(section(text, "Absent"), None);
+    }
+
+    #[test]
+    fn the_question_is_not_the_answer() {
+        let template = "Why is the sky blue? Say which wavelengths scatter and why.\n\nTODO\n";
+        let lazy = "Why is the sky blue? Say which wavelengths scatter and why.\n\n";
+        assert_eq!(own_words(lazy, template), 0);
+        let real = format!("{lazy}Short wavelengths scatter more (Rayleigh), so blue light\nreaches us from every direction.\n");
+        assert_eq!(own_words(&real, template), 13);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The boots a grading needs: each `boot` item's test from the boot-test table, and one run of
-//! the pv self-tests for every `selftest` item, two at a time as `cargo xtask test` does.
+//! the pv self-tests for every `selftest` item, one after another.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
