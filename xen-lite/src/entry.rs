@@ -167,6 +167,14 @@ nmi_entry:
 syscall_entry:
     mov [rip + {syscall_scratch} + {user_rsp}], rsp
     mov [rip + {syscall_scratch} + {user_rip}], rcx
+    // LAB 2.4 BEGIN: the fast path: bounce the call into the guest's callback without leaving its address space (no CR3 write, no entry into xen-lite proper)
+    // Hint: build the bounce frame on the domain's `stack_switch` stack through the guest's own page tables, then an iretq frame into the callback in ring 1.
+    // Hint: a fault between syscall_fast_start and syscall_fast_end is replayed through the slow path (trap.rs), so no check is needed here.
+    // Handout: jmp 8f                               // always the slow path, until the fast one is written
+    // Handout: .global syscall_fast_start
+    // Handout: syscall_fast_start:
+    // Handout: .global syscall_fast_end
+    // Handout: syscall_fast_end:
     mov rsp, [rip + {syscall_fast} + {fast_stack}]
     test rsp, rsp
     jz 8f                               // no fast path for this domain
@@ -196,6 +204,7 @@ syscall_fast_end:                       // no more accesses to guest memory but 
     mov rcx, [rip + {syscall_scratch} + {user_rip}]
     inc qword ptr [rip + {syscall_scratch} + {fast_bounces}]
     iretq
+    // LAB 2.4 END
 
     // Slow path: build the frame an interrupt from ring 3 would have left, on the entry stack,
     // and join the common path (xen-lite's CR3, `pv::handle`).

@@ -73,6 +73,9 @@ pub fn describe(check: &Check) -> String {
         Check::Boot(label) => format!("boot {label}"),
         Check::Selftest(line) => format!("selftest \"{line}\""),
         Check::Answer(section) => format!("answer \"{section}\""),
+        Check::Bench { workload, path, field, per_op } => {
+            format!("bench {workload} {path}: {per_op} {field} per operation")
+        }
     }
 }
 
@@ -532,7 +535,7 @@ fn run_items(
                     Check::Host { krate, prefix } => {
                         host_verdict(&host, krate, prefix, item.hidden)
                     }
-                    Check::Boot(_) | Check::Selftest(_) => boots
+                    Check::Boot(_) | Check::Selftest(_) | Check::Bench { .. } => boots
                         .get(&describe(&item.check))
                         .cloned()
                         .unwrap_or((false, "not run".into())),

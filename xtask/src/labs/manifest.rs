@@ -11,6 +11,7 @@
 //!   boot pv-usertests/qemu 10                   # a boot test of `cargo xtask test`, by label
 //!   selftest "a #PF from ring 3 is bounced" 5   # the pv self-tests print `ok <this>`
 //!   answer "Why the virtual IF" 5               # a section of the answers file, filled in
+//!   bench null-syscall syscall cr3 0 10         # pv in QEMU (quick bench): CR3 writes per op
 //!   hidden host xen-lite pv::bounce::hidden:: 10  # in the TA's tree only (LAB HIDDEN regions)
 //! ```
 
@@ -32,6 +33,18 @@ pub enum Check {
     Selftest(String),
     /// The answers file has this section (`## <title>`), filled in.
     Answer(String),
+    /// In the quick bench of pv mode in QEMU, operation `workload`/`path` has exactly `per_op`
+    /// of `field` (`entries`, `cr3` or `exits`) per operation: an exact count.
+    Bench {
+        /// The bench workload (`null-syscall`).
+        workload: String,
+        /// Its path (`syscall`).
+        path: String,
+        /// Which count.
+        field: String,
+        /// How many per operation.
+        per_op: u64,
+    },
 }
 
 /// One graded item.
@@ -172,6 +185,21 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
             ("boot", 3) => Some(Check::Boot(words[1].clone())),
             ("selftest", 3) => Some(Check::Selftest(words[1].clone())),
             ("answer", 3) => Some(Check::Answer(words[1].clone())),
+            ("bench", 6) => {
+                let field = words[3].clone();
+                if !["entries", "cr3", "exits"].contains(&field.as_str()) {
+                    return Err(error(format!("bench field `{field}`: entries, cr3 or exits")));
+                }
+                let per_op = words[4]
+                    .parse()
+                    .map_err(|_| error(format!("`{}` is not a count per operation", words[4])))?;
+                Some(Check::Bench {
+                    workload: words[1].clone(),
+                    path: words[2].clone(),
+                    field,
+                    per_op,
+                })
+            }
             (word, _) => {
                 return Err(error(format!(
                     "`{word}` with {} words is not a manifest statement",

@@ -24,7 +24,7 @@ pub fn boots(
     let wanted: Vec<&Item> = items
         .iter()
         .copied()
-        .filter(|i| matches!(i.check, Check::Boot(_) | Check::Selftest(_)))
+        .filter(|i| matches!(i.check, Check::Boot(_) | Check::Selftest(_) | Check::Bench { .. }))
         .collect();
     if wanted.is_empty() {
         return Ok(results);
@@ -76,6 +76,36 @@ pub fn boots(
                         (false, why.to_string())
                     } else {
                         (false, "the self-test never ran to this line".into())
+                    }
+                }
+            };
+            results.insert(describe(&item.check), verdict);
+        }
+    }
+    if wanted.iter().any(|i| matches!(i.check, Check::Bench { .. })) {
+        let bench_options = crate::bench::BenchOptions {
+            out: crate::process::root().join("target/grade/bench"),
+            quick: true,
+            timeout,
+            kvm: false,
+        };
+        let lines = crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &bench_options);
+        for item in &wanted {
+            let Check::Bench { workload, path, field, per_op } = &item.check else { continue };
+            let verdict = match &lines {
+                Err(error) => (false, format!("the bench did not run: {error}")),
+                Ok(lines) => {
+                    match lines.iter().find(|l| &l.workload == workload && &l.path == path) {
+                        None => (false, format!("the bench printed no {workload} {path} line")),
+                        Some(line) => {
+                            let count = match field.as_str() {
+                                "entries" => line.entries,
+                                "cr3" => line.cr3,
+                                _ => line.exits,
+                            };
+                            let detail = format!("{count} {field} over {} operations", line.ops);
+                            (count == per_op * line.ops, detail)
+                        }
                     }
                 }
             };
