@@ -171,6 +171,8 @@ syscall_entry:
     // Hint: build the bounce frame on the domain's `stack_switch` stack through the guest's own page tables, then an iretq frame into the callback in ring 1.
     // Hint: a fault between syscall_fast_start and syscall_fast_end is replayed through the slow path (trap.rs), so no check is needed here.
     // Handout: jmp 8f                               // always the slow path, until the fast one is written
+    // Handout: // The operands the fast path uses (an unused one is a compile error): {syscall_fast} {fast_stack}
+    // Handout: // {fast_mask} {fast_callback} {fast_bounces} {frame_rflags} {ring1_cs} {ring1_ss} {keep_flags}
     // Handout: .global syscall_fast_start
     // Handout: syscall_fast_start:
     // Handout: .global syscall_fast_end
