@@ -75,7 +75,7 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     for manifest in crate::labs::manifests(&crate::process::root()).unwrap_or_default() {
         let full = format!("lab-{}-full-marks", manifest.lab);
         if wanted(&full) {
-            lab_check(
+            check_line(
                 &full,
                 crate::labs::grade::full_marks(&manifest, options.timeout),
                 &mut tally,
@@ -83,7 +83,7 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
         }
         let zero = format!("lab-{}-handout-scores-0", manifest.lab);
         if wanted(&zero) {
-            lab_check(&zero, crate::labs::grade::handout_scores_zero(&manifest), &mut tally);
+            check_line(&zero, crate::labs::grade::handout_scores_zero(&manifest), &mut tally);
         }
     }
     if wanted("bench-quick") {
@@ -101,8 +101,8 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     Ok(if tally.failed == 0 { 0 } else { 1 })
 }
 
-/// One lab check's line.
-fn lab_check(name: &str, result: Result<String, String>, tally: &mut Tally) {
+/// One check's `PASS  name (detail)` or `FAIL  name: problem` line, counted.
+fn check_line(name: &str, result: Result<String, String>, tally: &mut Tally) {
     match result {
         Ok(detail) => {
             tally.passed += 1;
@@ -121,15 +121,8 @@ fn lab_check(name: &str, result: Result<String, String>, tally: &mut Tally) {
 /// two runs of the same setup give identical counts, QEMU with icount and Bochs alike.
 fn bench_quick(options: &TestOptions, tally: &mut Tally) {
     use crate::bench::{self, BenchOptions, Measurement, Setup, MATRIX};
-    let mut check = |name: &str, result: Result<String, String>| match result {
-        Ok(detail) => {
-            tally.passed += 1;
-            println!("PASS  bench-quick: {name} ({detail})");
-        }
-        Err(problem) => {
-            tally.failed += 1;
-            println!("FAIL  bench-quick: {name}: {problem}");
-        }
+    let mut check = |name: &str, result: Result<String, String>| {
+        check_line(&format!("bench-quick: {name}"), result, tally);
     };
     let artifacts = match artifacts::build(options.release) {
         Ok(artifacts) => artifacts,
