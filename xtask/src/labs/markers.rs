@@ -176,11 +176,17 @@ pub fn handout(source: &str, labs: &[u32], is_rust: bool) -> Result<String, Mark
 mod tests {
     use super::*;
 
-    const SOURCE: &str = "fn frame() -> u64 {\n    // LAB 2.1 BEGIN: build the frame\n    // Hint: five words.\n    let x = 5;\n    x\n    // LAB 2.1 END\n}\nfn other() {\n    // LAB 1.1 BEGIN: other lab\n    one();\n    // LAB 1.1 END\n}\n// LAB HIDDEN BEGIN\n#[test]\nfn secret() {}\n// LAB HIDDEN END\n";
+    /// Test sources write a marker `#LAB`, so that a search of the tree for unbalanced
+    /// markers does not find these deliberately broken ones.
+    fn m(source: &str) -> String {
+        source.replace("#LAB ", "// LAB ")
+    }
+
+    const SOURCE: &str = "fn frame() -> u64 {\n    #LAB 2.1 BEGIN: build the frame\n    // Hint: five words.\n    let x = 5;\n    x\n    #LAB 2.1 END\n}\nfn other() {\n    #LAB 1.1 BEGIN: other lab\n    one();\n    #LAB 1.1 END\n}\n#LAB HIDDEN BEGIN\n#[test]\nfn secret() {}\n#LAB HIDDEN END\n";
 
     #[test]
     fn regions_are_found_with_their_instructions_and_hints() {
-        let regions = regions(SOURCE).unwrap();
+        let regions = regions(&m(SOURCE)).unwrap();
         assert_eq!(regions.len(), 3);
         assert_eq!(regions[0].part, "2.1");
         assert_eq!(regions[0].lab(), Some(2));
@@ -192,46 +198,46 @@ mod tests {
 
     #[test]
     fn a_handout_cuts_its_labs_and_every_hidden_region() {
-        let text = handout(SOURCE, &[2], true).unwrap();
-        assert!(text.contains(
-            "    // LAB 2.1: your code here.\n    // Instruction: build the frame\n    // Hint: five words.\n    todo!(\"LAB 2.1: build the frame\")\n}"
-        ));
+        let text = handout(&m(SOURCE), &[2], true).unwrap();
+        assert!(text.contains(&m(
+            "    #LAB 2.1: your code here.\n    // Instruction: build the frame\n    // Hint: five words.\n    todo!(\"LAB 2.1: build the frame\")\n}"
+        )));
         assert!(!text.contains("let x = 5"), "no solution left");
-        assert!(text.contains("// LAB 1.1 BEGIN: other lab\n    one();"), "other labs stay");
+        assert!(text.contains(&m("#LAB 1.1 BEGIN: other lab\n    one();")), "other labs stay");
         assert!(!text.contains("secret"), "hidden tests go");
         assert!(text.ends_with("}\n"));
     }
 
     #[test]
     fn assembly_regions_start_from_their_handout_lines() {
-        let asm = "    // LAB 2.3 BEGIN: the fast path\n    // Handout: jmp slow_path\n    mov rax, 1\n    // LAB 2.3 END\n";
+        let asm = "    #LAB 2.3 BEGIN: the fast path\n    // Handout: jmp slow_path\n    mov rax, 1\n    #LAB 2.3 END\n";
         assert_eq!(
-            handout(asm, &[2], false).unwrap(),
-            "    // LAB 2.3: your code here.\n    // Instruction: the fast path\n    jmp slow_path\n"
+            handout(&m(asm), &[2], false).unwrap(),
+            m("    #LAB 2.3: your code here.\n    // Instruction: the fast path\n    jmp slow_path\n")
         );
-        let bare = "// LAB 2.3 BEGIN: x\nmov rax, 1\n// LAB 2.3 END\n";
-        assert!(handout(bare, &[2], false).is_err());
+        let bare = "#LAB 2.3 BEGIN: x\nmov rax, 1\n#LAB 2.3 END\n";
+        assert!(handout(&m(bare), &[2], false).is_err());
     }
 
     #[test]
     fn malformed_markers_are_named_with_their_line() {
         let cases = [
-            ("// LAB 2.1 BEGIN: a\n", "never closed"),
-            ("// LAB 2.1 END\n", "without a BEGIN"),
-            ("// LAB 2.1 BEGIN: a\n// LAB 2.2 END\n", "closes LAB 2.1"),
-            ("// LAB two BEGIN: a\n", "not a lab part"),
-            ("// LAB 2.1 BEGIN\n// LAB 2.1 END\n", "needs an instruction"),
-            ("// LAB 2.1 BEGIN: a\n// LAB 2.2 BEGIN: b\n", "inside LAB 2.1"),
+            ("#LAB 2.1 BEGIN: a\n", "never closed"),
+            ("#LAB 2.1 END\n", "without a BEGIN"),
+            ("#LAB 2.1 BEGIN: a\n#LAB 2.2 END\n", "closes LAB 2.1"),
+            ("#LAB two BEGIN: a\n", "not a lab part"),
+            ("#LAB 2.1 BEGIN\n#LAB 2.1 END\n", "needs an instruction"),
+            ("#LAB 2.1 BEGIN: a\n#LAB 2.2 BEGIN: b\n", "inside LAB 2.1"),
         ];
         for (source, what) in cases {
-            let error = regions(source).unwrap_err();
+            let error = regions(&m(source)).unwrap_err();
             assert!(error.to_string().contains(what), "{source:?}: {error}");
         }
     }
 
     #[test]
     fn the_solution_is_the_source_untouched() {
-        assert_eq!(handout(SOURCE, &[], true).unwrap().matches("LAB 2.1").count(), 2);
-        assert!(!handout(SOURCE, &[], true).unwrap().contains("secret"));
+        assert_eq!(handout(&m(SOURCE), &[], true).unwrap().matches("LAB 2.1").count(), 2);
+        assert!(!handout(&m(SOURCE), &[], true).unwrap().contains("secret"));
     }
 }
