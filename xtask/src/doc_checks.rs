@@ -5,8 +5,8 @@
 //!   an item that file defines (a `fn`, type, trait, constant, module, macro, field or variant;
 //!   the segments before it must appear in the file too), reported with the note's file and
 //!   line, so the notes cannot silently rot;
-//! - no `//!` header says "for now", "so far", "later", "first step" or "not yet": a header
-//!   describes its file as it is;
+//! - no `//!` header uses a word of [`STALE_WORDS`] (words about a file's past or future): a
+//!   header describes its file as it is;
 //! - no source file of the kernels and the ABI is over 500 lines before its tests (the guest's
 //!   workloads excepted), so each file stays one job a student can read;
 //! - the page-table index formula and address mask are written once, in
