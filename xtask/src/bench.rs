@@ -36,6 +36,9 @@ pub struct BenchOptions {
     /// Also run pv and native (and vmx, if the host offers nested VMX) under QEMU+KVM, several
     /// times, and report cycles.
     pub kvm: bool,
+    /// Operations of the `console-write` workload (lab 7's: the tree's seed sets it,
+    /// `labs::params`).
+    pub console_writes: u64,
 }
 
 /// Runs per setup under KVM, for the median and spread of its cycle counts.
@@ -170,7 +173,7 @@ impl Measurement {
 /// is two: in and out).
 fn crossings_per_op(workload: &str) -> f64 {
     match workload {
-        "null-syscall" | "first-touch" | "context-switch" => 2.0,
+        "null-syscall" | "first-touch" | "context-switch" | "console-write" => 2.0,
         "fork-exit-wait" => 6.0, // fork, exit (in the child), wait
         _ => 0.0, // null-hypercall (one system call for all), domain-switch (in the kernel)
     }
@@ -266,7 +269,9 @@ pub fn boot(
     options: &BenchOptions,
 ) -> Result<Vec<Line>, String> {
     let scale = if options.quick { " scale=quick" } else { "" };
-    let cmdline = format!("mode={} domain=\"init bench{scale}\"", setup.mode.name());
+    let writes = options.console_writes;
+    let cmdline =
+        format!("mode={} domain=\"init bench{scale} writes={writes}\"", setup.mode.name());
     boot_cmdline(artifacts, setup, options, &cmdline, "bench")
 }
 
@@ -290,7 +295,8 @@ fn kvm(artifacts: &Artifacts, options: &BenchOptions) -> Result<Vec<Measurement>
         let mut runs: Vec<Vec<Line>> = Vec::new();
         for run in 1..=KVM_RUNS {
             println!("xtask: bench: {} mode under KVM, run {run}/{KVM_RUNS}...", mode.name());
-            let cmdline = format!("mode={} domain=\"init bench\"", mode.name());
+            let writes = options.console_writes;
+            let cmdline = format!("mode={} domain=\"init bench writes={writes}\"", mode.name());
             runs.push(boot_cmdline(artifacts, setup, options, &cmdline, "kvm")?);
         }
         for (index, line) in runs[0].iter().enumerate() {

@@ -16,18 +16,22 @@ usage:
       Host unit tests of every crate, then the boot tests in QEMU and Bochs.
       Ends with \"N passed, N failed[, N skipped]\".
   cargo xtask gdb    [--mode pv|native] [--guests A,B,...] [--port N] [--symbols ELF]... [--release]
-                     [--no-gdb | --batch FILE | --walkthrough [--record]] [-- XEN_LITE_CMDLINE_WORDS...]
+                     [--no-gdb | --batch FILE | --walkthrough [--record]] [--lab 0 [--seed S]]
+                     [-- XEN_LITE_CMDLINE_WORDS...]
       QEMU halted at its first instruction, gdb attached with the symbols of xen-lite and the
       guest kernel and the xl-* commands. --walkthrough runs the checked syscall walkthrough.
+      --lab 0 boots lab 0's machine (this handout's seed, or --seed S).
   cargo xtask bench  [--quick] [--out DIR] [--timeout SECS] [--emulator kvm]
       The syscall-path comparison: pv and native in QEMU (-icount), pv, vmx and native in Bochs;
       instructions per operation (counts, not time), entries, VM exits, CR3 writes, transitions;
       ratios and targets; results.json, results.csv and SVG charts in DIR (target/bench/).
       --emulator kvm adds pv and native (vmx with nested VMX) under QEMU+KVM: cycles, median of 5.
-  cargo xtask handout --lab N[,M...] --out DIR
+  cargo xtask handout --lab N[,M...] --out DIR [--seed S]
       The student tree for labs N, M...: their solutions cut out (todo!s with instructions and
-      hints), hidden tests removed, as a fresh git repository with one commit.
-  cargo xtask grade  [--lab N[,M...]] [--json] [--submissions DIR] [--timeout SECS]
+      hints), hidden tests removed, as a fresh git repository with one commit. --seed S gives
+      the student their own machine (lab 0's memory and domains, lab 7's workload size, the
+      hidden tests' random seed).
+  cargo xtask grade  [--lab N[,M...]] [--json] [--submissions DIR] [--timeout SECS] [--seed S]
       Scores labs against their manifests (lecture-notes/labs/*.lab): every item, then
       \"score: N/M\". In a handout it grades a copy with the pristine tests; --submissions
       grades every student tree in DIR and writes DIR/grades.csv.
@@ -109,7 +113,8 @@ pub enum Command {
     Bench(crate::bench::BenchOptions),
     Gdb(GdbOptions),
     Test(TestOptions),
-    Handout(Vec<u32>, std::path::PathBuf),
+    /// Labs, seed, output directory.
+    Handout(Vec<u32>, u64, std::path::PathBuf),
     Grade(crate::labs::grade::GradeOptions),
     Doctor,
     Help,
@@ -121,6 +126,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn value<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<&'a str, String> {
     it.next().map(String::as_str).ok_or_else(|| format!("{flag} needs a value"))
+}
+
+/// A `--seed` value: a student's number, any unsigned 64-bit integer.
+fn seed_value(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| format!("--seed '{text}': expected a number (0 ..= 2^64-1)"))
 }
 
 fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
@@ -209,10 +219,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 symbols: Vec::new(),
                 quiet: false,
             };
+            let (mut lab, mut seed) = (None, None);
             while let Some(flag) = it.next() {
                 match flag.as_str() {
                     "--mode" => options.mode = mode(value(flag, &mut it)?)?,
                     "--guests" => options.guests = guest_list(value(flag, &mut it)?)?,
+                    "--lab" => lab = Some(value(flag, &mut it)?.to_string()),
+                    "--seed" => seed = Some(seed_value(value(flag, &mut it)?)?),
                     "--port" => {
                         let text = value(flag, &mut it)?;
                         options.port = text
@@ -229,6 +242,21 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--symbols" => options.symbols.push(value(flag, &mut it)?.into()),
                     "--" => options.extra.extend(it.by_ref().cloned()),
                     other => return Err(format!("gdb: unknown flag '{other}'")),
+                }
+            }
+            match lab.as_deref() {
+                None if seed.is_some() => return Err("gdb: --seed goes with --lab 0".into()),
+                None => {}
+                Some("0") => {
+                    // Lab 0's machine: this handout's (or `--seed`'s) memory and domains.
+                    let seed = seed
+                        .unwrap_or_else(|| crate::labs::params::tree_seed(&crate::process::root()));
+                    let params = crate::labs::params::Params::of(seed);
+                    (options.guests, options.extra) = params.lab0_boot();
+                    options.mode = Mode::Pv;
+                }
+                Some(other) => {
+                    return Err(format!("gdb: --lab {other}: only lab 0 has a machine of its own"))
                 }
             }
             if options.record && !options.walkthrough {
@@ -270,6 +298,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 quick: false,
                 timeout: DEFAULT_TIMEOUT,
                 kvm: false,
+                console_writes: crate::labs::params::here().console_writes,
             };
             while let Some(flag) = it.next() {
                 match flag.as_str() {
@@ -290,16 +319,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Ok(Command::Bench(options))
         }
         "handout" => {
-            let (mut labs, mut out) = (Vec::new(), None);
+            let (mut labs, mut out, mut seed) = (Vec::new(), None, 0);
             while let Some(flag) = it.next() {
                 match flag.as_str() {
                     "--lab" => labs = lab_list(value(flag, &mut it)?)?,
                     "--out" => out = Some(std::path::PathBuf::from(value(flag, &mut it)?)),
+                    "--seed" => seed = seed_value(value(flag, &mut it)?)?,
                     other => return Err(format!("handout: unknown flag '{other}'")),
                 }
             }
             match (labs.is_empty(), out) {
-                (false, Some(out)) => Ok(Command::Handout(labs, out)),
+                (false, Some(out)) => Ok(Command::Handout(labs, seed, out)),
                 _ => Err("handout needs --lab N and --out DIR".into()),
             }
         }
@@ -310,6 +340,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 submissions: None,
                 here: false,
                 timeout: Duration::from_secs(600),
+                seed: None,
             };
             while let Some(flag) = it.next() {
                 match flag.as_str() {
@@ -320,6 +351,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                         options.submissions = Some(value(flag, &mut it)?.into());
                     }
                     "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
+                    "--seed" => options.seed = Some(seed_value(value(flag, &mut it)?)?),
                     other => return Err(format!("grade: unknown flag '{other}'")),
                 }
             }

@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! cargo xtask gdb [--mode pv|native] [--guests A,B] [--port N] [--symbols ELF]... [--release]
-//!                 [--no-gdb | --batch FILE | --walkthrough [--record]] [-- CMDLINE...]
+//!                 [--no-gdb | --batch FILE | --walkthrough [--record]] [--lab 0 [--seed S]]
+//!                 [-- CMDLINE...]
 //! ```
+//!
+//! `--lab 0` boots lab 0's machine (`labs::params`: the seed's memory and domain layout).
 //!
 //! The gdb stub listens on a per-user port (`uid % 5000 + 25000`) so that several students on
 //! one machine do not collide. `--walkthrough` runs the checked walkthrough of one system call
@@ -111,15 +114,9 @@ fn wait_for_port(port: u16) -> Result<(), String> {
     Err(format!("QEMU's gdb stub did not open port {port} (another session using it? try --port)"))
 }
 
-/// Runs the command.
-pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
-    match options.mode {
-        Mode::Pv | Mode::Native => {}
-        Mode::Vmx => {
-            return Err("--mode vmx runs only in Bochs here, which has no gdb stub: use the Bochs debugger on a run directory (`vmexitbp`; lecture note 05, section 6)".into())
-        }
-        Mode::Svm => return Err("--mode svm cannot be debugged yet: pv and native can".into()),
-    }
+/// Builds, writes the boot disk and the gdbinit into a fresh private directory: `(directory,
+/// disk, gdbinit)`.
+fn prepare(options: &GdbOptions) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     check_emulator(Emulator::Qemu)?;
     if !options.no_gdb && !crate::process::on_path("gdb") {
         return Err("gdb is not installed; `cargo xtask doctor` says how to install it".into());
@@ -138,6 +135,43 @@ pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
     }
     fs::write(&init, gdbinit(&artifacts, options.mode, options.port, &options.symbols))
         .map_err(|e| e.to_string())?;
+    Ok((dir, disk, init))
+}
+
+/// Runs the gdb `script` in batch mode against a fresh QEMU booted as `options` say, within
+/// `timeout`: whether gdb exited 0, and what it printed (the grader's lab 0 checks).
+pub fn batch_output(
+    options: &GdbOptions,
+    script: &Path,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Result<(bool, String), String> {
+    let (dir, disk, init) = prepare(options)?;
+    let mut qemu = start_qemu(&disk, &dir, options.port, false)?;
+    if let Err(error) = wait_for_port(options.port) {
+        let _ = qemu.kill();
+        return Err(error);
+    }
+    let mut command = Command::new("gdb");
+    command.arg("-q").arg("-x").arg(&init).arg("-batch").arg("-x").arg(script);
+    command.envs(env.iter().copied());
+    let output = crate::process::output_within(command.stdin(Stdio::null()), timeout);
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let output = output.map_err(|e| format!("gdb: {e}"))?;
+    Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+/// Runs the command.
+pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
+    match options.mode {
+        Mode::Pv | Mode::Native => {}
+        Mode::Vmx => {
+            return Err("--mode vmx runs only in Bochs here, which has no gdb stub: use the Bochs debugger on a run directory (`vmexitbp`; lecture note 05, section 6)".into())
+        }
+        Mode::Svm => return Err("--mode svm cannot be debugged yet: pv and native can".into()),
+    }
+    let (dir, disk, init) = prepare(options)?;
 
     if options.no_gdb {
         println!(

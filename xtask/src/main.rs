@@ -49,7 +49,9 @@ fn main() -> ExitCode {
         cli::Command::Bench(options) => bench::bench(&options),
         cli::Command::Test(options) => test::test(&options),
         cli::Command::Gdb(options) => gdb::gdb(&options),
-        cli::Command::Handout(labs, out) => labs::handout::handout(&labs, &out).map(|()| 0),
+        cli::Command::Handout(labs, seed, out) => {
+            labs::handout::handout(&labs, seed, &out).map(|()| 0)
+        }
         cli::Command::Grade(options) => labs::grade::grade(&options),
         cli::Command::Doctor => doctor::doctor(),
     };

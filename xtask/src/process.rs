@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// The workspace root (the xtask lives in `<root>/xtask`).
 pub fn root() -> PathBuf {
@@ -73,4 +74,48 @@ pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false)
+}
+
+/// Runs `command` to its end, or kills it after `timeout` (a student's endless loop in a host
+/// test must not stall a whole class's grading).
+pub fn output_within(
+    command: &mut Command,
+    timeout: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(out) = out.as_mut() {
+            let _ = out.read_to_end(&mut text);
+        }
+        text
+    });
+    let error_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(err) = err.as_mut() {
+            let _ = err.read_to_end(&mut text);
+        }
+        text
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "did not finish in {} s",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = error_reader.join().unwrap_or_default();
+    Ok(std::process::Output { status, stdout, stderr })
 }

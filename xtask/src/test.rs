@@ -77,9 +77,22 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
         if wanted(&full) {
             check_line(
                 &full,
-                crate::labs::grade::full_marks(&manifest, options.timeout),
+                crate::labs::grade::full_marks(&manifest, options.timeout, 0),
                 &mut tally,
             );
+        }
+        // Answers read on one student's machine must not pass on another's: the model answers
+        // (seed 0) graded on seed 5's machine lose the seed-dependent items.
+        let seeded = manifest.items.iter().any(|i| i.check.is_number());
+        let other = format!("lab-{}-other-seed-fails", manifest.lab);
+        if seeded && wanted(&other) {
+            let result = match crate::labs::grade::full_marks(&manifest, options.timeout, 5) {
+                Ok(score) => Err(format!(
+                    "seed 5's machine accepts seed 0's answers ({score}): they do not depend on the seed"
+                )),
+                Err(missed) => Ok(format!("seed 5 scores {}", missed.replace("\n      ", "; "))),
+            };
+            check_line(&other, result, &mut tally);
         }
         let zero = format!("lab-{}-handout-scores-0", manifest.lab);
         if wanted(&zero) {
@@ -133,6 +146,7 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
         quick: true,
         timeout: options.timeout,
         kvm: false,
+        console_writes: crate::labs::params::here().console_writes,
     };
     let mut measurements = Vec::new();
     for setup in MATRIX {

@@ -37,6 +37,8 @@ pub struct GradeOptions {
     pub here: bool,
     /// Per boot (generous: graders die of fixed short timeouts in slow VMs).
     pub timeout: Duration,
+    /// The student's seed (`params`); `None`: the tree's `.lab-handout` says (0 if nothing).
+    pub seed: Option<u64>,
 }
 
 /// What one item earned.
@@ -76,13 +78,21 @@ pub fn describe(check: &Check) -> String {
         Check::Bench { workload, path, field, per_op } => {
             format!("bench {workload} {path}: {per_op} {field} per operation")
         }
+        Check::Gdb(key) => format!("gdb {key}"),
+        Check::Predict { key, at, tolerance } => format!(
+            "predict {key} (within {tolerance}% of {} {} {} {})",
+            at.mode, at.workload, at.path, at.field
+        ),
+        Check::Report { key, at } => {
+            format!("report {key} ({} {} {} {})", at.mode, at.workload, at.path, at.field)
+        }
     }
 }
 
 /// The labs a handout tree is for, if `tree` is one.
 fn handout_labs(tree: &Path) -> Option<Vec<u32>> {
     let text = fs::read_to_string(tree.join(HANDOUT_FILE)).ok()?;
-    Some(text.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect())
+    Some(super::params::handout_labs(&text))
 }
 
 /// Runs `grade`.
@@ -102,12 +112,15 @@ pub fn grade(options: &GradeOptions) -> Result<u8, String> {
         return Err(format!("grade: no such lab among {labs:?}"));
     }
     let (results, outside) = if options.here || handout_labs(&tree).is_none() {
-        (run_items(&tree, &chosen, options)?, Vec::new())
+        let seed = options.seed.unwrap_or_else(|| super::params::tree_seed(&tree));
+        (run_items(&tree, &chosen, options, seed)?, Vec::new())
     } else {
         let pristine = pristine_handout(&tree)?;
+        // The seed it was handed out with, whatever `.lab-handout` says now.
+        let seed = options.seed.unwrap_or_else(|| super::params::tree_seed(&pristine));
         let outside = changes_outside(&tree, &pristine, &chosen)?;
         let copy = grading_copy(&pristine, &tree, &chosen, "self")?;
-        (grade_in(&copy, &labs, options)?, outside)
+        (grade_in(&copy, &labs, seed, options)?, outside)
     };
     report(&results, &outside, options.json);
     let full = results.iter().all(|r| r.score() == r.manifest.total());
@@ -325,12 +338,18 @@ fn copy_sources(from: &Path, to: &Path) -> Result<(), String> {
 }
 
 /// Grades `copy` by running `cargo xtask grade --here --json` in it.
-fn grade_in(copy: &Path, labs: &[u32], options: &GradeOptions) -> Result<Vec<LabResult>, String> {
+fn grade_in(
+    copy: &Path,
+    labs: &[u32],
+    seed: u64,
+    options: &GradeOptions,
+) -> Result<Vec<LabResult>, String> {
     let list: Vec<String> = labs.iter().map(u32::to_string).collect();
-    eprintln!("grade: grading a copy in {} (it builds first)", copy.display());
+    eprintln!("grade: grading a copy in {} (it builds first; seed {seed})", copy.display());
     let output = Command::new("cargo")
         .args(["xtask", "grade", "--here", "--json", "--lab", &list.join(",")])
         .args(["--timeout", &options.timeout.as_secs().to_string()])
+        .args(["--seed", &seed.to_string()])
         .current_dir(copy)
         .env_remove("CARGO_TARGET_DIR")
         .output()
@@ -402,9 +421,10 @@ fn submissions(dir: &Path, options: &GradeOptions) -> Result<u8, String> {
             };
             let chosen: Vec<Manifest> =
                 manifests.iter().filter(|m| labs.contains(&m.lab)).cloned().collect();
-            let outside = changes_outside_of_copy(student, &chosen)?;
+            let (outside, seed) = changes_outside_of_copy(student, &chosen)?;
+            let seed = options.seed.unwrap_or(seed);
             let copy = grading_copy(&root(), student, &chosen, &format!("submission-{name}"))?;
-            Ok((outside, grade_in(&copy, &labs, options)?))
+            Ok((outside, grade_in(&copy, &labs, seed, options)?))
         })();
         // One student's tree that cannot be graded is a row of the CSV, not the end of the run.
         let (outside, results) = match graded {
@@ -440,25 +460,31 @@ fn submissions(dir: &Path, options: &GradeOptions) -> Result<u8, String> {
     Ok(0)
 }
 
-/// A submission's changes outside the allowed files, against its own first commit.
-fn changes_outside_of_copy(student: &Path, labs: &[Manifest]) -> Result<Vec<String>, String> {
+/// A submission's changes outside the allowed files, against its own first commit, and the
+/// seed that commit was handed out with.
+fn changes_outside_of_copy(
+    student: &Path,
+    labs: &[Manifest],
+) -> Result<(Vec<String>, u64), String> {
     let pristine = pristine_handout(student)?;
+    let seed = super::params::tree_seed(&pristine);
     let outside = changes_outside(student, &pristine, labs);
     let _ = fs::remove_dir_all(&pristine);
-    outside
+    Ok((outside?, seed))
 }
 
 /// CI's first check of a lab: the full tree (solutions, hidden tests, model answers) earns
-/// every point.
-pub fn full_marks(manifest: &Manifest, timeout: Duration) -> Result<String, String> {
+/// every point on the machine of `seed` (the model answers are seed 0's).
+pub fn full_marks(manifest: &Manifest, timeout: Duration, seed: u64) -> Result<String, String> {
     let options = GradeOptions {
         labs: vec![manifest.lab],
         json: false,
         submissions: None,
         here: true,
         timeout,
+        seed: Some(seed),
     };
-    let results = run_items(&root(), std::slice::from_ref(manifest), &options)?;
+    let results = run_items(&root(), std::slice::from_ref(manifest), &options, seed)?;
     let result = &results[0];
     let missed: Vec<String> = result
         .outcomes
@@ -483,7 +509,7 @@ pub fn full_marks(manifest: &Manifest, timeout: Duration) -> Result<String, Stri
 pub fn handout_scores_zero(manifest: &Manifest) -> Result<String, String> {
     let dir = root().join(format!("target/labs/handout-{}", manifest.lab));
     let _ = fs::remove_dir_all(&dir);
-    super::handout::handout(&[manifest.lab], &dir)?;
+    super::handout::handout(&[manifest.lab], 0, &dir)?;
     // The slow image builder is this tree's, as a TA's machine would share it.
     let builder = root().join("target/image-builder");
     fs::create_dir_all(&builder).map_err(|e| e.to_string())?;
@@ -516,15 +542,18 @@ pub fn handout_scores_zero(manifest: &Manifest) -> Result<String, String> {
     Ok(format!("0/{}, every item failed with a reason", manifest.total()))
 }
 
-/// Runs every item of `labs` in `tree` (as it is).
+/// Runs every item of `labs` in `tree` (as it is), on the machine of `seed`.
 fn run_items(
     tree: &Path,
     labs: &[Manifest],
     options: &GradeOptions,
+    seed: u64,
 ) -> Result<Vec<LabResult>, String> {
+    let params = super::params::Params::of(seed);
     let items: Vec<&Item> = labs.iter().flat_map(|m| &m.items).collect();
-    let host = host_results(tree, &items, options.timeout);
-    let boots = super::runner::boots(&items, options.timeout)?;
+    let host = host_results(tree, &items, options.timeout, &params);
+    let boots = super::runner::boots(&items, options.timeout, &params)?;
+    let found = super::runner::numbers(tree, labs, options.timeout, &params);
     let mut results = Vec::new();
     for manifest in labs {
         let outcomes = manifest
@@ -539,7 +568,12 @@ fn run_items(
                         .get(&describe(&item.check))
                         .cloned()
                         .unwrap_or((false, "not run".into())),
-                    Check::Answer(section) => answer_verdict(tree, manifest, section),
+                    Check::Answer(section) => {
+                        super::answers::answer_verdict(tree, manifest, section)
+                    }
+                    Check::Gdb(_) | Check::Predict { .. } | Check::Report { .. } => {
+                        super::answers::number_verdict(tree, manifest, item, &found)
+                    }
                 };
                 Outcome { item: item.clone(), earned: if ok { item.points } else { 0 }, detail }
             })
@@ -554,6 +588,7 @@ fn host_results(
     tree: &Path,
     items: &[&Item],
     timeout: Duration,
+    params: &super::params::Params,
 ) -> BTreeMap<String, Result<BTreeMap<String, bool>, String>> {
     let mut crates: Vec<&str> = items
         .iter()
@@ -569,7 +604,10 @@ fn host_results(
         .map(|krate| {
             let mut command = Command::new("cargo");
             command.args(["test", "-p", krate, "--no-fail-fast", "--color", "never"]);
-            let output = output_within(command.current_dir(tree), timeout);
+            if let Some(seed) = params.hidden_seed {
+                command.env(super::params::SEED_VARIABLE, seed.to_string());
+            }
+            let output = crate::process::output_within(command.current_dir(tree), timeout);
             let result = match output {
                 Err(e) => Err(format!("cargo test -p {krate}: {e}")),
                 Ok(output) => {
@@ -590,50 +628,6 @@ fn host_results(
             (krate.to_string(), result)
         })
         .collect()
-}
-
-/// Runs `command` to its end, or kills it after `timeout` (a student's endless loop in a host
-/// test must not stall a whole class's grading).
-fn output_within(
-    command: &mut Command,
-    timeout: Duration,
-) -> std::io::Result<std::process::Output> {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        if let Some(out) = out.as_mut() {
-            let _ = out.read_to_end(&mut text);
-        }
-        text
-    });
-    let error_reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        if let Some(err) = err.as_mut() {
-            let _ = err.read_to_end(&mut text);
-        }
-        text
-    });
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::other(format!(
-                "did not finish in {} s",
-                timeout.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let stdout = reader.join().unwrap_or_default();
-    let stderr = error_reader.join().unwrap_or_default();
-    Ok(std::process::Output { status, stdout, stderr })
 }
 
 /// `test a::b ... ok` / `... FAILED` lines (a panic inside a test, a `todo!` included, is a
@@ -679,50 +673,6 @@ fn host_verdict(
     }
 }
 
-/// The text of section `## <title>` of an answers file, up to the next `## `.
-pub fn section<'a>(text: &'a str, title: &str) -> Option<&'a str> {
-    let heading = format!("## {title}");
-    let start = text.lines().position(|l| l.trim() == heading)?;
-    let body: Vec<&str> =
-        text.lines().skip(start + 1).take_while(|l| !l.starts_with("## ")).collect();
-    let from = text.find(&heading)? + heading.len();
-    let len: usize = body.iter().map(|l| l.len() + 1).sum();
-    text.get(from..(from + len).min(text.len()))
-}
-
-/// The words of `answer` on lines the template's section does not have: what the student
-/// wrote, not the question.
-pub fn own_words(answer: &str, template: &str) -> usize {
-    let given: Vec<&str> = template.lines().map(str::trim).collect();
-    answer
-        .lines()
-        .map(str::trim)
-        .filter(|line| !given.contains(line))
-        .map(|line| line.split_whitespace().count())
-        .sum()
-}
-
-/// An answer counts when its section exists, no longer holds the template's `TODO`, and says
-/// at least twenty words of its own (the template's question text does not count).
-fn answer_verdict(tree: &Path, manifest: &Manifest, title: &str) -> (bool, String) {
-    let Some(file) = &manifest.answers else {
-        return (false, "the lab has no answers file".into());
-    };
-    let Ok(text) = fs::read_to_string(tree.join(file)) else {
-        return (false, format!("{file} is missing"));
-    };
-    let template = fs::read_to_string(tree.join(super::answers_template(file))).unwrap_or_default();
-    let asked = section(&template, title).unwrap_or("");
-    match section(&text, title) {
-        None => (false, format!("{file} has no section \"## {title}\"")),
-        Some(body) if body.contains("TODO") => (false, "still says TODO".into()),
-        Some(body) if own_words(body, asked) < 20 => {
-            (false, "fewer than 20 words of your own".into())
-        }
-        Some(body) => (true, format!("{} words", own_words(body, asked))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,23 +699,6 @@ mod tests {
         assert!(host_verdict(&host, "k", "n::", false).0);
         let (ok, why) = host_verdict(&host, "k", "z::", true);
         assert!(!ok && why.contains("hidden"));
-    }
-
-    #[test]
-    fn answer_sections_are_found_and_bounded() {
-        let text = "# Lab 2\n## Why\nBecause.\nMore.\n## Next\nTODO\n";
-        assert_eq!(section(text, "Why").map(str::trim), Some("Because.\nMore."));
-        assert_eq!(section(text, "Next").map(str::trim), Some("TODO"));
-        assert_eq!(section(text, "Absent"), None);
-    }
-
-    #[test]
-    fn the_question_is_not_the_answer() {
-        let template = "Why is the sky blue? Say which wavelengths scatter and why.\n\nTODO\n";
-        let lazy = "Why is the sky blue? Say which wavelengths scatter and why.\n\n";
-        assert_eq!(own_words(lazy, template), 0);
-        let real = format!("{lazy}Short wavelengths scatter more (Rayleigh), so blue light\nreaches us from every direction.\n");
-        assert_eq!(own_words(&real, template), 13);
     }
 
     #[test]

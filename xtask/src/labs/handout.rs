@@ -2,10 +2,11 @@
 //! fresh git repository with a single commit, so no solution is anywhere in its history.
 //!
 //! Every file git tracks is copied; in each, the regions of the chosen labs become what the
-//! student starts from, and every hidden region disappears (`markers`); a lab's answers file is
-//! its template. Other labs' solutions stay, so the handout builds and boots as far as its own
-//! labs allow. `.lab-handout` records
-//! which labs it is for; the grader reads it.
+//! student starts from, and every hidden region disappears (`markers`), as does every file in a
+//! directory named `hidden` (the grader's own scripts, such as lab 0's gdb checks); a lab's
+//! answers file is its template. Other labs' solutions stay, so the handout builds and boots as
+//! far as its own labs allow. `.lab-handout` records which labs it is for and the student's
+//! seed (`params`); the grader reads it.
 
 use std::fs;
 use std::path::Path;
@@ -34,6 +35,11 @@ pub fn tracked_files(tree: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Whether `file` is in a directory named `hidden`: the TA's tree only.
+pub fn is_hidden(file: &str) -> bool {
+    file.split('/').rev().skip(1).any(|dir| dir == "hidden")
+}
+
 /// Copies `from` into `to` with the regions of `labs` cut (`markers::handout`); returns how
 /// many regions were cut.
 pub fn copy_tree(from: &Path, to: &Path, labs: &[u32]) -> Result<usize, String> {
@@ -45,9 +51,13 @@ pub fn copy_tree(from: &Path, to: &Path, labs: &[u32]) -> Result<usize, String> 
             fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
-        let Ok(bytes) = fs::read(&source) else { continue }; // deleted in the working tree
-                                                             // Markers live in Rust sources (assembly too: it is in `global_asm!`); a note that shows
-                                                             // one as an example is not a region.
+        if is_hidden(&file) {
+            continue;
+        }
+        // Deleted in the working tree: nothing to copy.
+        let Ok(bytes) = fs::read(&source) else { continue };
+        // Markers live in Rust sources (assembly too: it is in `global_asm!`); a note that shows
+        // one as an example is not a region.
         let rust = file.ends_with(".rs");
         let text = String::from_utf8(bytes.clone()).ok().filter(|t| rust && t.contains("// LAB "));
         let bytes = match text {
@@ -85,8 +95,9 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Writes the handout of `labs` to `out`.
-pub fn handout(labs: &[u32], out: &Path) -> Result<(), String> {
+/// Writes the handout of `labs` to `out`, for the student whose seed is `seed` (0: the
+/// reference machine).
+pub fn handout(labs: &[u32], seed: u64, out: &Path) -> Result<(), String> {
     let manifests = super::manifests(&root())?;
     for lab in labs {
         if !manifests.iter().any(|m| m.lab == *lab) {
@@ -108,7 +119,7 @@ pub fn handout(labs: &[u32], out: &Path) -> Result<(), String> {
         fs::write(out.join(answers), text).map_err(|e| e.to_string())?;
     }
     let list: Vec<String> = labs.iter().map(u32::to_string).collect();
-    fs::write(out.join(HANDOUT_FILE), format!("labs {}\n", list.join(" ")))
+    fs::write(out.join(HANDOUT_FILE), format!("labs {}\nseed {seed}\n", list.join(" ")))
         .map_err(|e| e.to_string())?;
     git(out, &["init", "-q", "-b", "main"])?;
     git(out, &["add", "-A"])?;
@@ -119,6 +130,26 @@ pub fn handout(labs: &[u32], out: &Path) -> Result<(), String> {
         list.join(", "),
         out.display()
     );
+    if seed != 0 {
+        let p = super::params::Params::of(seed);
+        println!(
+            "handout: seed {seed}: lab 0 boots {} MiB per domain after {} bystander(s); lab 7 measures {} console writes",
+            p.mem_mib, p.bystanders, p.console_writes
+        );
+    }
     println!("handout: the student runs `cargo xtask grade --lab {}` there", list.join(","));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_hidden;
+
+    #[test]
+    fn files_in_hidden_directories_stay_in_the_tas_tree() {
+        assert!(is_hidden("xtask/gdb/hidden/lab0.py"));
+        assert!(!is_hidden("xtask/gdb/xen_lite.py"));
+        assert!(!is_hidden("hidden"), "a file named hidden is not a directory");
+        assert!(!is_hidden("lecture-notes/labs/hidden-tests.md"));
+    }
 }

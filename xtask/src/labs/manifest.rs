@@ -14,6 +14,19 @@
 //!   bench null-syscall syscall cr3 0 10         # pv in QEMU (quick bench): CR3 writes per op
 //!   hidden host xen-lite pv::bounce::hidden:: 10  # in the TA's tree only (LAB HIDDEN regions)
 //! ```
+//!
+//! Labs whose answers are numbers (the answers file's `key = value` lines) also have:
+//!
+//! ```text
+//! script xtask/gdb/hidden/lab0.py          # the grader's gdb checks (lab 0): prints `lab0: key = value`
+//!   gdb domain 10                          # `domain = N` equals what the script found on this seed's machine
+//!   predict pv.entries pv console-write syscall entries 0% 5    # within 0% of the measured per-op count
+//!   report measured.pv.instructions pv console-write syscall instructions 5  # equal, as the bench table prints it
+//! ```
+//!
+//! `predict` and `report` read the quick bench in QEMU (`pv` or `native`), release build, as
+//! `cargo xtask bench --quick` runs it; fields: `instructions`, `entries`, `exits`, `cr3`,
+//! `transitions` (per operation).
 
 use std::fmt;
 
@@ -45,6 +58,50 @@ pub enum Check {
         /// How many per operation.
         per_op: u64,
     },
+    /// The answers file's `key = value` equals what the lab's gdb `script` read from the CPU on
+    /// the student's machine (their seed's).
+    Gdb(String),
+    /// The answers file's `key = value` is within `tolerance` percent of the quick bench's
+    /// per-operation `field` of `workload`/`path` in `mode` (a prediction).
+    Predict {
+        /// The answers file's key.
+        key: String,
+        /// The measured operation.
+        at: BenchPoint,
+        /// Percent either side.
+        tolerance: u32,
+    },
+    /// The answers file's `key = value` is exactly the quick bench's per-operation `field`, as
+    /// its table prints it (a reported measurement: exact counts expose an invented one).
+    Report {
+        /// The answers file's key.
+        key: String,
+        /// The measured operation.
+        at: BenchPoint,
+    },
+}
+
+/// One number of the quick bench: `field` of `workload`/`path` in `mode` (QEMU, release).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchPoint {
+    /// `pv` or `native`.
+    pub mode: String,
+    /// The workload (`console-write`).
+    pub workload: String,
+    /// Its path (`syscall`).
+    pub path: String,
+    /// `instructions`, `entries`, `exits`, `cr3` or `transitions`.
+    pub field: String,
+}
+
+/// The per-operation fields a `predict` or `report` can name.
+pub const FIELDS: [&str; 5] = ["instructions", "entries", "exits", "cr3", "transitions"];
+
+impl Check {
+    /// Whether the item reads the answers file's `key = value` lines rather than code.
+    pub fn is_number(&self) -> bool {
+        matches!(self, Check::Gdb(_) | Check::Predict { .. } | Check::Report { .. })
+    }
 }
 
 /// One graded item.
@@ -71,6 +128,8 @@ pub struct Manifest {
     pub allowed: Vec<String>,
     /// The answers file, if the lab has one.
     pub answers: Option<String>,
+    /// The grader's gdb script for `gdb` items (in a `hidden` directory: not in handouts).
+    pub script: Option<String>,
     /// `(part, title)` in order.
     pub parts: Vec<(String, String)>,
     /// Every item, in order.
@@ -152,6 +211,20 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
             let last = words.last().ok_or_else(|| error("missing points".into()))?;
             last.parse().map_err(|_| error(format!("`{last}` is not a number of points")))
         };
+        let point = |w: &[String]| -> Result<BenchPoint, ManifestError> {
+            if !["pv", "native"].contains(&w[0].as_str()) {
+                return Err(error(format!("mode `{}`: the quick bench runs pv or native", w[0])));
+            }
+            if !FIELDS.contains(&w[3].as_str()) {
+                return Err(error(format!("field `{}`: one of {}", w[3], FIELDS.join(", "))));
+            }
+            Ok(BenchPoint {
+                mode: w[0].clone(),
+                workload: w[1].clone(),
+                path: w[2].clone(),
+                field: w[3].clone(),
+            })
+        };
         let check = match (words[0].as_str(), words.len()) {
             ("lab", 3) => {
                 manifest.lab = words[1]
@@ -167,6 +240,10 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
             }
             ("answers", 2) => {
                 manifest.answers = Some(words[1].clone());
+                None
+            }
+            ("script", 2) => {
+                manifest.script = Some(words[1].clone());
                 None
             }
             ("part", 3) => {
@@ -200,6 +277,17 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
                     per_op,
                 })
             }
+            ("gdb", 3) => Some(Check::Gdb(words[1].clone())),
+            ("predict", 8) => {
+                let tolerance = words[6]
+                    .strip_suffix('%')
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| error(format!("tolerance `{}`: a percentage", words[6])))?;
+                Some(Check::Predict { key: words[1].clone(), at: point(&words[2..6])?, tolerance })
+            }
+            ("report", 7) => {
+                Some(Check::Report { key: words[1].clone(), at: point(&words[2..6])? })
+            }
             (word, _) => {
                 return Err(error(format!(
                     "`{word}` with {} words is not a manifest statement",
@@ -208,8 +296,12 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
             }
         };
         if let Some(check) = check {
-            if matches!(check, Check::Answer(_)) && manifest.answers.is_none() {
+            let answered = matches!(check, Check::Answer(_)) || check.is_number();
+            if answered && manifest.answers.is_none() {
                 return Err(error("an `answer` item needs an `answers` file first".into()));
+            }
+            if matches!(check, Check::Gdb(_)) && manifest.script.is_none() {
+                return Err(error("a `gdb` item needs a `script` first".into()));
             }
             let part = manifest.parts.last().map(|(p, _)| p.clone());
             let part = part.ok_or_else(|| error("an item before any `part`".into()))?;
@@ -248,6 +340,25 @@ mod tests {
     }
 
     #[test]
+    fn number_items_read_their_key_and_measurement() {
+        let m = parse("lab 7 \"M\"\nallowed a\nanswers a.md\nscript s.py\npart 7.1 \"p\"\n  gdb domain 10\n  predict pv.cr3 pv console-write syscall cr3 0% 5\n  report r native console-write syscall instructions 3\n").unwrap();
+        assert_eq!(m.script.as_deref(), Some("s.py"));
+        assert_eq!(m.items[0].check, Check::Gdb("domain".into()));
+        let at = BenchPoint {
+            mode: "pv".into(),
+            workload: "console-write".into(),
+            path: "syscall".into(),
+            field: "cr3".into(),
+        };
+        assert_eq!(m.items[1].check, Check::Predict { key: "pv.cr3".into(), at, tolerance: 0 });
+        assert!(
+            matches!(&m.items[2].check, Check::Report { key, at } if key == "r" && at.mode == "native")
+        );
+        assert!(m.items.iter().all(|i| i.check.is_number()));
+        assert_eq!(m.total(), 18);
+    }
+
+    #[test]
     fn mistakes_are_named_with_their_line() {
         let cases = [
             ("lab 2 \"x\"\nallowed a\nhost xen-lite p 1\n", "line 3: an item before any `part`"),
@@ -264,6 +375,19 @@ mod tests {
             ("allowed a\n", "no `lab N"),
             ("lab 2 \"x\"\n", "no `allowed` files"),
             ("lab 2 \"x\"\nallowed a\nfrobnicate 1\n", "line 3: `frobnicate`"),
+            (
+                "lab 7 \"x\"\nallowed a\nanswers a\npart 7.1 \"y\"\npredict k vmx w p entries 5% 1\n",
+                "line 5: mode `vmx`",
+            ),
+            (
+                "lab 7 \"x\"\nallowed a\nanswers a\npart 7.1 \"y\"\nreport k pv w p speed 1\n",
+                "line 5: field `speed`",
+            ),
+            (
+                "lab 7 \"x\"\nallowed a\nanswers a\npart 7.1 \"y\"\npredict k pv w p cr3 five 1\n",
+                "line 5: tolerance `five`",
+            ),
+            ("lab 0 \"x\"\nallowed a\nanswers a\npart 0.1 \"y\"\ngdb k 1\n", "needs a `script`"),
         ];
         for (text, what) in cases {
             let error = parse(text).unwrap_err().to_string();

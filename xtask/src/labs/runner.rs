@@ -1,11 +1,18 @@
-//! The boots a grading needs: each `boot` item's test from the boot-test table, and one run of
-//! the pv self-tests for every `selftest` item, one after another.
+//! The boots a grading needs, one after another: each `boot` item's test from the boot-test
+//! table, one run of the pv self-tests for every `selftest` item, the quick bench for `bench`
+//! items; and the numbers `gdb`, `predict` and `report` items are judged against (`numbers`):
+//! the lab's gdb script on the student's machine, the quick bench (release, as `cargo xtask
+//! bench --quick` runs it) in the modes they name.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
+use hypercall_abi::Mode;
+
 use super::grade::describe;
-use super::manifest::{Check, Item};
+use super::manifest::{Check, Item, Manifest};
+use super::params::Params;
 use crate::artifacts;
 use crate::boot_tests::{self, BootTest, Bundle};
 use crate::cli::{Emulator, TestOptions};
@@ -18,6 +25,7 @@ const SELFTESTS: &str = "mode=pv domain=tests domain=counter umip=off";
 pub fn boots(
     items: &[&Item],
     timeout: Duration,
+    params: &Params,
 ) -> Result<BTreeMap<String, (bool, String)>, String> {
     let table = boot_tests::all();
     let mut results = BTreeMap::new();
@@ -88,6 +96,7 @@ pub fn boots(
             quick: true,
             timeout,
             kvm: false,
+            console_writes: params.console_writes,
         };
         let lines = crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &bench_options);
         for item in &wanted {
@@ -113,4 +122,148 @@ pub fn boots(
         }
     }
     Ok(results)
+}
+
+/// `describe(check) → the value, or why there is none` for every `gdb`, `predict` and
+/// `report` item of `labs`.
+pub fn numbers(
+    tree: &Path,
+    labs: &[Manifest],
+    timeout: Duration,
+    params: &Params,
+) -> BTreeMap<String, Result<f64, String>> {
+    let mut found = BTreeMap::new();
+    for manifest in labs {
+        let gdb: Vec<&Item> =
+            manifest.items.iter().filter(|i| matches!(i.check, Check::Gdb(_))).collect();
+        if let (false, Some(script)) = (gdb.is_empty(), &manifest.script) {
+            let read = read_in_gdb(&tree.join(script), timeout, params);
+            for item in gdb {
+                let Check::Gdb(key) = &item.check else { continue };
+                let value = match &read {
+                    Err(why) => Err(why.clone()),
+                    Ok((_, values)) if values.contains_key(key) => Ok(values[key]),
+                    Ok((transcript, _)) => Err(format!(
+                        "the grader's gdb script found no {key} (its last line: {})",
+                        transcript.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("none")
+                    )),
+                };
+                found.insert(describe(&item.check), value);
+            }
+        }
+    }
+    let measured: Vec<&Item> = labs
+        .iter()
+        .flat_map(|m| &m.items)
+        .filter(|i| matches!(i.check, Check::Predict { .. } | Check::Report { .. }))
+        .collect();
+    if measured.is_empty() {
+        return found;
+    }
+    let modes: Vec<&str> = ["pv", "native"]
+        .into_iter()
+        .filter(|mode| {
+            measured.iter().any(|i| match &i.check {
+                Check::Predict { at, .. } | Check::Report { at, .. } => at.mode == *mode,
+                _ => false,
+            })
+        })
+        .collect();
+    let bench = bench_quick(&modes, timeout, params);
+    for item in measured {
+        let (Check::Predict { at, .. } | Check::Report { at, .. }) = &item.check else { continue };
+        let value = match &bench {
+            Err(why) => Err(why.clone()),
+            Ok(all) => all
+                .iter()
+                .find(|m| {
+                    m.setup.mode.name() == at.mode
+                        && m.line.workload == at.workload
+                        && m.line.path == at.path
+                })
+                .map(|m| match at.field.as_str() {
+                    "instructions" => m.instructions(),
+                    "entries" => m.entries(),
+                    "exits" => m.exits(),
+                    "cr3" => m.cr3(),
+                    _ => m.transitions(),
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "the bench printed no {} {} line in {} mode",
+                        at.workload, at.path, at.mode
+                    )
+                }),
+        };
+        found.insert(describe(&item.check), value);
+    }
+    found
+}
+
+/// Lab 0's gdb script on the student's machine: its transcript and the `lab0: key = value`
+/// lines it printed. The script finds the studied domain in `XL_LAB0_DOMAIN`.
+fn read_in_gdb(
+    script: &Path,
+    timeout: Duration,
+    params: &Params,
+) -> Result<(String, BTreeMap<String, f64>), String> {
+    if !script.is_file() {
+        return Err("hidden tests: graded in the TA's tree".into());
+    }
+    let (guests, extra) = params.lab0_boot();
+    let options = crate::cli::GdbOptions {
+        mode: Mode::Pv,
+        guests,
+        // The student's own session may hold the usual port.
+        port: crate::gdb::default_port() + 1000,
+        release: false,
+        no_gdb: false,
+        batch: None,
+        walkthrough: false,
+        record: false,
+        extra,
+        symbols: Vec::new(),
+        quiet: true,
+    };
+    let domain = params.lab0_domain().to_string();
+    let (_, transcript) =
+        crate::gdb::batch_output(&options, script, timeout, &[("XL_LAB0_DOMAIN", &domain)])?;
+    let values = transcript
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.strip_prefix("lab0: ")?.split_once(" = ")?;
+            Some((key.trim().to_string(), super::answers::number(value)?))
+        })
+        .collect();
+    Ok((transcript, values))
+}
+
+/// The quick bench (release build) in QEMU, in each of `modes`.
+fn bench_quick(
+    modes: &[&str],
+    timeout: Duration,
+    params: &Params,
+) -> Result<Vec<crate::bench::Measurement>, String> {
+    let artifacts = artifacts::build(true)
+        .map_err(|_| "the release build fails (see the compiler's errors above)".to_string())?;
+    let options = crate::bench::BenchOptions {
+        out: crate::process::root().join("target/grade/bench"),
+        quick: true,
+        timeout,
+        kvm: false,
+        console_writes: params.console_writes,
+    };
+    let mut all = Vec::new();
+    for mode in modes {
+        let mode = Mode::from_name(mode).ok_or("unknown mode")?;
+        let setup = crate::bench::Setup { emulator: Emulator::Qemu, mode };
+        let lines = crate::bench::boot(&artifacts, setup, &options)
+            .map_err(|e| format!("the bench did not run in {} mode: {e}", mode.name()))?;
+        all.extend(lines.into_iter().map(|line| crate::bench::Measurement {
+            setup,
+            line,
+            cycles: None,
+        }));
+    }
+    Ok(all)
 }
