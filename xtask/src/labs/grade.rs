@@ -12,7 +12,10 @@
 //!   ones. A change outside the allowed files is reported, and does not count.
 //! - `--submissions DIR`: every directory in `DIR` is a student's handout; each is graded in a
 //!   copy of this (full) tree with the student's allowed files, so hidden tests run too, and the
-//!   results go to `DIR/grades.csv`.
+//!   results go to `DIR/grades.csv`. A lab judged by exact numbers (`gdb`, `predict`, `report`:
+//!   addresses and instruction counts belong to one build) is graded instead on the student's
+//!   own handout tree, as for self-grading, with this tree's `hidden` files (the gdb scripts)
+//!   added, on the seed the handout was made with.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::handout::{tracked_files, HANDOUT_FILE};
+use super::handout::{is_hidden, tracked_files, HANDOUT_FILE};
 use super::manifest::{Check, Item, Manifest};
 use crate::process::root;
 
@@ -421,10 +424,35 @@ fn submissions(dir: &Path, options: &GradeOptions) -> Result<u8, String> {
             };
             let chosen: Vec<Manifest> =
                 manifests.iter().filter(|m| labs.contains(&m.lab)).cloned().collect();
-            let (outside, seed) = changes_outside_of_copy(student, &chosen)?;
-            let seed = options.seed.unwrap_or(seed);
-            let copy = grading_copy(&root(), student, &chosen, &format!("submission-{name}"))?;
-            Ok((outside, grade_in(&copy, &labs, seed, options)?))
+            let pristine = pristine_handout(student)?;
+            let seed = options.seed.unwrap_or_else(|| super::params::tree_seed(&pristine));
+            let outside = changes_outside(student, &pristine, &chosen)?;
+            // Exact numbers (what gdb reads, what the bench counts) belong to the exact build
+            // the student measured: those labs are graded on the handout's own tree with the
+            // TA's hidden scripts added. The others are graded in a copy of this tree, so
+            // their hidden tests run.
+            let (numbers, code): (Vec<Manifest>, Vec<Manifest>) =
+                chosen.into_iter().partition(|m| m.items.iter().any(|i| i.check.is_number()));
+            let numbers_of = |ms: &[Manifest]| ms.iter().map(|m| m.lab).collect::<Vec<u32>>();
+            let mut results = Vec::new();
+            if !code.is_empty() {
+                let copy = grading_copy(&root(), student, &code, &format!("submission-{name}"))?;
+                results.extend(grade_in(&copy, &numbers_of(&code), seed, options)?);
+            }
+            if !numbers.is_empty() {
+                let copy =
+                    grading_copy(&pristine, student, &numbers, &format!("submission-{name}-own"))?;
+                for file in tracked_files(&root())?.iter().filter(|f| is_hidden(f)) {
+                    if let Some(parent) = copy.join(file).parent() {
+                        fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                    }
+                    fs::copy(root().join(file), copy.join(file)).map_err(|e| e.to_string())?;
+                }
+                results.extend(grade_in(&copy, &numbers_of(&numbers), seed, options)?);
+            }
+            let _ = fs::remove_dir_all(&pristine);
+            results.sort_by_key(|r| r.manifest.lab);
+            Ok((outside, results))
         })();
         // One student's tree that cannot be graded is a row of the CSV, not the end of the run.
         let (outside, results) = match graded {
@@ -458,19 +486,6 @@ fn submissions(dir: &Path, options: &GradeOptions) -> Result<u8, String> {
     fs::write(&out, csv).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("grade: {} submissions graded; {}", students.len(), out.display());
     Ok(0)
-}
-
-/// A submission's changes outside the allowed files, against its own first commit, and the
-/// seed that commit was handed out with.
-fn changes_outside_of_copy(
-    student: &Path,
-    labs: &[Manifest],
-) -> Result<(Vec<String>, u64), String> {
-    let pristine = pristine_handout(student)?;
-    let seed = super::params::tree_seed(&pristine);
-    let outside = changes_outside(student, &pristine, labs);
-    let _ = fs::remove_dir_all(&pristine);
-    Ok((outside?, seed))
 }
 
 /// CI's first check of a lab: the full tree (solutions, hidden tests, model answers) earns

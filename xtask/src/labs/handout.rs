@@ -45,14 +45,14 @@ pub fn is_hidden(file: &str) -> bool {
 pub fn copy_tree(from: &Path, to: &Path, labs: &[u32]) -> Result<usize, String> {
     let mut cut = 0;
     for file in tracked_files(from)? {
+        if is_hidden(&file) {
+            continue;
+        }
         let source = from.join(&file);
         let target = to.join(&file);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
-        if is_hidden(&file) {
-            continue;
         }
         // Deleted in the working tree: nothing to copy.
         let Ok(bytes) = fs::read(&source) else { continue };

@@ -314,6 +314,15 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     if manifest.allowed.is_empty() {
         return Err(ManifestError { line: 1, what: "no `allowed` files".into() });
     }
+    // A lab of exact numbers is graded on the student's own build (`grade`), which has no
+    // hidden regions: only its gdb checks (a hidden script) may be hidden.
+    let numbers = manifest.items.iter().any(|i| i.check.is_number());
+    if numbers && manifest.items.iter().any(|i| i.hidden && !matches!(i.check, Check::Gdb(_))) {
+        return Err(ManifestError {
+            line: 1,
+            what: "a lab with gdb, predict or report items is graded on the student's own build: only its gdb items may be hidden".into(),
+        });
+    }
     Ok(manifest)
 }
 
@@ -388,6 +397,10 @@ mod tests {
                 "line 5: tolerance `five`",
             ),
             ("lab 0 \"x\"\nallowed a\nanswers a\npart 0.1 \"y\"\ngdb k 1\n", "needs a `script`"),
+            (
+                "lab 7 \"x\"\nallowed a\nanswers a\npart 7.1 \"y\"\nreport k pv w p cr3 1\nhidden host k t 1\n",
+                "only its gdb items may be hidden",
+            ),
         ];
         for (text, what) in cases {
             let error = parse(text).unwrap_err().to_string();
