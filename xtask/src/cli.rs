@@ -32,9 +32,11 @@ usage:
       the student their own machine (lab 0's memory and domains, lab 7's workload size, the
       hidden tests' random seed).
   cargo xtask grade  [--lab N[,M...]] [--json] [--submissions DIR] [--timeout SECS] [--seed S]
+                     [--record]
       Scores labs against their manifests (lecture-notes/labs/*.lab): every item, then
       \"score: N/M\". In a handout it grades a copy with the pristine tests; --submissions
-      grades every student tree in DIR and writes DIR/grades.csv.
+      grades every student tree in DIR and writes DIR/grades.csv. --seed S grades on student
+      S's machine; --record (full tree) rewrites the model answers' gdb and bench numbers.
   cargo xtask doctor
       What this machine can run (QEMU, Bochs with VMX, gdb, KVM) and how to fix what is missing.
 
@@ -341,6 +343,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 here: false,
                 timeout: Duration::from_secs(600),
                 seed: None,
+                record: false,
             };
             while let Some(flag) = it.next() {
                 match flag.as_str() {
@@ -352,6 +355,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     }
                     "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
                     "--seed" => options.seed = Some(seed_value(value(flag, &mut it)?)?),
+                    "--record" => options.record = true,
                     other => return Err(format!("grade: unknown flag '{other}'")),
                 }
             }

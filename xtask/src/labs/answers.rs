@@ -65,12 +65,46 @@ pub fn answer_values(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A value: an integer, kept exact (an address read in gdb has 64 significant bits, more
+/// than a float holds), or a measured average.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Number {
+    /// `0x1f`, `31`.
+    Int(u64),
+    /// `1234.5`.
+    Real(f64),
+}
+
+impl Number {
+    /// As a real number (for tolerances and the table's rounding).
+    pub fn real(self) -> f64 {
+        match self {
+            Number::Int(n) => n as f64,
+            Number::Real(x) => x,
+        }
+    }
+}
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Number::Int(n) if *n >= 16 => write!(f, "{n:#x} ({n})"),
+            Number::Int(n) => write!(f, "{n}"),
+            Number::Real(x) => write!(f, "{x}"),
+        }
+    }
+}
+
 /// A number as a student or a gdb script writes it: `0x1f`, `31`, `1234.5`.
-pub fn number(text: &str) -> Option<f64> {
+pub fn number(text: &str) -> Option<Number> {
     let text = text.trim().replace('_', "");
     match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok().map(|n| n as f64),
-        None => text.parse().ok(),
+        Some(hex) => u64::from_str_radix(hex, 16).ok().map(Number::Int),
+        None => text
+            .parse()
+            .map(Number::Int)
+            .ok()
+            .or_else(|| text.parse().ok().filter(|x: &f64| x.is_finite()).map(Number::Real)),
     }
 }
 
@@ -86,10 +120,11 @@ pub fn decimals(field: &str) -> usize {
 /// Whether the student's `given` earns the item, against what was `found` (measured or read
 /// by gdb): gdb answers and reports exactly (reports as the table prints them), predictions
 /// within their tolerance.
-pub fn judge(check: &Check, given: &str, found: f64) -> (bool, String) {
-    let Some(value) = number(given) else {
+pub fn judge(check: &Check, given: &str, found: Number) -> (bool, String) {
+    let Some(exact) = number(given) else {
         return (false, format!("`{given}` is not a number"));
     };
+    let (value, shown, found) = (exact.real(), found, found.real());
     match check {
         Check::Predict { tolerance, .. } => {
             let off = if found == 0.0 {
@@ -119,12 +154,8 @@ pub fn judge(check: &Check, given: &str, found: f64) -> (bool, String) {
             )
         }
         _ => {
-            let ok = value == found;
-            let shown = if found.fract() == 0.0 && found >= 16.0 {
-                format!("{:#x} ({found})", found as u64)
-            } else {
-                format!("{found}")
-            };
+            // What gdb reads is an integer: equal to the last bit.
+            let ok = matches!((exact, shown), (Number::Int(a), Number::Int(b)) if a == b);
             (
                 ok,
                 if ok {
@@ -143,7 +174,7 @@ pub fn number_verdict(
     tree: &Path,
     manifest: &Manifest,
     item: &Item,
-    found: &BTreeMap<String, Result<f64, String>>,
+    found: &BTreeMap<String, Result<Number, String>>,
 ) -> (bool, String) {
     let Some(file) = &manifest.answers else {
         return (false, "the lab has no answers file".into());
@@ -170,6 +201,45 @@ pub fn number_verdict(
     }
 }
 
+/// `text` with the value of every `key = value` line in `values` replaced (the model answers'
+/// numbers, re-read by `cargo xtask grade --record`); returns the new text and the keys changed.
+pub fn with_values(text: &str, values: &BTreeMap<String, String>) -> (String, Vec<String>) {
+    let mut changed = Vec::new();
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_end_matches('\n');
+        let replaced = trimmed.split_once('=').and_then(|(key, old)| {
+            let new = values.get(key.trim())?;
+            // The same number written another way (`18`, `0x12`) stays as the author wrote it.
+            let same = old.trim() == new || number(old).is_some_and(|o| Some(o) == number(new));
+            (!same).then(|| format!("{} = {new}", key.trim_end()))
+        });
+        match replaced {
+            Some(new) => {
+                changed.push(trimmed.split('=').next().unwrap_or("").trim().to_string());
+                out.push_str(&new);
+                out.push_str(&line[trimmed.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    (out, changed)
+}
+
+/// How `value` is written back for `check`: gdb answers as the script prints them, reported
+/// counts as the bench table does.
+pub fn written(check: &Check, value: Number) -> Option<String> {
+    match (check, value) {
+        (Check::Gdb(_), Number::Int(n)) if n >= 16 => Some(format!("{n:#x}")),
+        (Check::Gdb(_), _) => Some(format!("{value}")),
+        (Check::Report { at, .. }, _) => {
+            let places = decimals(&at.field);
+            Some(format!("{:.places$}", value.real()))
+        }
+        _ => None, // a prediction is the model's reasoning, not a measurement
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,13 +249,33 @@ mod tests {
         let text = "## Answers\n\n```text\ndomain = 1\nkernel_cr3 = 0x4d1000\nnote = TODO\n```\nnot = a key = x\n";
         let values = answer_values(text);
         assert_eq!(values["domain"], "1");
-        assert_eq!(number(&values["kernel_cr3"]), Some(0x4d1000 as f64));
+        assert_eq!(number(&values["kernel_cr3"]), Some(Number::Int(0x4d1000)));
         assert!(!values.contains_key("not = a key"));
         let gdb = Check::Gdb("kernel_cr3".into());
-        assert!(judge(&gdb, "0x4d1000", 0x4d1000 as f64).0);
-        let (ok, why) = judge(&gdb, "0x4d2000", 0x4d1000 as f64);
+        assert!(judge(&gdb, "0x4d1000", Number::Int(0x4d1000)).0);
+        assert!(judge(&gdb, "5050368", Number::Int(0x4d1000)).0, "decimal is the same number");
+        let (ok, why) = judge(&gdb, "0x4d2000", Number::Int(0x4d1000));
         assert!(!ok && why.contains("0x4d1000"), "{why}");
-        assert!(!judge(&gdb, "about 5", 5.0).0);
+        assert!(!judge(&gdb, "about 5", Number::Int(5)).0);
+        // 64-bit addresses are compared exactly: a float would call these two equal.
+        let rip = Number::Int(0xffff_ffff_8016_8035);
+        assert!(!judge(&gdb, "0xffffffff80168000", rip).0);
+        assert!(judge(&gdb, "0xffffffff80168035", rip).0);
+    }
+
+    #[test]
+    fn recorded_values_replace_only_their_lines() {
+        let text = "## A\n```text\ndomain = 1\nuser_rsp = 0x10\nother = 3\n```\n";
+        let values: BTreeMap<String, String> =
+            [("domain".to_string(), "2".to_string()), ("user_rsp".to_string(), "16".to_string())]
+                .into();
+        let (out, changed) = with_values(text, &values);
+        assert_eq!(out, "## A\n```text\ndomain = 2\nuser_rsp = 0x10\nother = 3\n```\n");
+        assert_eq!(changed, ["domain"]);
+        assert_eq!(written(&Check::Gdb("k".into()), Number::Int(4096)).as_deref(), Some("0x1000"));
+        assert_eq!(written(&Check::Gdb("k".into()), Number::Int(10)).as_deref(), Some("10"));
+        let rip = Number::Int(0xffff_ffff_8016_8035);
+        assert_eq!(written(&Check::Gdb("k".into()), rip).as_deref(), Some("0xffffffff80168035"));
     }
 
     #[test]
@@ -197,14 +287,15 @@ mod tests {
             field: "instructions".into(),
         };
         let predict = Check::Predict { key: "k".into(), at: at.clone(), tolerance: 20 };
-        assert!(judge(&predict, "1100", 1000.0).0);
-        assert!(!judge(&predict, "1300", 1000.0).0);
+        let real = Number::Real;
+        assert!(judge(&predict, "1100", real(1000.0)).0);
+        assert!(!judge(&predict, "1300", real(1000.0)).0);
         let exact = Check::Predict { key: "k".into(), at: at.clone(), tolerance: 0 };
-        assert!(judge(&exact, "2", 2.0).0 && !judge(&exact, "1", 0.0).0);
+        assert!(judge(&exact, "2", real(2.0)).0 && !judge(&exact, "1", real(0.0)).0);
         let report = Check::Report { key: "k".into(), at };
-        assert!(judge(&report, "1234.5", 1234.5).0);
-        assert!(judge(&report, "1234.50", 1234.5).0);
-        let (ok, why) = judge(&report, "1234.6", 1234.5);
+        assert!(judge(&report, "1234.5", real(1234.5)).0);
+        assert!(judge(&report, "1234.50", real(1234.5)).0);
+        let (ok, why) = judge(&report, "1234.6", real(1234.5));
         assert!(!ok && why.contains("1234.5"), "{why}");
     }
 
