@@ -48,11 +48,18 @@ pub enum Hypercall {
     MmuextOp = 26,
     /// `stats(buf: *mut Stats)`: copy this domain's counters out.
     Stats = 40,
+    // LAB 1.5 BEGIN: add hypercall `DomainId = 48`, `domain_id()`, which returns the caller's domain id (it takes no arguments)
+    // Hint: a variant of this enum is the whole ABI of a hypercall: its number, and (below) its place in `ALL` and its name.
+    // Handout: // LAB 1.5: the new hypercall's variant goes here.
+    /// `domain_id()`: the calling domain's id. 48 is the first number Xen leaves to each
+    /// architecture, so it clashes with no hypercall Xen shares.
+    DomainId = 48,
+    // LAB 1.5 END
 }
 
 impl Hypercall {
     /// All hypercalls, for tables and tests.
-    pub const ALL: [Hypercall; 12] = [
+    pub const ALL: &[Hypercall] = &[
         Hypercall::SetTrapTable,
         Hypercall::MmuUpdate,
         Hypercall::UpdateVaMapping,
@@ -65,11 +72,15 @@ impl Hypercall {
         Hypercall::SchedOp,
         Hypercall::EventChannelOp,
         Hypercall::Stats,
+        // LAB 1.5 BEGIN: list the new hypercall, so `from_number` decodes it
+        // Handout: // LAB 1.5: the new hypercall goes here too.
+        Hypercall::DomainId,
+        // LAB 1.5 END
     ];
 
     /// Decodes a hypercall number.
     pub fn from_number(number: u64) -> Option<Hypercall> {
-        Hypercall::ALL.into_iter().find(|h| *h as u64 == number)
+        Hypercall::ALL.iter().copied().find(|h| *h as u64 == number)
     }
 
     /// The handler's name without `do_`.
@@ -87,6 +98,10 @@ impl Hypercall {
             Hypercall::SchedOp => "sched_op",
             Hypercall::EventChannelOp => "event_channel_op",
             Hypercall::Stats => "stats",
+            // LAB 1.5 BEGIN: name the new hypercall `domain_id` (gdb's `xl-hypercall` and the exit summary print it)
+            // Handout: // LAB 1.5: and its name here.
+            Hypercall::DomainId => "domain_id",
+            // LAB 1.5 END
         }
     }
 }
@@ -470,13 +485,22 @@ mod tests {
         assert_eq!(Hypercall::ConsoleIo as u64, 18);
         assert_eq!(Hypercall::SchedOp as u64, 29);
         assert_eq!(Hypercall::EventChannelOp as u64, 32);
-        for h in Hypercall::ALL {
+        for &h in Hypercall::ALL {
             assert_eq!(Hypercall::from_number(h as u64), Some(h));
             assert!((h as u64) < 64, "fits Stats (and so the 128-entry hypercall page)");
         }
         assert_eq!(Hypercall::MmuUpdate as u64, 1);
         assert_eq!(Hypercall::MmuextOp as u64, 26);
         assert_eq!(Hypercall::from_number(2), None, "set_gdt is not offered");
+    }
+
+    /// Lab 1.5's ABI half: written without naming the variant, so it builds (and fails) in the
+    /// handout too.
+    #[test]
+    fn domain_id_is_hypercall_48() {
+        let found = Hypercall::from_number(48);
+        assert_eq!(found.map(Hypercall::name), Some("domain_id"), "hypercall 48 must decode");
+        assert!(Hypercall::ALL.iter().filter(|h| **h as u64 == 48).count() == 1);
     }
 
     #[test]

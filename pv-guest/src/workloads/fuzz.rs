@@ -243,7 +243,7 @@ fn one_call(t: &Target<'_>, rng: &mut Rng) -> u64 {
             (*buffers).text.as_ptr() as u64,
         )
     };
-    let number = if rng.below(10) < 8 { rng.pick(&Hypercall::ALL) as u64 } else { rng.below(70) };
+    let number = if rng.below(10) < 8 { rng.pick(Hypercall::ALL) as u64 } else { rng.below(70) };
     let small = |rng: &mut Rng| rng.pick(&[0u64, 1, 2, 3, 7, 63, 64, 255, 256, 1 << 32, u64::MAX]);
     let mut args = [0u64; 5];
     let hypercall = Hypercall::from_number(number);

@@ -271,7 +271,7 @@ impl fmt::Display for Summary<'_> {
         }
         f.write_str("; hypercalls:")?;
         let mut any = false;
-        for hypercall in Hypercall::ALL {
+        for &hypercall in Hypercall::ALL {
             let count = stats.hypercalls[hypercall as usize];
             if count > 0 {
                 write!(f, " {} {count}", hypercall.name())?;
