@@ -824,6 +824,21 @@ pub fn lab_hidden(info: &StartInfo) -> u8 {
         call(Hypercall::ConsoleIo, [CONSOLEIO_WRITE, 0, info.shared_info, 0, 0]),
         Ok(0),
     );
+    // Lab 1.5: the caller's own id, from a domain other than 0 (a handler that answers 0
+    // passes the visible self-test, which runs in domain 0), whatever the argument registers
+    // hold. By number: the variant is the student's.
+    let id = u64::from(info.domain_id);
+    check(
+        "lab 1: domain_id in domain 1 is 1",
+        id == 1 && crate::platform::domain_id() == Ok(1),
+        format_args!("StartInfo says {id}, domain_id {:?}", crate::platform::domain_id()),
+    );
+    let value = crate::platform::hypercall(48, [u64::MAX, 1, 2, 3, 4]);
+    expect(
+        "lab 1: domain_id ignores its argument registers",
+        Errno::from_return(value).map_or(Ok(value), Err),
+        Ok(id),
+    );
     let (passed, failed) = (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
     println!("tests: {passed} passed, {failed} failed");
     failed.min(97) as u8

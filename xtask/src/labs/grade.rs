@@ -84,6 +84,9 @@ pub fn describe(check: &Check) -> String {
             format!("bench {workload} {path}: {per_op} {field} per operation")
         }
         Check::Gdb(key) => format!("gdb {key}"),
+        Check::Sized { workload, path } => {
+            format!("sized {workload} {path}: runs as many operations as asked")
+        }
         Check::Predict { key, at, tolerance } => format!(
             "predict {key} (within {tolerance}% of {} {} {} {})",
             at.mode, at.workload, at.path, at.field
@@ -597,7 +600,10 @@ fn run_items(
                     Check::Host { krate, prefix } => {
                         host_verdict(&host, krate, prefix, item.hidden)
                     }
-                    Check::Boot(_) | Check::Selftest(_) | Check::Bench { .. } => boots
+                    Check::Boot(_)
+                    | Check::Selftest(_)
+                    | Check::Bench { .. }
+                    | Check::Sized { .. } => boots
                         .get(&describe(&item.check))
                         .cloned()
                         .unwrap_or((false, "not run".into())),

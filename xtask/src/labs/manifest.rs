@@ -24,7 +24,9 @@
 //!   report measured.pv.instructions pv console-write syscall instructions 5  # equal, as the bench table prints it
 //! ```
 //!
-//! `predict` and `report` read the quick bench in QEMU (`pv` or `native`), release build, as
+//! `sized console-write syscall 5` boots the bench asking the workload for a number of operations
+//! no handout uses and checks its line reports exactly that many (a hidden check that runs on
+//! any build). `predict` and `report` read the quick bench in QEMU (`pv` or `native`), release build, as
 //! `cargo xtask bench --quick` runs it; fields: `instructions`, `entries`, `exits`, `cr3`,
 //! `transitions` (per operation).
 
@@ -57,6 +59,15 @@ pub enum Check {
         field: String,
         /// How many per operation.
         per_op: u64,
+    },
+    /// Asked for a workload size no handout uses (`writes=`), the bench's `workload`/`path`
+    /// line reports exactly that many operations: the workload runs what it is asked, not a
+    /// number written into it.
+    Sized {
+        /// The workload (`console-write`).
+        workload: String,
+        /// Its path (`syscall`).
+        path: String,
     },
     /// The answers file's `key = value` equals what the lab's gdb `script` read from the CPU on
     /// the student's machine (their seed's).
@@ -278,6 +289,9 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
                 })
             }
             ("gdb", 3) => Some(Check::Gdb(words[1].clone())),
+            ("sized", 4) => {
+                Some(Check::Sized { workload: words[1].clone(), path: words[2].clone() })
+            }
             ("predict", 8) => {
                 let tolerance = words[6]
                     .strip_suffix('%')
@@ -315,12 +329,14 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         return Err(ManifestError { line: 1, what: "no `allowed` files".into() });
     }
     // A lab of exact numbers is graded on the student's own build (`grade`), which has no
-    // hidden regions: only its gdb checks (a hidden script) may be hidden.
+    // hidden regions: only checks that need none (its gdb script, a hidden `hidden` file; a
+    // bench run at a size the handout never asks) may be hidden.
     let numbers = manifest.items.iter().any(|i| i.check.is_number());
-    if numbers && manifest.items.iter().any(|i| i.hidden && !matches!(i.check, Check::Gdb(_))) {
+    let own_build = |c: &Check| matches!(c, Check::Gdb(_) | Check::Sized { .. });
+    if numbers && manifest.items.iter().any(|i| i.hidden && !own_build(&i.check)) {
         return Err(ManifestError {
             line: 1,
-            what: "a lab with gdb, predict or report items is graded on the student's own build: only its gdb items may be hidden".into(),
+            what: "a lab with gdb, predict or report items is graded on the student's own build: only its gdb and sized items may be hidden".into(),
         });
     }
     Ok(manifest)
@@ -399,7 +415,7 @@ mod tests {
             ("lab 0 \"x\"\nallowed a\nanswers a\npart 0.1 \"y\"\ngdb k 1\n", "needs a `script`"),
             (
                 "lab 7 \"x\"\nallowed a\nanswers a\npart 7.1 \"y\"\nreport k pv w p cr3 1\nhidden host k t 1\n",
-                "only its gdb items may be hidden",
+                "only its gdb and sized items may be hidden",
             ),
         ];
         for (text, what) in cases {

@@ -33,7 +33,12 @@ pub fn boots(
     let wanted: Vec<&Item> = items
         .iter()
         .copied()
-        .filter(|i| matches!(i.check, Check::Boot(_) | Check::Selftest(_) | Check::Bench { .. }))
+        .filter(|i| {
+            matches!(
+                i.check,
+                Check::Boot(_) | Check::Selftest(_) | Check::Bench { .. } | Check::Sized { .. }
+            )
+        })
         .collect();
     if wanted.is_empty() {
         return Ok(results);
@@ -116,6 +121,37 @@ pub fn boots(
                             let detail = format!("{count} {field} over {} operations", line.ops);
                             (count == per_op * line.ops, detail)
                         }
+                    }
+                }
+            };
+            results.insert(describe(&item.check), verdict);
+        }
+    }
+    if wanted.iter().any(|i| matches!(i.check, Check::Sized { .. })) {
+        // A size no seed gives (`params`: 40 ..= 103, the reference 64).
+        let asked = 211;
+        let options = crate::bench::BenchOptions {
+            out: crate::process::root().join("target/grade/bench-sized"),
+            quick: true,
+            timeout,
+            kvm: false,
+            console_writes: asked,
+        };
+        let lines = crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &options);
+        for item in &wanted {
+            let Check::Sized { workload, path } = &item.check else { continue };
+            let verdict = match &lines {
+                Err(error) => (false, format!("the bench did not run: {error}")),
+                Ok(lines) => {
+                    match lines.iter().find(|l| &l.workload == workload && &l.path == path) {
+                        None => (false, format!("the bench printed no {workload} {path} line")),
+                        Some(line) if line.ops == asked => {
+                            (true, format!("asked for {asked}, ran {asked}"))
+                        }
+                        Some(line) => (
+                            false,
+                            format!("asked for {asked} operations, the line reports {}", line.ops),
+                        ),
                     }
                 }
             };
