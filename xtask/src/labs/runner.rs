@@ -97,13 +97,7 @@ pub fn boots(
         }
     }
     if wanted.iter().any(|i| matches!(i.check, Check::Bench { .. })) {
-        let bench_options = crate::bench::BenchOptions {
-            out: crate::process::root().join("target/grade/bench"),
-            quick: true,
-            timeout,
-            kvm: false,
-            console_writes: params.console_writes,
-        };
+        let bench_options = quick_bench(timeout, params.console_writes);
         let lines = crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &bench_options);
         for item in &wanted {
             let Check::Bench { workload, path, field, per_op } = &item.check else { continue };
@@ -130,14 +124,8 @@ pub fn boots(
     if wanted.iter().any(|i| matches!(i.check, Check::Sized { .. })) {
         // A size no seed gives (`params`: 40 ..= 103, the reference 64).
         let asked = 211;
-        let options = crate::bench::BenchOptions {
-            out: crate::process::root().join("target/grade/bench-sized"),
-            quick: true,
-            timeout,
-            kvm: false,
-            console_writes: asked,
-        };
-        let lines = crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &options);
+        let lines =
+            crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &quick_bench(timeout, asked));
         for item in &wanted {
             let Check::Sized { workload, path } = &item.check else { continue };
             let verdict = match &lines {
@@ -159,6 +147,17 @@ pub fn boots(
         }
     }
     Ok(results)
+}
+
+/// The quick bench as a grading runs it, with `console_writes` writes for `console-write`.
+fn quick_bench(timeout: Duration, console_writes: u64) -> crate::bench::BenchOptions {
+    crate::bench::BenchOptions {
+        out: crate::process::root().join("target/grade/bench"),
+        quick: true,
+        timeout,
+        kvm: false,
+        console_writes,
+    }
 }
 
 /// `describe(check) → the value, or why there is none` for every `gdb`, `predict` and
@@ -285,13 +284,7 @@ fn bench_quick(
 ) -> Result<Vec<crate::bench::Measurement>, String> {
     let artifacts = artifacts::build(true)
         .map_err(|_| "the release build fails (see the compiler's errors above)".to_string())?;
-    let options = crate::bench::BenchOptions {
-        out: crate::process::root().join("target/grade/bench"),
-        quick: true,
-        timeout,
-        kvm: false,
-        console_writes: params.console_writes,
-    };
+    let options = quick_bench(timeout, params.console_writes);
     let mut all = Vec::new();
     for mode in modes {
         let mode = Mode::from_name(mode).ok_or("unknown mode")?;
