@@ -27,6 +27,9 @@ check(value("command") == 0, "console_io was asked to write (command 0)")
 check(0 < value("len") <= 4096, "its length is between 1 and 4096 bytes")
 check(value("buffer") >= 0xffffffff80000000, "its buffer lies in the guest's direct map")
 check(value("$cs") & 3 == 0, "the handler runs in ring 0")
+names = hypercall_names()
+check([names.get(n) for n in (1, 3, 14)] == ["mmu_update", "stack_switch", "update_va_mapping"],
+      "xl-hypercall names hypercalls 1, 3 and 14 from the Hypercall enum, not from Errno's numbers")
 end
 delete
 

@@ -92,7 +92,10 @@ def read_hypervisor_u64(name):
 def hypercall_names():
     """Number -> name, read from the ABI's source (the one place hypercalls are listed)."""
     text = open(os.path.join(ROOT, "hypercall-abi", "src", "hypercall.rs")).read()
-    numbers = dict(re.findall(r"^\s+(\w+) = (\d+),", text, re.M))
+    # Only the `Hypercall` enum's variants: the file's other enums (`Errno`: EPERM = 1, ESRCH = 3,
+    # EFAULT = 14) reuse the same numbers.
+    body = re.search(r"pub enum Hypercall \{(.*?)\n\}", text, re.S)
+    numbers = dict(re.findall(r"^\s+(\w+) = (\d+),", body.group(1) if body else "", re.M))
     names = dict(re.findall(r'Hypercall::(\w+) => "(\w+)"', text))
     return {int(number): names.get(variant, variant) for variant, number in numbers.items()}
 

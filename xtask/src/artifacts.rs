@@ -122,11 +122,12 @@ pub fn image_builder() -> Result<PathBuf, String> {
 /// The standard bundle: `cmdline`, both guest flavours (`guest-pv`, `guest-hvm`) and the user
 /// programs under their names.
 pub fn standard_bundle(artifacts: &Artifacts, cmdline: &str) -> Result<Vec<u8>, String> {
-    let (pv, hvm) = (read(&artifacts.guest_pv)?, read(&artifacts.guest_hvm)?);
+    let pv = read(&without_debug(&artifacts.guest_pv)?)?;
+    let hvm = read(&without_debug(&artifacts.guest_hvm)?)?;
     let programs: Vec<(&str, Vec<u8>)> = artifacts
         .user_programs
         .iter()
-        .map(|(name, path)| Ok((*name, read(path)?)))
+        .map(|(name, path)| Ok((*name, read(&without_debug(path)?)?)))
         .collect::<Result<_, String>>()?;
     let mut images: Vec<(&str, &[u8])> = vec![("guest-pv", &pv), ("guest-hvm", &hvm)];
     images.extend(programs.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
@@ -142,6 +143,51 @@ pub fn bundle_bytes(cmdline: &str, images: &[(&str, &[u8])]) -> Result<Vec<u8>, 
     writer.finish().map_err(|e| format!("bundle: {e}"))
 }
 
+/// `elf` without its debug sections, in a file beside it (`NAME.boot`): what is booted. The
+/// debug information stays in `elf`, for gdb and fault locations. Two reasons: DWARF records
+/// the directory the tree was built in, so with it the boot image's size, and so where
+/// xen-lite's free memory and each domain's frames begin, would depend on where the tree is
+/// checked out (lab 0 reads machine addresses); and a boot loads a tenth of the bytes.
+pub fn without_debug(elf: &Path) -> Result<PathBuf, String> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static OBJCOPY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = elf.with_extension("boot");
+    if modified(&out).is_some_and(|stripped| Some(stripped) >= modified(elf)) {
+        return Ok(out);
+    }
+    // The pinned nightly's llvm-tools (installed with it, for the image builder).
+    let objcopy = OBJCOPY.get_or_init(|| {
+        ensure_nightly()?;
+        let sysroot = crate::process::stdout_of(
+            Command::new("rustup").args(["run", NIGHTLY, "rustc", "--print", "sysroot"]),
+        )
+        .ok_or("cannot ask the pinned nightly for its sysroot")?;
+        let tool = PathBuf::from(sysroot.trim())
+            .join("lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-objcopy");
+        if tool.is_file() {
+            Ok(tool)
+        } else {
+            Err(format!(
+                "{} is missing: `rustup component add llvm-tools-preview --toolchain {NIGHTLY}`",
+                tool.display()
+            ))
+        }
+    });
+    let objcopy = objcopy.clone()?;
+    let status = Command::new(&objcopy)
+        .arg("--strip-debug")
+        .arg(elf)
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", objcopy.display()))?;
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("llvm-objcopy --strip-debug {} failed ({status})", elf.display()))
+    }
+}
+
 /// Reads a built file.
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -150,7 +196,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
 /// Wraps xen-lite and a ramdisk into a bootable BIOS disk image at `out`.
 pub fn make_disk(artifacts: &Artifacts, ramdisk: &Path, out: &Path) -> Result<(), String> {
     let output = Command::new(&artifacts.image_builder)
-        .arg(&artifacts.xen_lite)
+        .arg(without_debug(&artifacts.xen_lite)?)
         .arg(ramdisk)
         .arg(out)
         .output()
