@@ -144,7 +144,6 @@ pub fn batch_output(
     options: &GdbOptions,
     script: &Path,
     timeout: Duration,
-    env: &[(&str, &str)],
 ) -> Result<(bool, String), String> {
     let (dir, disk, init) = prepare(options)?;
     let mut qemu = start_qemu(&disk, &dir, options.port, false)?;
@@ -154,7 +153,6 @@ pub fn batch_output(
     }
     let mut command = Command::new("gdb");
     command.arg("-q").arg("-x").arg(&init).arg("-batch").arg("-x").arg(script);
-    command.envs(env.iter().copied());
     let output = crate::process::output_within(command.stdin(Stdio::null()), timeout);
     let _ = qemu.kill();
     let _ = qemu.wait();

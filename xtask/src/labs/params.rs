@@ -72,11 +72,6 @@ impl Params {
         guests.push("tests".into());
         (guests, vec![format!("mem={}M", self.mem_mib)])
     }
-
-    /// The domain lab 0 studies.
-    pub fn lab0_domain(&self) -> usize {
-        self.bystanders
-    }
 }
 
 /// The parameters of this tree (the workspace the xtask runs in).
@@ -153,6 +148,5 @@ mod tests {
         let (guests, extra) = p.lab0_boot();
         assert_eq!(guests, ["counter", "counter", "tests"]);
         assert_eq!(extra, ["mem=20M"]);
-        assert_eq!(p.lab0_domain(), 2);
     }
 }

@@ -239,7 +239,7 @@ pub fn numbers(
 }
 
 /// Lab 0's gdb script on the student's machine: its transcript and the `lab0: key = value`
-/// lines it printed. The script finds the studied domain in `XL_LAB0_DOMAIN`.
+/// lines it printed. The script finds the studied domain itself (the one running `tests`).
 fn read_in_gdb(
     script: &Path,
     timeout: Duration,
@@ -263,9 +263,7 @@ fn read_in_gdb(
         symbols: Vec::new(),
         quiet: true,
     };
-    let domain = params.lab0_domain().to_string();
-    let (_, transcript) =
-        crate::gdb::batch_output(&options, script, timeout, &[("XL_LAB0_DOMAIN", &domain)])?;
+    let (_, transcript) = crate::gdb::batch_output(&options, script, timeout)?;
     let values = transcript
         .lines()
         .filter_map(|line| {
