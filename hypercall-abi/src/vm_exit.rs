@@ -115,6 +115,122 @@ pub const fn name(reason: u16) -> &'static str {
     }
 }
 
+/// The counter slot and the name of a VM exit in `mode`'s own words: VMX counts by basic exit
+/// reason; SVM's exit codes are counted in the slot of the VMX reason that means the same
+/// ([`svm::slot`]), so every program that reads [`crate::hypercall::Stats`] works in both.
+pub fn name_in(mode: crate::Mode, slot: u16) -> &'static str {
+    match mode {
+        crate::Mode::Svm => svm::slot_name(slot),
+        _ => name(slot),
+    }
+}
+
+/// AMD-V exit codes (`EXITCODE` in the VMCB) and the VMX slot each is counted in. See: AMD64
+/// APM Vol. 2, revision 3.42, Appendix C ("SVM intercept exit codes").
+pub mod svm {
+    /// A physical interrupt arrived while the guest ran (the INTR intercept).
+    pub const INTR: u64 = 0x60;
+    /// The guest can take the virtual interrupt xen-lite offered (the VINTR intercept).
+    pub const VINTR: u64 = 0x64;
+    /// `cpuid`.
+    pub const CPUID: u64 = 0x72;
+    /// `invd`.
+    pub const INVD: u64 = 0x76;
+    /// `hlt`.
+    pub const HLT: u64 = 0x78;
+    /// `invlpga`.
+    pub const INVLPGA: u64 = 0x7a;
+    /// `in`/`out` to a port the I/O permission map intercepts.
+    pub const IOIO: u64 = 0x7b;
+    /// `rdmsr`/`wrmsr` of an MSR the MSR permission map intercepts (EXITINFO1 = 1 for a write).
+    pub const MSR: u64 = 0x7c;
+    /// Shutdown: the guest triple-faulted.
+    pub const SHUTDOWN: u64 = 0x7f;
+    /// `vmrun`.
+    pub const VMRUN: u64 = 0x80;
+    /// `vmmcall`: the hypercall.
+    pub const VMMCALL: u64 = 0x81;
+    /// `vmload`.
+    pub const VMLOAD: u64 = 0x82;
+    /// `vmsave`.
+    pub const VMSAVE: u64 = 0x83;
+    /// `stgi`.
+    pub const STGI: u64 = 0x84;
+    /// `clgi`.
+    pub const CLGI: u64 = 0x85;
+    /// `skinit`.
+    pub const SKINIT: u64 = 0x86;
+    /// `wbinvd`.
+    pub const WBINVD: u64 = 0x89;
+    /// A guest-physical address the nested page tables do not map (EXITINFO2 holds it).
+    pub const NPF: u64 = 0x400;
+    /// `vmrun` refused the VMCB (no guest ran): `VMEXIT_INVALID`, -1.
+    pub const INVALID: u64 = u64::MAX;
+
+    /// Every exit code xen-lite tells apart: the code, its name, the VMX slot it is counted in.
+    /// `MSR` has two slots (read, write): [`slot`] gets the direction.
+    pub(crate) const CODES: [(u64, &str, u16); 19] = [
+        (INTR, "INTR", super::EXTERNAL_INTERRUPT),
+        (VINTR, "VINTR", super::INTERRUPT_WINDOW),
+        (CPUID, "CPUID", super::CPUID),
+        (INVD, "INVD", super::INVD),
+        (HLT, "HLT", super::HLT),
+        (INVLPGA, "INVLPGA", 14),
+        (IOIO, "IOIO", super::IO_INSTRUCTION),
+        (MSR, "MSR read", super::RDMSR),
+        (MSR, "MSR write", super::WRMSR),
+        (SHUTDOWN, "SHUTDOWN", super::TRIPLE_FAULT),
+        (VMRUN, "VMRUN", 20),
+        (VMMCALL, "VMMCALL", super::VMCALL),
+        (VMLOAD, "VMLOAD", 21),
+        (VMSAVE, "VMSAVE", 22),
+        (STGI, "STGI", 25),
+        (CLGI, "CLGI", 23),
+        (SKINIT, "SKINIT", 11),
+        (WBINVD, "WBINVD", super::WBINVD),
+        (NPF, "NPF", super::EPT_VIOLATION),
+    ];
+
+    /// The slot every other exit code is counted in (the last).
+    pub const OTHER_SLOT: u16 = crate::hypercall::VM_EXIT_SLOTS as u16 - 1;
+
+    /// The APM's name for exit `code` (exceptions as `EXCP n`).
+    pub fn name(code: u64) -> &'static str {
+        const EXCEPTIONS: [&str; 32] = [
+            "EXCP 0", "EXCP 1", "EXCP 2", "EXCP 3", "EXCP 4", "EXCP 5", "EXCP 6", "EXCP 7",
+            "EXCP 8", "EXCP 9", "EXCP 10", "EXCP 11", "EXCP 12", "EXCP 13", "EXCP 14", "EXCP 15",
+            "EXCP 16", "EXCP 17", "EXCP 18", "EXCP 19", "EXCP 20", "EXCP 21", "EXCP 22", "EXCP 23",
+            "EXCP 24", "EXCP 25", "EXCP 26", "EXCP 27", "EXCP 28", "EXCP 29", "EXCP 30", "EXCP 31",
+        ];
+        match code {
+            0x40..=0x5f => EXCEPTIONS[(code - 0x40) as usize],
+            INVALID => "INVALID",
+            MSR => "MSR",
+            _ => CODES.iter().find(|c| c.0 == code).map_or("unknown exit code", |c| c.1),
+        }
+    }
+
+    /// The `Stats::vm_exits` slot exit `code` is counted in (`write` tells an MSR write).
+    pub fn slot(code: u64, write: bool) -> u16 {
+        let slot = |name: &str| CODES.iter().find(|c| c.1 == name).map(|c| c.2);
+        let found = match code {
+            MSR if write => slot("MSR write"),
+            MSR => slot("MSR read"),
+            _ => CODES.iter().find(|c| c.0 == code).map(|c| c.2),
+        };
+        found.unwrap_or(OTHER_SLOT)
+    }
+
+    /// The SVM name of what slot `slot` counts.
+    pub fn slot_name(slot: u16) -> &'static str {
+        match CODES.iter().find(|c| c.2 == slot) {
+            Some(c) => c.1,
+            None if slot == OTHER_SLOT => "other",
+            None => "unused",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +246,30 @@ mod tests {
         // Every named reason has a counter slot.
         assert!((0..VM_EXIT_SLOTS as u16).any(|r| name(r) == "XRSTORS"));
         assert_eq!(name(VM_EXIT_SLOTS as u16), "unknown exit reason");
+    }
+
+    #[test]
+    fn svm_codes_count_in_the_slot_of_the_vmx_reason_that_means_the_same() {
+        assert_eq!(svm::slot(svm::VMMCALL, false), VMCALL);
+        assert_eq!(svm::slot(svm::MSR, false), RDMSR);
+        assert_eq!(svm::slot(svm::MSR, true), WRMSR);
+        assert_eq!(svm::slot(svm::NPF, false), EPT_VIOLATION);
+        assert_eq!(svm::slot(svm::INTR, false), EXTERNAL_INTERRUPT);
+        assert_eq!(svm::slot(0x7d, false), svm::OTHER_SLOT, "task switch: not told apart");
+        assert_eq!(svm::slot_name(VMCALL), "VMMCALL");
+        assert_eq!(svm::slot_name(WRMSR), "MSR write");
+        assert_eq!(name_in(crate::Mode::Svm, HLT), "HLT");
+        assert_eq!(name_in(crate::Mode::Vmx, VMCALL), "VMCALL");
+        assert_eq!(svm::name(0x4e), "EXCP 14");
+        assert_eq!(svm::name(svm::INVALID), "INVALID");
+        // Every slot holds at most one code (MSR's two directions apart).
+        for (i, a) in svm::CODES.iter().enumerate() {
+            assert!(svm::CODES[i + 1..].iter().all(|b| b.2 != a.2), "{} shares a slot", a.1);
+            assert!((a.2 as usize) < VM_EXIT_SLOTS - 1);
+        }
+        // The timer's reasons exist under SVM too, except the VMX-preemption timer.
+        for r in TIMER_REASONS.iter().filter(|&&r| r != PREEMPTION_TIMER) {
+            assert_ne!(svm::slot_name(*r), "unused");
+        }
     }
 }

@@ -5,10 +5,12 @@
 //! ring compression). Where the `x86` crate already wraps an instruction we call it rather
 //! than write the assembly again, but still only from here.
 //!
-//! Two exceptions, each written once where it cannot be separated from its neighbours: the
+//! Three exceptions, each written once where it cannot be separated from its neighbours: the
 //! switcher's entry and return paths (`entry.rs`: `mov cr3` and `iretq` around the register
-//! saves), and VM entry and exit (`vmx/vmcs.rs`: `vmlaunch`, `vmresume` and the `vmwrite` of
-//! the host `rsp`, which must run on the very stack the VM exit returns to).
+//! saves), VMX's VM entry and exit (`vmx/entry.rs`: `vmlaunch`, `vmresume` and the `vmwrite`
+//! of the host `rsp`, which must run on the very stack the VM exit returns to), and SVM's
+//! world switch (`svm/entry.rs`: `clgi`, `sti`, `vmload`, `vmrun`, `vmsave`, `cli`, `stgi`
+//! around the guest's registers).
 //!
 //! See: Intel SDM Vol. 2 (Instruction Set Reference), revision 086, for each instruction.
 
@@ -195,6 +197,18 @@ pub unsafe fn vmwrite(field: u32, value: u64) -> VmxStatus {
              carry = out(reg_byte) carry, zero = out(reg_byte) zero, options(nostack));
     }
     VmxStatus::from_flags(carry, zero)
+}
+
+/// Stores the processor state `vmload` loads (FS, GS, TR and LDTR with their hidden parts,
+/// KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK and the SYSENTER MSRs) into the VMCB at physical
+/// address `vmcb`.
+///
+/// # Safety
+/// `EFER.SVME` must be set and `vmcb` must be a 4-KiB-aligned frame of xen-lite's that nothing
+/// else uses (the instruction overwrites part of it).
+pub unsafe fn vmsave(vmcb: u64) {
+    // SAFETY: the caller guarantees SVME and the frame.
+    unsafe { asm!("vmsave rax", in("rax") vmcb, options(nostack)) };
 }
 
 /// Flushes every non-global TLB entry (by reloading CR3 with its own value).

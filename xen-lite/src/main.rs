@@ -12,7 +12,8 @@
 //! It runs `pv` mode (guest kernels in ring 1: hypercalls, bounced traps, virtual interrupts,
 //! timers, validated direct paging; see [`pv`]), `vmx` mode (the `hvm` guest in VMX non-root
 //! mode with EPT, through the backend-neutral run loop in [`hvm`] and the VT-x backend in
-//! [`vmx`]) and `native` mode (the `hvm` guest gets the machine and xen-lite steps aside).
+//! [`vmx`]), `svm` mode (the same guest and run loop under AMD-V with nested paging: [`svm`])
+//! and `native` mode (the `hvm` guest gets the machine and xen-lite steps aside).
 //! Whatever the mode, a guest is a [`domain::Domain`], scheduled, served and summarised by the
 //! same code ([`domain`]).
 //!
@@ -50,9 +51,10 @@ mod domain;
 mod domain_builder;
 // pv: ring compression.
 mod pv;
-// hvm: the unmodified kernel in a virtual CPU; the run loop and devices, then the VT-x backend.
+// hvm: the unmodified kernel in a virtual CPU; the run loop and devices, then the VT-x and AMD-V backends.
 mod hvm;
 mod vmx;
+mod svm;
 // native: the kernel alone on the machine.
 mod native;
 #[cfg(test)]
@@ -96,6 +98,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     cpu::log_report(&cpu);
     if let Some((revision, control)) = cpu.vmx {
         vmx::log_root_operation(revision, control);
+    }
+    if cpu.svm {
+        svm::log_features();
     }
 
     let bundle = read_bundle(boot_info);
@@ -166,11 +171,11 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
             hvm::start(vmx, config, bundle.find(config.kernel), modules)
         }
         Mode::Svm => {
-            log::error!(
-                "fatal: mode={} is not available in this build yet; use mode=pv or mode=native",
-                config.mode.name()
-            );
-            exit_emulator(STATUS_BAD_BUNDLE)
+            let svm = svm::Svm::enable().unwrap_or_else(|error| {
+                log::error!("fatal: mode=svm cannot run: {error}");
+                exit_emulator(STATUS_BAD_BUNDLE)
+            });
+            hvm::start(svm, config, bundle.find(config.kernel), modules)
         }
     }
 }

@@ -349,6 +349,7 @@ fn boot_cmdline(
         timeout: options.timeout,
         echo: false,
         icount: true,
+        amd: setup.mode == Mode::Svm,
     })?;
     if outcome.end != End::Status(0) {
         return Err(format!(

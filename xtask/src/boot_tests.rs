@@ -50,6 +50,11 @@ impl BootTest {
         }
     }
 
+    /// Whether it boots `svm` mode, so needs an AMD CPU model in Bochs.
+    pub fn amd(&self) -> bool {
+        matches!(self.bundle, Bundle::Cmdline(c) if c.split_whitespace().any(|w| w == "mode=svm"))
+    }
+
     /// `name/emulator`, as reports show it.
     pub fn label(&self) -> String {
         format!("{}/{}", self.name, self.emulator.name())

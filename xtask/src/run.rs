@@ -11,12 +11,12 @@ use crate::emulator::{self, Boot, End, Outcome};
 use crate::setup;
 
 /// Guests booted when `--guests` is not given: two domains doing visibly different work in
-/// `pv` mode; two domains running the user programs and their tests under VMX; the one domain
+/// `pv` mode; two domains running the user programs and their tests under VMX or SVM; the one domain
 /// native mode can run elsewhere.
 pub fn default_guests(mode: Mode) -> &'static [&'static str] {
     match mode {
         Mode::Pv => &["counter", "primes"],
-        Mode::Vmx => &["init hello usertests", "init hello usertests"],
+        Mode::Vmx | Mode::Svm => &["init hello usertests", "init hello usertests"],
         _ => &["hello"],
     }
 }
@@ -116,12 +116,6 @@ fn parse_location(console: &str) -> Option<u64> {
 
 /// Runs the command.
 pub fn run(options: &RunOptions) -> Result<u8, String> {
-    if options.mode == Mode::Svm {
-        return Err(
-            "--mode svm is not available yet: this build runs --mode pv, vmx and native (svm arrives in a later issue)"
-                .into(),
-        );
-    }
     if options.mode == Mode::Vmx && options.emulator == Emulator::Qemu {
         return Err(
             "--mode vmx cannot run in QEMU here: TCG has no VMX. Use --emulator bochs (the default for vmx) or, on an Intel host with nested VMX, --emulator kvm"
@@ -143,6 +137,7 @@ pub fn run(options: &RunOptions) -> Result<u8, String> {
         timeout: options.timeout,
         echo: true,
         icount: false,
+        amd: options.mode == Mode::Svm,
     })?;
     if let Some(place) = locate_fault(&outcome.console, &artifacts.xen_lite) {
         println!("xtask: the fault is in {place}");

@@ -418,6 +418,7 @@ pub fn console_of(
         timeout: options.timeout,
         echo: false,
         icount: false,
+        amd: test.amd(),
     })?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(outcome.console)
@@ -442,6 +443,7 @@ pub fn run_one(
             timeout: options.timeout * test.timeout_factor(),
             echo: false,
             icount: false,
+            amd: test.amd(),
         })?;
         let problem = match (&outcome.end, boot_tests::first_missing(&outcome.console, test.expect))
         {

@@ -284,7 +284,11 @@ impl fmt::Display for Summary<'_> {
         if domain.mode != Mode::Pv {
             f.write_str("; VM exits:")?;
             for (reason, &count) in stats.vm_exits.iter().enumerate().filter(|(_, c)| **c > 0) {
-                write!(f, " {} {count}", hypercall_abi::vm_exit::name(reason as u16))?;
+                write!(
+                    f,
+                    " {} {count}",
+                    hypercall_abi::vm_exit::name_in(domain.mode, reason as u16)
+                )?;
             }
             return write!(
                 f,

@@ -15,6 +15,7 @@ impl<V: HardwareVt> Hvm<V> {
             Exit::Hypercall => self.handle_hypercall(domains, c),
             Exit::Halt => self.handle_halt(domains, c),
             Exit::HostInterrupt(vector) => handle_host_interrupt(vector),
+            Exit::HostInterruptPending => take_pending_interrupts(),
             Exit::InterruptWindow => {} // the next trip round the run loop injects
             Exit::CacheFlush => self.skip(c),
             // The tick that is due is pending at the PIC but was not delivered as an exit (the

@@ -1,14 +1,15 @@
 //! The hardware-virtualisation modes: the `hvm` guest, unmodified, in a virtual CPU, and the one
 //! run loop every hardware backend shares.
 //!
-//! A backend ([`HardwareVt`]: `crate::vmx::Vmx`, VT-x with EPT) knows how to set up a virtual
+//! A backend ([`HardwareVt`]: `crate::vmx::Vmx`, VT-x with EPT; `crate::svm::Svm`, AMD-V with
+//! nested paging) knows how to set up a virtual
 //! CPU for a domain, enter it and report, in backend-neutral words ([`Exit`]), why it came back.
 //! Everything else is here and backend-free: which domain runs (the scheduler every mode
 //! shares, `crate::domain::schedule`), time (xen-lite's PIT tick), each domain's virtual PIC
 //! and PIT ([`devices`]), interrupt injection, what each exit means ([`exits`]), and
 //! hypercalls, which go to the dispatcher every mode shares (`crate::domain::hypercalls`). An
 //! hvm domain is a `crate::domain::Domain` with no ring-1 state: its memory is confined by EPT
-//! instead of by ring compression and validated page tables.
+//! instead of by ring compression and validated page tables ([`nested`]).
 //!
 //! One trip round [`Hvm::run`]:
 //!
@@ -24,6 +25,7 @@
 
 pub mod devices;
 mod exits;
+pub mod nested;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +73,9 @@ pub enum Exit {
     Halt,
     /// A host interrupt arrived while the guest ran, acknowledged on exit: this vector.
     HostInterrupt(u8),
+    /// A host interrupt arrived while the guest ran and is still pending at the PIC (SVM does
+    /// not acknowledge it): xen-lite takes it through its own IDT.
+    HostInterruptPending,
     /// The guest can take an interrupt now (asked for with interrupt-window exiting).
     InterruptWindow,
     /// The guest used up the time the backend allows between exits (VMX-preemption timer).
@@ -101,8 +106,10 @@ pub enum Exit {
 /// Exits no correct guest causes: each kills the domain with its values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fatal {
-    /// A guest-physical address outside the domain's EPT.
-    EptViolation {
+    /// A guest-physical address outside the domain's EPT or nested page tables.
+    BeyondMemory {
+        /// What the CPU reported: `"EPT violation"` or `"nested page fault"`.
+        tables: &'static str,
         /// The guest-physical address.
         gpa: u64,
         /// The guest-linear address, when the CPU knows it.
@@ -119,7 +126,24 @@ pub enum Fatal {
         /// The SDM's number for it.
         detail: u64,
     },
-    /// Any other exit reason, with its exit qualification.
+    /// An intercepted instruction the guest may not use, and why.
+    Refused {
+        /// The instruction.
+        instruction: &'static str,
+        /// Why not.
+        why: &'static str,
+    },
+    /// Any other SVM exit code, with its two information words.
+    UnexpectedCode {
+        /// The exit code.
+        code: u64,
+        /// The APM's name for it.
+        name: &'static str,
+        /// EXITINFO1 and EXITINFO2.
+        info1: u64,
+        info2: u64,
+    },
+    /// Any other VMX exit reason, with its exit qualification.
     Unexpected {
         /// The basic exit reason.
         reason: u16,
@@ -131,13 +155,18 @@ pub enum Fatal {
 impl fmt::Display for Fatal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::EptViolation { gpa, linear: Some(linear), access } => write!(
+            Self::BeyondMemory { tables, gpa, linear: Some(linear), access } => write!(
                 f,
-                "EPT violation: {access} of guest-physical {gpa:#x} (linear {linear:#x}), outside the domain's memory"
+                "{tables}: {access} of guest-physical {gpa:#x} (linear {linear:#x}), outside the domain's memory"
             ),
-            Self::EptViolation { gpa, linear: None, access } => write!(
+            Self::BeyondMemory { tables, gpa, linear: None, access } => write!(
                 f,
-                "EPT violation: {access} of guest-physical {gpa:#x}, outside the domain's memory"
+                "{tables}: {access} of guest-physical {gpa:#x}, outside the domain's memory"
+            ),
+            Self::Refused { instruction, why } => write!(f, "{instruction}: {why}"),
+            Self::UnexpectedCode { code, name, info1, info2 } => write!(
+                f,
+                "unexpected #VMEXIT {code:#x} ({name}), EXITINFO1 {info1:#x}, EXITINFO2 {info2:#x}"
             ),
             Self::TripleFault => f.write_str("triple fault (an exception it could not deliver)"),
             Self::EntryFailed { what, detail } => write!(f, "VM entry failed: {what} ({detail})"),
@@ -153,13 +182,14 @@ impl fmt::Display for Fatal {
 /// A VM exit: the basic reason (for the counters) and what it means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitInfo {
-    /// The VMX basic exit reason (the SVM backend maps its codes onto these).
+    /// The VMX basic exit reason, the slot it is counted in (the SVM backend maps its codes
+    /// onto these: `hypercall_abi::vm_exit::svm::slot`).
     pub reason: u16,
     /// What happened.
     pub exit: Exit,
 }
 
-/// A hardware virtualisation backend: VMX today, SVM next. It owns the per-domain hardware
+/// A hardware virtualisation backend: VMX (`crate::vmx::Vmx`) or SVM (`crate::svm::Svm`). It owns the per-domain hardware
 /// state (VMCS or VMCB) and nothing of the scheduling, devices or hypercalls.
 pub trait HardwareVt {
     /// One domain's virtual CPU.
@@ -362,7 +392,7 @@ impl<V: HardwareVt> Hvm<V> {
             log::trace!(
                 "dom{c}: VM exit {} ({}) at rip {:#x}",
                 info.reason,
-                vm_exit::name(info.reason),
+                vm_exit::name_in(V::MODE, info.reason),
                 domain.regs.rip
             );
             self.handle(domains, c, info.exit);

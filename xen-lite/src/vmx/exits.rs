@@ -87,7 +87,8 @@ fn exit_info(vcpu: &mut Vcpu) -> ExitInfo {
             vm_exit::INVD | vm_exit::WBINVD => Exit::CacheFlush,
             vm_exit::RDMSR => Exit::Msr { write: false },
             vm_exit::WRMSR => Exit::Msr { write: true },
-            vm_exit::EPT_VIOLATION => Exit::Fatal(Fatal::EptViolation {
+            vm_exit::EPT_VIOLATION => Exit::Fatal(Fatal::BeyondMemory {
+                tables: "EPT violation",
                 gpa: vmcs::read(ro::GUEST_PHYSICAL_ADDR_FULL),
                 linear: (qualification & (1 << 7) != 0).then(|| vmcs::read(ro::GUEST_LINEAR_ADDR)),
                 access: match qualification & 7 {

@@ -1,0 +1,135 @@
+//! Why the guest left: the VMCB's exit fields, decoded into the backend-neutral [`Exit`] the
+//! `hvm` run loop dispatches on.
+//!
+//! Every `#VMEXIT` writes an *exit code* (`exit_code`: an intercept, a nested page fault, or
+//! `VMEXIT_INVALID` when `vmrun` refused the VMCB and no guest ran) and, for most codes, two
+//! words of detail (`exit_info1`, `exit_info2`): the port, size and direction of an `in`/`out`
+//! and the address after it; whether an MSR access was a write; the error code and the
+//! guest-physical address of a nested page fault. An event the exit interrupted while the CPU
+//! was delivering it (`exit_int_info`) is set up again for the next `vmrun` (`event_inj`).
+//! Each code is counted in the `Stats::vm_exits` slot of the VMX reason that means the same
+//! (`hypercall_abi::vm_exit::svm::slot`).
+//!
+//! See: AMD64 APM Vol. 2, revision 3.42, 15.6 (#VMEXIT), 15.7 (intercept operation), 15.10.2
+//! (IN/OUT intercept information), 15.20 (event injection), Appendix C (exit codes).
+
+use hypercall_abi::vm_exit::svm;
+
+use super::npt;
+use super::vmcb::{Vmcb, EVENT_VALID};
+use crate::entry::TrapFrame;
+use crate::hvm::{Exit, ExitInfo, Fatal};
+
+/// IOIO's EXITINFO1 bit 0: `in` (else `out`).
+const IOIO_IN: u64 = 1 << 0;
+/// IOIO's EXITINFO1 bit 2: a string instruction (`ins`/`outs`).
+const IOIO_STRING: u64 = 1 << 2;
+
+/// After a `#VMEXIT`: copies the guest's `rax`, `rip`, `rsp` and `rflags` into `regs`, sets up
+/// an interrupted event again, and reads why it left. Returns it with the address of the
+/// instruction after the one that exited (for `skip_instruction`).
+pub fn read(vmcb: &mut Vmcb, regs: &mut TrapFrame, next_rip_saved: bool) -> (ExitInfo, bool, u64) {
+    let s = &vmcb.save;
+    (regs.rax, regs.rip, regs.rsp, regs.rflags) = (s.rax, s.rip, s.rsp, s.rflags);
+    let c = &mut vmcb.control;
+    // An event the exit interrupted must be delivered again; the error code comes along (bits
+    // 63:32 of both fields).
+    let interrupted = c.exit_int_info & EVENT_VALID != 0;
+    c.event_inj = if interrupted { c.exit_int_info } else { 0 };
+    let (code, info1, info2) = (c.exit_code, c.exit_info1, c.exit_info2);
+    let exit = decode(code, info1, info2);
+    let length = match code {
+        svm::VMMCALL => 3,
+        svm::CPUID | svm::MSR | svm::INVD | svm::WBINVD => 2,
+        svm::HLT => 1,
+        _ => 0,
+    };
+    let next_rip = match code {
+        svm::IOIO => info2, // the APM puts the next `rip` here for every CPU
+        _ if next_rip_saved && c.next_rip != 0 => c.next_rip,
+        _ => regs.rip + length,
+    };
+    let write = code == svm::MSR && info1 == 1;
+    (ExitInfo { reason: svm::slot(code, write), exit }, interrupted, next_rip)
+}
+
+/// What exit `code` with its two information words means.
+fn decode(code: u64, info1: u64, info2: u64) -> Exit {
+    let refused = |instruction| {
+        Exit::Fatal(Fatal::Refused {
+            instruction,
+            why: "an SVM instruction (xen-lite offers no nested virtualisation)",
+        })
+    };
+    match code {
+        svm::INTR => Exit::HostInterruptPending,
+        svm::VINTR => Exit::InterruptWindow,
+        svm::CPUID => Exit::Cpuid,
+        svm::HLT => Exit::Halt,
+        svm::VMMCALL => Exit::Hypercall,
+        svm::IOIO if info1 & IOIO_STRING == 0 => Exit::Io {
+            port: (info1 >> 16) as u16,
+            size: match (info1 >> 4) & 7 {
+                1 => 1,
+                2 => 2,
+                _ => 4,
+            },
+            write: info1 & IOIO_IN == 0,
+        },
+        svm::INVD | svm::WBINVD => Exit::CacheFlush,
+        svm::MSR => Exit::Msr { write: info1 == 1 },
+        svm::SHUTDOWN => Exit::Fatal(Fatal::TripleFault),
+        svm::NPF => Exit::Fatal(Fatal::BeyondMemory {
+            tables: "nested page fault",
+            gpa: info2,
+            linear: None,
+            access: npt::access(info1),
+        }),
+        svm::VMRUN => refused("vmrun"),
+        svm::VMLOAD => refused("vmload"),
+        svm::VMSAVE => refused("vmsave"),
+        svm::STGI => refused("stgi"),
+        svm::CLGI => refused("clgi"),
+        svm::SKINIT => refused("skinit"),
+        svm::INVLPGA => refused("invlpga"),
+        svm::INVALID => Exit::Fatal(Fatal::EntryFailed {
+            what:
+                "vmrun refused the VMCB (VMEXIT_INVALID: a guest-state or control field is illegal)",
+            detail: code,
+        }),
+        _ => Exit::Fatal(Fatal::UnexpectedCode { code, name: svm::name(code), info1, info2 }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_exits_decode_port_size_and_direction() {
+        // `out 0x20, al`: port 0x20, 8-bit, out.
+        let exit = decode(svm::IOIO, (0x20 << 16) | (1 << 4), 0);
+        assert_eq!(exit, Exit::Io { port: 0x20, size: 1, write: true });
+        // `in eax, dx` with dx = 0x3f8: 32-bit, in.
+        let exit = decode(svm::IOIO, (0x3f8 << 16) | (1 << 6) | 1, 0);
+        assert_eq!(exit, Exit::Io { port: 0x3f8, size: 4, write: false });
+        // `outsb` is not emulated.
+        assert!(matches!(decode(svm::IOIO, (0x20 << 16) | 0x14, 0), Exit::Fatal(_)));
+    }
+
+    #[test]
+    fn svm_instructions_and_unknown_codes_are_fatal_with_their_names() {
+        let Exit::Fatal(fatal) = decode(svm::CLGI, 0, 0) else { panic!() };
+        assert!(fatal.to_string().starts_with("clgi: an SVM instruction"));
+        let Exit::Fatal(fatal) = decode(0x7d, 1, 2) else { panic!() };
+        assert_eq!(
+            fatal.to_string(),
+            "unexpected #VMEXIT 0x7d (unknown exit code), EXITINFO1 0x1, EXITINFO2 0x2"
+        );
+        let Exit::Fatal(fatal) = decode(svm::NPF, 0x6, 0x200_0000) else { panic!() };
+        assert_eq!(
+            fatal.to_string(),
+            "nested page fault: write of guest-physical 0x2000000, outside the domain's memory"
+        );
+    }
+}
