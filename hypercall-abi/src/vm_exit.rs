@@ -162,6 +162,8 @@ pub mod svm {
     pub const SKINIT: u64 = 0x86;
     /// `wbinvd`.
     pub const WBINVD: u64 = 0x89;
+    /// `xsetbv`.
+    pub const XSETBV: u64 = 0x8d;
     /// A guest-physical address the nested page tables do not map (EXITINFO2 holds it).
     pub const NPF: u64 = 0x400;
     /// `vmrun` refused the VMCB (no guest ran): `VMEXIT_INVALID`, -1.
@@ -169,7 +171,7 @@ pub mod svm {
 
     /// Every exit code xen-lite tells apart: the code, its name, the VMX slot it is counted in.
     /// `MSR` has two slots (read, write): [`slot`] gets the direction.
-    pub(crate) const CODES: [(u64, &str, u16); 19] = [
+    pub(crate) const CODES: [(u64, &str, u16); 20] = [
         (INTR, "INTR", super::EXTERNAL_INTERRUPT),
         (VINTR, "VINTR", super::INTERRUPT_WINDOW),
         (CPUID, "CPUID", super::CPUID),
@@ -188,6 +190,7 @@ pub mod svm {
         (CLGI, "CLGI", 23),
         (SKINIT, "SKINIT", 11),
         (WBINVD, "WBINVD", super::WBINVD),
+        (XSETBV, "XSETBV", 55),
         (NPF, "NPF", super::EPT_VIOLATION),
     ];
 

@@ -1,17 +1,17 @@
 //! The `hvm` flavour of the platform layer: the kernel runs in ring 0 and uses the real
 //! instructions.
 //!
-//! It runs in two places, and this layer is the same in both:
+//! It runs in three places, and this layer is the same in all:
 //!
 //! - `native`: no hypervisor underneath. The console is COM1 driven by port I/O and shutdown
 //!   uses the same exit device as xen-lite (`hypercall_abi::devices`).
-//! - `vmx`: VMX non-root ring 0 under xen-lite, with EPT (`init` takes an `svm` start info the
-//!   same way; xen-lite refuses `mode=svm`, having no SVM backend). The console,
-//!   shutdown, yield and `stats` go through the hypercall page, whose stubs xen-lite filled with
-//!   `vmcall`; everything else is the real instruction, and xen-lite virtualises what it must
-//!   (the PIC and PIT ports, a few MSRs, `hlt`) without the kernel knowing.
+//! - `vmx`: VMX non-root ring 0 under xen-lite, with EPT; `svm`: SVM guest mode, ring 0, with
+//!   nested paging. The console, shutdown, yield and `stats` go through the hypercall page,
+//!   whose stubs xen-lite filled with `vmcall` or `vmmcall`; everything else is the real
+//!   instruction, and xen-lite virtualises what it must (the PIC and PIT ports, a few MSRs,
+//!   `hlt`) without the kernel knowing.
 //!
-//! In both, the kernel loads its own GDT, TSS and IDT, programs the PIT and PIC for its tick
+//! In all three, the kernel loads its own GDT, TSS and IDT, programs the PIT and PIC for its tick
 //! (`hvm/pit.rs`), writes its page tables directly (`hvm/paging.rs`), and takes `syscall` at its
 //! own LSTAR entry. Which of the two it is comes from `StartInfo::mode`, read once in [`init`].
 
@@ -141,12 +141,17 @@ pub fn init(info: &StartInfo) {
         HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
     }
     // What `cpuid` says about the CPU underneath: under xen-lite the "hypervisor present" bit
-    // is set and VMX is hidden (the `cpuid` exits, and xen-lite edits the answer).
+    // is set and VMX and SVM are hidden (the `cpuid` exits, and xen-lite edits the answer).
     let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    let svm =
+        extended >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 2) != 0;
+    let offered = |yes: bool| if yes { "offered" } else { "not offered" };
     crate::println!(
-        "cpuid: hypervisor bit {}, VMX {}",
+        "cpuid: hypervisor bit {}, VMX {}, SVM {}",
         if ecx & (1 << 31) != 0 { "set" } else { "clear" },
-        if ecx & (1 << 5) != 0 { "offered" } else { "not offered" }
+        offered(ecx & (1 << 5) != 0),
+        offered(svm)
     );
     paging::init(info.pte_base);
 }

@@ -320,6 +320,15 @@ static ATTACKS: &[Attack] = &[
     Attack { name: "xsetbv", run: xsetbv },
     Attack { name: "vmxon", run: vmxon },
     Attack { name: "pit-abuse", run: pit_abuse },
+    // The SVM instructions an svm guest's ring 0 can execute (EFER.SVME is set for it, since
+    // `vmrun` requires it): each must be intercepted, and kill naming it.
+    Attack { name: "vmrun", run: |c| svm_instruction(c, address!(attack_vmrun)) },
+    Attack { name: "vmload", run: |c| svm_instruction(c, address!(attack_vmload)) },
+    Attack { name: "vmsave", run: |c| svm_instruction(c, address!(attack_vmsave)) },
+    Attack { name: "stgi", run: |c| svm_instruction(c, address!(attack_stgi)) },
+    Attack { name: "clgi", run: |c| svm_instruction(c, address!(attack_clgi)) },
+    Attack { name: "skinit", run: |c| svm_instruction(c, address!(attack_skinit)) },
+    Attack { name: "invlpga", run: |c| svm_instruction(c, address!(attack_invlpga)) },
 ];
 
 fn console(buffer: u64, len: u64) -> Result<u64, Errno> {
@@ -807,6 +816,12 @@ fn vmxon(c: &Context) {
     caught(c, catch_in_kernel(address!(attack_vmxon)));
 }
 
+/// An SVM instruction in the svm guest's ring 0 (`rax` = guest-physical 0, a page of its own):
+/// an intercept, and a kill. Elsewhere it raises #UD, which the snippet's catcher reports.
+fn svm_instruction(c: &Context, snippet: u64) {
+    caught(c, catch_in_kernel(snippet));
+}
+
 /// The virtual PIT's command port with every mode byte, then reads of its counters: the
 /// device model must refuse what it does not model (a kill naming the value), never crash.
 fn pit_abuse(c: &Context) {
@@ -826,6 +841,7 @@ global_asm!(
     .section .text.attack_snippets, "ax"
     .global attack_tf_hypercall, attack_mov_ss_int, attack_df_fault, attack_iopl_in, attack_int_n, attack_load_segment
     .global attack_far_jump, attack_far_landed, attack_secret_fault, attack_xsetbv, attack_vmxon
+    .global attack_vmrun, attack_vmload, attack_vmsave, attack_stgi, attack_clgi, attack_skinit, attack_invlpga
     .global attack_ldt_call, attack_ring0_landing
 attack_tf_hypercall:
     mov eax, {xen_version}
@@ -907,6 +923,33 @@ attack_xsetbv:                          // CR4.OSXSAVE on, then XCR0 = x87 only 
     ud2
 attack_vmxon:
     vmxon [rip + {target}]
+    ud2
+attack_vmrun:
+    xor eax, eax
+    vmrun rax
+    ud2
+attack_vmload:
+    xor eax, eax
+    vmload rax
+    ud2
+attack_vmsave:
+    xor eax, eax
+    vmsave rax
+    ud2
+attack_stgi:
+    stgi
+    ud2
+attack_clgi:
+    clgi
+    ud2
+attack_skinit:
+    xor eax, eax
+    skinit eax
+    ud2
+attack_invlpga:
+    xor eax, eax
+    xor ecx, ecx
+    invlpga rax, ecx
     ud2
 attack_secret_fault:                    // every register but rsp holds SECRET | n
     movabs rax, {secret} + 0
@@ -1009,6 +1052,13 @@ unsafe extern "C" {
     static attack_secret_fault: u8;
     static attack_xsetbv: u8;
     static attack_vmxon: u8;
+    static attack_vmrun: u8;
+    static attack_vmload: u8;
+    static attack_vmsave: u8;
+    static attack_stgi: u8;
+    static attack_clgi: u8;
+    static attack_skinit: u8;
+    static attack_invlpga: u8;
     static attack_ldt_call: u8;
     static attack_ring0_landing: u8;
     static attack_user_sgdt: u8;

@@ -198,6 +198,9 @@ pub trait HardwareVt {
     /// The mode this backend runs (`vmx`, `svm`).
     const MODE: Mode;
 
+    /// Where the guest kernel runs, in the vendor's words (for the log).
+    const GUEST_WORLD: &'static str;
+
     /// The hypercall-page stub for `number`: load it into `eax`, trap to xen-lite, return.
     fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize];
 
@@ -312,7 +315,7 @@ pub fn start<V: HardwareVt>(
     let tsc = tsc_per_tick();
     hvm.vt.set_tick_length(tsc);
     hvm.ticks_seen = timer::ticks();
-    log::info!("{mode}: one tick is {tsc} TSC cycles; entering dom0 in non-root ring 0");
+    log::info!("{mode}: one tick is {tsc} TSC cycles; entering dom0 in {}", V::GUEST_WORLD);
     hvm.run(&mut domains)
 }
 

@@ -89,6 +89,8 @@ impl HardwareVt for Svm {
 
     const MODE: Mode = Mode::Svm;
 
+    const GUEST_WORLD: &'static str = "SVM guest mode, ring 0";
+
     /// `mov eax, number; vmmcall; ret`, padded with `int3`.
     fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
         const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];

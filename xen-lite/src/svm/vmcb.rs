@@ -43,9 +43,10 @@ pub const INTERCEPT_IOIO: u32 = 1 << 27;
 pub const INTERCEPT_MSR: u32 = 1 << 28;
 /// Intercept vector 3: shutdown (a triple fault).
 pub const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
-/// Intercept vector 4 (`intercepts[1]`): `vmrun` (the CPU refuses a VMCB without it), `vmmcall`,
-/// `vmload`, `vmsave`, `stgi`, `clgi`, `skinit`, and bit 9 `wbinvd`.
-pub const INTERCEPT_SVM_INSTRUCTIONS: u32 = 0x7f | (1 << 9);
+/// Intercept vector 4 (`intercepts[1]`): bits 0-6 `vmrun` (the CPU refuses a VMCB without it),
+/// `vmmcall`, `vmload`, `vmsave`, `stgi`, `clgi`, `skinit`; bit 9 `wbinvd`; bit 13 `xsetbv`
+/// (SVM does not switch XCR0, so one guest's would be the next one's).
+pub const INTERCEPT_VECTOR_4: u32 = 0x7f | (1 << 9) | (1 << 13);
 
 /// `v_intr` bit 8: a virtual interrupt is pending (V_IRQ).
 pub const V_IRQ: u64 = 1 << 8;
@@ -233,7 +234,7 @@ impl Vmcb {
             | INTERCEPT_IOIO
             | INTERCEPT_MSR
             | INTERCEPT_SHUTDOWN;
-        c.intercepts[1] = INTERCEPT_SVM_INSTRUCTIONS;
+        c.intercepts[1] = INTERCEPT_VECTOR_4;
         c.intercept_exceptions = 0; // the guest handles all its own exceptions
         c.iopm_base_pa = setup.iopm;
         c.msrpm_base_pa = setup.msrpm;

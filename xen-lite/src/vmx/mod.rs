@@ -73,6 +73,8 @@ impl HardwareVt for Vmx {
 
     const MODE: Mode = Mode::Vmx;
 
+    const GUEST_WORLD: &'static str = "VMX non-root ring 0";
+
     /// `mov eax, number; vmcall; ret`, padded with `int3`.
     fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
         const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
