@@ -7,8 +7,21 @@
     xl-hypercall        the hypercall being handled, by name with its arguments
     xl-walk VA [CR3]    the page-table walk for VA (default: the current CR3)
 
-They read xen-lite's own variables by name from its debug information; the page-table walk
-reads physical memory through QEMU's gdb stub (Qqemu.PhyMemMode).
+svm mode (the hvm guest under AMD-V with nested paging):
+
+    xl-vmcb [PA]        a VMCB's exit fields, intercepts, event and guest state (default: the
+                        one xen-lite entered last)
+    xl-npt GPA          the nested page-table walk: guest-physical to machine
+    xl-nested-walk VA   the two-dimensional walk: the guest's own tables (guest-physical) and,
+                        for each of their addresses, the nested tables (machine)
+    xl-guest-code VA [N]  N guest instructions at VA, read through both walks
+
+They read xen-lite's own variables by name from its debug information; the page-table walks
+read physical memory through QEMU's gdb stub (Qqemu.PhyMemMode). In an svm guest, QEMU 7.2's
+stub translates a virtual address with the guest's own tables and then takes the guest-physical
+result for a machine address, without the nested tables: `x` and `print` of guest memory show
+the wrong bytes there (and a software breakpoint would be written into the wrong frame: use
+`hbreak`). The svm commands walk both sets of tables themselves.
 """
 
 import os
@@ -50,39 +63,87 @@ class Physical:
         gdb.execute("maintenance packet Qqemu.PhyMemMode:0", to_string=True)
 
 
-def walk(cr3, va):
-    """Yields (level, index, table address, entry) down the tables; physical reads."""
+def steps(cr3, va, table_address=lambda table: table):
+    """(level, index, table, entry) down the tables from `cr3`, reading memory as it is set up
+    (physical inside `with Physical():`). `table_address` turns a table's address as the
+    entries give it into one to read at (the nested walk's second dimension); None stops."""
     table = cr3 & ADDRESS
+    for level in (4, 3, 2, 1):
+        index = (va >> (12 + 9 * (level - 1))) & 0x1FF
+        where = table_address(table)
+        if where is None:
+            return
+        entry = read_u64(where + index * 8)
+        yield level, index, table, entry
+        if not entry & 1 or (level in (3, 2) and entry & 0x80):
+            return
+        table = entry & ADDRESS
+
+
+def leaf_address(level, entry, va):
+    """The address a present leaf entry at `level` maps `va` to."""
+    size = 1 << (12 + 9 * (level - 1))
+    return (entry & ADDRESS & ~(size - 1)) + (va & (size - 1))
+
+
+def end_of(walked, va):
+    """The address at the end of a walk, or None."""
+    for level, _, _, entry in walked:
+        if not entry & 1:
+            return None
+        if level == 1 or (level in (3, 2) and entry & 0x80):
+            return leaf_address(level, entry, va)
+    return None
+
+
+def walk(cr3, va):
+    """The walk of `va` from `cr3`, read physically, as a list of `steps`."""
     with Physical():
-        for level in (4, 3, 2, 1):
-            index = (va >> (12 + 9 * (level - 1))) & 0x1FF
-            entry = read_u64(table + index * 8)
-            yield level, index, table, entry
-            if not entry & 1 or (level in (3, 2) and entry & 0x80):
-                return
-            table = entry & ADDRESS
+        return list(steps(cr3, va))
 
 
 def translate(cr3, va):
     """The physical address of `va` under `cr3`, or None."""
-    for level, _, _, entry in walk(cr3, va):
-        if not entry & 1:
-            return None
-        if level == 1 or (level in (3, 2) and entry & 0x80):
-            size = 1 << (12 + 9 * (level - 1))
-            return (entry & ADDRESS & ~(size - 1)) + (va & (size - 1))
-    return None
+    return end_of(walk(cr3, va), va)
+
+
+# Where xen-lite's image is loaded (xen-lite/src/memory_map.rs, IMAGE_BASE) and how far it may
+# reach: a `pc` in this range is xen-lite's code.
+IMAGE_BASE = 0xFFFF_8400_0000_0000
+IMAGE_END = 0xFFFF_8480_0000_0000
+# xen-lite's CR3, as last seen while the CPU ran xen-lite (an svm guest maps nothing of it).
+SEEN = {"cr3": None}
+
+
+def in_xen_lite():
+    inside = IMAGE_BASE <= register("pc") < IMAGE_END
+    if inside:
+        SEEN["cr3"] = register("cr3")
+    return inside
+
+
+def remember_cr3(event):
+    """At every stop inside xen-lite, note its CR3 (for reading xen-lite from an svm guest)."""
+    try:
+        in_xen_lite()
+    except gdb.error:
+        pass
+
+
+gdb.events.stop.connect(remember_cr3)
 
 
 def hypervisor_cr3():
-    # This variable sits on a switcher page, mapped in every address space.
-    return read_u64(symbol_address("xen_lite::switcher::HYPERVISOR_CR3"))
+    if in_xen_lite() or SEEN["cr3"] is None:
+        # This variable sits on a switcher page, mapped in every pv address space too.
+        return read_u64(symbol_address("xen_lite::switcher::HYPERVISOR_CR3"))
+    return SEEN["cr3"]
 
 
 def read_hypervisor_u64(name):
     """A 64-bit variable of xen-lite, wherever the CPU is (through xen-lite's own tables)."""
     address = symbol_address(name)
-    if register("cr3") & ADDRESS == hypervisor_cr3() & ADDRESS:
+    if in_xen_lite() or register("cr3") & ADDRESS == hypervisor_cr3() & ADDRESS:
         return read_u64(address)
     physical = translate(hypervisor_cr3(), address)
     with Physical():
@@ -200,12 +261,171 @@ class Walk(gdb.Command):
         va = u64(gdb.parse_and_eval(words[0]))
         cr3 = u64(gdb.parse_and_eval(words[1])) if len(words) > 1 else register("cr3")
         print("walk of %#x from CR3 %#x" % (va, cr3))
-        for level, index, table, entry in walk(cr3, va):
-            flags = [name for bit, name in ((0, "P"), (1, "W"), (2, "U"), (7, "PS"), (63, "NX")) if entry >> bit & 1]
-            print("  L%d[%3d] at %#x = %#018x  %s" % (level, index, table + 8 * index, entry, " ".join(flags) or "not present"))
+        print_walk(walk(cr3, va))
         physical = translate(cr3, va)
         print("  -> %s" % ("physical %#x" % physical if physical is not None else "not mapped"))
 
 
-for command in (Ring, Domain, Frame, Hypercall, Walk):
+# svm mode.
+
+# The APM's names for intercept vectors 3 and 4 (Vol. 2, Table B-1), bit by bit.
+VECTOR_3 = ["INTR", "NMI", "SMI", "INIT", "VINTR", "CR0_SEL_WRITE", "IDTR_READ", "GDTR_READ",
+            "LDTR_READ", "TR_READ", "IDTR_WRITE", "GDTR_WRITE", "LDTR_WRITE", "TR_WRITE", "RDTSC",
+            "RDPMC", "PUSHF", "POPF", "CPUID", "RSM", "IRET", "INTn", "INVD", "PAUSE", "HLT",
+            "INVLPG", "INVLPGA", "IOIO_PROT", "MSR_PROT", "TASK_SWITCH", "FERR_FREEZE", "SHUTDOWN"]
+VECTOR_4 = ["VMRUN", "VMMCALL", "VMLOAD", "VMSAVE", "STGI", "CLGI", "SKINIT", "RDTSCP", "ICEBP",
+            "WBINVD", "MONITOR", "MWAIT", "MWAIT_CONDITIONAL", "XSETBV", "RDPRU", "EFER_WRITE"]
+
+
+def svm_exit_names():
+    """Exit code -> name, from the ABI's source (hypercall-abi/src/vm_exit.rs, module svm)."""
+    text = open(os.path.join(ROOT, "hypercall-abi", "src", "vm_exit.rs")).read()
+    codes = dict(re.findall(r"pub const (\w+): u64 = (0x[0-9a-f]+|u64::MAX);", text))
+    names = {}
+    for name, value in codes.items():
+        names[MASK64 if value == "u64::MAX" else int(value, 16)] = name
+    return names
+
+
+def bits(word, names):
+    return " ".join(name for bit, name in enumerate(names) if word >> bit & 1) or "none"
+
+
+def vmcb_at(physical):
+    """The VMCB at machine address `physical`, as xen-lite's type describes it, read at once."""
+    vmcb_type = gdb.lookup_type("xen_lite::svm::vmcb::Vmcb")
+    with Physical():
+        value = gdb.Value(physical).cast(vmcb_type.pointer()).dereference()
+        value.fetch_lazy()
+    return value
+
+
+class Vmcb(gdb.Command):
+    """xl-vmcb [PA]: a VMCB: why the guest last left, what is intercepted, the guest's state."""
+
+    def __init__(self):
+        super().__init__("xl-vmcb", gdb.COMMAND_USER)
+
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        physical = u64(gdb.parse_and_eval(words[0])) if words else read_hypervisor_u64("xen_lite::svm::RUNNING_VMCB")
+        if physical == 0:
+            raise gdb.GdbError("no VMCB entered yet: break svm_enter_guest, continue")
+        vmcb = vmcb_at(physical)
+        c, g = vmcb["control"], vmcb["save"]
+        code = u64(c["exit_code"])
+        print("VMCB at machine %#x (control area 0x000-0x3ff, state-save area from 0x400)" % physical)
+        print("  exit_code     %#x %s   exit_info1 %#x   exit_info2 %#x" % (
+            code, svm_exit_names().get(code, "(see APM Appendix C)"), u64(c["exit_info1"]), u64(c["exit_info2"])))
+        print("  exit_int_info %#x   event_inj %#x   next_rip %#x" % (
+            u64(c["exit_int_info"]), u64(c["event_inj"]), u64(c["next_rip"])))
+        print("  intercepts: vector 3 [%s]" % bits(u64(c["intercepts"][0]), VECTOR_3))
+        print("              vector 4 [%s]" % bits(u64(c["intercepts"][1]), VECTOR_4))
+        print("  asid %d   v_intr %#x (V_IRQ %d, V_INTR_MASKING %d)   np_enable %d   n_cr3 %#x" % (
+            u64(c["guest_asid"]), u64(c["v_intr"]), u64(c["v_intr"]) >> 8 & 1, u64(c["v_intr"]) >> 24 & 1,
+            u64(c["np_enable"]) & 1, u64(c["n_cr3"])))
+        print("  iopm %#x   msrpm %#x" % (u64(c["iopm_base_pa"]), u64(c["msrpm_base_pa"])))
+        print("  guest: rip %#x  rsp %#x  rax %#x  rflags %#x (IF=%d)  cpl %d" % (
+            u64(g["rip"]), u64(g["rsp"]), u64(g["rax"]), u64(g["rflags"]), u64(g["rflags"]) >> 9 & 1, u64(g["cpl"])))
+        print("         cr0 %#x  cr3 %#x (guest-physical)  cr4 %#x  efer %#x" % (
+            u64(g["cr0"]), u64(g["cr3"]), u64(g["cr4"]), u64(g["efer"])))
+        print("         cs %s attrib %#x   ss %s" % (
+            selector(u64(g["cs"]["selector"])), u64(g["cs"]["attrib"]), selector(u64(g["ss"]["selector"]))))
+
+
+def running_vmcb():
+    physical = read_hypervisor_u64("xen_lite::svm::RUNNING_VMCB")
+    if physical == 0:
+        raise gdb.GdbError("no VMCB entered yet: break svm_enter_guest, continue")
+    return vmcb_at(physical)
+
+
+def print_walk(walked, indent="  "):
+    for level, index, table, entry in walked:
+        flags = [name for bit, name in ((0, "P"), (1, "W"), (2, "U"), (7, "PS"), (63, "NX")) if entry >> bit & 1]
+        print("%sL%d[%3d] at %#x = %#018x  %s" % (indent, level, index, table + 8 * index, entry, " ".join(flags) or "not present"))
+
+
+class Npt(gdb.Command):
+    """xl-npt GPA [N_CR3]: the nested page-table walk of a guest-physical address."""
+
+    def __init__(self):
+        super().__init__("xl-npt", gdb.COMMAND_USER)
+
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        if not words:
+            raise gdb.GdbError("usage: xl-npt GPA [N_CR3]")
+        gpa = u64(gdb.parse_and_eval(words[0]))
+        n_cr3 = u64(gdb.parse_and_eval(words[1])) if len(words) > 1 else u64(running_vmcb()["control"]["n_cr3"])
+        print("nested walk of guest-physical %#x from n_cr3 %#x" % (gpa, n_cr3))
+        print_walk(walk(n_cr3, gpa))
+        machine = translate(n_cr3, gpa)
+        print("  -> %s" % ("machine %#x" % machine if machine is not None else "not mapped: a nested page fault"))
+
+
+def guest_walk(va, vmcb):
+    """The two-dimensional walk of guest-virtual `va`: (steps of the guest's tables, each with the
+    machine address its table was read at; guest-physical result; machine result)."""
+    n_cr3, cr3 = u64(vmcb["control"]["n_cr3"]), u64(vmcb["save"]["cr3"])
+    with Physical():
+        nested = lambda gpa: end_of(steps(n_cr3, gpa), gpa)
+        walked = [(level, index, table, nested(table), entry)
+                  for level, index, table, entry in steps(cr3, va, nested)]
+        gpa = end_of([(lv, i, t, e) for lv, i, t, _, e in walked], va)
+        machine = nested(gpa) if gpa is not None else None
+    return walked, gpa, machine
+
+
+class NestedWalk(gdb.Command):
+    """xl-nested-walk VA: guest-virtual to guest-physical (the guest's tables, each itself at a
+    guest-physical address) to machine (the nested tables)."""
+
+    def __init__(self):
+        super().__init__("xl-nested-walk", gdb.COMMAND_USER)
+
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        if not words:
+            raise gdb.GdbError("usage: xl-nested-walk VA")
+        va = u64(gdb.parse_and_eval(words[0]))
+        vmcb = running_vmcb()
+        walked, gpa, machine = guest_walk(va, vmcb)
+        print("walk of guest-virtual %#x from the guest's CR3 %#x (guest-physical)" % (va, u64(vmcb["save"]["cr3"])))
+        for level, index, table, machine_table, entry in walked:
+            print("  L%d[%3d]: table at guest-physical %#x = machine %#x (a nested walk); entry %#018x" % (
+                level, index, table, machine_table, entry))
+        if gpa is None:
+            print("  -> not mapped by the guest's tables: a #PF for the guest itself")
+        else:
+            print("  -> guest-physical %#x -> machine %#x" % (gpa, machine) if machine is not None
+                  else "  -> guest-physical %#x: not in the nested tables (a nested page fault)" % gpa)
+
+
+def guest_machine_address(va):
+    return guest_walk(va, running_vmcb())[2]
+
+
+class GuestCode(gdb.Command):
+    """xl-guest-code VA [N]: disassemble N (default 3) guest instructions at guest-virtual VA,
+    read through the guest's tables and the nested ones (QEMU's stub cannot, in an svm guest)."""
+
+    def __init__(self):
+        super().__init__("xl-guest-code", gdb.COMMAND_USER)
+
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        if not words:
+            raise gdb.GdbError("usage: xl-guest-code VA [N]")
+        va = u64(gdb.parse_and_eval(words[0]))
+        count = int(words[1]) if len(words) > 1 else 3
+        machine = guest_machine_address(va)
+        if machine is None:
+            raise gdb.GdbError("guest-virtual %#x is not mapped" % va)
+        print("guest-virtual %#x is machine %#x:" % (va, machine))
+        with Physical():
+            print(gdb.execute("x/%di %#x" % (count, machine), to_string=True).rstrip())
+
+
+for command in (Ring, Domain, Frame, Hypercall, Walk, Vmcb, Npt, NestedWalk, GuestCode):
     command()

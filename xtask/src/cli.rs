@@ -11,15 +11,17 @@ usage:
                      [--release] [--timeout SECS] [-- XEN_LITE_CMDLINE_WORDS...]
       Build everything, boot xen-lite in an emulator and stream its console.
       Exits with the guest's status (0 = success). --mode vmx runs in Bochs unless told
-      otherwise (QEMU's TCG has no VMX); --emulator kvm needs a host with nested VMX.
+      otherwise (QEMU's TCG has no VMX); --mode svm runs in QEMU (or --emulator bochs, an AMD
+      model); --emulator kvm needs a host with nested VMX or SVM.
   cargo xtask test   [--filter PATTERN] [--timeout SECS] [--jobs N] [--release]
       Host unit tests of every crate, then the boot tests in QEMU and Bochs.
       Ends with \"N passed, N failed[, N skipped]\".
-  cargo xtask gdb    [--mode pv|native] [--guests A,B,...] [--port N] [--symbols ELF]... [--release]
+  cargo xtask gdb    [--mode pv|svm|native] [--guests A,B,...] [--port N] [--symbols ELF]... [--release]
                      [--no-gdb | --batch FILE | --walkthrough [--record]] [--lab 0 [--seed S]]
                      [-- XEN_LITE_CMDLINE_WORDS...]
       QEMU halted at its first instruction, gdb attached with the symbols of xen-lite and the
-      guest kernel and the xl-* commands. --walkthrough runs the checked syscall walkthrough.
+      guest kernel and the xl-* commands. --walkthrough runs the checked walkthrough: of one
+      system call (pv), of one vmrun and #VMEXIT (--mode svm).
       --lab 0 boots lab 0's machine (this handout's seed, or --seed S).
   cargo xtask bench  [--quick] [--out DIR] [--timeout SECS] [--emulator kvm]
       The syscall-path comparison: pv and native in QEMU (-icount), pv, vmx and native in Bochs;

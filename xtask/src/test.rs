@@ -69,8 +69,13 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if !tests.is_empty() {
         boot(&tests, options, &mut tally)?;
     }
-    if wanted("gdb-walkthrough/qemu") {
-        gdb_walkthrough(options, &mut tally);
+    for (label, mode) in [
+        ("gdb-walkthrough/qemu", hypercall_abi::Mode::Pv),
+        ("gdb-walkthrough-svm/qemu", hypercall_abi::Mode::Svm),
+    ] {
+        if wanted(label) {
+            gdb_walkthrough(options, &mut tally, label, mode);
+        }
     }
     for manifest in crate::labs::manifests(&crate::process::root()).unwrap_or_default() {
         let full = format!("lab-{}-full-marks", manifest.lab);
@@ -252,8 +257,14 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
     }
 }
 
-/// The checked gdb walkthrough of one system call (`xtask/gdb/walkthrough.gdb`), in QEMU.
-fn gdb_walkthrough(options: &TestOptions, tally: &mut Tally) {
+/// A checked gdb walkthrough in QEMU: of one system call (`xtask/gdb/walkthrough.gdb`) in pv
+/// mode, of one world switch and exit (`xtask/gdb/walkthrough-svm.gdb`) in svm mode.
+fn gdb_walkthrough(
+    options: &TestOptions,
+    tally: &mut Tally,
+    label: &str,
+    mode: hypercall_abi::Mode,
+) {
     let missing = setup::missing_packages();
     if let Some(package) = missing.iter().find(|p| p.name == "gdb" || p.name == "qemu-system-x86") {
         let why = format!("{} missing: {}", package.name, setup::install_command(&[package]));
@@ -262,7 +273,7 @@ fn gdb_walkthrough(options: &TestOptions, tally: &mut Tally) {
     }
     let start = Instant::now();
     let session = crate::cli::GdbOptions {
-        mode: hypercall_abi::Mode::Pv,
+        mode,
         guests: Vec::new(),
         // Away from the interactive default, so a student's open session does not collide.
         port: crate::gdb::default_port() + 2500,
@@ -278,15 +289,15 @@ fn gdb_walkthrough(options: &TestOptions, tally: &mut Tally) {
     match crate::gdb::gdb(&session) {
         Ok(0) => {
             tally.passed += 1;
-            println!("PASS  gdb-walkthrough/qemu ({:.1} s)", start.elapsed().as_secs_f64());
+            println!("PASS  {label} ({:.1} s)", start.elapsed().as_secs_f64());
         }
         Ok(code) => {
             tally.failed += 1;
-            println!("FAIL  gdb-walkthrough/qemu: gdb exited {code} (transcript above)");
+            println!("FAIL  {label}: gdb exited {code} (transcript above)");
         }
         Err(error) => {
             tally.failed += 1;
-            println!("FAIL  gdb-walkthrough/qemu: {error}");
+            println!("FAIL  {label}: {error}");
         }
     }
 }

@@ -68,6 +68,8 @@ svm_enter_guest:                    // rdi = regs, rsi = guest VMCB, rdx = host-
     mov r14, [rdi + {r14}]
     mov r15, [rdi + {r15}]
     mov rdi, [rdi + {rdi}]
+    .global svm_vmrun
+svm_vmrun:                          // guest registers but rax; rax = guest VMCB (a label for gdb)
     vmrun rax
 
     .global svm_exit_entry

@@ -23,6 +23,8 @@ mod entry;
 mod exits;
 mod msr;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use hypercall_abi::hypercall::HYPERCALL_STUB_SIZE;
 use hypercall_abi::Mode;
 
@@ -32,6 +34,12 @@ use crate::hvm::{ExitInfo, HardwareVt, VcpuBoot};
 use crate::memory_map::phys_to_virt;
 pub use root::{log_features, SvmError};
 use vmcb::Vmcb;
+
+/// The machine address of the VMCB entered last: for gdb (`xl-vmcb`), which cannot otherwise
+/// find it while the guest runs. Nothing in xen-lite reads it, so `#[used]` keeps the compiler
+/// from dropping it, stores and all.
+#[used]
+pub static RUNNING_VMCB: AtomicU64 = AtomicU64::new(0);
 
 /// The SVM backend: SVM on for the rest of the run.
 pub struct Svm {
@@ -128,6 +136,7 @@ impl HardwareVt for Svm {
 
     fn run(&mut self, vcpu: &mut Vcpu, regs: &mut TrapFrame) -> ExitInfo {
         vcpu.vmcb().save.rax = regs.rax;
+        RUNNING_VMCB.store(vcpu.vmcb.addr(), Ordering::Relaxed);
         entry::enter(regs, vcpu.vmcb.addr(), self.root.host_vmcb.addr());
         let vmcb = vcpu.vmcb();
         vmcb.control.tlb_control = 0; // the first run flushed; the ASID keeps the rest apart
