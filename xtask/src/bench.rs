@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the syscall-path comparison across pv, vmx and native (DESIGN §9).
+//! `cargo xtask bench`: the syscall-path comparison across pv, vmx, svm and native (DESIGN §9).
 //!
 //! Every mode the machine can run boots the same user program, `bench`
 //! (`pv-guest/user/src/bin/bench.rs`), which prints one `BENCH ...` line per measurement: the
@@ -53,15 +53,20 @@ pub struct Setup {
     pub mode: Mode,
 }
 
-/// Every setup this machine can run: QEMU with icount runs pv and native (its TCG has no VMX),
-/// Bochs runs pv, vmx and native.
-pub const MATRIX: [Setup; 5] = [
+/// Every setup this machine can run: QEMU with icount runs pv, svm and native (its TCG has no
+/// VMX), Bochs runs pv, vmx, svm (an AMD model) and native.
+pub const MATRIX: [Setup; 7] = [
     Setup { emulator: Emulator::Qemu, mode: Mode::Pv },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Svm },
     Setup { emulator: Emulator::Qemu, mode: Mode::Native },
     Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
     Setup { emulator: Emulator::Bochs, mode: Mode::Vmx },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Svm },
     Setup { emulator: Emulator::Bochs, mode: Mode::Native },
 ];
+
+/// pv mode in QEMU, the setup the labs' quick bench uses.
+pub const QEMU_PV: Setup = MATRIX[0];
 
 /// One `BENCH` line, as the guest printed it (totals over `ops` operations).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -430,6 +435,28 @@ pub fn table(measurements: &[Measurement]) -> String {
                 m.transitions()
             );
         }
+        let by_reason: Vec<String> = measurements
+            .iter()
+            .filter(|m| m.setup.emulator == emulator && !m.line.reasons.is_empty())
+            .map(|m| {
+                let reasons: Vec<String> = m
+                    .line
+                    .reasons
+                    .iter()
+                    .map(|&(slot, count)| {
+                        let name = hypercall_abi::vm_exit::name_in(m.setup.mode, slot);
+                        format!("{name} {:.3}", count as f64 / m.line.ops as f64)
+                    })
+                    .collect();
+                format!("    {:<16} {:<20} {}", m.line.workload, m.label(), reasons.join(", "))
+            })
+            .collect();
+        if !by_reason.is_empty() {
+            let _ = writeln!(out, "  VM exits by reason, per operation (not the timer's):");
+            for line in by_reason {
+                let _ = writeln!(out, "{line}");
+            }
+        }
     }
     out
 }
@@ -455,7 +482,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
     let mut out = String::from("\nratios (instructions per operation, same emulator):\n");
     /// One side of a ratio: mode, workload, path.
     type Side = (Mode, &'static str, &'static str);
-    let questions: [(&str, Side, Side); 4] = [
+    let questions: [(&str, Side, Side); 10] = [
         (
             "bounced pv syscall vs native syscall",
             (Mode::Pv, "null-syscall", "syscall"),
@@ -475,6 +502,36 @@ pub fn ratios(measurements: &[Measurement]) -> String {
             "pv hypercall vs vmx hypercall",
             (Mode::Pv, "null-hypercall", "hypercall"),
             (Mode::Vmx, "null-hypercall", "hypercall"),
+        ),
+        (
+            "svm syscall vs native syscall",
+            (Mode::Svm, "null-syscall", "syscall"),
+            (Mode::Native, "null-syscall", "syscall"),
+        ),
+        (
+            "pv hypercall vs svm hypercall",
+            (Mode::Pv, "null-hypercall", "hypercall"),
+            (Mode::Svm, "null-hypercall", "hypercall"),
+        ),
+        (
+            "vmx hypercall vs svm hypercall",
+            (Mode::Vmx, "null-hypercall", "hypercall"),
+            (Mode::Svm, "null-hypercall", "hypercall"),
+        ),
+        (
+            "vmx fork vs svm fork",
+            (Mode::Vmx, "fork-exit-wait", "syscall"),
+            (Mode::Svm, "fork-exit-wait", "syscall"),
+        ),
+        (
+            "vmx first touch vs svm first touch",
+            (Mode::Vmx, "first-touch", "page-fault"),
+            (Mode::Svm, "first-touch", "page-fault"),
+        ),
+        (
+            "vmx context switch vs svm context switch",
+            (Mode::Vmx, "context-switch", "yield"),
+            (Mode::Svm, "context-switch", "yield"),
         ),
     ];
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
@@ -496,7 +553,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
         }
     }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
-        for mode in [Mode::Pv, Mode::Vmx] {
+        for mode in [Mode::Pv, Mode::Vmx, Mode::Svm] {
             let costs: Vec<String> = DOMAIN_COUNTS
                 .iter()
                 .filter_map(|k| {
@@ -516,7 +573,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
         }
     }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
-        for mode in [Mode::Pv, Mode::Vmx, Mode::Native] {
+        for mode in [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Native] {
             let costs: Vec<String> = ["batch-1", "batch-8", "batch-64", "batch-512"]
                 .iter()
                 .filter_map(|path| {
@@ -536,7 +593,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
         }
     }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
-        let costs: Vec<String> = [Mode::Pv, Mode::Vmx, Mode::Native]
+        let costs: Vec<String> = [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Native]
             .iter()
             .filter_map(|&mode| {
                 find(measurements, emulator, mode, "event-delivery", "timer")
@@ -623,13 +680,36 @@ pub fn targets(measurements: &[Measurement]) -> Vec<Target> {
                 });
             }
         }
-        for path in ["syscall", "int80"] {
-            if let Some(vmx) = get(Mode::Vmx, "null-syscall", path) {
+        for mode in [Mode::Vmx, Mode::Svm] {
+            let m = mode.name();
+            for path in ["syscall", "int80"] {
+                if let Some(hvm) = get(mode, "null-syscall", path) {
+                    out.push(Target {
+                        what: format!("{e}: {m} has 0 VM exits per {path} system call"),
+                        holds: hvm.line.exits == 0,
+                        measured: format!("{:.3} VM exits per call", hvm.exits()),
+                        counts_transitions: true,
+                    });
+                }
+            }
+            if let Some(hvm) = get(mode, "null-hypercall", "hypercall") {
                 out.push(Target {
-                    what: format!("{e}: vmx has 0 VM exits per {path} system call"),
-                    holds: vmx.line.exits == 0,
-                    measured: format!("{:.3} VM exits per call", vmx.exits()),
+                    what: format!("{e}: {m} has 1 VM exit per hypercall"),
+                    holds: hvm.line.exits == hvm.line.ops,
+                    measured: format!("{:.3} VM exits per hypercall", hvm.exits()),
                     counts_transitions: true,
+                });
+            }
+            let hvm = get(mode, "null-syscall", "syscall");
+            if let (Some(hvm), Some(native)) = (hvm, get(Mode::Native, "null-syscall", "syscall")) {
+                let ratio = hvm.instructions() / native.instructions();
+                out.push(Target {
+                    what: format!(
+                        "{e}: a syscall under {m} is within 1% of native syscall instructions"
+                    ),
+                    holds: (ratio - 1.0).abs() <= 0.01,
+                    measured: format!("{ratio:.3}x"),
+                    counts_transitions: false,
                 });
             }
         }

@@ -135,7 +135,7 @@ fn check_line(name: &str, result: Result<String, String>, tally: &mut Tally) {
 
 /// `cargo xtask bench --quick`, checked: every setup boots and reports; the transition counts
 /// the benchmark issue names are what they must be (one entry and no CR3 write per bounced pv
-/// syscall, no entry for the fast trap, no VM exit per vmx syscall, one per vmx hypercall); and
+/// syscall, no entry for the fast trap, no VM exit per vmx or svm syscall, one per hypercall); and
 /// two runs of the same setup give identical counts, QEMU with icount and Bochs alike.
 fn bench_quick(options: &TestOptions, tally: &mut Tally) {
     use crate::bench::{self, BenchOptions, Measurement, Setup, MATRIX};
@@ -218,7 +218,7 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
                     |_| 0,
                 );
             }
-            hypercall_abi::Mode::Vmx => {
+            hypercall_abi::Mode::Vmx | hypercall_abi::Mode::Svm => {
                 expect(
                     "no VM exit per syscall",
                     "null-syscall",
@@ -238,7 +238,10 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
             _ => {}
         }
     }
-    for setup in [MATRIX[0], MATRIX[2]] {
+    use hypercall_abi::Mode;
+    let twice =
+        [(Emulator::Qemu, Mode::Pv), (Emulator::Bochs, Mode::Pv), (Emulator::Qemu, Mode::Svm)];
+    for setup in twice.map(|(emulator, mode)| Setup { emulator, mode }) {
         let name = format!(
             "{} mode in {}: a second run counts the same",
             setup.mode.name(),

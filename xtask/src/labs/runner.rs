@@ -98,7 +98,7 @@ pub fn boots(
     }
     if wanted.iter().any(|i| matches!(i.check, Check::Bench { .. })) {
         let bench_options = quick_bench(timeout, params.console_writes);
-        let lines = crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &bench_options);
+        let lines = crate::bench::boot(&artifacts, crate::bench::QEMU_PV, &bench_options);
         for item in &wanted {
             let Check::Bench { workload, path, field, per_op } = &item.check else { continue };
             let verdict = match &lines {
@@ -125,7 +125,7 @@ pub fn boots(
         // A size no seed gives (`params`: 40 ..= 103, the reference 64).
         let asked = 211;
         let lines =
-            crate::bench::boot(&artifacts, crate::bench::MATRIX[0], &quick_bench(timeout, asked));
+            crate::bench::boot(&artifacts, crate::bench::QEMU_PV, &quick_bench(timeout, asked));
         for item in &wanted {
             let Check::Sized { workload, path } = &item.check else { continue };
             let verdict = match &lines {
