@@ -33,7 +33,7 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Per boot.
     pub timeout: Duration,
-    /// Also run pv and native (and vmx, if the host offers nested VMX) under QEMU+KVM, several
+    /// Also run pv and native (and vmx or svm, if the host offers nested VMX or SVM) under QEMU+KVM, several
     /// times, and report cycles.
     pub kvm: bool,
     /// Operations of the `console-write` workload (lab 7's: the tree's seed sets it,
@@ -280,9 +280,10 @@ pub fn boot(
     boot_cmdline(artifacts, setup, options, &cmdline, "bench")
 }
 
-/// Whether the host's KVM offers nested VMX (`kvm_intel` loaded with `nested=Y`).
-fn nested_vmx() -> bool {
-    std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested")
+/// Whether the host's KVM offers nested VMX or SVM (`kvm_intel` or `kvm_amd` loaded with
+/// `nested=Y`).
+fn nested(module: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/module/{module}/parameters/nested"))
         .is_ok_and(|v| matches!(v.trim(), "Y" | "y" | "1"))
 }
 
@@ -291,8 +292,11 @@ fn nested_vmx() -> bool {
 /// counters (entries, exits, CR3 writes) are counts as everywhere.
 fn kvm(artifacts: &Artifacts, options: &BenchOptions) -> Result<Vec<Measurement>, String> {
     let mut modes = vec![Mode::Pv, Mode::Native];
-    if nested_vmx() {
+    if nested("kvm_intel") {
         modes.push(Mode::Vmx);
+    }
+    if nested("kvm_amd") {
+        modes.push(Mode::Svm);
     }
     let mut out = Vec::new();
     for mode in modes {

@@ -74,6 +74,12 @@ pub fn doctor() -> Result<u8, String> {
             format!("Bochs CPU model {model} (VMX with EPT): vmx mode runs in Bochs"),
             "install Debian's bochs 2.7 package (built with VMX); other builds may lack it",
         ));
+        let amd = crate::emulator::BOCHS_AMD_CPU_MODEL;
+        checks.push(check(
+            models.lines().any(|l| l.trim() == amd),
+            format!("Bochs CPU model {amd} (SVM with nested paging): svm mode runs in Bochs"),
+            "install Debian's bochs 2.7 package (built with SVM); other builds may lack it",
+        ));
     }
     if on_path("gdb") {
         checks.push(check(true, first_line(stdout_of(Command::new("gdb").arg("--version"))), ""));

@@ -32,7 +32,11 @@ pub const PACKAGES: [Package; 6] = [
         file: "/usr/bin/qemu-system-x86_64",
         purpose: "QEMU: pv, svm, native; gdb stub",
     },
-    Package { name: "bochs", file: "/usr/bin/bochs-bin", purpose: "Bochs: the only VMX here" },
+    Package {
+        name: "bochs",
+        file: "/usr/bin/bochs-bin",
+        purpose: "Bochs: the only VMX here; svm too",
+    },
     Package {
         name: "bochsbios",
         file: "/usr/share/bochs/BIOS-bochs-latest",
