@@ -775,31 +775,33 @@ fn svm() -> Vec<BootTest> {
         ],
         status: STATUS_DOMAIN_KILLED,
     });
-    tests.push(BootTest {
-        name: "svm-usertests-audited",
-        emulator: Emulator::Qemu,
-        bundle: Bundle::Cmdline(
-            "mode=svm domain=\"init hello usertests\" domain=\"init hello\" audit=on",
-        ),
-        expect: &[
-            "[xen] audit: checking the protection invariants (DESIGN section 4) after every entry",
-            "[dom0] ALL TESTS PASSED",
-            "[xen]   dom0: exit code 0;",
-            "[xen]   dom1: exit code 0;",
-        ],
-        status: 0,
-    });
-    tests.push(BootTest {
-        name: "svm-fuzz",
-        emulator: Emulator::Qemu,
-        bundle: Bundle::Cmdline("mode=svm domain=\"fuzz=11:20000\" domain=primes audit=on"),
-        expect: &[
-            "[dom0] fuzz: 20000 calls (seed 11)",
-            "[dom0] fuzz: done, the kernel still runs",
-            "[xen]   dom1: exit code 0;",
-        ],
-        status: 0,
-    });
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        tests.push(BootTest {
+            name: "svm-usertests-audited",
+            emulator,
+            bundle: Bundle::Cmdline(
+                "mode=svm domain=\"init hello usertests\" domain=\"init hello\" audit=on",
+            ),
+            expect: &[
+                "[xen] audit: checking the protection invariants (DESIGN section 4) after every entry",
+                "[dom0] ALL TESTS PASSED",
+                "[xen]   dom0: exit code 0;",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "svm-fuzz",
+            emulator,
+            bundle: Bundle::Cmdline("mode=svm domain=\"fuzz=11:20000\" domain=primes audit=on"),
+            expect: &[
+                "[dom0] fuzz: 20000 calls (seed 11)",
+                "[dom0] fuzz: done, the kernel still runs",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        });
+    }
     // Bochs' Intel model has VMX and no SVM.
     tests.push(BootTest {
         name: INTEL_CPU_REFUSES_SVM,

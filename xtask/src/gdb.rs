@@ -253,8 +253,14 @@ pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
             print!("{transcript}");
             eprint!("{}", String::from_utf8_lossy(&output.stderr));
         }
+        let walk = walkthrough(options.mode)?;
         if options.record && output.status.success() {
-            record(&walkthrough(options.mode)?, &transcript)?;
+            record(&walk, &transcript)?;
+        } else if output.status.success() {
+            if let Err(stale) = current(&walk, options.mode, &transcript) {
+                println!("xtask: gdb walkthrough passed, but {stale}");
+                return Ok(1);
+            }
         }
         output.status
     } else {
@@ -276,6 +282,38 @@ pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
         );
     }
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// The lines of a walkthrough transcript that do not depend on the build: its section headings
+/// and its checks.
+fn fixed_lines(transcript: &str) -> Vec<&str> {
+    let fixed = |l: &&str| l.starts_with("== ") || l.starts_with("walkthrough: ");
+    transcript.lines().map(str::trim).filter(fixed).collect()
+}
+
+/// Whether the note's transcript shows the same sections and checks as this run (addresses
+/// and values may differ from build to build; what the walkthrough says and checks may not).
+fn current(walk: &Walkthrough, mode: Mode, transcript: &str) -> Result<(), String> {
+    let note = fs::read_to_string(root().join(walk.note))
+        .map_err(|e| format!("cannot read {}: {e}", walk.note))?;
+    let shown = note.split(walk.begin).nth(1).and_then(|rest| rest.split(END).next());
+    let Some(shown) = shown else {
+        return Err(format!("{} lacks the transcript markers", walk.note));
+    };
+    let (ran, noted) = (fixed_lines(transcript), fixed_lines(shown));
+    match ran.iter().zip(&noted).position(|(a, b)| a != b) {
+        None if ran.len() == noted.len() => Ok(()),
+        at => {
+            let at = at.unwrap_or(ran.len().min(noted.len()));
+            Err(format!(
+                "the transcript in {} is stale (this run: {:?}; the note: {:?}): record it again with `cargo xtask gdb --mode {} --walkthrough --record`",
+                walk.note,
+                ran.get(at).copied().unwrap_or("(end)"),
+                noted.get(at).copied().unwrap_or("(end)"),
+                mode.name()
+            ))
+        }
+    }
 }
 
 /// Replaces the transcript in the lecture note.
