@@ -53,6 +53,7 @@ mod domain_builder;
 mod pv;
 // hvm: the unmodified kernel in a virtual CPU; the run loop and devices, then the VT-x and AMD-V backends.
 mod hvm;
+mod shadow;
 mod vmx;
 mod svm;
 // native: the kernel alone on the machine.

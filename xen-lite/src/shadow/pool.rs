@@ -1,0 +1,78 @@
+//! Where shadow tables live: a bounded pool of xen-lite's frames per virtual CPU, never mapped
+//! into any guest.
+//!
+//! The pool is filled once, when the vCPU is created, so a guest can never make xen-lite
+//! allocate more for it. Tables are handed out in order ([`Pool::new_table`] zeroes each as it
+//! goes) and given back all at once ([`Pool::recycle`]): shadows are a cache of the guest's
+//! tables, so dropping every one is always correct, only slower (the next accesses fault again
+//! and refill). That is the recycling policy when the pool runs out, and also what a CR3 load
+//! does, which on the real MMU flushes the TLB.
+
+use crate::frame::Frame;
+use crate::hvm::nested::TableMemory;
+use crate::memory_map::phys_to_virt;
+
+/// The most shadow tables one vCPU may hold.
+pub const MAX_TABLES: usize = 256;
+
+/// A vCPU's shadow tables: `len` frames of xen-lite's, the first `used` of them in use.
+pub struct Pool {
+    frames: [u64; MAX_TABLES],
+    len: usize,
+    used: usize,
+}
+
+impl Pool {
+    /// A pool of `count` frames from xen-lite's allocator (at most [`MAX_TABLES`], at least 4:
+    /// one walk's worth).
+    pub fn allocate(count: usize) -> Result<Pool, &'static str> {
+        let mut pool = Pool { frames: [0; MAX_TABLES], len: 0, used: 0 };
+        for slot in pool.frames.iter_mut().take(count.clamp(4, MAX_TABLES)) {
+            *slot = crate::frame::alloc().ok_or("no free frames for its shadow tables")?.addr();
+            pool.len += 1;
+        }
+        Ok(pool)
+    }
+
+    /// Frames in the pool.
+    pub fn capacity(&self) -> usize {
+        self.len
+    }
+
+    /// Frames in use.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Gives every table back (their contents are dropped as each is handed out again).
+    pub fn recycle(&mut self) {
+        self.used = 0;
+    }
+
+    /// The frame of the `n`th table handed out since the last recycle.
+    pub fn frame(&self, n: usize) -> Frame {
+        Frame(self.frames[n] / 4096)
+    }
+}
+
+impl TableMemory for Pool {
+    fn new_table(&mut self) -> Option<u64> {
+        let table = *self.frames[..self.len].get(self.used)?;
+        self.used += 1;
+        // SAFETY: a frame of this pool, allocated for shadow tables alone and reached only
+        // through the physical map; no CPU walks it before the entry naming it is written.
+        unsafe { core::ptr::write_bytes(phys_to_virt(table) as *mut u8, 0, 4096) };
+        Some(table)
+    }
+
+    fn entry(&self, table: u64, slot: usize) -> u64 {
+        // SAFETY: `table` is a frame of this pool, in the direct map; `slot` < 512.
+        unsafe { (phys_to_virt(table + slot as u64 * 8) as *const u64).read_volatile() }
+    }
+
+    fn set_entry(&mut self, table: u64, slot: usize, value: u64) {
+        // SAFETY: as in `entry`; the entry names a shadow table of this pool or one of the
+        // domain's own frames, never xen-lite's (`Shadow::page_fault`).
+        unsafe { (phys_to_virt(table + slot as u64 * 8) as *mut u64).write_volatile(value) }
+    }
+}
