@@ -62,6 +62,41 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
+impl TrapFrame {
+    /// The general registers by their encoding number (rax = 0, rcx, rdx, rbx, rsp, rbp, rsi,
+    /// rdi, r8 ... r15 = 15), as ModRM and REX name them.
+    pub fn registers(&self) -> [u64; 16] {
+        let f = self;
+        [
+            f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11,
+            f.r12, f.r13, f.r14, f.r15,
+        ]
+    }
+
+    /// General register `index` (its encoding number, modulo 16).
+    pub fn register_mut(&mut self, index: u8) -> &mut u64 {
+        let f = self;
+        match index & 15 {
+            0 => &mut f.rax,
+            1 => &mut f.rcx,
+            2 => &mut f.rdx,
+            3 => &mut f.rbx,
+            4 => &mut f.rsp,
+            5 => &mut f.rbp,
+            6 => &mut f.rsi,
+            7 => &mut f.rdi,
+            8 => &mut f.r8,
+            9 => &mut f.r9,
+            10 => &mut f.r10,
+            11 => &mut f.r11,
+            12 => &mut f.r12,
+            13 => &mut f.r13,
+            14 => &mut f.r14,
+            _ => &mut f.r15,
+        }
+    }
+}
+
 /// Assembly that pushes the general registers so that, with the vector and error code already
 /// pushed, they complete a [`TrapFrame`] at `rsp` (r15 first, rax last: the struct lists them
 /// from the lowest address). For the kernels' entry code:

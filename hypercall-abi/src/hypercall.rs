@@ -371,12 +371,23 @@ pub struct Stats {
     pub entries_syscall: u64,
     /// VM exits of a `vmx` domain by basic exit reason (`crate::vm_exit`; index = reason).
     pub vm_exits: [u64; VM_EXIT_SLOTS],
+    /// Shadow paging (`npt=off`, `ept=off`): page faults fixed in the shadow without the guest
+    /// knowing.
+    pub shadow_hidden_faults: u64,
+    /// Shadow paging: page faults delivered to the guest (its own tables refused the access).
+    pub shadow_true_faults: u64,
+    /// Shadow paging: shadow tables filled.
+    pub shadow_tables_built: u64,
+    /// Shadow paging: times every shadow table was dropped because the pool ran out.
+    pub shadow_recycled: u64,
+    /// Shadow paging: `invlpg`s, CR3 loads and flushes the shadow followed.
+    pub shadow_invalidations: u64,
 }
 
 /// Slots in [`Stats::vm_exits`]: one per VMX basic exit reason, 0-79.
 pub const VM_EXIT_SLOTS: usize = 80;
 
-const _: () = assert!(size_of::<Stats>() == (64 + 32 + 8 + VM_EXIT_SLOTS) * 8);
+const _: () = assert!(size_of::<Stats>() == (64 + 32 + 8 + VM_EXIT_SLOTS + 5) * 8);
 
 impl Record for Stats {
     type Bytes = [u8; Stats::WORDS * 8];
@@ -412,6 +423,11 @@ impl Stats {
             mmu_rejected: 0,
             entries_syscall: 0,
             vm_exits: [0; VM_EXIT_SLOTS],
+            shadow_hidden_faults: 0,
+            shadow_true_faults: 0,
+            shadow_tables_built: 0,
+            shadow_recycled: 0,
+            shadow_invalidations: 0,
         }
     }
 }
@@ -434,7 +450,14 @@ impl Stats {
             self.entries_syscall,
         ];
         let all = self.hypercalls.iter().chain(self.bounces.iter()).chain(tail.iter());
-        let all = all.chain(self.vm_exits.iter());
+        let shadow = [
+            self.shadow_hidden_faults,
+            self.shadow_true_faults,
+            self.shadow_tables_built,
+            self.shadow_recycled,
+            self.shadow_invalidations,
+        ];
+        let all = all.chain(self.vm_exits.iter()).chain(shadow.iter());
         for (slot, value) in words.iter_mut().zip(all) {
             *slot = *value;
         }
@@ -460,6 +483,14 @@ impl Stats {
             words[103],
         ];
         stats.vm_exits.copy_from_slice(&words[104..104 + VM_EXIT_SLOTS]);
+        let shadow = 104 + VM_EXIT_SLOTS;
+        [
+            stats.shadow_hidden_faults,
+            stats.shadow_true_faults,
+            stats.shadow_tables_built,
+            stats.shadow_recycled,
+            stats.shadow_invalidations,
+        ] = [words[shadow], words[shadow + 1], words[shadow + 2], words[shadow + 3], words[shadow + 4]];
         stats
     }
 
@@ -511,9 +542,11 @@ mod tests {
         stats.cr3_writes = 9;
         stats.vm_exits[18] = 4;
         stats.vm_exits[VM_EXIT_SLOTS - 1] = 1;
+        stats.shadow_invalidations = 3;
         let words = stats.to_words();
         assert_eq!((words[18], words[64 + 14], words[101], words[104 + 18]), (7, 2, 9, 4));
-        assert_eq!(words[Stats::WORDS - 1], 1);
+        assert_eq!((words[104 + VM_EXIT_SLOTS - 1], words[Stats::WORDS - 1]), (1, 3));
+        assert_eq!(core::mem::offset_of!(Stats, shadow_invalidations), (Stats::WORDS - 1) * 8);
         assert_eq!(stats.vm_exits_total(), 5);
         assert_eq!(core::mem::offset_of!(Stats, cr3_writes), 101 * 8);
         assert_eq!(Stats::from_words(&words), stats);

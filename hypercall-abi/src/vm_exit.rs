@@ -128,6 +128,14 @@ pub fn name_in(mode: crate::Mode, slot: u16) -> &'static str {
 /// AMD-V exit codes (`EXITCODE` in the VMCB) and the VMX slot each is counted in. See: AMD64
 /// APM Vol. 2, revision 3.42, Appendix C ("SVM intercept exit codes").
 pub mod svm {
+    /// `mov` from CR3 (shadow paging: the guest reads the value it wrote).
+    pub const CR3_READ: u64 = 0x03;
+    /// `mov` to CR3 (shadow paging: a new shadow).
+    pub const CR3_WRITE: u64 = 0x13;
+    /// A page fault (shadow paging: hidden, or the guest's).
+    pub const PAGE_FAULT: u64 = 0x4e;
+    /// `invlpg` (shadow paging).
+    pub const INVLPG: u64 = 0x79;
     /// A physical interrupt arrived while the guest ran (the INTR intercept).
     pub const INTR: u64 = 0x60;
     /// The guest can take the virtual interrupt xen-lite offered (the VINTR intercept).
@@ -171,13 +179,17 @@ pub mod svm {
 
     /// Every exit code xen-lite tells apart: the code, its name, the VMX slot it is counted in.
     /// `MSR` has two slots (read, write): [`slot`] gets the direction.
-    pub(crate) const CODES: [(u64, &str, u16); 20] = [
+    pub(crate) const CODES: [(u64, &str, u16); 24] = [
+        (CR3_READ, "CR3 access", super::CR_ACCESS),
+        (CR3_WRITE, "CR3 access", super::CR_ACCESS),
+        (PAGE_FAULT, "#PF", super::EXCEPTION_OR_NMI),
+        (INVLPG, "INVLPG", 14),
         (INTR, "INTR", super::EXTERNAL_INTERRUPT),
         (VINTR, "VINTR", super::INTERRUPT_WINDOW),
         (CPUID, "CPUID", super::CPUID),
         (INVD, "INVD", super::INVD),
         (HLT, "HLT", super::HLT),
-        (INVLPGA, "INVLPGA", 14),
+        (INVLPGA, "INVLPGA", 58),
         (IOIO, "IOIO", super::IO_INSTRUCTION),
         (MSR, "MSR read", super::RDMSR),
         (MSR, "MSR write", super::WRMSR),
@@ -265,9 +277,10 @@ mod tests {
         assert_eq!(name_in(crate::Mode::Vmx, VMCALL), "VMCALL");
         assert_eq!(svm::name(0x4e), "EXCP 14");
         assert_eq!(svm::name(svm::INVALID), "INVALID");
-        // Every slot holds at most one code (MSR's two directions apart).
+        // Every slot holds one kind of exit (MSR's two directions apart, CR3's together).
         for (i, a) in svm::CODES.iter().enumerate() {
-            assert!(svm::CODES[i + 1..].iter().all(|b| b.2 != a.2), "{} shares a slot", a.1);
+            let shares = |b: &&(u64, &str, u16)| b.2 == a.2 && b.1 != a.1;
+            assert!(svm::CODES[i + 1..].iter().all(|b| !shares(&b)), "{} shares a slot", a.1);
             assert!((a.2 as usize) < VM_EXIT_SLOTS - 1);
         }
         // The timer's reasons exist under SVM too, except the VMX-preemption timer.

@@ -10,6 +10,8 @@
 //! | `selftest=panic\|ud\|pf\|dirty-stack` | provoke a fault in xen-lite after boot (tests the fatal path), or leave data where the auditor must find it |
 //! | `umip=on\|off`         | CR4.UMIP where the CPU has it (default on): `sgdt`, `sidt`, `sldt`, `str`, `smsw` trap outside ring 0 |
 //! | `audit=on\|off`        | check the protection invariants after every entry (DESIGN §4; default off) |
+//! | `ept=on\|off`, `npt=on\|off` | `mode=vmx`, `mode=svm`: the second-stage tables (default on), or off for shadow paging (`crate::shadow`) |
+//! | `shadow_pool=N`        | shadow tables per vCPU under shadow paging (4 to 256, default 64) |
 
 use core::fmt;
 
@@ -57,7 +59,14 @@ pub struct Config<'a> {
     pub umip: bool,
     /// Run the invariant auditor after every entry.
     pub audit: bool,
+    /// `vmx`/`svm`: EPT or NPT (else shadow paging).
+    pub nested_paging: bool,
+    /// Shadow tables per vCPU under shadow paging.
+    pub shadow_pool: usize,
 }
+
+/// Shadow tables per vCPU unless `shadow_pool=` says otherwise.
+pub const DEFAULT_SHADOW_POOL: usize = 64;
 
 /// What is wrong with a command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,6 +83,15 @@ pub enum ConfigError<'a> {
         value: &'a str,
         /// What would have been accepted.
         expected: &'static str,
+    },
+    /// A word that only one mode takes, with another.
+    WrongMode {
+        /// The key.
+        key: &'a str,
+        /// The mode it goes with.
+        needs: &'static str,
+        /// The mode given.
+        mode: &'static str,
     },
     /// No `mode=`.
     NoMode,
@@ -96,6 +114,9 @@ impl fmt::Display for ConfigError<'_> {
             ConfigError::BadValue { key, value, expected } => {
                 write!(f, "{key}='{value}' is not valid: expected {expected}")
             }
+            ConfigError::WrongMode { key, needs, mode } => {
+                write!(f, "{key}= goes with mode={needs}, not mode={mode}")
+            }
             ConfigError::NoMode => write!(f, "no mode= given"),
             ConfigError::NoDomain => write!(f, "no domain= given"),
             ConfigError::TooManyDomains { count, max } => {
@@ -115,6 +136,8 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
     let mut log_level = LevelFilter::Info;
     let mut selftest = None;
     let (mut umip, mut audit) = (true, false);
+    let mut nested_paging = None;
+    let mut shadow_pool = DEFAULT_SHADOW_POOL;
     for word in cmdline::words(line) {
         let word = word.map_err(ConfigError::Syntax)?;
         let value = word.value.unwrap_or("");
@@ -151,6 +174,21 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                     _ => return Err(bad("panic, ud, pf or dirty-stack")),
                 })
             }
+            "ept" | "npt" => {
+                let on = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("on or off")),
+                };
+                nested_paging = Some((word.key, on));
+            }
+            "shadow_pool" => {
+                shadow_pool = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (4..=crate::shadow::pool::MAX_TABLES).contains(n))
+                    .ok_or(bad("a number of tables from 4 to 256"))?;
+            }
             "umip" | "audit" => {
                 let on = match value {
                     "on" => true,
@@ -169,6 +207,15 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
     if mode == Mode::Native && domain_count > 1 {
         return Err(ConfigError::TooManyDomains { count: domain_count, max: 1 });
     }
+    let nested_paging = match nested_paging {
+        None => true,
+        Some(("ept", on)) if mode == Mode::Vmx => on,
+        Some(("npt", on)) if mode == Mode::Svm => on,
+        Some((key, _)) => {
+            let needs = if key == "ept" { "vmx" } else { "svm" };
+            return Err(ConfigError::WrongMode { key, needs, mode: mode.name() });
+        }
+    };
     let kernel = kernel.unwrap_or(match mode.flavour() {
         "pv" => "guest-pv",
         _ => "guest-hvm",
@@ -183,6 +230,8 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         selftest,
         umip,
         audit,
+        nested_paging,
+        shadow_pool,
     })
 }
 
@@ -259,5 +308,20 @@ mod tests {
             parse(nine).unwrap_err(),
             ConfigError::TooManyDomains { count: 9, max: MAX_DOMAINS }
         );
+    }
+
+    #[test]
+    fn second_stage_paging_is_on_unless_turned_off_in_its_own_mode() {
+        let on = parse("mode=svm domain=a").unwrap();
+        assert!(on.nested_paging);
+        assert_eq!(on.shadow_pool, DEFAULT_SHADOW_POOL);
+        let off = parse("mode=svm domain=a npt=off shadow_pool=8").unwrap();
+        assert!(!off.nested_paging);
+        assert_eq!(off.shadow_pool, 8);
+        assert!(!parse("mode=vmx domain=a ept=off").unwrap().nested_paging);
+        let wrong = parse("mode=vmx domain=a npt=off").unwrap_err();
+        assert_eq!(wrong.to_string(), "npt= goes with mode=svm, not mode=vmx");
+        assert!(parse("mode=svm domain=a shadow_pool=3").is_err());
+        assert!(parse("mode=svm domain=a shadow_pool=257").is_err());
     }
 }

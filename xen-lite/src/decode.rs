@@ -171,12 +171,19 @@ pub fn umip_instruction(bytes: &[u8]) -> Option<UmipInstruction> {
         ([0x0f, 0x00], 1) => UmipRead::Str,
         _ => return None,
     };
-    let rex_b = (rex & 1) << 3;
     if mode == 3 {
         let size = if operand_16 { 2 } else { 8 };
-        let operand = Operand::Register { index: rm | rex_b, size };
+        let operand = Operand::Register { index: rm | ((rex & 1) << 3), size };
         return Some(UmipInstruction { read, operand, length: at as u8 });
     }
+    let (operand, at) = memory_operand(bytes, at, rex, modrm)?;
+    Some(UmipInstruction { read, operand, length: at as u8 })
+}
+
+/// The memory operand whose ModRM byte (`modrm`, mode not 3) came just before `at` in `bytes`,
+/// with the instruction's REX prefix (0 if none): the operand, and where the instruction ends.
+fn memory_operand(bytes: &[u8], mut at: usize, rex: u8, modrm: u8) -> Option<(Operand, usize)> {
+    let (mode, rm, rex_b) = (modrm >> 6, modrm & 7, (rex & 1) << 3);
     let (rex_x, mut base, mut index) = ((rex & 2) << 2, Some(rm | rex_b), None);
     let mut rip_relative = false;
     if rm == 4 {
@@ -204,8 +211,48 @@ pub fn umip_instruction(bytes: &[u8]) -> Option<UmipInstruction> {
         4 => i64::from(i32::from_le_bytes(raw.try_into().ok()?)),
         _ => 0,
     };
-    let operand = Operand::Memory { base, index, displacement, rip_relative };
-    Some(UmipInstruction { read, operand, length: at as u8 })
+    Some((Operand::Memory { base, index, displacement, rip_relative }, at))
+}
+
+/// A `mov` between CR3 and a general register, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cr3Move {
+    /// `mov cr3, r64` (else `mov r64, cr3`).
+    pub write: bool,
+    /// The general register, by its encoding number.
+    pub register: u8,
+    /// Bytes.
+    pub length: u8,
+}
+
+/// Decodes `mov cr3, r64` or `mov r64, cr3` (`[REX] 0f 22/20 /r`, mode 3, reg 3) at the start of
+/// `bytes`: what SVM intercepts without decode assists. See: SDM Vol. 2, MOV (control registers).
+pub fn cr3_move(bytes: &[u8]) -> Option<Cr3Move> {
+    let (rex, at) = match bytes.first()? {
+        &rex @ 0x40..=0x4f => (rex, 1),
+        _ => (0, 0),
+    };
+    let [0x0f, direction, modrm] = *bytes.get(at..at + 3)? else { return None };
+    if !matches!(direction, 0x20 | 0x22) || modrm >> 6 != 3 || (modrm >> 3) & 7 != 3 || rex & 4 != 0 {
+        return None; // not CR3 (REX.R would name CR11)
+    }
+    let register = (modrm & 7) | ((rex & 1) << 3);
+    Some(Cr3Move { write: direction == 0x22, register, length: at as u8 + 3 })
+}
+
+/// Decodes `invlpg m` (`[REX] 0f 01 /7`, a memory operand) at the start of `bytes`: the operand
+/// and the length. Segment overrides and a 32-bit address size are not decoded (`None`).
+pub fn invlpg(bytes: &[u8]) -> Option<(Operand, u8)> {
+    let (rex, at) = match bytes.first()? {
+        &rex @ 0x40..=0x4f => (rex, 1),
+        _ => (0, 0),
+    };
+    let [0x0f, 0x01, modrm] = *bytes.get(at..at + 3)? else { return None };
+    if modrm >> 6 == 3 || (modrm >> 3) & 7 != 7 {
+        return None;
+    }
+    let (operand, end) = memory_operand(bytes, at + 3, rex, modrm)?;
+    Some((operand, end as u8))
 }
 
 #[cfg(test)]
@@ -325,5 +372,27 @@ mod tests {
         ] {
             assert_eq!(umip_instruction(bytes), None, "{bytes:02x?}");
         }
+    }
+
+    #[test]
+    fn cr3_moves_and_invlpg_decode() {
+        let write = cr3_move(&[0x0f, 0x22, 0xd8]); // mov cr3, rax
+        assert_eq!(write, Some(Cr3Move { write: true, register: 0, length: 3 }));
+        let read = cr3_move(&[0x41, 0x0f, 0x20, 0xdf]); // mov r15, cr3
+        assert_eq!(read, Some(Cr3Move { write: false, register: 15, length: 4 }));
+        assert_eq!(cr3_move(&[0x0f, 0x22, 0xe0]), None, "mov cr4, rax");
+        assert_eq!(cr3_move(&[0x44, 0x0f, 0x22, 0xd8]), None, "REX.R: cr11");
+        // invlpg [rdi]
+        let (operand, length) = invlpg(&[0x0f, 0x01, 0x3f]).unwrap();
+        assert_eq!(length, 3);
+        let mut registers = [0; 16];
+        registers[7] = 0x40_1000;
+        assert_eq!(operand.address(&registers, 0), Some(0x40_1000));
+        // invlpg [r8 + rcx * 8 + 0x10]: REX.B and REX.X, a SIB, a disp8
+        let (operand, length) = invlpg(&[0x43, 0x0f, 0x01, 0x7c, 0xc8, 0x10]).unwrap();
+        registers[8] = 0x1000;
+        registers[9] = 2;
+        assert_eq!((operand.address(&registers, 0), length), (Some(0x1000 + 16 + 0x10), 6));
+        assert_eq!(invlpg(&[0x0f, 0x01, 0xf8]), None, "swapgs: a register form");
     }
 }

@@ -205,6 +205,13 @@ proptest! {
             }
             let _ = decoded.operand.address(&registers, 0x1000);
         }
+        if let Some(moved) = crate::decode::cr3_move(&bytes) {
+            prop_assert!(moved.register < 16 && usize::from(moved.length) <= bytes.len());
+        }
+        if let Some((operand, length)) = crate::decode::invlpg(&bytes) {
+            prop_assert!((3..=bytes.len()).contains(&usize::from(length)));
+            prop_assert!(operand.address(&registers, 0x1000).is_some());
+        }
     }
 
     /// xen-lite's command-line parser answers every line with a config or a named error.

@@ -229,6 +229,13 @@ pub fn read_cr2() -> u64 {
     unsafe { x86::controlregs::cr2() as u64 }
 }
 
+/// Writes CR2, which no VM entry loads: the fault address a guest's injected page fault shows.
+pub fn write_cr2(address: u64) {
+    // SAFETY: CR2 is only ever read by page-fault handlers; xen-lite's own read it at entry,
+    // before anything could change it again.
+    unsafe { x86::controlregs::cr2_write(address) };
+}
+
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     // SAFETY: `rdtsc` only reads the counter; CR4.TSD is clear, so ring 0 may always use it.

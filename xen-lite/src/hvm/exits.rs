@@ -4,6 +4,8 @@
 
 use super::devices::DeviceError;
 use super::{Exit, Fatal, HardwareVt, Hvm};
+use crate::shadow::pool::Pool;
+use crate::shadow::{Fault, Pmap, Shadow};
 use crate::domain::{self, kill, Domains, State};
 use crate::instructions::{cpuid, take_pending_interrupts};
 use crate::timer::{self, TIMER_VECTOR};
@@ -24,6 +26,12 @@ impl<V: HardwareVt> Hvm<V> {
             Exit::Cpuid => self.handle_cpuid(domains, c),
             Exit::Io { port, size, write } => self.handle_io(domains, c, port, size, write),
             Exit::Msr { write } => self.handle_msr(domains, c, write),
+            Exit::PageFault { address, error_code } => {
+                self.handle_page_fault(domains, c, address, error_code)
+            }
+            Exit::Cr3Write { value } => self.handle_cr3_write(domains, c, value),
+            Exit::Cr3Read { register } => self.handle_cr3_read(domains, c, register),
+            Exit::Invlpg { address } => self.handle_invlpg(domains, c, address),
             Exit::Fatal(fatal) => handle_fatal(domains, c, fatal),
         }
     }
@@ -113,6 +121,96 @@ impl<V: HardwareVt> Hvm<V> {
             Ok(()) => self.vt.skip_instruction(vcpu),
             Err(why) => kill!(domain, "{what} of MSR {msr:#x} at rip {rip:#x}: {why}"),
         }
+    }
+}
+
+/// Shadow paging (`crate::shadow`): the four exits it adds, each turned into the shadow's own
+/// operation, and its counters copied into the domain's `Stats`.
+impl<V: HardwareVt> Hvm<V> {
+    /// The shadow of domain `c`, the backend and the vCPU; `None` (and the domain killed) if
+    /// the domain runs on second-stage tables, where these exits are never asked for.
+    #[allow(clippy::type_complexity)]
+    fn shadowed(
+        &mut self,
+        domains: &mut Domains,
+        c: usize,
+        what: &str,
+    ) -> Option<(&mut Shadow<Pool>, Pmap, &mut V, &mut V::Vcpu)> {
+        let Hvm { vt, vcpus, shadows, .. } = self;
+        let vcpu = vcpus[c].as_mut().expect("every domain has a vCPU");
+        match shadows[c].as_mut() {
+            Some((shadow, pmap)) => Some((shadow, *pmap, vt, vcpu)),
+            None => {
+                let domain = domains.domain(c);
+                let rip = domain.regs.rip;
+                kill!(domain, "{what} exit at rip {rip:#x} without shadow paging");
+                None
+            }
+        }
+    }
+
+    /// Copies domain `c`'s shadow counters into its `Stats`.
+    fn count_shadow(&mut self, domains: &mut Domains, c: usize) {
+        let Some((shadow, _)) = &self.shadows[c] else { return };
+        let (n, stats) = (shadow.counters, &mut domains.domain(c).stats);
+        stats.shadow_hidden_faults = n.hidden_faults;
+        stats.shadow_true_faults = n.true_faults;
+        stats.shadow_tables_built = n.tables_built;
+        stats.shadow_recycled = n.recycled;
+        stats.shadow_invalidations = n.invalidations;
+    }
+
+    /// A page fault: fixed in the shadow and retried (hidden), delivered to the guest (true), or
+    /// a kill for an entry beyond the domain's memory.
+    fn handle_page_fault(&mut self, domains: &mut Domains, c: usize, address: u64, code: u64) {
+        let Some(vcpu) = self.vcpus[c].as_mut() else { return };
+        let controls = self.vt.paging_controls(vcpu);
+        let Some((shadow, pmap, vt, vcpu)) = self.shadowed(domains, c, "page-fault") else {
+            return;
+        };
+        match shadow.page_fault(pmap, controls, address, code) {
+            Fault::Hidden => vt.flush_guest_tlb(vcpu),
+            Fault::True { error_code } => vt.inject_page_fault(vcpu, error_code, address),
+            Fault::Beyond(beyond) => {
+                let domain = domains.domain(c);
+                let rip = domain.regs.rip;
+                kill!(
+                    domain,
+                    "shadow paging: the level-{} entry {:#x} at guest-physical {:#x} names memory beyond the domain's {} frames (access to {address:#x} at rip {rip:#x})",
+                    beyond.level,
+                    beyond.entry,
+                    beyond.at,
+                    pmap.pages
+                );
+            }
+        }
+        self.count_shadow(domains, c);
+    }
+
+    /// `mov cr3, r64`: the guest's new tables, and an empty shadow for them.
+    fn handle_cr3_write(&mut self, domains: &mut Domains, c: usize, value: u64) {
+        let Some((shadow, _, vt, vcpu)) = self.shadowed(domains, c, "CR3-write") else { return };
+        shadow.load_cr3(value);
+        vt.set_shadow_root(vcpu, shadow.root());
+        vt.skip_instruction(vcpu);
+        self.count_shadow(domains, c);
+    }
+
+    /// `mov r64, cr3`: the value the guest loaded, not the shadow's.
+    fn handle_cr3_read(&mut self, domains: &mut Domains, c: usize, register: u8) {
+        let Some((shadow, _, vt, vcpu)) = self.shadowed(domains, c, "CR3-read") else { return };
+        let cr3 = shadow.guest_cr3();
+        vt.skip_instruction(vcpu);
+        *domains.domain(c).regs.register_mut(register) = cr3;
+    }
+
+    /// `invlpg`: the shadow entry of that page goes.
+    fn handle_invlpg(&mut self, domains: &mut Domains, c: usize, address: u64) {
+        let Some((shadow, _, vt, vcpu)) = self.shadowed(domains, c, "invlpg") else { return };
+        shadow.invalidate_page(address);
+        vt.flush_guest_tlb(vcpu);
+        vt.skip_instruction(vcpu);
+        self.count_shadow(domains, c);
     }
 }
 

@@ -44,6 +44,8 @@ use crate::entry::TrapFrame;
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
 use crate::instructions::wait_for_interrupt;
+use crate::shadow::pool::Pool;
+use crate::shadow::{Pmap, Shadow};
 use crate::timer::{self, NS_PER_TICK};
 
 /// Where a domain's virtual CPU starts: what the builder laid out.
@@ -62,6 +64,9 @@ pub struct VcpuBoot {
     pub nr_pages: u64,
     /// The gfn of its `SharedInfo` page.
     pub shared_info_gfn: u64,
+    /// Shadow paging (`npt=off`, `ept=off`): the machine address of the shadow root the guest
+    /// runs on (then no second-stage tables, and CR3, `invlpg` and page faults are intercepted).
+    pub shadow_root: Option<u64>,
 }
 
 /// Why the guest stopped running, in terms every backend can report.
@@ -98,6 +103,28 @@ pub enum Exit {
     Msr {
         /// `wrmsr` (else `rdmsr`).
         write: bool,
+    },
+    /// Shadow paging: a page fault (hidden, or the guest's own).
+    PageFault {
+        /// The faulting linear address (CR2).
+        address: u64,
+        /// The hardware's error code.
+        error_code: u64,
+    },
+    /// Shadow paging: `mov cr3, r64` of `value`.
+    Cr3Write {
+        /// The value the guest loads.
+        value: u64,
+    },
+    /// Shadow paging: `mov r64, cr3` into general register `register` (encoding number).
+    Cr3Read {
+        /// The destination register.
+        register: u8,
+    },
+    /// Shadow paging: `invlpg` of `address`.
+    Invlpg {
+        /// The linear address.
+        address: u64,
     },
     /// Something the domain dies for.
     Fatal(Fatal),
@@ -242,6 +269,20 @@ pub trait HardwareVt {
         msr: u32,
         value: u64,
     ) -> Result<(), &'static str>;
+
+    /// Shadow paging: the guest now runs on the shadow root at machine address `root`, and its
+    /// TLB entries go.
+    fn set_shadow_root(&mut self, vcpu: &mut Self::Vcpu, root: u64);
+
+    /// Shadow paging: the shadow changed; the guest's TLB entries go before it runs again.
+    fn flush_guest_tlb(&mut self, vcpu: &mut Self::Vcpu);
+
+    /// The guest's CR0.WP and EFER.NXE, which decide what its tables allow.
+    fn paging_controls(&mut self, vcpu: &mut Self::Vcpu) -> crate::shadow::walk::Controls;
+
+    /// Shadow paging: delivers a page fault with `error_code` at `address` (the guest's CR2) at
+    /// the next entry, as the guest's own MMU would have raised it.
+    fn inject_page_fault(&mut self, vcpu: &mut Self::Vcpu, error_code: u64, address: u64);
 }
 
 /// Set once the domains run: host timer interrupts while idle then belong to [`Hvm::run`].
@@ -262,6 +303,8 @@ pub fn host_timer_interrupt() {
 struct Hvm<V: HardwareVt> {
     vt: V,
     vcpus: [Option<V::Vcpu>; MAX_DOMAINS],
+    /// Shadow paging: each domain's shadow tables and pmap (`None` with EPT or NPT).
+    shadows: [Option<(Shadow<Pool>, Pmap)>; MAX_DOMAINS],
     devices: [Devices; MAX_DOMAINS],
     /// Host ticks accounted for so far.
     ticks_seen: u64,
@@ -282,6 +325,7 @@ pub fn start<V: HardwareVt>(
     let mut hvm = Hvm {
         vt,
         vcpus: [const { None }; MAX_DOMAINS],
+        shadows: [const { None }; MAX_DOMAINS],
         devices: [const { Devices::new() }; MAX_DOMAINS],
         ticks_seen: 0,
     };
@@ -291,7 +335,22 @@ pub fn start<V: HardwareVt>(
     }
     for (id, cmdline) in config.domains().iter().enumerate() {
         let base = domain::allocate_memory(config, id);
-        let boot = build::<V>(id as u32, config, cmdline, image, modules, base);
+        let mut boot = build::<V>(id as u32, config, cmdline, image, modules, base);
+        if !config.nested_paging {
+            let pool = Pool::allocate(config.shadow_pool).unwrap_or_else(|why| {
+                log::error!("{mode}: cannot shadow dom{id}'s page tables: {why}");
+                exit_emulator(STATUS_BAD_GUEST)
+            });
+            let shadow = Shadow::new(pool, Pool::recycle, boot.cr3).expect("a pool holds a root");
+            boot.shadow_root = Some(shadow.root());
+            log::info!(
+                "{mode}: dom{id}: shadow paging, {} tables in its pool; its CR3 {:#x} (guest-physical) runs on shadow root {:#x}",
+                config.shadow_pool,
+                boot.cr3,
+                shadow.root()
+            );
+            hvm.shadows[id] = Some((shadow, Pmap { base: base.addr(), pages: config.domain_pages }));
+        }
         let vcpu = hvm.vt.create_vcpu(&boot).unwrap_or_else(|why| {
             log::error!("{mode}: cannot create a virtual CPU for dom{id}: {why}");
             exit_emulator(STATUS_BAD_GUEST)
@@ -374,6 +433,7 @@ fn build<V: HardwareVt>(
         memory: base,
         nr_pages: pages,
         shared_info_gfn: built.shared_info_gfn,
+        shadow_root: None,
     }
 }
 

@@ -32,11 +32,11 @@ pub fn umip_read(domain: &Domain, frame: &mut TrapFrame, bytes: &[u8]) -> Option
     };
     match operand {
         Operand::Register { index, size } => {
-            let register = register_mut(frame, index);
+            let register = frame.register_mut(index);
             *register = if size == 2 { (*register & !0xffff) | value } else { value };
         }
         Operand::Memory { .. } => {
-            let address = operand.address(&registers(frame), next_rip)?;
+            let address = operand.address(&frame.registers(), next_rip)?;
             // A table register is 2 bytes of limit and 8 of base; a selector or word is 2.
             let mut stored = [0u8; 10];
             stored[..8].copy_from_slice(&value.to_le_bytes());
@@ -48,38 +48,6 @@ pub fn umip_read(domain: &Domain, frame: &mut TrapFrame, bytes: &[u8]) -> Option
     Some(name)
 }
 
-/// The general registers by their encoding number (rax = 0 ... r15 = 15).
-fn registers(frame: &TrapFrame) -> [u64; 16] {
-    let f = frame;
-    [
-        f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12,
-        f.r13, f.r14, f.r15,
-    ]
-}
-
-/// General register `index` of `frame`, by its encoding number.
-fn register_mut(frame: &mut TrapFrame, index: u8) -> &mut u64 {
-    let f = frame;
-    match index & 15 {
-        0 => &mut f.rax,
-        1 => &mut f.rcx,
-        2 => &mut f.rdx,
-        3 => &mut f.rbx,
-        4 => &mut f.rsp,
-        5 => &mut f.rbp,
-        6 => &mut f.rsi,
-        7 => &mut f.rdi,
-        8 => &mut f.r8,
-        9 => &mut f.r9,
-        10 => &mut f.r10,
-        11 => &mut f.r11,
-        12 => &mut f.r12,
-        13 => &mut f.r13,
-        14 => &mut f.r14,
-        _ => &mut f.r15,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,11 +55,11 @@ mod tests {
     #[test]
     fn registers_are_numbered_as_the_encoding_numbers_them() {
         let mut frame = TrapFrame { rcx: 1, rsp: 4, r9: 9, r15: 15, ..TrapFrame::default() };
-        let numbered = registers(&frame);
+        let numbered = frame.registers();
         assert_eq!((numbered[1], numbered[4], numbered[9], numbered[15]), (1, 4, 9, 15));
         for index in 0..16u8 {
-            *register_mut(&mut frame, index) = u64::from(index) + 100;
+            *frame.register_mut(index) = u64::from(index) + 100;
         }
-        assert_eq!(registers(&frame), core::array::from_fn(|i| i as u64 + 100));
+        assert_eq!(frame.registers(), core::array::from_fn(|i| i as u64 + 100));
     }
 }

@@ -8,7 +8,6 @@
 //! and refill). That is the recycling policy when the pool runs out, and also what a CR3 load
 //! does, which on the real MMU flushes the TLB.
 
-use crate::frame::Frame;
 use crate::hvm::nested::TableMemory;
 use crate::memory_map::phys_to_virt;
 
@@ -34,24 +33,9 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Frames in the pool.
-    pub fn capacity(&self) -> usize {
-        self.len
-    }
-
-    /// Frames in use.
-    pub fn used(&self) -> usize {
-        self.used
-    }
-
     /// Gives every table back (their contents are dropped as each is handed out again).
     pub fn recycle(&mut self) {
         self.used = 0;
-    }
-
-    /// The frame of the `n`th table handed out since the last recycle.
-    pub fn frame(&self, n: usize) -> Frame {
-        Frame(self.frames[n] / 4096)
     }
 }
 

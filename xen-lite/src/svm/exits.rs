@@ -15,9 +15,13 @@
 
 use hypercall_abi::vm_exit::svm;
 
+use hypercall_abi::page_table;
+
 use super::npt;
 use super::vmcb::{Vmcb, EVENT_VALID};
+use crate::decode;
 use crate::entry::TrapFrame;
+use crate::memory_map::phys_to_virt;
 use crate::hvm::{Exit, ExitInfo, Fatal};
 
 /// IOIO's EXITINFO1 bit 0: `in` (else `out`).
@@ -33,17 +37,28 @@ pub fn read(vmcb: &mut Vmcb, regs: &mut TrapFrame, next_rip_saved: bool) -> (Exi
     (regs.rax, regs.rip, regs.rsp, regs.rflags) = (s.rax, s.rip, s.rsp, s.rflags);
     let c = &mut vmcb.control;
     // An event the exit interrupted must be delivered again; the error code comes along (bits
-    // 63:32 of both fields).
-    let interrupted = c.exit_int_info & EVENT_VALID != 0;
+    // 63:32 of both fields). Not an `int n`, `int3` or `into`, though: the saved `rip` is the
+    // instruction itself, which raises it again when the guest resumes (injected, it would
+    // return to that same instruction and run it twice).
+    let info = c.exit_int_info;
+    let (kind, vector) = ((info >> 8) & 7, info & 0xff);
+    let raised_by_an_instruction = kind == 4 || (kind == 3 && matches!(vector, 3 | 4));
+    let interrupted = info & EVENT_VALID != 0 && !raised_by_an_instruction;
     c.event_inj = if interrupted { c.exit_int_info } else { 0 };
     let (code, info1, info2) = (c.exit_code, c.exit_info1, c.exit_info2);
-    let exit = decode(code, info1, info2);
-    let length = match code {
+    let mut exit = decode(code, info1, info2);
+    let mut length = match code {
         svm::VMMCALL => 3,
         svm::CPUID | svm::MSR | svm::INVD | svm::WBINVD => 2,
         svm::HLT => 1,
         _ => 0,
     };
+    if matches!(code, svm::CR3_READ | svm::CR3_WRITE | svm::INVLPG) {
+        // No decode assists here (neither QEMU 7.2 nor Bochs 2.7 has them): the instruction is
+        // read and decoded, through the shadow tables it was just fetched through.
+        (exit, length) = decode_instruction(code, vmcb.save.cr3, regs);
+    }
+    let c = &mut vmcb.control;
     let next_rip = match code {
         svm::IOIO => info2, // the APM puts the next `rip` here for every CPU
         _ if next_rip_saved && c.next_rip != 0 => c.next_rip,
@@ -51,6 +66,58 @@ pub fn read(vmcb: &mut Vmcb, regs: &mut TrapFrame, next_rip_saved: bool) -> (Exi
     };
     let write = code == svm::MSR && info1 == 1;
     (ExitInfo { reason: svm::slot(code, write), exit }, interrupted, next_rip)
+}
+
+/// Reads up to 15 bytes of the guest's code at `rip` through the page tables at machine address
+/// `root` (the shadow xen-lite built: its entries name only the domain's frames).
+fn fetch(root: u64, rip: u64) -> ([u8; 15], usize) {
+    let mut bytes = [0u8; 15];
+    for (n, byte) in bytes.iter_mut().enumerate() {
+        let va = rip.wrapping_add(n as u64);
+        let Ok(leaf) = page_table::walk(&MachineTables, root, va, 1) else { return (bytes, n) };
+        // SAFETY: a frame the shadow maps for this guest, in the direct map; only read.
+        *byte = unsafe { (phys_to_virt(leaf.translate(va)) as *const u8).read_volatile() };
+    }
+    (bytes, bytes.len())
+}
+
+/// Tables in machine memory, read through xen-lite's direct map.
+struct MachineTables;
+
+impl page_table::Tables for MachineTables {
+    fn read(&self, table: u64, index: usize) -> Option<u64> {
+        // SAFETY: `table` is a shadow table of xen-lite's (`fetch`'s root and what its entries
+        // name); entry `index` < 512 lies in it.
+        Some(unsafe { (phys_to_virt(table + index as u64 * 8) as *const u64).read_volatile() })
+    }
+}
+
+/// Shadow paging's three instruction intercepts, decoded from the instruction itself: the exit
+/// and the instruction's length.
+fn decode_instruction(code: u64, root: u64, regs: &TrapFrame) -> (Exit, u64) {
+    let (bytes, len) = fetch(root, regs.rip);
+    let bytes = &bytes[..len];
+    let undecoded = |what| {
+        Exit::Fatal(Fatal::Refused { instruction: what, why: "a form xen-lite does not decode" })
+    };
+    if code == svm::INVLPG {
+        return match decode::invlpg(bytes) {
+            Some((operand, length)) => {
+                let next = regs.rip + u64::from(length);
+                let address = operand.address(&regs.registers(), next).unwrap_or(0);
+                (Exit::Invlpg { address }, u64::from(length))
+            }
+            None => (undecoded("invlpg"), 0),
+        };
+    }
+    match decode::cr3_move(bytes) {
+        Some(m) if m.write => {
+            let value = regs.registers()[usize::from(m.register)];
+            (Exit::Cr3Write { value }, u64::from(m.length))
+        }
+        Some(m) => (Exit::Cr3Read { register: m.register }, u64::from(m.length)),
+        None => (undecoded("mov to or from CR3"), 0),
+    }
 }
 
 /// What exit `code` with its two information words means.
@@ -63,6 +130,7 @@ fn decode(code: u64, info1: u64, info2: u64) -> Exit {
     };
     match code {
         svm::INTR => Exit::HostInterruptPending,
+        svm::PAGE_FAULT => Exit::PageFault { address: info2, error_code: info1 & 0xffff_ffff },
         svm::VINTR => Exit::InterruptWindow,
         svm::CPUID => Exit::Cpuid,
         svm::HLT => Exit::Halt,

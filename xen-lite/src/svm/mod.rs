@@ -106,7 +106,10 @@ impl HardwareVt for Svm {
     }
 
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Vcpu, &'static str> {
-        let n_cr3 = npt::for_domain(boot)?;
+        let n_cr3 = match boot.shadow_root {
+            None => Some(npt::for_domain(boot)?),
+            Some(_) => None, // shadow paging: `crate::shadow`
+        };
         let frame = crate::frame::alloc().ok_or("no free frame for its VMCB")?;
         // SAFETY: a frame just allocated for the VMCB; nothing else refers to it.
         unsafe { core::ptr::write_bytes(phys_to_virt(frame.addr()) as *mut u8, 0, 4096) };
@@ -172,5 +175,28 @@ impl HardwareVt for Svm {
 
     fn write_msr(&mut self, vcpu: &mut Vcpu, msr: u32, value: u64) -> Result<(), &'static str> {
         msr::write(vcpu.vmcb(), msr, value)
+    }
+
+    fn set_shadow_root(&mut self, vcpu: &mut Vcpu, root: u64) {
+        vcpu.vmcb().save.cr3 = root;
+        self.flush_guest_tlb(vcpu);
+    }
+
+    /// `tlb_control` 1 for the next `vmrun`: every TLB entry goes (this ASID's included).
+    fn flush_guest_tlb(&mut self, vcpu: &mut Vcpu) {
+        vcpu.vmcb().control.tlb_control = vmcb::TLB_FLUSH_ALL;
+    }
+
+    fn paging_controls(&mut self, vcpu: &mut Vcpu) -> crate::shadow::walk::Controls {
+        let save = &vcpu.vmcb().save;
+        crate::shadow::walk::Controls {
+            write_protect: save.cr0 & (1 << 16) != 0,
+            no_execute: save.efer & vmcb::EFER_NXE != 0,
+        }
+    }
+
+    fn inject_page_fault(&mut self, vcpu: &mut Vcpu, error_code: u64, address: u64) {
+        vcpu.vmcb().inject_page_fault(error_code, address);
+        vcpu.injecting = true;
     }
 }

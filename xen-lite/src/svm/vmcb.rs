@@ -35,6 +35,14 @@ pub const INTERCEPT_CPUID: u32 = 1 << 18;
 pub const INTERCEPT_INVD: u32 = 1 << 22;
 /// Intercept vector 3: `hlt`.
 pub const INTERCEPT_HLT: u32 = 1 << 24;
+/// Intercept vector 3: `invlpg` (shadow paging).
+pub const INTERCEPT_INVLPG: u32 = 1 << 25;
+/// `intercept_cr`: reads of CR3 (bit 3) and writes of CR3 (bit 16 + 3), for shadow paging.
+pub const INTERCEPT_CR3: u32 = (1 << 3) | (1 << 19);
+/// `intercept_exceptions`: #PF (vector 14), for shadow paging.
+pub const INTERCEPT_PAGE_FAULT: u32 = 1 << 14;
+/// `event_inj` type 3: a hardware exception; bit 11: push its error code.
+const EVENT_EXCEPTION_WITH_CODE: u64 = (3 << 8) | (1 << 11);
 /// Intercept vector 3: `invlpga`.
 pub const INTERCEPT_INVLPGA: u32 = 1 << 26;
 /// Intercept vector 3: `in`/`out`, through the I/O permission map.
@@ -59,7 +67,7 @@ pub const V_INTR_MASKING: u64 = 1 << 24;
 /// `event_inj` / `exit_int_info` bit 31: the event is valid.
 pub const EVENT_VALID: u64 = 1 << 31;
 /// `tlb_control` 1: flush every TLB entry on this `vmrun`.
-const TLB_FLUSH_ALL: u8 = 1;
+pub const TLB_FLUSH_ALL: u8 = 1;
 
 /// A segment register in the state-save area.
 #[repr(C)]
@@ -214,8 +222,8 @@ pub struct Setup<'a> {
     /// Physical addresses of the I/O and MSR permission maps every domain shares.
     pub iopm: u64,
     pub msrpm: u64,
-    /// The nested page tables' root.
-    pub n_cr3: u64,
+    /// The nested page tables' root, or none for shadow paging (`boot.shadow_root`).
+    pub n_cr3: Option<u64>,
     /// Address-space id of the guest's TLB entries (never 0: that is xen-lite's).
     pub asid: u32,
     /// xen-lite's EFER.NXE, which the guest gets too.
@@ -235,14 +243,23 @@ impl Vmcb {
             | INTERCEPT_MSR
             | INTERCEPT_SHUTDOWN;
         c.intercepts[1] = INTERCEPT_VECTOR_4;
-        c.intercept_exceptions = 0; // the guest handles all its own exceptions
+        c.intercept_exceptions = 0; // the guest handles its own exceptions (#PF: below)
         c.iopm_base_pa = setup.iopm;
         c.msrpm_base_pa = setup.msrpm;
         c.guest_asid = setup.asid;
         c.tlb_control = TLB_FLUSH_ALL; // once, for the first run: cleared after it
         c.v_intr = V_INTR_MASKING;
-        c.np_enable = npt::NP_ENABLE;
-        c.n_cr3 = setup.n_cr3;
+        match (setup.n_cr3, setup.boot.shadow_root) {
+            (Some(n_cr3), _) => (c.np_enable, c.n_cr3) = (npt::NP_ENABLE, n_cr3),
+            // Shadow paging: the guest runs on xen-lite's shadow tables (machine addresses),
+            // and every way of reading, changing or missing its translations is intercepted.
+            (None, root) => {
+                c.intercept_cr = INTERCEPT_CR3;
+                c.intercept_exceptions = INTERCEPT_PAGE_FAULT;
+                c.intercepts[0] |= INTERCEPT_INVLPG;
+                self.save.cr3 = root.expect("shadow paging has a root");
+            }
+        }
         c.clean_bits = 0; // nothing cached: the CPU reads every field at every vmrun
 
         // The kernel's first instruction, in 64-bit ring 0 with paging on. The selectors are
@@ -258,7 +275,9 @@ impl Vmcb {
         s.cpl = 0;
         s.efer = EFER_LONG_MODE | EFER_SVME | setup.nxe;
         s.cr0 = GUEST_CR0;
-        s.cr3 = setup.boot.cr3;
+        if setup.n_cr3.is_some() {
+            s.cr3 = setup.boot.cr3; // guest-physical, translated by the nested tables
+        }
         s.cr4 = GUEST_CR4;
         s.dr6 = 0xffff_0ff0;
         s.dr7 = 0x400;
@@ -290,6 +309,13 @@ impl Vmcb {
     /// Sets up external interrupt `vector` for delivery at the next `vmrun` (type 0).
     pub fn inject_interrupt(&mut self, vector: u8) {
         self.control.event_inj = EVENT_VALID | u64::from(vector);
+    }
+
+    /// Sets up a page fault with `error_code` at `address` for the next `vmrun`: what the guest's
+    /// own MMU would have raised (the intercept left the guest's CR2 alone, so it is set here).
+    pub fn inject_page_fault(&mut self, error_code: u64, address: u64) {
+        self.save.cr2 = address;
+        self.control.event_inj = EVENT_VALID | EVENT_EXCEPTION_WITH_CODE | 14 | (error_code << 32);
     }
 }
 

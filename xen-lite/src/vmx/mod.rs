@@ -48,6 +48,8 @@ pub struct Vcpu {
     /// Whether an event is set up for injection at the next entry (a re-injection).
     injecting: bool,
     msrs: SyscallMsrs,
+    /// The guest's CR2 for an injected page fault, written right before the next entry.
+    pending_cr2: Option<u64>,
 }
 
 impl Vmx {
@@ -82,6 +84,9 @@ impl HardwareVt for Vmx {
     }
 
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Vcpu, &'static str> {
+        if boot.shadow_root.is_some() {
+            return Err("ept=off: the VMX backend runs only on EPT so far (npt=off shadows under SVM)");
+        }
         let eptp = ept::for_domain(boot)?;
         let vmcs = vmcs::create(self.revision)?;
         vmcs::setup(boot, &self.controls, &self.host, eptp);
@@ -92,6 +97,7 @@ impl HardwareVt for Vmx {
             window: false,
             injecting: false,
             msrs: SyscallMsrs::default(),
+            pending_cr2: None,
         })
     }
 
@@ -113,6 +119,9 @@ impl HardwareVt for Vmx {
     }
 
     fn run(&mut self, vcpu: &mut Vcpu, regs: &mut TrapFrame) -> ExitInfo {
+        if let Some(address) = vcpu.pending_cr2.take() {
+            crate::instructions::write_cr2(address);
+        }
         if let Err(status) = entry::enter(regs, vcpu.launched) {
             return exits::entry_failed(status);
         }
@@ -146,5 +155,26 @@ impl HardwareVt for Vmx {
 
     fn write_msr(&mut self, vcpu: &mut Vcpu, msr: u32, value: u64) -> Result<(), &'static str> {
         msr::write(&mut vcpu.msrs, msr, value)
+    }
+
+    fn set_shadow_root(&mut self, _vcpu: &mut Vcpu, root: u64) {
+        vmcs::write(x86::vmx::vmcs::guest::CR3, root);
+    }
+
+    /// Nothing to do: without VPIDs, every VM entry and exit flushes the guest's translations.
+    fn flush_guest_tlb(&mut self, _vcpu: &mut Vcpu) {}
+
+    fn paging_controls(&mut self, _vcpu: &mut Vcpu) -> crate::shadow::walk::Controls {
+        use x86::vmx::vmcs::guest;
+        crate::shadow::walk::Controls {
+            write_protect: vmcs::read(guest::CR0) & (1 << 16) != 0,
+            no_execute: vmcs::read(guest::IA32_EFER_FULL) & vmcs::EFER_NXE != 0,
+        }
+    }
+
+    fn inject_page_fault(&mut self, vcpu: &mut Vcpu, error_code: u64, address: u64) {
+        vmcs::inject_page_fault(error_code);
+        vcpu.pending_cr2 = Some(address);
+        vcpu.injecting = true;
     }
 }

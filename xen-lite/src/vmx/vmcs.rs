@@ -333,6 +333,13 @@ pub fn inject_interrupt(vector: u8) {
     write(control::VMENTRY_INTERRUPTION_INFO_FIELD, (1 << 31) | u64::from(vector));
 }
 
+/// Sets up a page fault with `error_code` for delivery at the next entry: valid (bit 31), type
+/// 3 (hardware exception), deliver an error code (bit 11), vector 14.
+pub fn inject_page_fault(error_code: u64) {
+    write(control::VMENTRY_INTERRUPTION_INFO_FIELD, (1 << 31) | (3 << 8) | (1 << 11) | 14);
+    write(control::VMENTRY_EXCEPTION_ERR_CODE, error_code);
+}
+
 /// Writes the primary controls `primary`, with interrupt-window exiting added when `on`.
 pub fn set_interrupt_window(primary: u32, on: bool) {
     use x86::vmx::vmcs::control::PrimaryControls;
