@@ -168,7 +168,9 @@ impl<V: HardwareVt> Hvm<V> {
         let Some((shadow, pmap, vt, vcpu)) = self.shadowed(domains, c, "page-fault") else {
             return;
         };
-        match shadow.page_fault(pmap, controls, address, code) {
+        let fault = shadow.page_fault(pmap, controls, address, code);
+        log::trace!("dom{c}: shadow: page fault at {address:#x}, error code {code:#x}: {fault:?}");
+        match fault {
             Fault::Hidden => vt.flush_guest_tlb(vcpu),
             Fault::True { error_code } => vt.inject_page_fault(vcpu, error_code, address),
             Fault::Beyond(beyond) => {

@@ -138,7 +138,15 @@ impl HardwareVt for Svm {
     fn load(&mut self, _vcpu: &mut Vcpu) {}
 
     fn run(&mut self, vcpu: &mut Vcpu, regs: &mut TrapFrame) -> ExitInfo {
-        vcpu.vmcb().save.rax = regs.rax;
+        let save = &mut vcpu.vmcb().save;
+        save.rax = regs.rax;
+        // VMRUN loads the guest's CR2 from the VMCB, but Bochs 2.7 drops the value it reads
+        // (svm.cc, SvmEnterLoadCheckGuestState): the guest would see another domain's CR2, or a
+        // page fault xen-lite injected without its address. Loading it here costs a read of CR2
+        // and, when it differs, a write; on a real CPU it changes nothing.
+        if crate::instructions::read_cr2() != save.cr2 {
+            crate::instructions::write_cr2(save.cr2);
+        }
         RUNNING_VMCB.store(vcpu.vmcb.addr(), Ordering::Relaxed);
         entry::enter(regs, vcpu.vmcb.addr(), self.root.host_vmcb.addr());
         let vmcb = vcpu.vmcb();
