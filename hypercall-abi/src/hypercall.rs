@@ -490,7 +490,13 @@ impl Stats {
             stats.shadow_tables_built,
             stats.shadow_recycled,
             stats.shadow_invalidations,
-        ] = [words[shadow], words[shadow + 1], words[shadow + 2], words[shadow + 3], words[shadow + 4]];
+        ] = [
+            words[shadow],
+            words[shadow + 1],
+            words[shadow + 2],
+            words[shadow + 3],
+            words[shadow + 4],
+        ];
         stats
     }
 

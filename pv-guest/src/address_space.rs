@@ -198,6 +198,13 @@ impl AddressSpace {
         tables.gfn(leaf.entry)
     }
 
+    /// The machine address of the level-1 entry that maps `va`, and the entry.
+    pub fn leaf(&self, va: u64) -> Option<(u64, u64)> {
+        let slot = self.leaf_entry_address(va)?;
+        let leaf = walk(&self.tables, self.machine(self.l4), va, 1).ok()?;
+        Some((slot, leaf.entry))
+    }
+
     /// The L4's gfn.
     pub fn l4(&self) -> u64 {
         self.l4

@@ -91,6 +91,13 @@ pub enum Workload {
     /// Map the page just past the domain's memory and read it (pv: refused; vmx: EPT
     /// violation, killed; native: it reads a neighbour's memory).
     BeyondMemory,
+    /// The TLB's rules, seen from the guest: a changed PTE without `invlpg` keeps the old
+    /// translation, `invlpg` makes the new one visible, and the MMU sets A and D (what shadow
+    /// paging must reproduce, and the hardware does natively).
+    ShadowTlb,
+    /// Touches pages 1 GiB apart, more page-table reach than a small shadow pool holds between
+    /// two CR3 loads, and reads each back: the shadow must recycle and stay correct.
+    ShadowSweep,
     /// One attack of the hostile table, by name (`workloads::attacks`).
     Attack(ProgramName),
     /// The bystander of `attack=read-guest-visible-stacks`: page faults with marked registers.
@@ -173,6 +180,8 @@ impl Args {
                 ("bad-stack", None) => Workload::BadStack,
                 ("stack-on-page-table", None) => Workload::StackOnPageTable,
                 ("beyond-memory", None) => Workload::BeyondMemory,
+                ("shadow-tlb", None) => Workload::ShadowTlb,
+                ("shadow-sweep", None) => Workload::ShadowSweep,
                 ("triple-fault", None) => Workload::TripleFault,
                 ("event-cost", None) => Workload::EventCost,
                 ("secret-faults", None) => Workload::SecretFaults,

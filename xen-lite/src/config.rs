@@ -11,7 +11,7 @@
 //! | `umip=on\|off`         | CR4.UMIP where the CPU has it (default on): `sgdt`, `sidt`, `sldt`, `str`, `smsw` trap outside ring 0 |
 //! | `audit=on\|off`        | check the protection invariants after every entry (DESIGN §4; default off) |
 //! | `ept=on\|off`, `npt=on\|off` | `mode=vmx`, `mode=svm`: the second-stage tables (default on), or off for shadow paging (`crate::shadow`) |
-//! | `shadow_pool=N`        | shadow tables per vCPU under shadow paging (4 to 256, default 64) |
+//! | `shadow_pool=N`        | shadow tables per vCPU under shadow paging (16 to 256, default 64) |
 
 use core::fmt;
 
@@ -186,8 +186,11 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                 shadow_pool = value
                     .parse()
                     .ok()
-                    .filter(|n| (4..=crate::shadow::pool::MAX_TABLES).contains(n))
-                    .ok_or(bad("a number of tables from 4 to 256"))?;
+                    .filter(|n| {
+                        (crate::shadow::pool::MIN_TABLES..=crate::shadow::pool::MAX_TABLES)
+                            .contains(n)
+                    })
+                    .ok_or(bad("a number of tables from 16 to 256"))?;
             }
             "umip" | "audit" => {
                 let on = match value {
@@ -315,13 +318,13 @@ mod tests {
         let on = parse("mode=svm domain=a").unwrap();
         assert!(on.nested_paging);
         assert_eq!(on.shadow_pool, DEFAULT_SHADOW_POOL);
-        let off = parse("mode=svm domain=a npt=off shadow_pool=8").unwrap();
+        let off = parse("mode=svm domain=a npt=off shadow_pool=16").unwrap();
         assert!(!off.nested_paging);
-        assert_eq!(off.shadow_pool, 8);
+        assert_eq!(off.shadow_pool, 16);
         assert!(!parse("mode=vmx domain=a ept=off").unwrap().nested_paging);
         let wrong = parse("mode=vmx domain=a npt=off").unwrap_err();
         assert_eq!(wrong.to_string(), "npt= goes with mode=svm, not mode=vmx");
-        assert!(parse("mode=svm domain=a shadow_pool=3").is_err());
+        assert!(parse("mode=svm domain=a shadow_pool=15").is_err());
         assert!(parse("mode=svm domain=a shadow_pool=257").is_err());
     }
 }

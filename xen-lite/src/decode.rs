@@ -233,7 +233,8 @@ pub fn cr3_move(bytes: &[u8]) -> Option<Cr3Move> {
         _ => (0, 0),
     };
     let [0x0f, direction, modrm] = *bytes.get(at..at + 3)? else { return None };
-    if !matches!(direction, 0x20 | 0x22) || modrm >> 6 != 3 || (modrm >> 3) & 7 != 3 || rex & 4 != 0 {
+    if !matches!(direction, 0x20 | 0x22) || modrm >> 6 != 3 || (modrm >> 3) & 7 != 3 || rex & 4 != 0
+    {
         return None; // not CR3 (REX.R would name CR11)
     }
     let register = (modrm & 7) | ((rex & 1) << 3);

@@ -412,6 +412,7 @@ fn pv() -> Vec<BootTest> {
     });
     tests.extend(vmx());
     tests.extend(svm());
+    tests.extend(shadow());
     tests.extend(crate::hostile::tests());
     tests.extend(audited());
     let bochs_only: [(&'static str, &'static str, &'static str); 7] = [
@@ -670,6 +671,84 @@ fn vmx() -> Vec<BootTest> {
             status: STATUS_BAD_BUNDLE,
         },
     ]
+}
+
+/// Shadow paging (`npt=off`, `xen-lite/src/shadow/`): usertests in two domains, an entry beyond
+/// the domain's memory contained, the TLB's rules (a PTE changed without `invlpg` stays stale,
+/// A and D set as the MMU sets them; natively too, where the hardware keeps them), and a pool
+/// too small for the guest's reach, which recycles and still reads every page right.
+fn shadow() -> Vec<BootTest> {
+    let mut tests = Vec::new();
+    const TLB_HOLDS: &[&str] = &[
+        "[dom0] shadow-tlb: first read 0xaaaa00000000000a: accessed set, dirty clear: true",
+        "[dom0] shadow-tlb: after a write, dirty set: true",
+        "[dom0] shadow-tlb: entry changed without invlpg, read 0xaaaa00000000000a: the old page: true",
+        "[dom0] shadow-tlb: after invlpg, read 0xbbbb00000000000b: the new page: true",
+        "[dom0] shadow-tlb: the TLB's rules hold",
+    ];
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        tests.push(BootTest {
+            name: "svm-shadow-usertests",
+            emulator,
+            bundle: Bundle::Cmdline(
+                "mode=svm npt=off domain=\"init hello usertests\" domain=\"init hello usertests\"",
+            ),
+            expect: &[
+                "[xen] svm: dom0: shadow paging, 64 tables in its pool; its CR3 0x",
+                "[dom0] usertests: ok a spinning process is preempted",
+                "[dom0] ALL TESTS PASSED",
+                "[dom1] ALL TESTS PASSED",
+                "[xen]   dom0: exit code 0;",
+                "; shadow paging: ",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "svm-shadow-beyond-memory",
+            emulator,
+            bundle: Bundle::Cmdline("mode=svm npt=off domain=beyond-memory domain=\"init hello\""),
+            expect: &[
+                "[xen] ERROR dom0 killed: shadow paging: the level-1 entry 0x1000003 at guest-physical 0x",
+                "names memory beyond the domain's 4096 frames",
+                BYSTANDER_INTACT,
+            ],
+            status: STATUS_DOMAIN_KILLED,
+        });
+        tests.push(BootTest {
+            name: "svm-shadow-tlb-rules",
+            emulator,
+            bundle: Bundle::Cmdline("mode=svm npt=off domain=shadow-tlb"),
+            expect: TLB_HOLDS,
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "native-tlb-rules-as-shadow-keeps-them",
+            emulator,
+            bundle: Bundle::Cmdline("mode=native domain=shadow-tlb"),
+            expect: TLB_HOLDS,
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "svm-shadow-pool-exhausted-recycles",
+            emulator,
+            bundle: Bundle::Cmdline("mode=svm npt=off shadow_pool=16 domain=shadow-sweep"),
+            expect: &[
+                "[xen] dom0: shadow paging: its pool ran out; every shadow table was dropped",
+                "[dom0] shadow-sweep: 12 pages 1 GiB apart read back 3 times: 0 wrong",
+                "[xen]   dom0: exit code 0;",
+            ],
+            status: 0,
+        });
+    }
+    tests.push(BootTest {
+        name: "vmx-refuses-ept-off-by-name",
+        emulator: Emulator::Bochs,
+        bundle: Bundle::Cmdline("mode=vmx ept=off domain=hello"),
+        expect: &["ept=off: the VMX backend runs only on EPT so far"],
+        status: STATUS_BAD_GUEST,
+    });
+    tests
 }
 
 /// The test that boots `mode=svm` on Bochs' Intel model, which has no SVM.

@@ -37,8 +37,8 @@ mod paging;
 mod pit;
 
 pub use paging::{
-    load_root, make_page_table, mmu_update, mmuext_op, pin_table, release_page_table, set_ptes,
-    unpin_table, update_va_mapping,
+    invalidate_page, load_root, make_page_table, mmu_update, mmuext_op, pin_table,
+    release_page_table, set_pte_keeping_tlb, set_ptes, unpin_table, update_va_mapping,
 };
 pub use pit::{
     acknowledge_event, bind_timer, now_ns, port_pending, set_timer, take_pending_events,

@@ -224,6 +224,20 @@ pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
     flavour::set_ptes(writes)
 }
 
+/// Writes the one entry at `slot` and leaves the TLB alone, so the old translation may stay
+/// until [`invalidate_page`] or a CR3 load, as on hardware. In `pv` xen-lite validates the
+/// entry and flushes anyway (every validated update does).
+#[inline(always)]
+pub fn set_pte_keeping_tlb(slot: u64, entry: u64) -> Result<(), Errno> {
+    flavour::set_pte_keeping_tlb(slot, entry)
+}
+
+/// Drops the TLB's translation of `va` (`invlpg`; in `pv`, `mmuext_op(invlpg_local)`).
+#[inline(always)]
+pub fn invalidate_page(va: u64) -> Result<(), Errno> {
+    flavour::invalidate_page(va)
+}
+
 /// [`set_ptes`] of the one entry at `slot`.
 #[inline(always)]
 pub fn set_pte(slot: u64, entry: u64) -> Result<(), Errno> {

@@ -274,6 +274,16 @@ pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
     mmu_update_at(writes.as_ptr() as u64, writes.len()).1
 }
 
+/// `mmu_update` of one entry (xen-lite flushes after it, as after every validated update).
+pub fn set_pte_keeping_tlb(slot: u64, entry: u64) -> Result<(), Errno> {
+    set_ptes(&[PteWrite { slot, entry }])
+}
+
+/// `mmuext_op(invlpg_local)`.
+pub fn invalidate_page(va: u64) -> Result<(), Errno> {
+    mmuext_op(&[MmuextOp { cmd: hypercall_abi::hypercall::MMUEXT_INVLPG_LOCAL, arg: va }]).1
+}
+
 /// `mmuext_op(pin_lN_table)`.
 pub fn pin_table(level: u32, table: u64) -> Result<(), Errno> {
     let cmd = MMUEXT_PIN_L1_TABLE + u64::from(level - 1);

@@ -10,6 +10,7 @@ mod attacks;
 mod demo;
 mod fuzz;
 mod hostile;
+mod tlb;
 mod selftest;
 
 use hypercall_abi::hypercall::Errno;
@@ -41,6 +42,8 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::BadStack => hostile::bad_stack(),
         Workload::StackOnPageTable => hostile::stack_on_page_table(info),
         Workload::BeyondMemory => hostile::beyond_memory(info),
+        Workload::ShadowTlb => tlb::shadow_tlb(info),
+        Workload::ShadowSweep => tlb::shadow_sweep(info),
         Workload::TripleFault => hostile::triple_fault(),
         Workload::DomainSwitch(domains) => demo::domain_switch(info, domains),
         Workload::EventCost => demo::event_cost(),

@@ -290,6 +290,17 @@ impl fmt::Display for Summary<'_> {
                     hypercall_abi::vm_exit::name_in(domain.mode, reason as u16)
                 )?;
             }
+            if stats.shadow_tables_built > 0 {
+                write!(
+                    f,
+                    "; shadow paging: {} hidden faults, {} true, {} tables built, {} recycles, {} invalidations",
+                    stats.shadow_hidden_faults,
+                    stats.shadow_true_faults,
+                    stats.shadow_tables_built,
+                    stats.shadow_recycled,
+                    stats.shadow_invalidations
+                )?;
+            }
             return write!(
                 f,
                 "; interrupts injected {}; scheduled {} times",

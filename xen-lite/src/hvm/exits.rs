@@ -4,10 +4,10 @@
 
 use super::devices::DeviceError;
 use super::{Exit, Fatal, HardwareVt, Hvm};
-use crate::shadow::pool::Pool;
-use crate::shadow::{Fault, Pmap, Shadow};
 use crate::domain::{self, kill, Domains, State};
 use crate::instructions::{cpuid, take_pending_interrupts};
+use crate::shadow::pool::Pool;
+use crate::shadow::{Fault, Pmap, Shadow};
 use crate::timer::{self, TIMER_VECTOR};
 
 impl<V: HardwareVt> Hvm<V> {
@@ -168,7 +168,13 @@ impl<V: HardwareVt> Hvm<V> {
         let Some((shadow, pmap, vt, vcpu)) = self.shadowed(domains, c, "page-fault") else {
             return;
         };
+        let recycled = shadow.counters.recycled;
         let fault = shadow.page_fault(pmap, controls, address, code);
+        if recycled == 0 && shadow.counters.recycled > 0 {
+            log::info!(
+                "dom{c}: shadow paging: its pool ran out; every shadow table was dropped and refills on demand (Stats::shadow_recycled counts each time)"
+            );
+        }
         log::trace!("dom{c}: shadow: page fault at {address:#x}, error code {code:#x}: {fault:?}");
         match fault {
             Fault::Hidden => vt.flush_guest_tlb(vcpu),

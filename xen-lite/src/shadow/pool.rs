@@ -13,6 +13,11 @@ use crate::memory_map::phys_to_virt;
 
 /// The most shadow tables one vCPU may hold.
 pub const MAX_TABLES: usize = 256;
+/// The fewest: one instruction may need a code page, a data page in another level-4 slot, a
+/// stack and the event-delivery tables at once (7 tables in two slots, 4 more for a third and
+/// a crossing); below its working set, a recycle would drop what the retried instruction needs
+/// and it would fault for ever.
+pub const MIN_TABLES: usize = 16;
 
 /// A vCPU's shadow tables: `len` frames of xen-lite's, the first `used` of them in use.
 pub struct Pool {
@@ -22,11 +27,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `count` frames from xen-lite's allocator (at most [`MAX_TABLES`], at least 4:
-    /// one walk's worth).
+    /// A pool of `count` frames from xen-lite's allocator (from [`MIN_TABLES`] to
+    /// [`MAX_TABLES`]).
     pub fn allocate(count: usize) -> Result<Pool, &'static str> {
         let mut pool = Pool { frames: [0; MAX_TABLES], len: 0, used: 0 };
-        for slot in pool.frames.iter_mut().take(count.clamp(4, MAX_TABLES)) {
+        for slot in pool.frames.iter_mut().take(count.clamp(MIN_TABLES, MAX_TABLES)) {
             *slot = crate::frame::alloc().ok_or("no free frames for its shadow tables")?.addr();
             pool.len += 1;
         }

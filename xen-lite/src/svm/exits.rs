@@ -21,8 +21,8 @@ use super::npt;
 use super::vmcb::{Vmcb, EVENT_VALID};
 use crate::decode;
 use crate::entry::TrapFrame;
-use crate::memory_map::phys_to_virt;
 use crate::hvm::{Exit, ExitInfo, Fatal};
+use crate::memory_map::phys_to_virt;
 
 /// IOIO's EXITINFO1 bit 0: `in` (else `out`).
 const IOIO_IN: u64 = 1 << 0;

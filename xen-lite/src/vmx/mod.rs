@@ -85,7 +85,9 @@ impl HardwareVt for Vmx {
 
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Vcpu, &'static str> {
         if boot.shadow_root.is_some() {
-            return Err("ept=off: the VMX backend runs only on EPT so far (npt=off shadows under SVM)");
+            return Err(
+                "ept=off: the VMX backend runs only on EPT so far (npt=off shadows under SVM)",
+            );
         }
         let eptp = ept::for_domain(boot)?;
         let vmcs = vmcs::create(self.revision)?;

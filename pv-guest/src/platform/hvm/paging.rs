@@ -42,6 +42,19 @@ pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Writes the entry and does not flush: the TLB may keep the old translation.
+pub fn set_pte_keeping_tlb(slot: u64, entry: u64) -> Result<(), Errno> {
+    write_entry(slot, entry);
+    Ok(())
+}
+
+/// The real `invlpg`.
+pub fn invalidate_page(va: u64) -> Result<(), Errno> {
+    // SAFETY: `invlpg` only drops a cached translation.
+    unsafe { x86::tlb::flush(va as usize) };
+    Ok(())
+}
+
 /// Nothing to do: there is no validator to keep the table typed.
 pub fn pin_table(_level: u32, _table: u64) -> Result<(), Errno> {
     Ok(())
