@@ -51,18 +51,39 @@ pub struct Setup {
     pub emulator: Emulator,
     /// How the guest runs.
     pub mode: Mode,
+    /// `svm` on shadow page tables (`npt=off`) instead of nested ones.
+    pub shadow: bool,
 }
 
-/// Every setup this machine can run: QEMU with icount runs pv, svm and native (its TCG has no
-/// VMX), Bochs runs pv, vmx, svm (an AMD model) and native.
-pub const MATRIX: [Setup; 7] = [
-    Setup { emulator: Emulator::Qemu, mode: Mode::Pv },
-    Setup { emulator: Emulator::Qemu, mode: Mode::Svm },
-    Setup { emulator: Emulator::Qemu, mode: Mode::Native },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Svm },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Native },
+impl Setup {
+    /// The mode as tables and files name it: `svm-shadow` for `svm` with `npt=off`.
+    pub fn name(&self) -> &'static str {
+        if self.shadow {
+            "svm-shadow"
+        } else {
+            self.mode.name()
+        }
+    }
+
+    /// The words of xen-lite's command line that choose the mode.
+    pub fn mode_words(&self) -> String {
+        let off = if self.shadow { " npt=off" } else { "" };
+        format!("mode={}{off}", self.mode.name())
+    }
+}
+
+/// Every setup this machine can run: QEMU with icount runs pv, svm (on nested and on shadow page
+/// tables) and native (its TCG has no VMX), Bochs the same and vmx (svm in an AMD model).
+pub const MATRIX: [Setup; 9] = [
+    Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: false },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: true },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: true },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Native, shadow: false },
 ];
 
 /// pv mode in QEMU, the setup the labs' quick bench uses.
@@ -170,7 +191,7 @@ impl Measurement {
 
     /// A name for the path, for tables and charts.
     pub fn label(&self) -> String {
-        format!("{} {}", self.setup.mode.name(), self.line.path)
+        format!("{} {}", self.setup.name(), self.line.path)
     }
 }
 
@@ -210,7 +231,7 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
             "xtask: bench [{}/{}] {} mode in {}...",
             index + 1,
             MATRIX.len(),
-            setup.mode.name(),
+            setup.name(),
             setup.emulator.name()
         );
         let lines = boot(&artifacts, *setup, options)?;
@@ -224,10 +245,10 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
         for setup in MATRIX {
             println!(
                 "xtask: bench: timer event delivery, {} mode in {}...",
-                setup.mode.name(),
+                setup.name(),
                 setup.emulator.name()
             );
-            let cmdline = format!("mode={} domain=event-cost", setup.mode.name());
+            let cmdline = format!("{} domain=event-cost", setup.mode_words());
             let lines = boot_cmdline(&artifacts, setup, options, &cmdline, "events")?;
             measurements.extend(lines.into_iter().map(|line| Measurement {
                 setup,
@@ -240,7 +261,7 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
             for domains in DOMAIN_COUNTS {
                 println!(
                     "xtask: bench: {domains} {} domains yielding in {}...",
-                    setup.mode.name(),
+                    setup.name(),
                     setup.emulator.name()
                 );
                 let lines = boot_domain_switch(&artifacts, *setup, options, domains)?;
@@ -275,8 +296,7 @@ pub fn boot(
 ) -> Result<Vec<Line>, String> {
     let scale = if options.quick { " scale=quick" } else { "" };
     let writes = options.console_writes;
-    let cmdline =
-        format!("mode={} domain=\"init bench{scale} writes={writes}\"", setup.mode.name());
+    let cmdline = format!("{} domain=\"init bench{scale} writes={writes}\"", setup.mode_words());
     boot_cmdline(artifacts, setup, options, &cmdline, "bench")
 }
 
@@ -300,7 +320,7 @@ fn kvm(artifacts: &Artifacts, options: &BenchOptions) -> Result<Vec<Measurement>
     }
     let mut out = Vec::new();
     for mode in modes {
-        let setup = Setup { emulator: Emulator::Kvm, mode };
+        let setup = Setup { emulator: Emulator::Kvm, mode, shadow: false };
         let mut runs: Vec<Vec<Line>> = Vec::new();
         for run in 1..=KVM_RUNS {
             println!("xtask: bench: {} mode under KVM, run {run}/{KVM_RUNS}...", mode.name());
@@ -334,7 +354,7 @@ pub fn boot_domain_switch(
     options: &BenchOptions,
     domains: u32,
 ) -> Result<Vec<Line>, String> {
-    let mut cmdline = format!("mode={} mem=8M", setup.mode.name());
+    let mut cmdline = format!("{} mem=8M", setup.mode_words());
     for _ in 0..domains {
         cmdline.push_str(&format!(" domain=domain-switch={domains}"));
     }
@@ -348,7 +368,7 @@ fn boot_cmdline(
     cmdline: &str,
     what: &str,
 ) -> Result<Vec<Line>, String> {
-    let label = format!("bench-{what}-{}-{}", setup.mode.name(), setup.emulator.name());
+    let label = format!("bench-{what}-{}-{}", setup.name(), setup.emulator.name());
     let dir = emulator::private_dir(&label)?;
     let disk = disk_for(artifacts, &dir, &artifacts::standard_bundle(artifacts, cmdline)?)?;
     let outcome = emulator::boot(&Boot {
@@ -465,6 +485,46 @@ pub fn table(measurements: &[Measurement]) -> String {
     out
 }
 
+/// The three ways to virtualise memory side by side, per emulator: pv's validated direct paging,
+/// svm on shadow page tables (`npt=off`), svm on nested ones, and native for scale.
+fn paging_ratios(measurements: &[Measurement]) -> String {
+    let mut out = String::new();
+    let rows = [
+        ("fork + exit + wait", "fork-exit-wait", "syscall"),
+        ("first-touch page fault", "first-touch", "page-fault"),
+        ("process context switch", "context-switch", "yield"),
+        ("PTE update, batch 1", "pte-update", "batch-1"),
+    ];
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        let setups = [
+            ("direct (pv)", Setup { emulator, mode: Mode::Pv, shadow: false }),
+            ("shadow (svm npt=off)", Setup { emulator, mode: Mode::Svm, shadow: true }),
+            ("NPT (svm)", Setup { emulator, mode: Mode::Svm, shadow: false }),
+            ("native", Setup { emulator, mode: Mode::Native, shadow: false }),
+        ];
+        for (what, workload, path) in rows {
+            let costs: Vec<String> = setups
+                .iter()
+                .filter_map(|(name, setup)| {
+                    let m = measurements.iter().find(|m| {
+                        m.setup == *setup && m.line.workload == workload && m.line.path == path
+                    })?;
+                    Some(format!("{name} {:.0} ({:.2} entries)", m.instructions(), m.entries()))
+                })
+                .collect();
+            if costs.len() > 1 {
+                let _ = writeln!(
+                    out,
+                    "  {:<6} direct vs shadow vs NPT, {what}: {}",
+                    emulator.name(),
+                    costs.join(", ")
+                );
+            }
+        }
+    }
+    out
+}
+
 /// The measurement of `workload` by `path` in `mode` on `emulator`, if there is one.
 fn find<'a>(
     measurements: &'a [Measurement],
@@ -476,6 +536,7 @@ fn find<'a>(
     measurements.iter().find(|m| {
         m.setup.emulator == emulator
             && m.setup.mode == mode
+            && !m.setup.shadow
             && m.line.workload == workload
             && m.line.path == path
     })
@@ -613,6 +674,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
             );
         }
     }
+    out.push_str(&paging_ratios(measurements));
     out.push_str(
         "  not measured here: KVM cycles (this machine's /dev/kvm cannot run the images)\n",
     );
@@ -787,7 +849,7 @@ const KEYS: [&str; 10] = [
 fn values(m: &Measurement) -> [String; 10] {
     [
         m.setup.emulator.name().to_string(),
-        m.setup.mode.name().to_string(),
+        m.setup.name().to_string(),
         m.line.path.clone(),
         m.line.workload.clone(),
         m.line.ops.to_string(),
@@ -923,7 +985,7 @@ mod tests {
     #[test]
     fn per_operation_figures_and_transitions() {
         let pv = Measurement {
-            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
             line: line("null-syscall", "syscall", 1000, 1_060_000, 1000, 2000),
             cycles: None,
         };
@@ -932,13 +994,13 @@ mod tests {
         // In through xen-lite (2), then iretq 1 -> 3 (1).
         assert_eq!(pv.transitions(), 3.0);
         let trap = Measurement {
-            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv },
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
             line: line("null-syscall", "int80", 1000, 165_000, 0, 0),
             cycles: None,
         };
         assert_eq!(trap.transitions(), 2.0);
         let native = Measurement {
-            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Native },
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Native, shadow: false },
             line: line("null-syscall", "syscall", 1000, 163_000, 0, 0),
             cycles: None,
         };
@@ -956,7 +1018,7 @@ mod tests {
     #[test]
     fn files_carry_every_key() {
         let m = Measurement {
-            setup: Setup { emulator: Emulator::Qemu, mode: Mode::Native },
+            setup: Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false },
             line: line("first-touch", "page-fault", 50, 74_620, 0, 0),
             cycles: None,
         };
@@ -971,7 +1033,7 @@ mod tests {
         assert!(svg("first-touch", std::slice::from_ref(&m)).contains("<rect"));
         // Under KVM the figure is time: cycles, with the spread, and no instruction count.
         let kvm = Measurement {
-            setup: Setup { emulator: Emulator::Kvm, mode: Mode::Pv },
+            setup: Setup { emulator: Emulator::Kvm, mode: Mode::Pv, shadow: false },
             cycles: Some((120.5, 118.0, 131.25)),
             ..m
         };

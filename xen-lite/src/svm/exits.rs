@@ -18,7 +18,7 @@ use hypercall_abi::vm_exit::svm;
 use hypercall_abi::page_table;
 
 use super::npt;
-use super::vmcb::{Vmcb, EVENT_VALID};
+use super::vmcb::{Control, Save, Vmcb, EVENT_VALID};
 use crate::decode;
 use crate::entry::TrapFrame;
 use crate::hvm::{Exit, ExitInfo, Fatal};
@@ -30,20 +30,32 @@ const IOIO_IN: u64 = 1 << 0;
 const IOIO_STRING: u64 = 1 << 2;
 
 /// After a `#VMEXIT`: copies the guest's `rax`, `rip`, `rsp` and `rflags` into `regs`, sets up
-/// an interrupted event again, and reads why it left. Returns it with the address of the
-/// instruction after the one that exited (for `skip_instruction`).
-pub fn read(vmcb: &mut Vmcb, regs: &mut TrapFrame, next_rip_saved: bool) -> (ExitInfo, bool, u64) {
+/// an interrupted event again (`injected`: what `event_inj` held at the `vmrun`), and reads why
+/// it left. Returns it with whether an event is set up, and the address of the instruction
+/// after the one that exited (for `skip_instruction`).
+pub fn read(
+    vmcb: &mut Vmcb,
+    regs: &mut TrapFrame,
+    next_rip_saved: bool,
+    injected: u64,
+) -> (ExitInfo, bool, u64) {
     let s = &vmcb.save;
     (regs.rax, regs.rip, regs.rsp, regs.rflags) = (s.rax, s.rip, s.rsp, s.rflags);
     let c = &mut vmcb.control;
     // An event the exit interrupted must be delivered again; the error code comes along (bits
-    // 63:32 of both fields). Not an `int n`, `int3` or `into`, though: the saved `rip` is the
-    // instruction itself, which raises it again when the guest resumes (injected, it would
-    // return to that same instruction and run it twice).
+    // 63:32 of both fields). Not the guest's own `int n`, `int3` or `into`, though: the saved
+    // `rip` is that instruction, which raises the event again when the guest resumes (injected
+    // as well, it would run twice). So an event is delivered again if xen-lite injected it at
+    // this entry, or if the guest's next instruction does not raise one itself. (Bochs 2.7
+    // reports a stale EXITINTINFO for an `int n` that an intercept interrupts: the last event
+    // injected, or vector 0 if none was; its vector cannot be trusted, the instruction can.)
     let info = c.exit_int_info;
-    let (kind, vector) = ((info >> 8) & 7, info & 0xff);
-    let raised_by_an_instruction = kind == 4 || (kind == 3 && matches!(vector, 3 | 4));
-    let interrupted = info & EVENT_VALID != 0 && !raised_by_an_instruction;
+    let ours =
+        info & EVENT_VALID != 0 && (info ^ injected) & 0x7ff == 0 && injected & EVENT_VALID != 0;
+    let again =
+        !ours && info & EVENT_VALID != 0 && raises_an_event(&vmcb.save, &vmcb.control, regs.rip);
+    let c = &mut vmcb.control;
+    let interrupted = info & EVENT_VALID != 0 && !again;
     c.event_inj = if interrupted { c.exit_int_info } else { 0 };
     let (code, info1, info2) = (c.exit_code, c.exit_info1, c.exit_info2);
     let mut exit = decode(code, info1, info2);
@@ -81,13 +93,54 @@ fn fetch(root: u64, rip: u64) -> ([u8; 15], usize) {
     (bytes, bytes.len())
 }
 
+/// Whether the guest instruction at `rip` is an `int n`, `int3` or `into`.
+fn raises_an_event(save: &Save, control: &Control, rip: u64) -> bool {
+    matches!(guest_code_byte(save, control, rip), Some(0xcd | 0xcc | 0xce))
+}
+
+/// The byte of guest code at guest-virtual `va`, through the guest's tables: the shadow ones
+/// (machine addresses, xen-lite's) or, under nested paging, the guest's own, each table and the
+/// page found through the nested tables. `None` if not mapped.
+fn guest_code_byte(save: &Save, control: &Control, va: u64) -> Option<u8> {
+    let machine = if control.np_enable & npt::NP_ENABLE == 0 {
+        page_table::walk(&MachineTables, save.cr3, va, 1).ok()?.translate(va)
+    } else {
+        let tables = NestedTables { n_cr3: control.n_cr3 };
+        let gpa = page_table::walk(&tables, save.cr3, va, 1).ok()?.translate(va);
+        tables.machine(gpa)?
+    };
+    // SAFETY: a frame of this domain (the shadow and the nested tables map nothing else), in
+    // the direct map; only read.
+    Some(unsafe { (phys_to_virt(machine) as *const u8).read_volatile() })
+}
+
+/// The guest's own tables, at guest-physical addresses, read through the nested tables.
+struct NestedTables {
+    n_cr3: u64,
+}
+
+impl NestedTables {
+    /// The machine address of guest-physical `gpa`, if the nested tables map it.
+    fn machine(&self, gpa: u64) -> Option<u64> {
+        Some(page_table::walk(&MachineTables, self.n_cr3, gpa, 1).ok()?.translate(gpa))
+    }
+}
+
+impl page_table::Tables for NestedTables {
+    fn read(&self, table: u64, index: usize) -> Option<u64> {
+        let machine = self.machine(table + index as u64 * 8)?;
+        // SAFETY: a word of the domain's memory (the nested tables map nothing else).
+        Some(unsafe { (phys_to_virt(machine) as *const u64).read_volatile() })
+    }
+}
+
 /// Tables in machine memory, read through xen-lite's direct map.
 struct MachineTables;
 
 impl page_table::Tables for MachineTables {
     fn read(&self, table: u64, index: usize) -> Option<u64> {
-        // SAFETY: `table` is a shadow table of xen-lite's (`fetch`'s root and what its entries
-        // name); entry `index` < 512 lies in it.
+        // SAFETY: `table` is a shadow or nested table of xen-lite's (a root it set, and what the
+        // entries of its own tables name); entry `index` < 512 lies in it.
         Some(unsafe { (phys_to_virt(table + index as u64 * 8) as *const u64).read_volatile() })
     }
 }

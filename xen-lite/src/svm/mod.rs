@@ -148,10 +148,12 @@ impl HardwareVt for Svm {
             crate::instructions::write_cr2(save.cr2);
         }
         RUNNING_VMCB.store(vcpu.vmcb.addr(), Ordering::Relaxed);
+        let injected = vcpu.vmcb().control.event_inj;
         entry::enter(regs, vcpu.vmcb.addr(), self.root.host_vmcb.addr());
         let vmcb = vcpu.vmcb();
         vmcb.control.tlb_control = 0; // the first run flushed; the ASID keeps the rest apart
-        let (info, injecting, next_rip) = exits::read(vmcb, regs, self.root.features.next_rip);
+        let nrip = self.root.features.next_rip;
+        let (info, injecting, next_rip) = exits::read(vmcb, regs, nrip, injected);
         (vcpu.injecting, vcpu.next_rip) = (injecting, next_rip);
         info
     }
