@@ -10,6 +10,8 @@ pub const EXTERNAL_INTERRUPT: u16 = 1;
 pub const TRIPLE_FAULT: u16 = 2;
 /// The guest can take an interrupt now (with "interrupt-window exiting").
 pub const INTERRUPT_WINDOW: u16 = 7;
+/// `invlpg` (with "INVLPG exiting": shadow paging).
+pub const INVLPG: u16 = 14;
 /// `cpuid` (always exits).
 pub const CPUID: u16 = 10;
 /// `hlt` (with "HLT exiting").

@@ -51,36 +51,42 @@ pub struct Setup {
     pub emulator: Emulator,
     /// How the guest runs.
     pub mode: Mode,
-    /// `svm` on shadow page tables (`npt=off`) instead of nested ones.
+    /// `svm` or `vmx` on shadow page tables (`npt=off`, `ept=off`) instead of nested ones.
     pub shadow: bool,
 }
 
 impl Setup {
-    /// The mode as tables and files name it: `svm-shadow` for `svm` with `npt=off`.
+    /// The mode as tables and files name it: `svm-shadow` for `svm` with `npt=off`, `vmx-shadow`
+    /// for `vmx` with `ept=off`.
     pub fn name(&self) -> &'static str {
-        if self.shadow {
-            "svm-shadow"
-        } else {
-            self.mode.name()
+        match (self.mode, self.shadow) {
+            (Mode::Svm, true) => "svm-shadow",
+            (Mode::Vmx, true) => "vmx-shadow",
+            (mode, _) => mode.name(),
         }
     }
 
     /// The words of xen-lite's command line that choose the mode.
     pub fn mode_words(&self) -> String {
-        let off = if self.shadow { " npt=off" } else { "" };
+        let off = match (self.mode, self.shadow) {
+            (Mode::Svm, true) => " npt=off",
+            (Mode::Vmx, true) => " ept=off",
+            _ => "",
+        };
         format!("mode={}{off}", self.mode.name())
     }
 }
 
 /// Every setup this machine can run: QEMU with icount runs pv, svm (on nested and on shadow page
 /// tables) and native (its TCG has no VMX), Bochs the same and vmx (svm in an AMD model).
-pub const MATRIX: [Setup; 9] = [
+pub const MATRIX: [Setup; 10] = [
     Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: true },
     Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: true },
     Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: true },
     Setup { emulator: Emulator::Bochs, mode: Mode::Native, shadow: false },
@@ -486,7 +492,7 @@ pub fn table(measurements: &[Measurement]) -> String {
 }
 
 /// The three ways to virtualise memory side by side, per emulator: pv's validated direct paging,
-/// svm on shadow page tables (`npt=off`), svm on nested ones, and native for scale.
+/// svm and vmx on shadow page tables (`npt=off`, `ept=off`) and on nested ones, native for scale.
 fn paging_ratios(measurements: &[Measurement]) -> String {
     let mut out = String::new();
     let rows = [
@@ -500,6 +506,8 @@ fn paging_ratios(measurements: &[Measurement]) -> String {
             ("direct (pv)", Setup { emulator, mode: Mode::Pv, shadow: false }),
             ("shadow (svm npt=off)", Setup { emulator, mode: Mode::Svm, shadow: true }),
             ("NPT (svm)", Setup { emulator, mode: Mode::Svm, shadow: false }),
+            ("shadow (vmx ept=off)", Setup { emulator, mode: Mode::Vmx, shadow: true }),
+            ("EPT (vmx)", Setup { emulator, mode: Mode::Vmx, shadow: false }),
             ("native", Setup { emulator, mode: Mode::Native, shadow: false }),
         ];
         for (what, workload, path) in rows {
@@ -515,7 +523,7 @@ fn paging_ratios(measurements: &[Measurement]) -> String {
             if costs.len() > 1 {
                 let _ = writeln!(
                     out,
-                    "  {:<6} direct vs shadow vs NPT, {what}: {}",
+                    "  {:<6} direct vs shadow vs NPT/EPT, {what}: {}",
                     emulator.name(),
                     costs.join(", ")
                 );

@@ -673,7 +673,7 @@ fn vmx() -> Vec<BootTest> {
     ]
 }
 
-/// Shadow paging (`npt=off`, `xen-lite/src/shadow/`): usertests in two domains, an entry beyond
+/// Shadow paging (`npt=off`, `ept=off`, `xen-lite/src/shadow/`): usertests in two domains, an entry beyond
 /// the domain's memory contained, the TLB's rules (a PTE changed without `invlpg` stays stale,
 /// A and D set as the MMU sets them; natively too, where the hardware keeps them), and a pool
 /// too small for the guest's reach, which recycles and still reads every page right.
@@ -741,13 +741,51 @@ fn shadow() -> Vec<BootTest> {
             status: 0,
         });
     }
-    tests.push(BootTest {
-        name: "vmx-refuses-ept-off-by-name",
-        emulator: Emulator::Bochs,
-        bundle: Bundle::Cmdline("mode=vmx ept=off domain=hello"),
-        expect: &["ept=off: the VMX backend runs only on EPT so far"],
-        status: STATUS_BAD_GUEST,
-    });
+    tests.extend([
+        BootTest {
+            name: "vmx-shadow-usertests",
+            emulator: Emulator::Bochs,
+            bundle: Bundle::Cmdline(
+                "mode=vmx ept=off domain=\"init hello usertests\" domain=\"init hello usertests\"",
+            ),
+            expect: &[
+                "[xen] vmx: dom0: shadow paging, 64 tables in its pool; its CR3 0x",
+                "[dom0] ALL TESTS PASSED",
+                "[dom1] ALL TESTS PASSED",
+                "[xen]   dom0: exit code 0;",
+                "; shadow paging: ",
+                "[xen]   dom1: exit code 0;",
+            ],
+            status: 0,
+        },
+        BootTest {
+            name: "vmx-shadow-beyond-memory",
+            emulator: Emulator::Bochs,
+            bundle: Bundle::Cmdline("mode=vmx ept=off domain=beyond-memory domain=\"init hello\""),
+            expect: &[
+                "[xen] ERROR dom0 killed: shadow paging: the level-1 entry 0x1000003 at guest-physical 0x",
+                BYSTANDER_INTACT,
+            ],
+            status: STATUS_DOMAIN_KILLED,
+        },
+        BootTest {
+            name: "vmx-shadow-tlb-rules",
+            emulator: Emulator::Bochs,
+            bundle: Bundle::Cmdline("mode=vmx ept=off domain=shadow-tlb"),
+            expect: TLB_HOLDS,
+            status: 0,
+        },
+        BootTest {
+            name: "vmx-shadow-pool-exhausted-recycles",
+            emulator: Emulator::Bochs,
+            bundle: Bundle::Cmdline("mode=vmx ept=off shadow_pool=16 domain=shadow-sweep"),
+            expect: &[
+                "[xen] dom0: shadow paging: its pool ran out; every shadow table was dropped",
+                "[dom0] shadow-sweep: 12 pages 1 GiB apart read back 3 times: 0 wrong",
+            ],
+            status: 0,
+        },
+    ]);
     tests
 }
 

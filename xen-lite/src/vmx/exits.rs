@@ -41,11 +41,11 @@ pub fn read(vcpu: &mut Vcpu, regs: &mut TrapFrame) -> ExitInfo {
     regs.rip = vmcs::read(guest::RIP);
     regs.rsp = vmcs::read(guest::RSP);
     regs.rflags = vmcs::read(guest::RFLAGS);
-    exit_info(vcpu)
+    exit_info(vcpu, regs)
 }
 
 /// Reads why the guest left, after a VM exit.
-fn exit_info(vcpu: &mut Vcpu) -> ExitInfo {
+fn exit_info(vcpu: &mut Vcpu, regs: &TrapFrame) -> ExitInfo {
     let raw = vmcs::read(ro::EXIT_REASON);
     let reason = raw as u16;
     let qualification = vmcs::read(ro::EXIT_QUALIFICATION);
@@ -85,6 +85,22 @@ fn exit_info(vcpu: &mut Vcpu) -> ExitInfo {
                 write: qualification & (1 << 3) == 0,
             },
             vm_exit::INVD | vm_exit::WBINVD => Exit::CacheFlush,
+            // Shadow paging (`ept=off`): the exit qualification names the register, the page.
+            vm_exit::CR_ACCESS if qualification & 0xf == 3 => {
+                let register = ((qualification >> 8) & 0xf) as u8;
+                match (qualification >> 4) & 3 {
+                    0 => Exit::Cr3Write { value: regs.registers()[usize::from(register)] },
+                    1 => Exit::Cr3Read { register },
+                    _ => Exit::Fatal(Fatal::Unexpected { reason, qualification }),
+                }
+            }
+            vm_exit::INVLPG => Exit::Invlpg { address: qualification },
+            vm_exit::EXCEPTION_OR_NMI
+                if vmcs::read(ro::VMEXIT_INTERRUPTION_INFO) & 0x7ff == (3 << 8) | 14 =>
+            {
+                let error_code = vmcs::read(ro::VMEXIT_INTERRUPTION_ERR_CODE);
+                Exit::PageFault { address: qualification, error_code }
+            }
             vm_exit::RDMSR => Exit::Msr { write: false },
             vm_exit::WRMSR => Exit::Msr { write: true },
             vm_exit::EPT_VIOLATION => Exit::Fatal(Fatal::BeyondMemory {

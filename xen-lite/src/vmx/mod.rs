@@ -50,6 +50,8 @@ pub struct Vcpu {
     msrs: SyscallMsrs,
     /// The guest's CR2 for an injected page fault, written right before the next entry.
     pending_cr2: Option<u64>,
+    /// The primary controls of its VMCS, without the interrupt window.
+    primary: u32,
 }
 
 impl Vmx {
@@ -84,14 +86,12 @@ impl HardwareVt for Vmx {
     }
 
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Vcpu, &'static str> {
-        if boot.shadow_root.is_some() {
-            return Err(
-                "ept=off: the VMX backend runs only on EPT so far (npt=off shadows under SVM)",
-            );
-        }
-        let eptp = ept::for_domain(boot)?;
+        let eptp = match boot.shadow_root {
+            None => Some(ept::for_domain(boot)?),
+            Some(_) => None, // shadow paging: `crate::shadow`
+        };
         let vmcs = vmcs::create(self.revision)?;
-        vmcs::setup(boot, &self.controls, &self.host, eptp);
+        let primary = vmcs::setup(boot, &self.controls, &self.host, eptp);
         vmcs::write(x86::vmx::vmcs::guest::VMX_PREEMPTION_TIMER_VALUE, self.preemption_count);
         Ok(Vcpu {
             vmcs,
@@ -100,6 +100,7 @@ impl HardwareVt for Vmx {
             injecting: false,
             msrs: SyscallMsrs::default(),
             pending_cr2: None,
+            primary,
         })
     }
 
@@ -146,7 +147,7 @@ impl HardwareVt for Vmx {
 
     fn request_interrupt_window(&mut self, vcpu: &mut Vcpu, on: bool) {
         if vcpu.window != on {
-            vmcs::set_interrupt_window(self.controls.primary, on);
+            vmcs::set_interrupt_window(vcpu.primary, on);
             vcpu.window = on;
         }
     }

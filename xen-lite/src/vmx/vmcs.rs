@@ -171,14 +171,31 @@ pub fn make_current(vmcs: Frame) {
 }
 
 /// Fills the current (just cleared and loaded) VMCS for a domain starting as `boot` says.
-pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) {
+/// With `eptp`, the guest's memory is behind EPT; without, the guest runs on the shadow root of
+/// `boot.shadow_root` (`crate::shadow`), and CR3 loads and stores, `invlpg` and page faults exit.
+/// Returns the primary controls this VMCS uses (the interrupt window adds to them).
+pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: Option<u64>) -> u32 {
+    use x86::vmx::vmcs::control::{PrimaryControls, SecondaryControls};
+    let (primary, secondary) = match eptp {
+        Some(_) => (controls.primary, controls.secondary),
+        None => (
+            controls.primary
+                | (PrimaryControls::CR3_LOAD_EXITING
+                    | PrimaryControls::CR3_STORE_EXITING
+                    | PrimaryControls::INVLPG_EXITING)
+                    .bits(),
+            controls.secondary & !SecondaryControls::ENABLE_EPT.bits(),
+        ),
+    };
     // Controls: what exits, and EPT.
     write(control::PINBASED_EXEC_CONTROLS, u64::from(controls.pin));
-    write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, u64::from(controls.primary));
-    write(control::SECONDARY_PROCBASED_EXEC_CONTROLS, u64::from(controls.secondary));
+    write(control::PRIMARY_PROCBASED_EXEC_CONTROLS, u64::from(primary));
+    write(control::SECONDARY_PROCBASED_EXEC_CONTROLS, u64::from(secondary));
     write(control::VMEXIT_CONTROLS, u64::from(controls.exit));
     write(control::VMENTRY_CONTROLS, u64::from(controls.entry));
-    write(control::EXCEPTION_BITMAP, 0); // the guest handles all its own exceptions
+    // The guest handles all its own exceptions, but for #PF on shadow page tables (every #PF
+    // exits: the error-code mask and match below are 0).
+    write(control::EXCEPTION_BITMAP, if eptp.is_some() { 0 } else { 1 << 14 });
     write(control::PAGE_FAULT_ERR_CODE_MASK, 0);
     write(control::PAGE_FAULT_ERR_CODE_MATCH, 0);
     write(control::CR3_TARGET_COUNT, 0);
@@ -192,7 +209,9 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
     write(control::CR0_READ_SHADOW, GUEST_CR0);
     write(control::CR4_GUEST_HOST_MASK, controls.cr4_fixed0);
     write(control::CR4_READ_SHADOW, GUEST_CR4);
-    write(control::EPTP_FULL, eptp);
+    if let Some(eptp) = eptp {
+        write(control::EPTP_FULL, eptp);
+    }
 
     // Host state: where a VM exit lands.
     write(host::CR0, host.cr0);
@@ -219,7 +238,7 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
 
     // Guest state: the kernel's first instruction, in 64-bit ring 0 with paging on.
     write(guest::CR0, GUEST_CR0 | controls.cr0_fixed0);
-    write(guest::CR3, boot.cr3);
+    write(guest::CR3, boot.shadow_root.unwrap_or(boot.cr3));
     write(guest::CR4, GUEST_CR4 | controls.cr4_fixed0);
     write(guest::DR7, 0x400);
     write(guest::RIP, boot.entry);
@@ -308,6 +327,7 @@ pub fn setup(boot: &VcpuBoot, controls: &Controls, host: &HostState, eptp: u64) 
     write(guest::GDTR_LIMIT, 0);
     write(guest::IDTR_BASE, 0);
     write(guest::IDTR_LIMIT, 0);
+    primary
 }
 
 /// Moves the guest past the instruction that caused the last exit.
