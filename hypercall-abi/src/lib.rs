@@ -28,6 +28,7 @@ pub mod start_info;
 pub mod shared_info;
 pub mod frame;
 pub mod hypercall;
+pub mod stats;
 pub mod record;
 pub mod vm_exit;
 pub mod syscalls;
