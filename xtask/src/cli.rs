@@ -163,6 +163,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let Some((command, rest)) = args.split_first() else {
         return Ok(Command::Help);
     };
+    // `cargo xtask gdb --help` (any command's): the usage, not "unknown flag". After `--` the
+    // words are xen-lite's, so they are left alone.
+    let own = rest.iter().take_while(|a| a.as_str() != "--");
+    if own.clone().any(|a| matches!(a.as_str(), "--help" | "-h")) {
+        return Ok(Command::Help);
+    }
     let mut it = rest.iter();
     match command.as_str() {
         "help" | "--help" | "-h" => Ok(Command::Help),
@@ -422,5 +428,14 @@ mod tests {
         assert!(parse(&args("frobnicate")).unwrap_err().contains("frobnicate"));
         assert!(parse(&args("doctor now")).is_err());
         assert!(matches!(parse(&[]), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn help_after_any_command_is_the_usage() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(matches!(parse(&words(&["gdb", "--help"])), Ok(Command::Help)));
+        assert!(matches!(parse(&words(&["run", "--mode", "svm", "-h"])), Ok(Command::Help)));
+        // After `--` the words are xen-lite's command line.
+        assert!(!matches!(parse(&words(&["run", "--", "--help"])), Ok(Command::Help)));
     }
 }

@@ -70,14 +70,37 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// Run directories kept under `target/runs/` (each holds a disk image of some 30 MB): older ones
+/// go when a new one is made, once they are an hour old (so no running boot loses its files).
+const RUNS_KEPT: usize = 40;
+
+/// Deletes the run directories beyond the newest [`RUNS_KEPT`] that are over an hour old.
+fn prune_runs(runs: &Path) {
+    let Ok(entries) = fs::read_dir(runs) else { return };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|(_, path)| path.is_dir())
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for (modified, path) in dirs.into_iter().skip(RUNS_KEPT) {
+        if modified < hour_ago {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}
+
 /// A fresh private directory under `target/runs/` for one boot.
 pub fn private_dir(label: &str) -> Result<PathBuf, String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = crate::process::root()
-        .join("target/runs")
-        .join(format!("{label}-{}-{n}", std::process::id()));
+    let runs = crate::process::root().join("target/runs");
+    if n == 0 {
+        prune_runs(&runs); // once per xtask process
+    }
+    let dir = runs.join(format!("{label}-{}-{n}", std::process::id()));
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
