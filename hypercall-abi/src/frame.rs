@@ -142,6 +142,17 @@ mod tests {
     use std::vec::Vec;
 
     #[test]
+    fn registers_are_numbered_as_the_encoding_numbers_them() {
+        let mut frame = TrapFrame { rcx: 1, rsp: 4, r9: 9, r15: 15, ..TrapFrame::default() };
+        let numbered = frame.registers();
+        assert_eq!((numbered[1], numbered[4], numbered[9], numbered[15]), (1, 4, 9, 15));
+        for index in 0..16u8 {
+            *frame.register_mut(index) = u64::from(index) + 100;
+        }
+        assert_eq!(frame.registers(), core::array::from_fn(|i| i as u64 + 100));
+    }
+
+    #[test]
     fn error_code_vectors_match_the_manual() {
         let with: [u64; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
         for vector in 0..64 {

@@ -678,7 +678,6 @@ fn vmx() -> Vec<BootTest> {
 /// A and D set as the MMU sets them; natively too, where the hardware keeps them), and a pool
 /// too small for the guest's reach, which recycles and still reads every page right.
 fn shadow() -> Vec<BootTest> {
-    let mut tests = Vec::new();
     const TLB_HOLDS: &[&str] = &[
         "[dom0] shadow-tlb: first read 0xaaaa00000000000a: accessed set, dirty clear: true",
         "[dom0] shadow-tlb: after a write, dirty set: true",
@@ -686,41 +685,65 @@ fn shadow() -> Vec<BootTest> {
         "[dom0] shadow-tlb: after invlpg, read 0xbbbb00000000000b: the new page: true",
         "[dom0] shadow-tlb: the TLB's rules hold",
     ];
+    let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
+    let mut tests = Vec::new();
+    // (mode, the word that turns its second-stage tables off, emulator): QEMU has no VMX.
+    let runs = [
+        ("svm", "npt=off", Emulator::Qemu),
+        ("svm", "npt=off", Emulator::Bochs),
+        ("vmx", "ept=off", Emulator::Bochs),
+    ];
+    for (mode, off, emulator) in runs {
+        let name = |what: &str| leak(format!("{mode}-shadow-{what}"));
+        let line = |domains: &str| Bundle::Cmdline(leak(format!("mode={mode} {off} {domains}")));
+        let usertests_expect: &'static [&'static str] = Box::leak(Box::new([
+            leak(format!("[xen] {mode}: dom0: shadow paging, 64 tables in its pool; its CR3 0x")),
+            "[dom0] usertests: ok a spinning process is preempted",
+            "[dom0] ALL TESTS PASSED",
+            "[xen]   dom0: exit code 0;",
+            "; shadow paging: ",
+            "[xen]   dom1: exit code 0;",
+        ]));
+        tests.extend([
+            BootTest {
+                name: name("usertests"),
+                emulator,
+                bundle: line("domain=\"init hello usertests\" domain=\"init hello usertests\""),
+                expect: usertests_expect,
+                status: 0,
+            },
+            BootTest {
+                name: name("beyond-memory"),
+                emulator,
+                bundle: line("domain=beyond-memory domain=\"init hello\""),
+                expect: &[
+                    "[xen] ERROR dom0 killed: shadow paging: the level-1 entry 0x1000003 at guest-physical 0x",
+                    "names memory beyond the domain's 4096 frames",
+                    BYSTANDER_INTACT,
+                ],
+                status: STATUS_DOMAIN_KILLED,
+            },
+            BootTest {
+                name: name("tlb-rules"),
+                emulator,
+                bundle: line("domain=shadow-tlb"),
+                expect: TLB_HOLDS,
+                status: 0,
+            },
+            BootTest {
+                name: name("pool-exhausted-recycles"),
+                emulator,
+                bundle: line("shadow_pool=16 domain=shadow-sweep"),
+                expect: &[
+                    "[xen] dom0: shadow paging: its pool ran out; every shadow table was dropped",
+                    "[dom0] shadow-sweep: 12 pages 1 GiB apart read back 3 times: 0 wrong",
+                    "[xen]   dom0: exit code 0;",
+                ],
+                status: 0,
+            },
+        ]);
+    }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
-        tests.push(BootTest {
-            name: "svm-shadow-usertests",
-            emulator,
-            bundle: Bundle::Cmdline(
-                "mode=svm npt=off domain=\"init hello usertests\" domain=\"init hello usertests\"",
-            ),
-            expect: &[
-                "[xen] svm: dom0: shadow paging, 64 tables in its pool; its CR3 0x",
-                "[dom0] usertests: ok a spinning process is preempted",
-                "[dom0] ALL TESTS PASSED",
-                "[xen]   dom0: exit code 0;",
-                "; shadow paging: ",
-                "[xen]   dom1: exit code 0;",
-            ],
-            status: 0,
-        });
-        tests.push(BootTest {
-            name: "svm-shadow-beyond-memory",
-            emulator,
-            bundle: Bundle::Cmdline("mode=svm npt=off domain=beyond-memory domain=\"init hello\""),
-            expect: &[
-                "[xen] ERROR dom0 killed: shadow paging: the level-1 entry 0x1000003 at guest-physical 0x",
-                "names memory beyond the domain's 4096 frames",
-                BYSTANDER_INTACT,
-            ],
-            status: STATUS_DOMAIN_KILLED,
-        });
-        tests.push(BootTest {
-            name: "svm-shadow-tlb-rules",
-            emulator,
-            bundle: Bundle::Cmdline("mode=svm npt=off domain=shadow-tlb"),
-            expect: TLB_HOLDS,
-            status: 0,
-        });
         tests.push(BootTest {
             name: "native-tlb-rules-as-shadow-keeps-them",
             emulator,
@@ -728,62 +751,7 @@ fn shadow() -> Vec<BootTest> {
             expect: TLB_HOLDS,
             status: 0,
         });
-        tests.push(BootTest {
-            name: "svm-shadow-pool-exhausted-recycles",
-            emulator,
-            bundle: Bundle::Cmdline("mode=svm npt=off shadow_pool=16 domain=shadow-sweep"),
-            expect: &[
-                "[xen] dom0: shadow paging: its pool ran out; every shadow table was dropped",
-                "[dom0] shadow-sweep: 12 pages 1 GiB apart read back 3 times: 0 wrong",
-                "[xen]   dom0: exit code 0;",
-            ],
-            status: 0,
-        });
     }
-    tests.extend([
-        BootTest {
-            name: "vmx-shadow-usertests",
-            emulator: Emulator::Bochs,
-            bundle: Bundle::Cmdline(
-                "mode=vmx ept=off domain=\"init hello usertests\" domain=\"init hello usertests\"",
-            ),
-            expect: &[
-                "[xen] vmx: dom0: shadow paging, 64 tables in its pool; its CR3 0x",
-                "[dom0] ALL TESTS PASSED",
-                "[xen]   dom0: exit code 0;",
-                "; shadow paging: ",
-                "[xen]   dom1: exit code 0;",
-            ],
-            status: 0,
-        },
-        BootTest {
-            name: "vmx-shadow-beyond-memory",
-            emulator: Emulator::Bochs,
-            bundle: Bundle::Cmdline("mode=vmx ept=off domain=beyond-memory domain=\"init hello\""),
-            expect: &[
-                "[xen] ERROR dom0 killed: shadow paging: the level-1 entry 0x1000003 at guest-physical 0x",
-                BYSTANDER_INTACT,
-            ],
-            status: STATUS_DOMAIN_KILLED,
-        },
-        BootTest {
-            name: "vmx-shadow-tlb-rules",
-            emulator: Emulator::Bochs,
-            bundle: Bundle::Cmdline("mode=vmx ept=off domain=shadow-tlb"),
-            expect: TLB_HOLDS,
-            status: 0,
-        },
-        BootTest {
-            name: "vmx-shadow-pool-exhausted-recycles",
-            emulator: Emulator::Bochs,
-            bundle: Bundle::Cmdline("mode=vmx ept=off shadow_pool=16 domain=shadow-sweep"),
-            expect: &[
-                "[xen] dom0: shadow paging: its pool ran out; every shadow table was dropped",
-                "[dom0] shadow-sweep: 12 pages 1 GiB apart read back 3 times: 0 wrong",
-            ],
-            status: 0,
-        },
-    ]);
     tests
 }
 

@@ -163,11 +163,10 @@ impl<V: HardwareVt> Hvm<V> {
     /// A page fault: fixed in the shadow and retried (hidden), delivered to the guest (true), or
     /// a kill for an entry beyond the domain's memory.
     fn handle_page_fault(&mut self, domains: &mut Domains, c: usize, address: u64, code: u64) {
-        let Some(vcpu) = self.vcpus[c].as_mut() else { return };
-        let controls = self.vt.paging_controls(vcpu);
         let Some((shadow, pmap, vt, vcpu)) = self.shadowed(domains, c, "page-fault") else {
             return;
         };
+        let controls = vt.paging_controls(vcpu);
         let recycled = shadow.counters.recycled;
         let fault = shadow.page_fault(pmap, controls, address, code);
         if recycled == 0 && shadow.counters.recycled > 0 {

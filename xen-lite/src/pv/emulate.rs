@@ -47,19 +47,3 @@ pub fn umip_read(domain: &Domain, frame: &mut TrapFrame, bytes: &[u8]) -> Option
     frame.rip = next_rip;
     Some(name)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registers_are_numbered_as_the_encoding_numbers_them() {
-        let mut frame = TrapFrame { rcx: 1, rsp: 4, r9: 9, r15: 15, ..TrapFrame::default() };
-        let numbered = frame.registers();
-        assert_eq!((numbered[1], numbered[4], numbered[9], numbered[15]), (1, 4, 9, 15));
-        for index in 0..16u8 {
-            *frame.register_mut(index) = u64::from(index) + 100;
-        }
-        assert_eq!(frame.registers(), core::array::from_fn(|i| i as u64 + 100));
-    }
-}

@@ -68,7 +68,7 @@ pub fn read(
     if matches!(code, svm::CR3_READ | svm::CR3_WRITE | svm::INVLPG) {
         // No decode assists here (neither QEMU 7.2 nor Bochs 2.7 has them): the instruction is
         // read and decoded, through the shadow tables it was just fetched through.
-        (exit, length) = decode_instruction(code, vmcb.save.cr3, regs);
+        (exit, length) = decode_instruction(code, vmcb, regs);
     }
     let c = &mut vmcb.control;
     let next_rip = match code {
@@ -80,15 +80,15 @@ pub fn read(
     (ExitInfo { reason: svm::slot(code, write), exit }, interrupted, next_rip)
 }
 
-/// Reads up to 15 bytes of the guest's code at `rip` through the page tables at machine address
-/// `root` (the shadow xen-lite built: its entries name only the domain's frames).
-fn fetch(root: u64, rip: u64) -> ([u8; 15], usize) {
+/// Reads up to 15 bytes of the guest's code at `rip` ([`guest_code_byte`] each), stopping at
+/// the first unmapped one.
+fn fetch(save: &Save, control: &Control, rip: u64) -> ([u8; 15], usize) {
     let mut bytes = [0u8; 15];
     for (n, byte) in bytes.iter_mut().enumerate() {
-        let va = rip.wrapping_add(n as u64);
-        let Ok(leaf) = page_table::walk(&MachineTables, root, va, 1) else { return (bytes, n) };
-        // SAFETY: a frame the shadow maps for this guest, in the direct map; only read.
-        *byte = unsafe { (phys_to_virt(leaf.translate(va)) as *const u8).read_volatile() };
+        match guest_code_byte(save, control, rip.wrapping_add(n as u64)) {
+            Some(value) => *byte = value,
+            None => return (bytes, n),
+        }
     }
     (bytes, bytes.len())
 }
@@ -147,8 +147,8 @@ impl page_table::Tables for MachineTables {
 
 /// Shadow paging's three instruction intercepts, decoded from the instruction itself: the exit
 /// and the instruction's length.
-fn decode_instruction(code: u64, root: u64, regs: &TrapFrame) -> (Exit, u64) {
-    let (bytes, len) = fetch(root, regs.rip);
+fn decode_instruction(code: u64, vmcb: &Vmcb, regs: &TrapFrame) -> (Exit, u64) {
+    let (bytes, len) = fetch(&vmcb.save, &vmcb.control, regs.rip);
     let bytes = &bytes[..len];
     let undecoded = |what| {
         Exit::Fatal(Fatal::Refused { instruction: what, why: "a form xen-lite does not decode" })
