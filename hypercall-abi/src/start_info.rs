@@ -13,6 +13,12 @@ use crate::Mode;
 pub const START_INFO_MAGIC: u64 = u64::from_le_bytes(*b"xen-lite");
 /// The layout version described here.
 pub const START_INFO_VERSION: u32 = 1;
+/// `StartInfo::flags`: a `pv` domain under shadow paging (`paging=shadow`). Its page tables hold
+/// guest-physical addresses (`pte_base` is 0), are the guest's to write with ordinary stores, and
+/// reach the MMU only through xen-lite's shadows: after a change the guest invalidates
+/// (`mmuext_op` INVLPG_LOCAL or TLB_FLUSH_LOCAL) and switches with NEW_BASEPTR of a gfn;
+/// `mmu_update`, `update_va_mapping` and pinning are refused.
+pub const START_FLAG_SHADOW_PAGING: u32 = 1 << 0;
 /// Bytes reserved for the domain's command line, NUL terminator included.
 pub const CMDLINE_LEN: usize = 512;
 
@@ -28,7 +34,7 @@ pub struct StartInfo {
     pub domain_id: u32,
     /// How the domain runs, as [`Mode`] `as u32`.
     pub mode: u32,
-    /// Reserved, zero.
+    /// [`START_FLAG_SHADOW_PAGING`], or zero.
     pub flags: u32,
     /// Frames of memory the domain owns: gfns `0..nr_pages`.
     pub nr_pages: u64,

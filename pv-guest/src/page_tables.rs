@@ -27,6 +27,21 @@ impl DirectMap {
         self.pte_base + gfn * PAGE_SIZE
     }
 
+    /// Writes `entry` into the entry at machine address `slot` (its low three bits ignored, as
+    /// `mmu_update` reads them as a command), through the direct map.
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be an entry of a table of this kernel's that it writes itself (`hvm`, or
+    /// `pv` under shadow paging, where its tables are writable in the direct map), and the
+    /// change must leave the code and data the kernel is using mapped.
+    #[inline]
+    pub unsafe fn write(&self, slot: u64, entry: u64) {
+        let va = gfn_to_va(0) + (slot & !7) - self.pte_base;
+        // SAFETY: the caller's promise; every gfn of the domain is in the direct map.
+        unsafe { (va as *mut u64).write_volatile(entry) };
+    }
+
     /// The gfn an entry (or a machine address) names, if it lies at or above gfn 0.
     #[inline]
     pub fn gfn(&self, entry: u64) -> Option<u64> {

@@ -11,6 +11,7 @@
 //! | `umip=on\|off`         | CR4.UMIP where the CPU has it (default on): `sgdt`, `sidt`, `sldt`, `str`, `smsw` trap outside ring 0 |
 //! | `audit=on\|off`        | check the protection invariants after every entry (DESIGN §4; default off) |
 //! | `ept=on\|off`, `npt=on\|off` | `mode=vmx`, `mode=svm`: the second-stage tables (default on), or off for shadow paging (`crate::shadow`) |
+//! | `paging=direct\|shadow` | `mode=pv`: validated direct paging (default) or shadow paging (`crate::shadow`); a comma-separated list gives each domain its own, in order (`paging=shadow,direct`) |
 //! | `shadow_pool=N`        | shadow tables per vCPU under shadow paging (16 to 256, default 64) |
 
 use core::fmt;
@@ -63,6 +64,30 @@ pub struct Config<'a> {
     pub nested_paging: bool,
     /// Shadow tables per vCPU under shadow paging.
     pub shadow_pool: usize,
+    /// `pv`: each domain's paging, in domain-id order.
+    pub paging: [Paging; MAX_DOMAINS],
+}
+
+/// How a `pv` domain's page tables reach the MMU (`paging=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Paging {
+    /// Validated direct paging: the guest's tables hold machine addresses and every update is
+    /// a hypercall (`crate::pv::page_types`).
+    #[default]
+    Direct,
+    /// Shadow paging: the guest writes guest-physical tables itself; xen-lite runs it on
+    /// shadows of them (`crate::shadow`).
+    Shadow,
+}
+
+impl Paging {
+    /// The word `paging=` takes for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Paging::Direct => "direct",
+            Paging::Shadow => "shadow",
+        }
+    }
 }
 
 /// Shadow tables per vCPU unless `shadow_pool=` says otherwise.
@@ -138,6 +163,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
     let (mut umip, mut audit) = (true, false);
     let mut nested_paging = None;
     let mut shadow_pool = DEFAULT_SHADOW_POOL;
+    let mut paging_list = None;
     for word in cmdline::words(line) {
         let word = word.map_err(ConfigError::Syntax)?;
         let value = word.value.unwrap_or("");
@@ -182,6 +208,20 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                 };
                 nested_paging = Some((word.key, on));
             }
+            "paging" => {
+                let mut list = [Paging::Direct; MAX_DOMAINS];
+                let mut count = 0;
+                for name in value.split(',') {
+                    let paging = match name {
+                        "direct" => Paging::Direct,
+                        "shadow" => Paging::Shadow,
+                        _ => return Err(bad("direct or shadow, or a comma-separated list of them")),
+                    };
+                    *list.get_mut(count).ok_or(bad("at most one word per domain"))? = paging;
+                    count += 1;
+                }
+                paging_list = Some((list, count, value));
+            }
             "shadow_pool" => {
                 shadow_pool = value
                     .parse()
@@ -219,6 +259,21 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
             return Err(ConfigError::WrongMode { key, needs, mode: mode.name() });
         }
     };
+    let paging = match paging_list {
+        None => [Paging::Direct; MAX_DOMAINS],
+        Some(_) if mode != Mode::Pv => {
+            return Err(ConfigError::WrongMode { key: "paging", needs: "pv", mode: mode.name() })
+        }
+        Some((list, 1, _)) => [list[0]; MAX_DOMAINS],
+        Some((list, count, _)) if count == domain_count => list,
+        Some((_, _, value)) => {
+            return Err(ConfigError::BadValue {
+                key: "paging",
+                value,
+                expected: "one word for every domain, or one for all",
+            })
+        }
+    };
     let kernel = kernel.unwrap_or(match mode.flavour() {
         "pv" => "guest-pv",
         _ => "guest-hvm",
@@ -235,6 +290,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         audit,
         nested_paging,
         shadow_pool,
+        paging,
     })
 }
 
@@ -242,6 +298,11 @@ impl Config<'_> {
     /// The guest command lines of the configured domains.
     pub fn domains(&self) -> &[&str] {
         &self.domains[..self.domain_count]
+    }
+
+    /// Domain `id`'s paging (`pv`).
+    pub fn paging(&self, id: usize) -> Paging {
+        self.paging[id]
     }
 }
 
@@ -326,5 +387,26 @@ mod tests {
         assert_eq!(wrong.to_string(), "npt= goes with mode=svm, not mode=vmx");
         assert!(parse("mode=svm domain=a shadow_pool=15").is_err());
         assert!(parse("mode=svm domain=a shadow_pool=257").is_err());
+    }
+
+    #[test]
+    fn pv_paging_is_direct_unless_shadow_is_asked_for_all_domains_or_each() {
+        let default = parse("mode=pv domain=a domain=b").unwrap();
+        assert_eq!((default.paging(0), default.paging(1)), (Paging::Direct, Paging::Direct));
+        let all = parse("mode=pv domain=a domain=b paging=shadow").unwrap();
+        assert_eq!((all.paging(0), all.paging(1)), (Paging::Shadow, Paging::Shadow));
+        let each = parse("mode=pv paging=shadow,direct domain=a domain=b").unwrap();
+        assert_eq!((each.paging(0), each.paging(1)), (Paging::Shadow, Paging::Direct));
+        let short = parse("mode=pv domain=a domain=b domain=c paging=shadow,direct").unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "paging='shadow,direct' is not valid: expected one word for every domain, or one for all"
+        );
+        assert!(matches!(
+            parse("mode=pv domain=a paging=nested"),
+            Err(ConfigError::BadValue { key: "paging", .. })
+        ));
+        let wrong = parse("mode=vmx domain=a paging=shadow").unwrap_err();
+        assert_eq!(wrong.to_string(), "paging= goes with mode=pv, not mode=vmx");
     }
 }

@@ -55,6 +55,8 @@ pub struct DomainSpec<'a> {
     pub hypervisor_slots: Option<(Range<usize>, &'a [u64])>,
     /// Map the page-table frames read-only (`pv`: updates must go through xen-lite).
     pub read_only_page_tables: bool,
+    /// `StartInfo::flags`.
+    pub start_flags: u32,
     /// Images to hand to the domain as modules: `(name, bytes)`.
     pub modules: &'a [(&'a str, &'a [u8])],
 }
@@ -258,6 +260,7 @@ pub fn build(memory: &mut [Page], spec: &DomainSpec<'_>) -> Result<BuiltDomain, 
     info.mode = spec.mode as u32;
     info.nr_pages = nr_pages;
     info.pte_base = spec.pte_base;
+    info.flags = spec.start_flags;
     info.pt_base = gfn_to_va(l4_gfn);
     info.nr_pt_frames = tables;
     let mut next = stack_end_gfn + module_table_pages;
@@ -348,6 +351,7 @@ mod tests {
             pte_base: PTE_BASE,
             hypervisor_slots: None,
             read_only_page_tables: false,
+            start_flags: 0,
             modules: &[],
         }
     }

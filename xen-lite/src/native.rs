@@ -46,6 +46,7 @@ pub fn run(
         pte_base: base.addr(),
         hypervisor_slots: Some((HYPERVISOR_L4_SLOTS, hypervisor_l4_entries())),
         read_only_page_tables: false,
+        start_flags: 0,
         modules,
     };
     let built = match domain_builder::build(memory, &spec) {

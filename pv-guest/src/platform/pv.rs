@@ -19,26 +19,35 @@
 //! |                                | becomes a table is first remapped read-only           |
 //! |                                | (`update_va_mapping`), and pinned (`mmuext_op`)       |
 //! | `mov cr3`                      | `mmuext_op(new_baseptr)`                              |
+//!
+//! Under shadow paging (`StartInfo::flags` has `START_FLAG_SHADOW_PAGING`, xen-lite's
+//! `paging=shadow`) the page-table rows change: the tables hold guest-physical addresses and the
+//! kernel writes them itself, as `hvm` does; nothing is remapped read-only or pinned; after a
+//! batch it flushes (`mmuext_op(tlb_flush_local)`), and `new_baseptr` names the root's gfn. Every
+//! other row stays: it is still a ring-1 kernel.
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
 use core::ptr::addr_of_mut;
-use core::sync::atomic::{compiler_fence, AtomicU64, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 
 use hypercall_abi::frame::TrapFrame;
 use hypercall_abi::hypercall::{
     Errno, Hypercall, MmuUpdate, MmuextOp, Stats, TrapInfo, CONSOLEIO_WRITE,
     EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, MMUEXT_NEW_BASEPTR,
-    MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE,
+    MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L4_TABLE, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE,
+    MMU_NORMAL_PT_UPDATE,
     SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD, UVMF_INVLPG, VIRQ_TIMER,
 };
 use hypercall_abi::layout::selectors::{FLAT_RING1_CS, FLAT_RING1_DS};
 use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
 use hypercall_abi::page_table::{PRESENT, WRITABLE};
 use hypercall_abi::shared_info::{SharedInfo, VcpuInfo};
+use hypercall_abi::start_info::START_FLAG_SHADOW_PAGING;
 use hypercall_abi::StartInfo;
 
 use super::PteWrite;
+use crate::page_tables::DirectMap;
 use crate::traps;
 
 /// This flavour's name, for messages.
@@ -51,8 +60,10 @@ pub const KERNEL_SS: u16 = FLAT_RING1_DS;
 static HYPERCALL_PAGE: AtomicU64 = AtomicU64::new(0);
 /// Address of `SharedInfo` (read by the return path's assembly too).
 static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
-/// `StartInfo::pte_base`: the machine address of gfn 0.
+/// `StartInfo::pte_base`: the machine address of gfn 0 (0 under shadow paging).
 static PTE_BASE: AtomicU64 = AtomicU64::new(0);
+/// Whether xen-lite shadows this kernel's tables (`START_FLAG_SHADOW_PAGING`).
+static SHADOW_PAGING: AtomicBool = AtomicBool::new(false);
 
 const KERNEL_STACK_SIZE: usize = 64 * 1024;
 /// A stack only the CPU (and xen-lite's bounces) touch; `UnsafeCell` keeps it in writable
@@ -74,6 +85,7 @@ pub fn init(info: &StartInfo) {
     HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
     SHARED_INFO.store(info.shared_info, Ordering::Relaxed);
     PTE_BASE.store(info.pte_base, Ordering::Relaxed);
+    SHADOW_PAGING.store(info.flags & START_FLAG_SHADOW_PAGING != 0, Ordering::Relaxed);
 }
 
 /// Calls hypercall `number` with up to five arguments; returns `rax` (negative errno on error).
@@ -241,21 +253,41 @@ pub fn send_event(domain: u32, port: u64) -> Result<(), Errno> {
     call(Hypercall::EventChannelOp, [EVTCHNOP_SEND, u64::from(domain), port, 0, 0]).map(drop)
 }
 
-// Page tables: direct paging. Every write is xen-lite's, after it validated it, and a frame
-// that is a page table is mapped read-only wherever it is mapped.
+// Page tables. Under direct paging every write is xen-lite's, after it validated it, and a
+// frame that is a page table is mapped read-only wherever it is mapped. Under shadow paging the
+// kernel writes its tables itself and tells xen-lite when the TLB's rules say it must.
+
+/// Whether the tables are the kernel's own to write (shadow paging).
+#[inline]
+fn shadowed() -> bool {
+    SHADOW_PAGING.load(Ordering::Relaxed)
+}
 
 /// The machine address of gfn `gfn`.
 fn machine(gfn: u64) -> u64 {
     PTE_BASE.load(Ordering::Relaxed) + gfn * PAGE_SIZE
 }
 
-/// Remaps `gfn` read-only in the direct map (`update_va_mapping`).
+/// Writes the entry at `slot` itself (shadow paging).
+fn write_entry(slot: u64, entry: u64) {
+    // SAFETY: under shadow paging the kernel's tables are its own, writable in the direct map,
+    // and `slot` is an entry of one of them; the callers keep the kernel's mappings in place.
+    unsafe { DirectMap::new(PTE_BASE.load(Ordering::Relaxed)).write(slot, entry) };
+}
+
+/// Remaps `gfn` read-only in the direct map (`update_va_mapping`); nothing under shadow paging.
 pub fn make_page_table(gfn: u64) -> Result<(), Errno> {
+    if shadowed() {
+        return Ok(());
+    }
     update_va_mapping(gfn_to_va(gfn), machine(gfn) | PRESENT)
 }
 
-/// Remaps `gfn` writable in the direct map (`update_va_mapping`).
+/// Remaps `gfn` writable in the direct map (`update_va_mapping`); nothing under shadow paging.
 pub fn release_page_table(gfn: u64) -> Result<(), Errno> {
+    if shadowed() {
+        return Ok(());
+    }
     update_va_mapping(gfn_to_va(gfn), machine(gfn) | PRESENT | WRITABLE)
 }
 
@@ -268,14 +300,27 @@ const _: () = assert!(
         && MMU_NORMAL_PT_UPDATE == 0
 );
 
-/// One `mmu_update` of the batch, as it stands. Out of line: see `platform::set_ptes`.
+/// One `mmu_update` of the batch, as it stands; under shadow paging the writes, then one
+/// `mmuext_op(tlb_flush_local)`. Out of line: see `platform::set_ptes`.
 #[inline(never)]
 pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
+    if shadowed() {
+        for write in writes {
+            write_entry(write.slot, write.entry);
+        }
+        return mmuext_op(&[MmuextOp { cmd: MMUEXT_TLB_FLUSH_LOCAL, arg: 0 }]).1;
+    }
     mmu_update_at(writes.as_ptr() as u64, writes.len()).1
 }
 
-/// `mmu_update` of one entry (xen-lite flushes after it, as after every validated update).
+/// `mmu_update` of one entry (xen-lite flushes after it, as after every validated update);
+/// under shadow paging the write alone: the shadow keeps the old translation until
+/// [`invalidate_page`] or a new base pointer, as a TLB would.
 pub fn set_pte_keeping_tlb(slot: u64, entry: u64) -> Result<(), Errno> {
+    if shadowed() {
+        write_entry(slot, entry);
+        return Ok(());
+    }
     set_ptes(&[PteWrite { slot, entry }])
 }
 
@@ -284,19 +329,25 @@ pub fn invalidate_page(va: u64) -> Result<(), Errno> {
     mmuext_op(&[MmuextOp { cmd: hypercall_abi::hypercall::MMUEXT_INVLPG_LOCAL, arg: va }]).1
 }
 
-/// `mmuext_op(pin_lN_table)`.
+/// `mmuext_op(pin_lN_table)`; nothing under shadow paging.
 pub fn pin_table(level: u32, table: u64) -> Result<(), Errno> {
+    if shadowed() {
+        return Ok(());
+    }
     let cmd = MMUEXT_PIN_L1_TABLE + u64::from(level - 1);
     mmuext_op(&[MmuextOp { cmd, arg: table >> 12 }]).1
 }
 const _: () = assert!(MMUEXT_PIN_L4_TABLE == MMUEXT_PIN_L1_TABLE + 3);
 
-/// `mmuext_op(unpin_table)`.
+/// `mmuext_op(unpin_table)`; nothing under shadow paging.
 pub fn unpin_table(table: u64) -> Result<(), Errno> {
+    if shadowed() {
+        return Ok(());
+    }
     mmuext_op(&[MmuextOp { cmd: MMUEXT_UNPIN_TABLE, arg: table >> 12 }]).1
 }
 
-/// `mmuext_op(new_baseptr)`.
+/// `mmuext_op(new_baseptr)` of the root's frame (its gfn, under shadow paging).
 pub fn load_root(root: u64) -> Result<(), Errno> {
     mmuext_op(&[MmuextOp { cmd: MMUEXT_NEW_BASEPTR, arg: root >> 12 }]).1
 }

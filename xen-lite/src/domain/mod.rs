@@ -257,6 +257,22 @@ pub fn allocate_memory(config: &Config<'_>, id: usize) -> Frame {
     })
 }
 
+/// The shadow-paging part of a summary line, for a domain that ran on shadows.
+fn shadow_summary(f: &mut fmt::Formatter<'_>, stats: &Stats) -> fmt::Result {
+    if stats.shadow_tables_built == 0 {
+        return Ok(());
+    }
+    write!(
+        f,
+        "; shadow paging: {} hidden faults, {} true, {} tables built, {} recycles, {} invalidations",
+        stats.shadow_hidden_faults,
+        stats.shadow_true_faults,
+        stats.shadow_tables_built,
+        stats.shadow_recycled,
+        stats.shadow_invalidations
+    )
+}
+
 /// One domain's summary line.
 struct Summary<'a>(&'a Domain, u8);
 
@@ -290,17 +306,7 @@ impl fmt::Display for Summary<'_> {
                     hypercall_abi::vm_exit::name_in(domain.mode, reason as u16)
                 )?;
             }
-            if stats.shadow_tables_built > 0 {
-                write!(
-                    f,
-                    "; shadow paging: {} hidden faults, {} true, {} tables built, {} recycles, {} invalidations",
-                    stats.shadow_hidden_faults,
-                    stats.shadow_true_faults,
-                    stats.shadow_tables_built,
-                    stats.shadow_recycled,
-                    stats.shadow_invalidations
-                )?;
-            }
+            shadow_summary(f, stats)?;
             return write!(
                 f,
                 "; interrupts injected {}; scheduled {} times",
@@ -316,6 +322,7 @@ impl fmt::Display for Summary<'_> {
         if !any {
             f.write_str(" none")?;
         }
+        shadow_summary(f, stats)?;
         write!(
             f,
             "; events delivered {}; scheduled {} times",

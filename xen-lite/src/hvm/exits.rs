@@ -6,8 +6,7 @@ use super::devices::DeviceError;
 use super::{Exit, Fatal, HardwareVt, Hvm};
 use crate::domain::{self, kill, Domains, State};
 use crate::instructions::{cpuid, take_pending_interrupts};
-use crate::shadow::pool::Pool;
-use crate::shadow::{Fault, Pmap, Shadow};
+use crate::shadow::{self, DomainShadow, Fault};
 use crate::timer::{self, TIMER_VECTOR};
 
 impl<V: HardwareVt> Hvm<V> {
@@ -129,17 +128,16 @@ impl<V: HardwareVt> Hvm<V> {
 impl<V: HardwareVt> Hvm<V> {
     /// The shadow of domain `c`, the backend and the vCPU; `None` (and the domain killed) if
     /// the domain runs on second-stage tables, where these exits are never asked for.
-    #[allow(clippy::type_complexity)]
     fn shadowed(
         &mut self,
         domains: &mut Domains,
         c: usize,
         what: &str,
-    ) -> Option<(&mut Shadow<Pool>, Pmap, &mut V, &mut V::Vcpu)> {
+    ) -> Option<(&mut DomainShadow, &mut V, &mut V::Vcpu)> {
         let Hvm { vt, vcpus, shadows, .. } = self;
         let vcpu = vcpus[c].as_mut().expect("every domain has a vCPU");
         match shadows[c].as_mut() {
-            Some((shadow, pmap)) => Some((shadow, *pmap, vt, vcpu)),
+            Some(shadow) => Some((shadow, vt, vcpu)),
             None => {
                 let domain = domains.domain(c);
                 let rip = domain.regs.rip;
@@ -149,75 +147,48 @@ impl<V: HardwareVt> Hvm<V> {
         }
     }
 
-    /// Copies domain `c`'s shadow counters into its `Stats`.
-    fn count_shadow(&mut self, domains: &mut Domains, c: usize) {
-        let Some((shadow, _)) = &self.shadows[c] else { return };
-        let (n, stats) = (shadow.counters, &mut domains.domain(c).stats);
-        stats.shadow_hidden_faults = n.hidden_faults;
-        stats.shadow_true_faults = n.true_faults;
-        stats.shadow_tables_built = n.tables_built;
-        stats.shadow_recycled = n.recycled;
-        stats.shadow_invalidations = n.invalidations;
-    }
-
     /// A page fault: fixed in the shadow and retried (hidden), delivered to the guest (true), or
     /// a kill for an entry beyond the domain's memory.
     fn handle_page_fault(&mut self, domains: &mut Domains, c: usize, address: u64, code: u64) {
-        let Some((shadow, pmap, vt, vcpu)) = self.shadowed(domains, c, "page-fault") else {
+        let Some((shadow, vt, vcpu)) = self.shadowed(domains, c, "page-fault") else {
             return;
         };
         let controls = vt.paging_controls(vcpu);
-        let recycled = shadow.counters.recycled;
-        let fault = shadow.page_fault(pmap, controls, address, code);
-        if recycled == 0 && shadow.counters.recycled > 0 {
-            log::info!(
-                "dom{c}: shadow paging: its pool ran out; every shadow table was dropped and refills on demand (Stats::shadow_recycled counts each time)"
-            );
-        }
-        log::trace!("dom{c}: shadow: page fault at {address:#x}, error code {code:#x}: {fault:?}");
-        match fault {
+        let domain = domains.domain(c);
+        match shadow.page_fault(domain.id, &mut domain.stats, controls, address, code) {
             Fault::Hidden => vt.flush_guest_tlb(vcpu),
             Fault::True { error_code } => vt.inject_page_fault(vcpu, error_code, address),
             Fault::Beyond(beyond) => {
-                let domain = domains.domain(c);
                 let rip = domain.regs.rip;
-                kill!(
-                    domain,
-                    "shadow paging: the level-{} entry {:#x} at guest-physical {:#x} names memory beyond the domain's {} frames (access to {address:#x} at rip {rip:#x})",
-                    beyond.level,
-                    beyond.entry,
-                    beyond.at,
-                    pmap.pages
-                );
+                shadow::kill_beyond(domain, beyond, shadow.pmap.pages, address, rip);
             }
         }
-        self.count_shadow(domains, c);
     }
 
     /// `mov cr3, r64`: the guest's new tables, and an empty shadow for them.
     fn handle_cr3_write(&mut self, domains: &mut Domains, c: usize, value: u64) {
-        let Some((shadow, _, vt, vcpu)) = self.shadowed(domains, c, "CR3-write") else { return };
-        shadow.load_cr3(value);
-        vt.set_shadow_root(vcpu, shadow.root());
+        let Some((shadow, vt, vcpu)) = self.shadowed(domains, c, "CR3-write") else { return };
+        shadow.tables.load_cr3(value);
+        vt.set_shadow_root(vcpu, shadow.tables.root());
         vt.skip_instruction(vcpu);
-        self.count_shadow(domains, c);
+        shadow.record(&mut domains.domain(c).stats);
     }
 
     /// `mov r64, cr3`: the value the guest loaded, not the shadow's.
     fn handle_cr3_read(&mut self, domains: &mut Domains, c: usize, register: u8) {
-        let Some((shadow, _, vt, vcpu)) = self.shadowed(domains, c, "CR3-read") else { return };
-        let cr3 = shadow.guest_cr3();
+        let Some((shadow, vt, vcpu)) = self.shadowed(domains, c, "CR3-read") else { return };
+        let cr3 = shadow.tables.guest_cr3();
         vt.skip_instruction(vcpu);
         *domains.domain(c).regs.register_mut(register) = cr3;
     }
 
     /// `invlpg`: the shadow entry of that page goes.
     fn handle_invlpg(&mut self, domains: &mut Domains, c: usize, address: u64) {
-        let Some((shadow, _, vt, vcpu)) = self.shadowed(domains, c, "invlpg") else { return };
-        shadow.invalidate_page(address);
+        let Some((shadow, vt, vcpu)) = self.shadowed(domains, c, "invlpg") else { return };
+        shadow.tables.invalidate_page(address);
         vt.flush_guest_tlb(vcpu);
         vt.skip_instruction(vcpu);
-        self.count_shadow(domains, c);
+        shadow.record(&mut domains.domain(c).stats);
     }
 }
 

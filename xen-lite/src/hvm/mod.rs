@@ -47,8 +47,7 @@ use crate::entry::TrapFrame;
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
 use crate::instructions::wait_for_interrupt;
-use crate::shadow::pool::Pool;
-use crate::shadow::{Pmap, Shadow};
+use crate::shadow::{DomainShadow, HostSlots, Pmap};
 use crate::timer::{self, NS_PER_TICK};
 
 /// Set once the domains run: host timer interrupts while idle then belong to [`Hvm::run`].
@@ -70,7 +69,7 @@ struct Hvm<V: HardwareVt> {
     vt: V,
     vcpus: [Option<V::Vcpu>; MAX_DOMAINS],
     /// Shadow paging: each domain's shadow tables and pmap (`None` with EPT or NPT).
-    shadows: [Option<(Shadow<Pool>, Pmap)>; MAX_DOMAINS],
+    shadows: [Option<DomainShadow>; MAX_DOMAINS],
     devices: [Devices; MAX_DOMAINS],
     /// Host ticks accounted for so far.
     ticks_seen: u64,
@@ -103,20 +102,10 @@ pub fn start<V: HardwareVt>(
         let base = domain::allocate_memory(config, id);
         let mut boot = build::<V>(id as u32, config, cmdline, image, modules, base);
         if !config.nested_paging {
-            let pool = Pool::allocate(config.shadow_pool).unwrap_or_else(|why| {
-                log::error!("{mode}: cannot shadow dom{id}'s page tables: {why}");
-                exit_emulator(STATUS_BAD_GUEST)
-            });
-            let shadow = Shadow::new(pool, Pool::recycle, boot.cr3).expect("a pool holds a root");
-            boot.shadow_root = Some(shadow.root());
-            log::info!(
-                "{mode}: dom{id}: shadow paging, {} tables in its pool; its CR3 {:#x} (guest-physical) runs on shadow root {:#x}",
-                config.shadow_pool,
-                boot.cr3,
-                shadow.root()
-            );
-            hvm.shadows[id] =
-                Some((shadow, Pmap { base: base.addr(), pages: config.domain_pages }));
+            let pmap = Pmap { base: base.addr(), pages: config.domain_pages };
+            let shadow = DomainShadow::allocate(config, id, pmap, boot.cr3, HostSlots::default());
+            boot.shadow_root = Some(shadow.tables.root());
+            hvm.shadows[id] = Some(shadow);
         }
         let vcpu = hvm.vt.create_vcpu(&boot).unwrap_or_else(|why| {
             log::error!("{mode}: cannot create a virtual CPU for dom{id}: {why}");
@@ -182,6 +171,7 @@ fn build<V: HardwareVt>(
         pte_base: 0, // EPT turns guest-physical into machine addresses
         hypervisor_slots: None,
         read_only_page_tables: false,
+        start_flags: 0,
         modules,
     };
     let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {

@@ -8,7 +8,7 @@
 //!
 //! | invariant | check |
 //! |---|---|
-//! | 1: nothing of xen-lite or another domain reachable | every present entry of every table the domain can run on (every frame typed L1-L4) names a frame of the domain; the level-4 slots reserved for xen-lite hold the switcher's entry or nothing |
+//! | 1: nothing of xen-lite or another domain reachable | every present entry of every table the domain can run on (every frame typed L1-L4; under shadow paging, the shadow tree) names a frame of the domain (or, in the shadow's upper levels, a shadow table); the level-4 slots reserved for xen-lite hold the switcher's entry or nothing |
 //! | 2: page tables typed and validated, never writable | an entry of a level-N table names a frame typed level N-1 with a count; a writable L1 entry names a frame typed `Writable`, never a table |
 //! | 5: frames xen-lite writes typed as such | the shared-info frame holds its `Writable` reference |
 //! | 6: no other domain's data on guest-visible stacks | the IST pages are zero (their frames are moved off and wiped on arrival), the entry stack is zero below its frame slot, and after a switch the `syscall` scratch words are zero (`switcher::audit_stacks`) |
@@ -131,7 +131,8 @@ pub struct Reserved {
 }
 
 /// Audits one live domain (`crate::domain::audit`): for a `pv` domain its shared-info frame,
-/// and with `walk` every table it can run on. An hvm domain has nothing here to check.
+/// and with `walk` every table it can run on (its shadow, under `paging=shadow`). An hvm
+/// domain has nothing here to check.
 pub fn check_domain(domain: &crate::domain::Domain, walk: bool) -> Result<(), Violation> {
     let Some(pv) = &domain.pv else { return Ok(()) };
     let (pages, base, shared) = (pv.page_info(), domain.memory.0, domain.shared_info_gfn);
@@ -142,7 +143,59 @@ pub fn check_domain(domain: &crate::domain::Domain, walk: bool) -> Result<(), Vi
         slots: crate::memory_map::HYPERVISOR_L4_SLOTS,
         switcher: super::switcher_slot(),
     };
+    if let Some(shadow) = &pv.shadow {
+        let pool = shadow.tables.memory();
+        let domain_frames = base..base + pages.len() as u64;
+        check_shadow(pool, shadow.tables.root(), |t| pool.holds(t), domain_frames, &reserved)?;
+    }
     check_tables(pages, base, &domain.tables(), &reserved, shared)
+}
+
+/// Checks a shadow tree (invariant 1): from `root`, every upper entry names a shadow table
+/// (`is_shadow_table`, by machine address), every leaf a frame in `domain_frames` (machine
+/// frame numbers), and the reserved level-4 slots hold the switcher's entry or nothing.
+pub fn check_shadow(
+    memory: &impl crate::hvm::nested::TableMemory,
+    root: u64,
+    is_shadow_table: impl Fn(u64) -> bool,
+    domain_frames: Range<u64>,
+    reserved: &Reserved,
+) -> Result<(), Violation> {
+    fn walk(
+        memory: &impl crate::hvm::nested::TableMemory,
+        table: u64,
+        level: u8,
+        check: &dyn Fn(u64, usize, u8, u64) -> Result<bool, Violation>,
+    ) -> Result<(), Violation> {
+        for slot in 0..ENTRIES {
+            let entry = memory.entry(table, slot);
+            if check(table, slot, level, entry)? {
+                walk(memory, address(entry), level - 1, check)?;
+            }
+        }
+        Ok(())
+    }
+    // Whether to descend into the entry, or the violation it is.
+    let check = |table: u64, slot: usize, level: u8, entry: u64| {
+        let frame = table >> 12;
+        if level == 4 && reserved.slots.contains(&slot) {
+            let allowed = if slot == reserved.switcher.0 { reserved.switcher.1 } else { 0 };
+            if entry & !ACCESSED != allowed && entry != 0 {
+                return Err(Violation::ReservedSlot { table: frame, slot, entry });
+            }
+            return Ok(false);
+        }
+        if entry & PRESENT == 0 {
+            return Ok(false);
+        }
+        let target = address(entry);
+        let fine = if level > 1 { is_shadow_table(target) } else { domain_frames.contains(&(target >> 12)) };
+        if !fine {
+            return Err(Violation::ForeignFrame { table: frame, slot, target: target >> 12 });
+        }
+        Ok(level > 1)
+    };
+    walk(memory, root, 4, &check)
 }
 
 /// Checks that the shared-info frame holds its `Writable` reference (invariant 5).
@@ -268,6 +321,58 @@ mod tests {
             corrupt(&mut pages, &mut memory);
             let error = check_tables(&pages, BASE, &memory, &reserved(), 7).unwrap_err();
             assert_eq!(error.invariant(), invariant, "case {i}: {error}");
+        }
+    }
+
+    /// Shadow tables by machine address: a root at 0x1000 over tables 0x2000-0x4000, mapping
+    /// one page of the domain (machine frames 100-107) and holding the switcher.
+    struct Shadows(std::collections::HashMap<u64, [u64; ENTRIES]>);
+
+    impl crate::hvm::nested::TableMemory for Shadows {
+        fn new_table(&mut self) -> Option<u64> {
+            None
+        }
+        fn entry(&self, table: u64, slot: usize) -> u64 {
+            self.0[&table][slot]
+        }
+        fn set_entry(&mut self, table: u64, slot: usize, value: u64) {
+            self.0.get_mut(&table).unwrap()[slot] = value;
+        }
+    }
+
+    fn shadows() -> Shadows {
+        let mut tables = std::collections::HashMap::new();
+        for t in 1..=4u64 {
+            tables.insert(t << 12, [0; ENTRIES]);
+        }
+        let set = |tables: &mut std::collections::HashMap<u64, [u64; ENTRIES]>, t: u64, s, v| {
+            tables.get_mut(&(t << 12)).unwrap()[s] = v;
+        };
+        set(&mut tables, 1, 0, 0x2000 | RW);
+        set(&mut tables, 1, SWITCHER.0, SWITCHER.1 | ACCESSED);
+        set(&mut tables, 2, 0, 0x3000 | RW);
+        set(&mut tables, 3, 2, 0x4000 | RW);
+        set(&mut tables, 4, 0, entry(4, RW));
+        Shadows(tables)
+    }
+
+    fn check(memory: &Shadows) -> Result<(), Violation> {
+        let is_table = |t: u64| (0x1000..=0x4000).contains(&t);
+        check_shadow(memory, 0x1000, is_table, BASE..BASE + 8, &reserved())
+    }
+
+    #[test]
+    fn a_shadow_reaching_only_the_domain_and_the_switcher_passes_and_each_escape_is_named() {
+        assert_eq!(check(&shadows()), Ok(()));
+        let cases: [fn(&mut Shadows); 3] = [
+            |m| m.0.get_mut(&0x4000).unwrap()[1] = (5u64 << 12) | RW, // a leaf outside the domain
+            |m| m.0.get_mut(&0x3000).unwrap()[3] = entry(4, RW),      // an upper entry at a guest frame
+            |m| m.0.get_mut(&0x1000).unwrap()[257] = 0x2000 | RW,     // a reserved slot
+        ];
+        for (i, corrupt) in cases.into_iter().enumerate() {
+            let mut memory = shadows();
+            corrupt(&mut memory);
+            assert_eq!(check(&memory).map_err(|v| v.invariant()), Err(1), "case {i}");
         }
     }
 }

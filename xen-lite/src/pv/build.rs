@@ -7,12 +7,13 @@ use core::mem::size_of;
 use hypercall_abi::devices::{STATUS_BAD_BUNDLE, STATUS_BAD_GUEST};
 use hypercall_abi::hypercall::{HYPERCALL_STUB_SIZE, HYPERCALL_VECTOR};
 use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::start_info::START_FLAG_SHADOW_PAGING;
 use hypercall_abi::Mode;
 use spin::Once;
 
 use super::page_types::{PageInfo, PageType};
 use super::state::PvState;
-use crate::config::Config;
+use crate::config::{Config, Paging};
 use crate::domain::schedule::SLICE_TICKS;
 use crate::domain::{self, Domain};
 use crate::domain_builder::{self, DomainSpec};
@@ -21,6 +22,7 @@ use crate::exit::exit_emulator;
 use crate::frame::Frame;
 use crate::gdt::{hypervisor_stack_top, GUEST_KERNEL_CS, GUEST_KERNEL_DS};
 use crate::memory_map::phys_to_virt;
+use crate::shadow::{DomainShadow, Pmap};
 use crate::switcher;
 use crate::timer;
 
@@ -111,21 +113,23 @@ fn build(
     page_info: &'static mut [PageInfo],
 ) -> Domain {
     let pages = config.domain_pages;
+    let shadowed = config.paging(id as usize) == Paging::Shadow;
     let switcher_slot = switcher_slot();
     // SAFETY: the frames were just allocated for this domain (`domain::allocate_memory`) and are
     // reached only through this slice until the domain runs.
     let memory = unsafe { domain_builder::domain_memory(base, pages) };
+    // Under shadow paging the guest's tables are guest-physical and its own to write; the
+    // switcher's entry goes into the shadow roots instead (`super::shadow::host_slots`).
+    let switcher_entry = (switcher_slot.0..switcher_slot.0 + 1, core::slice::from_ref(&switcher_slot.1));
     let spec = DomainSpec {
         domain_id: id,
         mode: Mode::Pv,
         cmdline,
         image,
-        pte_base: base.addr(),
-        hypervisor_slots: Some((
-            switcher_slot.0..switcher_slot.0 + 1,
-            core::slice::from_ref(&switcher_slot.1),
-        )),
-        read_only_page_tables: true,
+        pte_base: if shadowed { 0 } else { base.addr() },
+        hypervisor_slots: (!shadowed).then_some(switcher_entry),
+        read_only_page_tables: !shadowed,
+        start_flags: if shadowed { START_FLAG_SHADOW_PAGING } else { 0 },
         modules,
     };
     let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {
@@ -145,8 +149,17 @@ fn build(
         rdi: built.start_info,
         ..TrapFrame::default()
     };
-    let cr3 = base.addr() + built.l4_gfn * PAGE_SIZE;
-    let pv = PvState::new(cr3, page_info);
+    let shadow = shadowed.then(|| {
+        let pmap = Pmap { base: base.addr(), pages };
+        let guest_cr3 = built.l4_gfn * PAGE_SIZE;
+        DomainShadow::allocate(config, id as usize, pmap, guest_cr3, super::shadow::host_slots())
+    });
+    let cr3 = match &shadow {
+        Some(shadow) => shadow.tables.root(),
+        None => base.addr() + built.l4_gfn * PAGE_SIZE,
+    };
+    let mut pv = PvState::new(cr3, page_info);
+    pv.shadow = shadow;
     let shared = built.shared_info_gfn;
     let mut domain = Domain::new(id, Mode::Pv, (base, pages), shared, regs, Some(pv));
     let mut table = domain.frame_table();
@@ -158,9 +171,9 @@ fn build(
     assert!(held.is_ok(), "a new domain's frames are all untyped");
     // Direct paging from the first instruction: the start-of-day L4 is validated and pinned,
     // and holds one more type reference for being the base pointer.
-    let typed = table
+    let typed = if shadowed { Ok(()) } else { table
         .pin(built.l4_gfn, PageType::L4)
-        .and_then(|()| table.get_type(built.l4_gfn, PageType::L4));
+        .and_then(|()| table.get_type(built.l4_gfn, PageType::L4)) };
     if let Err(error) = typed {
         log::error!(
             "pv: dom{id}'s start-of-day page tables break the direct-paging rules: {error:?}"
@@ -169,9 +182,10 @@ fn build(
     }
     domain.shared().vcpu.upcall_mask = 1; // events start masked, as after a CPU reset
     log::info!(
-        "pv: dom{id}: {pages} frames at machine {:#x}, entry {:#x}, command line \"{cmdline}\"",
+        "pv: dom{id}: {pages} frames at machine {:#x}, entry {:#x}, {} paging, command line \"{cmdline}\"",
         base.addr(),
-        built.entry
+        built.entry,
+        config.paging(id as usize).name()
     );
     domain
 }

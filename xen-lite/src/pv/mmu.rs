@@ -5,6 +5,9 @@
 //! `page_types` before anything is written; a refused request returns its errno, counts in
 //! `Stats::mmu_rejected`, and ends the batch, whose applied count goes to `*done`.
 //!
+//! Under shadow paging (`paging=shadow`, `super::shadow`) the guest writes its own tables:
+//! `mmu_update` and `update_va_mapping` are refused, and `mmuext_op` goes to the shadow.
+//!
 //! TLB: after any change xen-lite flushes the TLB itself. Leaving it to the guest would let a
 //! stale writable translation outlive the rule that removed it (a frame that just became a
 //! page table must not stay writable through a cached entry).
@@ -100,6 +103,9 @@ fn refused(domain: &mut Domain, error: MmError) -> Errno {
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub fn do_mmu_update(domain: &mut Domain, requests: u64, count: u64, done: u64) -> Result {
+    if domain.pv().shadow.is_some() {
+        return Err(super::shadow::refuse(domain, "mmu_update"));
+    }
     check_done(domain, done)?;
     let (applied, result) = batch(domain, requests, count, apply_update)?;
     if applied > 0 {
@@ -174,6 +180,9 @@ pub fn do_mmuext_op(domain: &mut Domain, ops: u64, count: u64, done: u64) -> Res
 }
 
 fn apply_ext(domain: &mut Domain, op: MmuextOp) -> core::result::Result<(), Errno> {
+    if domain.pv().shadow.is_some() {
+        return super::shadow::mmuext(domain, op);
+    }
     let mut table = domain.frame_table();
     let outcome = match op.cmd {
         MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
@@ -217,6 +226,9 @@ fn new_baseptr(domain: &mut Domain, frame: u64) -> core::result::Result<(), Errn
 #[inline(never)]
 #[unsafe(no_mangle)]
 pub fn do_update_va_mapping(domain: &mut Domain, va: u64, entry: u64, flags: u64) -> Result {
+    if domain.pv().shadow.is_some() {
+        return Err(super::shadow::refuse(domain, "update_va_mapping"));
+    }
     if !is_canonical(va) {
         return Err(refused(domain, MmError::NotMapped { va }));
     }

@@ -12,15 +12,17 @@
 //! The files: `build` (domains laid out, validated and entered), `state` (what a ring-1 kernel
 //! registers instead of loading it into the CPU), `bounce` (exceptions and events delivered to
 //! the guest's handlers), `events` (event channels and upcalls), `hypercalls` (the ring-1
-//! hypercalls), `mmu` and `page_types` (validated direct paging), `emulate` (the UMIP reads),
-//! `audit` (the invariant checks).
+//! hypercalls), `mmu` and `page_types` (validated direct paging), `shadow` (`paging=shadow`:
+//! the guest's own tables, shadowed), `emulate` (the UMIP reads), `audit` (the invariant
+//! checks).
 //!
 //! What ring 1 buys and what it does not: the guest cannot execute privileged instructions
 //! (they #GP, and xen-lite kills the domain naming the instruction, `crate::decode`), cannot
 //! raise hypercalls from its user code (the gate's DPL is 1), and cannot reach I/O ports. But
 //! paging does not tell ring 1 from ring 0, so memory is protected by page tables alone: xen-lite
 //! maps only its switcher into guests (`crate::switcher`), and every page-table change goes
-//! through validated direct paging (`page_types`, `mmu`).
+//! through validated direct paging (`page_types`, `mmu`), or, under `paging=shadow`, no guest
+//! table reaches the MMU at all: it runs on xen-lite's shadows of them (`shadow`).
 //!
 pub mod audit;
 mod bounce;
@@ -30,6 +32,7 @@ mod events;
 pub mod hypercalls;
 pub mod mmu;
 pub mod page_types;
+mod shadow;
 mod state;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -180,7 +183,11 @@ fn guest_exception(domain: &mut Domain, frame: &mut TrapFrame) {
     let (mnemonic, _) = Vector::name(frame.vector);
     domain.stats.entries_exception += 1;
     if vector == Vector::PAGE_FAULT {
-        domain.shared().vcpu.cr2 = read_cr2();
+        let address = read_cr2();
+        if domain.pv().shadow.is_some() && !shadow::page_fault(domain, frame, address) {
+            return; // hidden (retry the instruction), or the domain was killed
+        }
+        domain.shared().vcpu.cr2 = address;
     }
     if vector == Vector::GENERAL_PROTECTION && frame.cs & 3 == 1 {
         let mut bytes = [0u8; 15];

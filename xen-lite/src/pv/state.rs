@@ -12,6 +12,7 @@ use hypercall_abi::page_table::ENTRIES;
 
 use super::page_types::{FrameTable, PageInfo, PageType, TableMemory};
 use crate::domain::Domain;
+use crate::shadow::DomainShadow;
 use crate::memory_map::HYPERVISOR_L4_SLOTS;
 
 /// What an event port is connected to.
@@ -39,8 +40,11 @@ pub struct TrapHandler {
 
 /// A `pv` domain's ring-1 state.
 pub struct PvState {
-    /// CR3 value: machine address of the level-4 table it runs on.
+    /// CR3 value: machine address of the level-4 table it runs on (under shadow paging, the
+    /// shadow root, which xen-lite keeps equal to `shadow.tables.root()`).
     pub cr3: u64,
+    /// `paging=shadow`: the shadow tables the domain runs on; `None` under direct paging.
+    pub shadow: Option<DomainShadow>,
     /// The virtual IDT (`set_trap_table`).
     pub traps: [TrapHandler; 256],
     /// Event upcall entry (`set_callbacks`); 0 = none.
@@ -107,6 +111,7 @@ impl PvState {
     pub fn new(cr3: u64, page_info: &'static mut [PageInfo]) -> PvState {
         PvState {
             cr3,
+            shadow: None,
             traps: [TrapHandler::default(); 256],
             event_callback: 0,
             failsafe_callback: 0,

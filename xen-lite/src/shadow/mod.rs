@@ -22,6 +22,12 @@
 //! translation, exactly as on hardware. The pmap ([`Pmap`], Disco's name; Xen's p2m) turns each
 //! guest-physical page into the machine page behind it.
 //!
+//! Host slots (`pv` mode only): a ring-1 guest shares its address space with the switcher, which
+//! lives in level-4 slots reserved for xen-lite (`crate::memory_map::HYPERVISOR_L4_SLOTS`).
+//! Every shadow root gets the switcher's entry there ([`Shadow::new`]); the guest's
+//! own entries in those slots are never read, a fault there is the guest's (a true fault) and an
+//! `invlpg` there changes nothing, so the walk never descends into xen-lite's tables.
+//!
 //! Recycling: a CR3 load drops every shadow table (the real MMU flushes the TLB then, so nothing
 //! is lost but speed), and so does running out of pool: the fill starts again with an empty
 //! shadow, and the count of recycles says how often. See: lguest `drivers/lguest/page_tables.c`
@@ -30,10 +36,19 @@
 pub mod pool;
 pub mod walk;
 
+use core::ops::Range;
+
 use hypercall_abi::page_table::{self, PRESENT, USER, WRITABLE};
 
+use hypercall_abi::devices::STATUS_BAD_GUEST;
+use hypercall_abi::stats::Stats;
+
+use crate::config::Config;
+use crate::domain::{kill, Domain};
+use crate::exit::exit_emulator;
 use crate::hvm::nested::TableMemory;
 use crate::memory_map::phys_to_virt;
+use pool::Pool;
 use walk::{Access, BeyondMemory, Controls, GuestMemory, Walk};
 
 /// A domain's physical-to-machine map: guest-physical pages `0..pages` are the machine pages
@@ -97,6 +112,16 @@ pub enum Fault {
     Beyond(BeyondMemory),
 }
 
+/// Level-4 slots the guest's tables do not decide (see the module comment): `slots`, of which
+/// `entry.0` holds `entry.1` in every shadow root.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostSlots {
+    /// The reserved level-4 slots (empty under VMX and SVM, where the guest has them all).
+    pub slots: Range<usize>,
+    /// The slot and entry every shadow root holds (the switcher's), if any.
+    pub entry: Option<(usize, u64)>,
+}
+
 /// One vCPU's shadow tables over `M` (the pool in xen-lite, a map in the host tests).
 pub struct Shadow<M: TableMemory> {
     memory: M,
@@ -106,17 +131,44 @@ pub struct Shadow<M: TableMemory> {
     guest_cr3: u64,
     /// Gives every table of `memory` back (the pool's `recycle`).
     recycle: fn(&mut M),
+    /// Level-4 slots that belong to xen-lite, and the one entry every root holds among them.
+    host: HostSlots,
     /// The counters.
     pub counters: Counters,
 }
 
 impl<M: TableMemory> Shadow<M> {
-    /// Shadow tables in `memory` for a guest whose CR3 is `guest_cr3`; `recycle` gives every
-    /// table of `memory` back. `None` if `memory` cannot hold even a root.
-    pub fn new(mut memory: M, recycle: fn(&mut M), guest_cr3: u64) -> Option<Shadow<M>> {
+    /// Shadow tables in `memory` for a guest whose CR3 is `guest_cr3` and whose level-4 slots
+    /// `host.slots` are xen-lite's; `recycle` gives every table of `memory` back. `None` if
+    /// `memory` cannot hold even a root.
+    pub fn new(
+        mut memory: M,
+        recycle: fn(&mut M),
+        guest_cr3: u64,
+        host: HostSlots,
+    ) -> Option<Shadow<M>> {
         let root = memory.new_table()?;
         let counters = Counters { tables_built: 1, ..Counters::default() };
-        Some(Shadow { memory, root, guest_cr3, recycle, counters })
+        let mut shadow = Shadow { memory, root, guest_cr3, recycle, host, counters };
+        shadow.install_host_entry();
+        Some(shadow)
+    }
+
+    /// Writes the host entry into the root (every new root gets it).
+    fn install_host_entry(&mut self) {
+        if let Some((slot, entry)) = self.host.entry {
+            self.memory.set_entry(self.root, slot, entry);
+        }
+    }
+
+    /// Whether `va` lies in a level-4 slot of xen-lite's.
+    fn in_host_slot(&self, va: u64) -> bool {
+        self.host.slots.contains(&page_table::index(va, 4))
+    }
+
+    /// The tables, for the auditor (`crate::pv::audit::check_shadow`).
+    pub fn memory(&self) -> &M {
+        &self.memory
     }
 
     /// The machine address of the shadow root: the CR3 the guest really runs on.
@@ -145,11 +197,15 @@ impl<M: TableMemory> Shadow<M> {
         (self.recycle)(&mut self.memory);
         self.root = self.memory.new_table().expect("a recycled pool holds a root");
         self.counters.tables_built += 1;
+        self.install_host_entry();
     }
 
     /// `invlpg va`: the shadow entry for `va` goes (its tables stay: they hold no rights).
     pub fn invalidate_page(&mut self, va: u64) {
         self.counters.invalidations += 1;
+        if self.in_host_slot(va) {
+            return; // xen-lite's tables: the guest's invlpg cannot reach them
+        }
         let mut table = self.root;
         for level in (2..=4).rev() {
             let entry = self.memory.entry(table, page_table::index(va, level));
@@ -182,6 +238,11 @@ impl<M: TableMemory> Shadow<M> {
         va: u64,
         error_code: u64,
     ) -> Fault {
+        if self.in_host_slot(va) {
+            // Nothing of the guest's can be mapped there: what faulted is the guest's own.
+            self.counters.true_faults += 1;
+            return Fault::True { error_code };
+        }
         let access = Access::from_error_code(error_code);
         let leaf = match walk::walk(guest, controls, self.guest_cr3, va, access) {
             Walk::Allowed(leaf) => leaf,
@@ -240,6 +301,87 @@ impl<M: TableMemory> Shadow<M> {
         self.memory.set_entry(table, index, entry);
         Some(old)
     }
+}
+
+/// One domain's shadow paging as xen-lite keeps it, in every mode that uses it (`pv` with
+/// `paging=shadow`, `vmx` with `ept=off`, `svm` with `npt=off`): its shadow tables, in a pool of
+/// xen-lite's frames, and its pmap.
+pub struct DomainShadow {
+    /// The shadow tables.
+    pub tables: Shadow<Pool>,
+    /// Guest-physical to machine.
+    pub pmap: Pmap,
+}
+
+impl DomainShadow {
+    /// Domain `id`'s shadow (`shadow_pool=` tables), its guest-physical memory `pmap`, for a
+    /// guest whose CR3 is `guest_cr3`; ends the run if xen-lite has no frames for the pool.
+    pub fn allocate(
+        config: &Config<'_>,
+        id: usize,
+        pmap: Pmap,
+        guest_cr3: u64,
+        host: HostSlots,
+    ) -> DomainShadow {
+        let mode = config.mode.name();
+        let pool = Pool::allocate(config.shadow_pool).unwrap_or_else(|why| {
+            log::error!("{mode}: cannot shadow dom{id}'s page tables: {why}");
+            exit_emulator(STATUS_BAD_GUEST)
+        });
+        let tables = Shadow::new(pool, Pool::recycle, guest_cr3, host)
+            .expect("a pool holds a root");
+        log::info!(
+            "{mode}: dom{id}: shadow paging, {} tables in its pool; its CR3 {guest_cr3:#x} (guest-physical) runs on shadow root {:#x}",
+            config.shadow_pool,
+            tables.root()
+        );
+        DomainShadow { tables, pmap }
+    }
+
+    /// A page fault of domain `id` at `va` with `error_code`, while it runs on this shadow with
+    /// `controls`: a hidden fault is fixed before this returns; the counters reach `stats`. A
+    /// [`Fault::Beyond`] is for the caller to end with [`kill_beyond`].
+    pub fn page_fault(
+        &mut self,
+        id: u32,
+        stats: &mut Stats,
+        controls: Controls,
+        va: u64,
+        error_code: u64,
+    ) -> Fault {
+        let recycled = self.tables.counters.recycled;
+        let fault = self.tables.page_fault(self.pmap, controls, va, error_code);
+        if recycled == 0 && self.tables.counters.recycled > 0 {
+            log::info!(
+                "dom{id}: shadow paging: its pool ran out; every shadow table was dropped and refills on demand (Stats::shadow_recycled counts each time)"
+            );
+        }
+        log::trace!("dom{id}: shadow: page fault at {va:#x}, error code {error_code:#x}: {fault:?}");
+        self.record(stats);
+        fault
+    }
+
+    /// Copies the counters into the domain's `Stats`.
+    pub fn record(&self, stats: &mut Stats) {
+        let n = self.tables.counters;
+        stats.shadow_hidden_faults = n.hidden_faults;
+        stats.shadow_true_faults = n.true_faults;
+        stats.shadow_tables_built = n.tables_built;
+        stats.shadow_recycled = n.recycled;
+        stats.shadow_invalidations = n.invalidations;
+    }
+}
+
+/// Kills `domain`, whose access to `va` at `rip` walked through an entry naming memory beyond
+/// its `pages` frames (a [`Fault::Beyond`]).
+pub fn kill_beyond(domain: &mut Domain, beyond: BeyondMemory, pages: u64, va: u64, rip: u64) {
+    kill!(
+        domain,
+        "shadow paging: the level-{} entry {:#x} at guest-physical {:#x} names memory beyond the domain's {pages} frames (access to {va:#x} at rip {rip:#x})",
+        beyond.level,
+        beyond.entry,
+        beyond.at
+    );
 }
 
 #[cfg(test)]

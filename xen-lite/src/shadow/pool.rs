@@ -38,6 +38,11 @@ impl Pool {
         Ok(pool)
     }
 
+    /// Whether the table at machine address `table` is one of this pool's in use (the auditor).
+    pub fn holds(&self, table: u64) -> bool {
+        self.frames[..self.used].contains(&table)
+    }
+
     /// Gives every table back (their contents are dropped as each is handed out again).
     pub fn recycle(&mut self) {
         self.used = 0;

@@ -63,7 +63,7 @@ fn guest() -> Guest {
 
 fn shadow(limit: usize) -> Shadow<Tables> {
     let tables = Tables { tables: HashMap::new(), next: 0, limit };
-    Shadow::new(tables, recycle, 0x1000).unwrap()
+    Shadow::new(tables, recycle, 0x1000, HostSlots::default()).unwrap()
 }
 
 impl Shadow<Tables> {
@@ -165,4 +165,26 @@ fn every_shadow_leaf_names_a_machine_page_of_the_domain() {
         let machine = page_table::address(s.leaf(0x40_0000 + n * 4096).unwrap());
         assert!((PMAP.base..PMAP.base + PMAP.pages * 4096).contains(&machine));
     }
+}
+
+#[test]
+fn host_slots_hold_the_switcher_in_every_root_and_the_guest_never_reaches_them() {
+    const SWITCHER: (usize, u64) = (260, 0xabc_d003);
+    let tables = Tables { tables: HashMap::new(), next: 0, limit: 4 };
+    let host = HostSlots { slots: 256..272, entry: Some(SWITCHER) };
+    let mut s = Shadow::new(tables, recycle, 0x1000, host).unwrap();
+    let mut g = guest();
+    // The guest maps the same 0x40_0000 page in slot 260 of its own L4: never followed.
+    g.0.insert(0x1000 + 260 * 8, 0x2000 | RW);
+    let va = 0xffff_8200_0040_0000; // level-4 slot 260
+    assert_eq!(page_table::index(va, 4), 260);
+    assert_eq!(s.fault(&mut g, va, error::WRITE), Fault::True { error_code: error::WRITE });
+    s.invalidate_page(va);
+    assert_eq!(s.memory.entry(s.root, 260), SWITCHER.1, "the invlpg changed nothing of it");
+    // Recycling and CR3 loads give each new root the entry again.
+    assert_eq!(s.fault(&mut g, 0x40_0000, 0), Fault::Hidden);
+    assert_eq!(s.fault(&mut g, 0x40_1000, 0), Fault::Hidden);
+    s.load_cr3(0x1000);
+    assert_eq!(s.memory.entry(s.root, 260), SWITCHER.1);
+    assert_eq!(s.counters.true_faults, 1);
 }

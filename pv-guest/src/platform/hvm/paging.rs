@@ -11,15 +11,13 @@ use hypercall_abi::page_table;
 use crate::page_tables::DirectMap;
 use crate::platform::PteWrite;
 
-/// What a page-table entry holds for gfn 0, and where gfn 0 is in the direct map: machine
-/// addresses in entries become kernel addresses with these.
+/// What a page-table entry holds for gfn 0: machine addresses in entries become kernel
+/// addresses with it (`DirectMap`).
 static PTE_BASE: AtomicU64 = AtomicU64::new(0);
-static PTE_BASE_VA: AtomicU64 = AtomicU64::new(0);
 
 /// Remembers where gfn 0 is (`StartInfo::pte_base`).
 pub fn init(pte_base: u64) {
     PTE_BASE.store(pte_base, Ordering::Relaxed);
-    PTE_BASE_VA.store(hypercall_abi::layout::gfn_to_va(0), Ordering::Relaxed);
 }
 
 /// Nothing to do: the frame stays writable.
@@ -72,13 +70,11 @@ pub fn load_root(root: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Writes the entry at machine address `slot` (its low three bits ignored, as `mmu_update`
-/// reads them as a command).
+/// Writes the entry at machine address `slot` ([`DirectMap::write`]).
 fn write_entry(slot: u64, entry: u64) {
-    let va = PTE_BASE_VA.load(Ordering::Relaxed) + (slot & !7) - PTE_BASE.load(Ordering::Relaxed);
-    // SAFETY: `slot` is the machine address of an entry in one of this kernel's tables,
-    // reached through its direct map (machine = pte_base + offset in native mode).
-    unsafe { (va as *mut u64).write_volatile(entry) };
+    // SAFETY: `slot` is an entry of one of this kernel's tables, which it owns and writes
+    // itself; the callers keep the kernel's own mappings in place.
+    unsafe { DirectMap::new(PTE_BASE.load(Ordering::Relaxed)).write(slot, entry) };
 }
 
 /// `mmu_update` on its own tables: [`set_ptes`] of the records.
