@@ -98,6 +98,9 @@ pub enum Workload {
     /// Touches pages 1 GiB apart, more page-table reach than a small shadow pool holds between
     /// two CR3 loads, and reads each back: the shadow must recycle and stay correct.
     ShadowSweep,
+    /// Copies an L4 entry into a slot xen-lite reserves and reads through it (`pv` under
+    /// shadow paging: the guest's own page fault).
+    ShadowReservedSlot,
     /// One attack of the hostile table, by name (`workloads::attacks`).
     Attack(ProgramName),
     /// The bystander of `attack=read-guest-visible-stacks`: page faults with marked registers.
@@ -116,7 +119,7 @@ pub enum Workload {
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults, fuzz=SEED:COUNT";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, shadow-tlb, shadow-sweep, shadow-reserved-slot, triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults, fuzz=SEED:COUNT";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +185,7 @@ impl Args {
                 ("beyond-memory", None) => Workload::BeyondMemory,
                 ("shadow-tlb", None) => Workload::ShadowTlb,
                 ("shadow-sweep", None) => Workload::ShadowSweep,
+                ("shadow-reserved-slot", None) => Workload::ShadowReservedSlot,
                 ("triple-fault", None) => Workload::TripleFault,
                 ("event-cost", None) => Workload::EventCost,
                 ("secret-faults", None) => Workload::SecretFaults,

@@ -42,6 +42,18 @@ impl DirectMap {
         unsafe { (va as *mut u64).write_volatile(entry) };
     }
 
+    /// The machine address of the level-1 entry that maps `va` in the tables under `root`;
+    /// `EINVAL` if no level-1 table maps it (nothing mapped there, or a huge page).
+    pub fn leaf_slot(&self, root: u64, va: u64) -> Result<u64, hypercall_abi::hypercall::Errno> {
+        use hypercall_abi::page_table;
+        let invalid = hypercall_abi::hypercall::Errno::EINVAL;
+        let l2 = page_table::walk(self, root, va, 2).map_err(|_| invalid)?;
+        if l2.level != 2 {
+            return Err(invalid); // a huge page: there is no level-1 entry
+        }
+        Ok(address(l2.entry) + page_table::index(va, 1) as u64 * 8)
+    }
+
     /// The gfn an entry (or a machine address) names, if it lies at or above gfn 0.
     #[inline]
     pub fn gfn(&self, entry: u64) -> Option<u64> {

@@ -673,7 +673,8 @@ fn vmx() -> Vec<BootTest> {
     ]
 }
 
-/// Shadow paging (`npt=off`, `ept=off`, `xen-lite/src/shadow/`): usertests in two domains, an entry beyond
+/// Shadow paging (`paging=shadow`, `npt=off`, `ept=off`, `xen-lite/src/shadow/`): usertests in two
+/// domains (in `pv`, beside a bystander under direct paging), an entry beyond
 /// the domain's memory contained, the TLB's rules (a PTE changed without `invlpg` stays stale,
 /// A and D set as the MMU sets them; natively too, where the hardware keeps them), and a pool
 /// too small for the guest's reach, which recycles and still reads every page right.
@@ -687,15 +688,19 @@ fn shadow() -> Vec<BootTest> {
     ];
     let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
     let mut tests = Vec::new();
-    // (mode, the word that turns its second-stage tables off, emulator): QEMU has no VMX.
+    // (mode, the word that shadows every domain, the one that shadows dom0 of two, emulator):
+    // in pv, dom1 keeps direct paging beside the shadowed dom0. QEMU has no VMX.
     let runs = [
-        ("svm", "npt=off", Emulator::Qemu),
-        ("svm", "npt=off", Emulator::Bochs),
-        ("vmx", "ept=off", Emulator::Bochs),
+        ("pv", "paging=shadow", "paging=shadow,direct", Emulator::Qemu),
+        ("pv", "paging=shadow", "paging=shadow,direct", Emulator::Bochs),
+        ("svm", "npt=off", "npt=off", Emulator::Qemu),
+        ("svm", "npt=off", "npt=off", Emulator::Bochs),
+        ("vmx", "ept=off", "ept=off", Emulator::Bochs),
     ];
-    for (mode, off, emulator) in runs {
+    for (mode, off, off_dom0, emulator) in runs {
         let name = |what: &str| leak(format!("{mode}-shadow-{what}"));
         let line = |domains: &str| Bundle::Cmdline(leak(format!("mode={mode} {off} {domains}")));
+        let pair = |domains: &str| Bundle::Cmdline(leak(format!("mode={mode} {off_dom0} {domains}")));
         let usertests_expect: &'static [&'static str] = Box::leak(Box::new([
             leak(format!("[xen] {mode}: dom0: shadow paging, 64 tables in its pool; its CR3 0x")),
             "[dom0] usertests: ok a spinning process is preempted",
@@ -708,14 +713,14 @@ fn shadow() -> Vec<BootTest> {
             BootTest {
                 name: name("usertests"),
                 emulator,
-                bundle: line("domain=\"init hello usertests\" domain=\"init hello usertests\""),
+                bundle: pair("domain=\"init hello usertests\" domain=\"init hello usertests\""),
                 expect: usertests_expect,
                 status: 0,
             },
             BootTest {
                 name: name("beyond-memory"),
                 emulator,
-                bundle: line("domain=beyond-memory domain=\"init hello\""),
+                bundle: pair("domain=beyond-memory domain=\"init hello\""),
                 expect: &[
                     "[xen] ERROR dom0 killed: shadow paging: the level-1 entry 0x1000003 at guest-physical 0x",
                     "names memory beyond the domain's 4096 frames",
@@ -742,6 +747,22 @@ fn shadow() -> Vec<BootTest> {
                 status: 0,
             },
         ]);
+        if mode == "pv" {
+            tests.push(BootTest {
+                name: name("reserved-slot-is-never-followed"),
+                emulator,
+                // umip=off: `sidt` then names xen-lite's real IDT, whose page the guest invlpgs.
+                bundle: pair("umip=off domain=shadow-reserved-slot domain=\"init hello\""),
+                expect: &[
+                    "[dom0] shadow-reserved-slot: invlpg of xen-lite's IDT at 0xffff8",
+                    "[dom0] shadow-reserved-slot: read 0xaaaa00000000000a at 0x70000000; now at 0xffff800070000000, through the guest's own entry in L4 slot 256",
+                    "[dom0] unexpected exception: vector 14 at rip 0x",
+                    "(ring 1), error code 0x0, fault address 0xffff800070000000",
+                    BYSTANDER_INTACT,
+                ],
+                status: 99, // the guest kernel's EXIT_PANIC: it stopped on its own #PF
+            });
+        }
     }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
         tests.push(BootTest {

@@ -17,7 +17,9 @@
 //! it; the `hvm` kernel owns its tables and writes them itself. So the interface names the
 //! kernel's intent ([`make_page_table`], [`set_ptes`], [`pin_table`], [`load_root`]...), and
 //! each flavour does what that intent takes. Entries, slots and roots are machine addresses,
-//! the values page-table entries hold (`crate::page_tables`).
+//! the values page-table entries hold (`crate::page_tables`). A `pv` kernel under shadow paging
+//! (xen-lite's `paging=shadow`) is told so at start of day and then treats its tables as `hvm`
+//! does, guest-physical and its own, telling xen-lite only of invalidations and base pointers.
 //!
 //! The last group is the pv ABI itself ([`hypercall`], [`mmu_update`], [`mmuext_op`],
 //! [`update_va_mapping`]), for the workloads whose job is to exercise it: the self-tests, the
@@ -283,7 +285,8 @@ pub fn domain_id() -> Result<u64, Errno> {
 }
 
 /// `mmu_update`: applies the records in order; returns how many were applied, and the error
-/// that stopped the batch, if any. The `hvm` flavour writes them itself.
+/// that stopped the batch, if any. The `hvm` flavour writes them itself, and so does `pv` under
+/// shadow paging (where xen-lite refuses the hypercall: there is nothing to validate).
 #[inline(always)]
 pub fn mmu_update(requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
     flavour::mmu_update(requests)
@@ -297,7 +300,8 @@ pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
 }
 
 /// `update_va_mapping`: sets the level-1 entry that maps `va` in the current tables to `entry`
-/// and flushes that translation. The `hvm` flavour walks and writes the tables itself.
+/// and flushes that translation. The `hvm` flavour walks and writes the tables itself, and so
+/// does `pv` under shadow paging.
 #[inline(always)]
 pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
     flavour::update_va_mapping(va, entry)

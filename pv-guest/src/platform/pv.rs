@@ -64,6 +64,8 @@ static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
 static PTE_BASE: AtomicU64 = AtomicU64::new(0);
 /// Whether xen-lite shadows this kernel's tables (`START_FLAG_SHADOW_PAGING`).
 static SHADOW_PAGING: AtomicBool = AtomicBool::new(false);
+/// The root last loaded ([`load_root`]), which [`update_va_mapping`] walks under shadow paging.
+static CURRENT_ROOT: AtomicU64 = AtomicU64::new(0);
 
 const KERNEL_STACK_SIZE: usize = 64 * 1024;
 /// A stack only the CPU (and xen-lite's bounces) touch; `UnsafeCell` keeps it in writable
@@ -86,6 +88,7 @@ pub fn init(info: &StartInfo) {
     SHARED_INFO.store(info.shared_info, Ordering::Relaxed);
     PTE_BASE.store(info.pte_base, Ordering::Relaxed);
     SHADOW_PAGING.store(info.flags & START_FLAG_SHADOW_PAGING != 0, Ordering::Relaxed);
+    CURRENT_ROOT.store(info.pte_base + (info.pt_base - gfn_to_va(0)), Ordering::Relaxed);
 }
 
 /// Calls hypercall `number` with up to five arguments; returns `rax` (negative errno on error).
@@ -349,11 +352,21 @@ pub fn unpin_table(table: u64) -> Result<(), Errno> {
 
 /// `mmuext_op(new_baseptr)` of the root's frame (its gfn, under shadow paging).
 pub fn load_root(root: u64) -> Result<(), Errno> {
-    mmuext_op(&[MmuextOp { cmd: MMUEXT_NEW_BASEPTR, arg: root >> 12 }]).1
+    mmuext_op(&[MmuextOp { cmd: MMUEXT_NEW_BASEPTR, arg: root >> 12 }]).1?;
+    CURRENT_ROOT.store(root, Ordering::Relaxed);
+    Ok(())
 }
 
-/// The `mmu_update` hypercall.
+/// The `mmu_update` hypercall; under shadow paging, where xen-lite refuses it, the kernel
+/// writes the records itself and flushes, as `hvm` does.
 pub fn mmu_update(requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
+    if shadowed() {
+        for request in requests {
+            write_entry(request.ptr, request.val);
+        }
+        let flushed = mmuext_op(&[MmuextOp { cmd: MMUEXT_TLB_FLUSH_LOCAL, arg: 0 }]).1;
+        return (requests.len() as u64, flushed);
+    }
     mmu_update_at(requests.as_ptr() as u64, requests.len())
 }
 
@@ -377,8 +390,14 @@ pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
     (done, result.map(drop))
 }
 
-/// The `update_va_mapping` hypercall, with `invlpg`.
+/// The `update_va_mapping` hypercall, with `invlpg`; under shadow paging, where xen-lite
+/// refuses it, the kernel walks its current tables, writes the entry and invalidates it.
 pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
+    if shadowed() {
+        let tables = DirectMap::new(PTE_BASE.load(Ordering::Relaxed));
+        write_entry(tables.leaf_slot(CURRENT_ROOT.load(Ordering::Relaxed), va)?, entry);
+        return invalidate_page(va);
+    }
     call(Hypercall::UpdateVaMapping, [va, entry, UVMF_INVLPG, 0, 0]).map(drop)
 }
 

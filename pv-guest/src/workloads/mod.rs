@@ -44,6 +44,7 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::BeyondMemory => hostile::beyond_memory(info),
         Workload::ShadowTlb => tlb::shadow_tlb(info),
         Workload::ShadowSweep => tlb::shadow_sweep(info),
+        Workload::ShadowReservedSlot => tlb::shadow_reserved_slot(info),
         Workload::TripleFault => hostile::triple_fault(),
         Workload::DomainSwitch(domains) => demo::domain_switch(info, domains),
         Workload::EventCost => demo::event_cost(),

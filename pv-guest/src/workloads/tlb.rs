@@ -10,9 +10,18 @@
 //! `shadow-sweep` maps [`SWEEP_PAGES`] pages 1 GiB apart (each needs a level-2 and a level-1
 //! table of its own) and reads them all back three times: more tables than a small shadow pool
 //! (`shadow_pool=16`) holds, so xen-lite must recycle, and every value must still be right.
+//!
+//! `shadow-reserved-slot` attacks the one thing of xen-lite's in a `pv` guest's address space
+//! under shadow paging, the level-4 slots reserved for it (where the switcher lives): the
+//! kernel copies the entry that maps [`VA`] into slot [`RESERVED_SLOT`] of its own L4, so its
+//! tables map the same page at [`reserved_va`] too, and `invlpg`s xen-lite's IDT on the way.
+//! xen-lite never follows a guest entry in its slots: the read is the guest's own page fault,
+//! and the kernel reports an unexpected exception and stops. (Under direct paging the entry is
+//! refused; under VMX or SVM, or natively, the guest owns every slot and the read succeeds.)
 
 use hypercall_abi::hypercall::Errno;
 use hypercall_abi::page_table::{address, ACCESSED, DIRTY};
+use hypercall_abi::page_table::Tables;
 use hypercall_abi::StartInfo;
 
 use crate::address_space::AddressSpace;
@@ -69,6 +78,43 @@ pub fn shadow_tlb(info: &StartInfo) -> Result<(), Errno> {
     } else {
         Err(Errno::EINVAL)
     }
+}
+
+/// The level-4 slot `shadow-reserved-slot` writes: the first of xen-lite's.
+pub const RESERVED_SLOT: u64 = 256;
+
+/// Where [`VA`]'s page appears once the guest's L4 has the same entry in [`RESERVED_SLOT`].
+pub const fn reserved_va() -> u64 {
+    0xffff_0000_0000_0000 | RESERVED_SLOT << 39 | VA
+}
+
+/// Maps a marked page at [`VA`], gives its L4 entry a copy in xen-lite's slot 256, and reads
+/// the page through both; the second read never returns under a hypervisor that keeps the
+/// slot.
+pub fn shadow_reserved_slot(info: &StartInfo) -> Result<(), Errno> {
+    let mut space = AddressSpace::new(info)?;
+    let page = space.map_new(VA, true)?;
+    // SAFETY: a frame just mapped for this space, writable in the direct map.
+    unsafe { (hypercall_abi::layout::gfn_to_va(page) as *mut u64).write_volatile(MARK_A) };
+    let tables = crate::page_tables::DirectMap::new(info.pte_base);
+    let l4 = tables.machine(space.l4());
+    let low = tables.read(l4, 0).ok_or(Errno::EINVAL)?;
+    space.activate()?;
+    platform::set_pte_keeping_tlb(l4 + RESERVED_SLOT * 8, low)?;
+    platform::invalidate_page(reserved_va())?;
+    platform::invalidate_page(platform::idt_base())?;
+    println!("shadow-reserved-slot: invlpg of xen-lite's IDT at {:#x}: still running", platform::idt_base());
+    // SAFETY: mapped in the space just loaded.
+    let value = unsafe { (VA as *const u64).read_volatile() };
+    println!("shadow-reserved-slot: read {value:#x} at {VA:#x}; now at {:#x}, through the guest's own entry in L4 slot {RESERVED_SLOT}", reserved_va());
+    // SAFETY: deliberately reads through an entry in a slot a hypervisor reserves; where it
+    // keeps the slot this faults and never returns.
+    let again = unsafe { (reserved_va() as *const u64).read_volatile() };
+    println!("shadow-reserved-slot: read {again:#x} there: the guest's entry was followed");
+    let kernel_l4 = info.pte_base + (info.pt_base - hypercall_abi::layout::gfn_to_va(0));
+    platform::load_root(kernel_l4)?;
+    space.destroy();
+    Ok(())
 }
 
 /// Pages `shadow-sweep` maps, 1 GiB apart.

@@ -6,7 +6,6 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::hypercall::{Errno, MmuUpdate, MmuextOp};
-use hypercall_abi::page_table;
 
 use crate::page_tables::DirectMap;
 use crate::platform::PteWrite;
@@ -107,14 +106,9 @@ pub fn mmuext_op(ops: &[MmuextOp]) -> (u64, Result<(), Errno>) {
 
 /// Walks the current tables to the level-1 entry that maps `va`, rewrites it, `invlpg`.
 pub fn update_va_mapping(va: u64, entry: u64) -> Result<(), Errno> {
-    let tables = DirectMap::new(PTE_BASE.load(Ordering::Relaxed));
     // SAFETY: reading CR3 has no side effect.
     let root = unsafe { x86::controlregs::cr3() };
-    let l2 = page_table::walk(&tables, root, va, 2).map_err(|_| Errno::EINVAL)?;
-    if l2.level != 2 {
-        return Err(Errno::EINVAL); // a huge page: there is no level-1 entry
-    }
-    write_entry(page_table::address(l2.entry) + page_table::index(va, 1) as u64 * 8, entry);
+    write_entry(DirectMap::new(PTE_BASE.load(Ordering::Relaxed)).leaf_slot(root, va)?, entry);
     // SAFETY: `invlpg` only drops a cached translation.
     unsafe { x86::tlb::flush(va as usize) };
     Ok(())
