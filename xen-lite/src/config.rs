@@ -215,7 +215,9 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                     let paging = match name {
                         "direct" => Paging::Direct,
                         "shadow" => Paging::Shadow,
-                        _ => return Err(bad("direct or shadow, or a comma-separated list of them")),
+                        _ => {
+                            return Err(bad("direct or shadow, or a comma-separated list of them"))
+                        }
                     };
                     *list.get_mut(count).ok_or(bad("at most one word per domain"))? = paging;
                     count += 1;

@@ -700,7 +700,8 @@ fn shadow() -> Vec<BootTest> {
     for (mode, off, off_dom0, emulator) in runs {
         let name = |what: &str| leak(format!("{mode}-shadow-{what}"));
         let line = |domains: &str| Bundle::Cmdline(leak(format!("mode={mode} {off} {domains}")));
-        let pair = |domains: &str| Bundle::Cmdline(leak(format!("mode={mode} {off_dom0} {domains}")));
+        let pair =
+            |domains: &str| Bundle::Cmdline(leak(format!("mode={mode} {off_dom0} {domains}")));
         let usertests_expect: &'static [&'static str] = Box::leak(Box::new([
             leak(format!("[xen] {mode}: dom0: shadow paging, 64 tables in its pool; its CR3 0x")),
             "[dom0] usertests: ok a spinning process is preempted",

@@ -20,8 +20,8 @@
 //! refused; under VMX or SVM, or natively, the guest owns every slot and the read succeeds.)
 
 use hypercall_abi::hypercall::Errno;
-use hypercall_abi::page_table::{address, ACCESSED, DIRTY};
 use hypercall_abi::page_table::Tables;
+use hypercall_abi::page_table::{address, ACCESSED, DIRTY};
 use hypercall_abi::StartInfo;
 
 use crate::address_space::AddressSpace;
@@ -103,7 +103,10 @@ pub fn shadow_reserved_slot(info: &StartInfo) -> Result<(), Errno> {
     platform::set_pte_keeping_tlb(l4 + RESERVED_SLOT * 8, low)?;
     platform::invalidate_page(reserved_va())?;
     platform::invalidate_page(platform::idt_base())?;
-    println!("shadow-reserved-slot: invlpg of xen-lite's IDT at {:#x}: still running", platform::idt_base());
+    println!(
+        "shadow-reserved-slot: invlpg of xen-lite's IDT at {:#x}: still running",
+        platform::idt_base()
+    );
     // SAFETY: mapped in the space just loaded.
     let value = unsafe { (VA as *const u64).read_volatile() };
     println!("shadow-reserved-slot: read {value:#x} at {VA:#x}; now at {:#x}, through the guest's own entry in L4 slot {RESERVED_SLOT}", reserved_va());

@@ -189,7 +189,11 @@ pub fn check_shadow(
             return Ok(false);
         }
         let target = address(entry);
-        let fine = if level > 1 { is_shadow_table(target) } else { domain_frames.contains(&(target >> 12)) };
+        let fine = if level > 1 {
+            is_shadow_table(target)
+        } else {
+            domain_frames.contains(&(target >> 12))
+        };
         if !fine {
             return Err(Violation::ForeignFrame { table: frame, slot, target: target >> 12 });
         }
@@ -366,8 +370,8 @@ mod tests {
         assert_eq!(check(&shadows()), Ok(()));
         let cases: [fn(&mut Shadows); 3] = [
             |m| m.0.get_mut(&0x4000).unwrap()[1] = (5u64 << 12) | RW, // a leaf outside the domain
-            |m| m.0.get_mut(&0x3000).unwrap()[3] = entry(4, RW),      // an upper entry at a guest frame
-            |m| m.0.get_mut(&0x1000).unwrap()[257] = 0x2000 | RW,     // a reserved slot
+            |m| m.0.get_mut(&0x3000).unwrap()[3] = entry(4, RW), // an upper entry at a guest frame
+            |m| m.0.get_mut(&0x1000).unwrap()[257] = 0x2000 | RW, // a reserved slot
         ];
         for (i, corrupt) in cases.into_iter().enumerate() {
             let mut memory = shadows();

@@ -120,7 +120,8 @@ fn build(
     let memory = unsafe { domain_builder::domain_memory(base, pages) };
     // Under shadow paging the guest's tables are guest-physical and its own to write; the
     // switcher's entry goes into the shadow roots instead (`super::shadow::host_slots`).
-    let switcher_entry = (switcher_slot.0..switcher_slot.0 + 1, core::slice::from_ref(&switcher_slot.1));
+    let switcher_entry =
+        (switcher_slot.0..switcher_slot.0 + 1, core::slice::from_ref(&switcher_slot.1));
     let spec = DomainSpec {
         domain_id: id,
         mode: Mode::Pv,
@@ -171,9 +172,13 @@ fn build(
     assert!(held.is_ok(), "a new domain's frames are all untyped");
     // Direct paging from the first instruction: the start-of-day L4 is validated and pinned,
     // and holds one more type reference for being the base pointer.
-    let typed = if shadowed { Ok(()) } else { table
-        .pin(built.l4_gfn, PageType::L4)
-        .and_then(|()| table.get_type(built.l4_gfn, PageType::L4)) };
+    let typed = if shadowed {
+        Ok(())
+    } else {
+        table
+            .pin(built.l4_gfn, PageType::L4)
+            .and_then(|()| table.get_type(built.l4_gfn, PageType::L4))
+    };
     if let Err(error) = typed {
         log::error!(
             "pv: dom{id}'s start-of-day page tables break the direct-paging rules: {error:?}"

@@ -12,8 +12,8 @@ use hypercall_abi::page_table::ENTRIES;
 
 use super::page_types::{FrameTable, PageInfo, PageType, TableMemory};
 use crate::domain::Domain;
-use crate::shadow::DomainShadow;
 use crate::memory_map::HYPERVISOR_L4_SLOTS;
+use crate::shadow::DomainShadow;
 
 /// What an event port is connected to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -328,8 +328,8 @@ impl DomainShadow {
             log::error!("{mode}: cannot shadow dom{id}'s page tables: {why}");
             exit_emulator(STATUS_BAD_GUEST)
         });
-        let tables = Shadow::new(pool, Pool::recycle, guest_cr3, host)
-            .expect("a pool holds a root");
+        let tables =
+            Shadow::new(pool, Pool::recycle, guest_cr3, host).expect("a pool holds a root");
         log::info!(
             "{mode}: dom{id}: shadow paging, {} tables in its pool; its CR3 {guest_cr3:#x} (guest-physical) runs on shadow root {:#x}",
             config.shadow_pool,
@@ -356,7 +356,9 @@ impl DomainShadow {
                 "dom{id}: shadow paging: its pool ran out; every shadow table was dropped and refills on demand (Stats::shadow_recycled counts each time)"
             );
         }
-        log::trace!("dom{id}: shadow: page fault at {va:#x}, error code {error_code:#x}: {fault:?}");
+        log::trace!(
+            "dom{id}: shadow: page fault at {va:#x}, error code {error_code:#x}: {fault:?}"
+        );
         self.record(stats);
         fault
     }
