@@ -9,6 +9,12 @@
 use hypercall_abi::layout::{gfn_to_va, PAGE_SIZE};
 use hypercall_abi::page_table::{address, Tables};
 
+/// The machine address of the start-of-day level-4 table `info` describes (the kernel's own,
+/// loaded while no process runs).
+pub fn start_of_day_root(info: &hypercall_abi::StartInfo) -> u64 {
+    info.pte_base + (info.pt_base - gfn_to_va(0))
+}
+
 /// The domain's memory as its page tables name it.
 #[derive(Clone, Copy, Debug)]
 pub struct DirectMap {

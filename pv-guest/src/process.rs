@@ -116,7 +116,7 @@ pub fn active() -> bool {
 
 /// The kernel's own level-4 table (machine address): loaded while no process runs.
 fn kernel_l4() -> u64 {
-    info().pte_base + (info().pt_base - gfn_to_va(0))
+    crate::page_tables::start_of_day_root(info())
 }
 
 /// A frame that starts a program at `entry` in ring 3.

@@ -87,7 +87,7 @@ pub fn init(info: &StartInfo) {
     SHARED_INFO.store(info.shared_info, Ordering::Relaxed);
     PTE_BASE.store(info.pte_base, Ordering::Relaxed);
     SHADOW_PAGING.store(info.flags & START_FLAG_SHADOW_PAGING != 0, Ordering::Relaxed);
-    CURRENT_ROOT.store(info.pte_base + (info.pt_base - gfn_to_va(0)), Ordering::Relaxed);
+    CURRENT_ROOT.store(crate::page_tables::start_of_day_root(info), Ordering::Relaxed);
 }
 
 /// Calls hypercall `number` with up to five arguments; returns `rax` (negative errno on error).
@@ -277,6 +277,13 @@ fn write_entry(slot: u64, entry: u64) {
     unsafe { DirectMap::new(PTE_BASE.load(Ordering::Relaxed)).write(slot, entry) };
 }
 
+/// Writes each `(slot, entry)` itself, then has xen-lite drop the shadow's translations
+/// (shadow paging: what a batch of validated updates does under direct paging).
+fn write_all_then_flush(writes: impl Iterator<Item = (u64, u64)>) -> Result<(), Errno> {
+    writes.for_each(|(slot, entry)| write_entry(slot, entry));
+    mmuext_op(&[MmuextOp { cmd: MMUEXT_TLB_FLUSH_LOCAL, arg: 0 }]).1
+}
+
 /// Remaps `gfn` read-only in the direct map (`update_va_mapping`); nothing under shadow paging.
 pub fn make_page_table(gfn: u64) -> Result<(), Errno> {
     if shadowed() {
@@ -307,10 +314,7 @@ const _: () = assert!(
 #[inline(never)]
 pub fn set_ptes(writes: &[PteWrite]) -> Result<(), Errno> {
     if shadowed() {
-        for write in writes {
-            write_entry(write.slot, write.entry);
-        }
-        return mmuext_op(&[MmuextOp { cmd: MMUEXT_TLB_FLUSH_LOCAL, arg: 0 }]).1;
+        return write_all_then_flush(writes.iter().map(|w| (w.slot, w.entry)));
     }
     mmu_update_at(writes.as_ptr() as u64, writes.len()).1
 }
@@ -360,10 +364,7 @@ pub fn load_root(root: u64) -> Result<(), Errno> {
 /// writes the records itself and flushes, as `hvm` does.
 pub fn mmu_update(requests: &[MmuUpdate]) -> (u64, Result<(), Errno>) {
     if shadowed() {
-        for request in requests {
-            write_entry(request.ptr, request.val);
-        }
-        let flushed = mmuext_op(&[MmuextOp { cmd: MMUEXT_TLB_FLUSH_LOCAL, arg: 0 }]).1;
+        let flushed = write_all_then_flush(requests.iter().map(|r| (r.ptr, r.val)));
         return (requests.len() as u64, flushed);
     }
     mmu_update_at(requests.as_ptr() as u64, requests.len())

@@ -45,7 +45,7 @@ pub fn shadow_tlb(info: &StartInfo) -> Result<(), Errno> {
         (hypercall_abi::layout::gfn_to_va(b) as *mut u64).write_volatile(MARK_B);
     }
     let tables = crate::page_tables::DirectMap::new(info.pte_base);
-    let kernel_l4 = info.pte_base + (info.pt_base - hypercall_abi::layout::gfn_to_va(0));
+    let kernel_l4 = crate::page_tables::start_of_day_root(info);
     space.activate()?;
     // SAFETY: `VA` is mapped to frame A in the space just loaded; the kernel may touch user
     // pages of the current space.
@@ -114,7 +114,7 @@ pub fn shadow_reserved_slot(info: &StartInfo) -> Result<(), Errno> {
     // keeps the slot this faults and never returns.
     let again = unsafe { (reserved_va() as *const u64).read_volatile() };
     println!("shadow-reserved-slot: read {again:#x} there: the guest's entry was followed");
-    let kernel_l4 = info.pte_base + (info.pt_base - hypercall_abi::layout::gfn_to_va(0));
+    let kernel_l4 = crate::page_tables::start_of_day_root(info);
     platform::load_root(kernel_l4)?;
     space.destroy();
     Ok(())
@@ -126,7 +126,7 @@ pub const SWEEP_PAGES: u64 = 12;
 /// Maps [`SWEEP_PAGES`] pages 1 GiB apart with a marker each, and reads them back three times.
 pub fn shadow_sweep(info: &StartInfo) -> Result<(), Errno> {
     let mut space = AddressSpace::new(info)?;
-    let kernel_l4 = info.pte_base + (info.pt_base - hypercall_abi::layout::gfn_to_va(0));
+    let kernel_l4 = crate::page_tables::start_of_day_root(info);
     let va = |n: u64| (n + 1) << 30;
     for n in 0..SWEEP_PAGES {
         let gfn = space.map_new(va(n), true)?;

@@ -130,6 +130,23 @@ pub struct Reserved {
     pub switcher: (usize, u64),
 }
 
+impl Reserved {
+    /// Checks level-4 entry `slot` of the table in frame `table`, if the slot is reserved:
+    /// `Ok(true)` if it is (and holds the switcher's entry or nothing), `Ok(false)` if it is the
+    /// guest's.
+    fn check(&self, table: u64, slot: usize, entry: u64) -> Result<bool, Violation> {
+        if !self.slots.contains(&slot) {
+            return Ok(false);
+        }
+        let allowed = if slot == self.switcher.0 { self.switcher.1 } else { 0 };
+        // The CPU sets the accessed bit of the entries it walks.
+        if entry & !ACCESSED != allowed && entry != 0 {
+            return Err(Violation::ReservedSlot { table, slot, entry });
+        }
+        Ok(true)
+    }
+}
+
 /// Audits one live domain (`crate::domain::audit`): for a `pv` domain its shared-info frame,
 /// and with `walk` every table it can run on (its shadow, under `paging=shadow`). An hvm
 /// domain has nothing here to check.
@@ -178,11 +195,7 @@ pub fn check_shadow(
     // Whether to descend into the entry, or the violation it is.
     let check = |table: u64, slot: usize, level: u8, entry: u64| {
         let frame = table >> 12;
-        if level == 4 && reserved.slots.contains(&slot) {
-            let allowed = if slot == reserved.switcher.0 { reserved.switcher.1 } else { 0 };
-            if entry & !ACCESSED != allowed && entry != 0 {
-                return Err(Violation::ReservedSlot { table: frame, slot, entry });
-            }
+        if level == 4 && reserved.check(frame, slot, entry)? {
             return Ok(false);
         }
         if entry & PRESENT == 0 {
@@ -234,12 +247,7 @@ pub fn check_tables(
         let table = base + index as u64;
         for slot in 0..ENTRIES {
             let entry = memory.entry(index as u64, slot);
-            if level == 4 && reserved.slots.contains(&slot) {
-                let allowed = if slot == reserved.switcher.0 { reserved.switcher.1 } else { 0 };
-                // The CPU sets the accessed bit of the entries it walks.
-                if entry & !ACCESSED != allowed && entry != 0 {
-                    return Err(Violation::ReservedSlot { table, slot, entry });
-                }
+            if level == 4 && reserved.check(table, slot, entry)? {
                 continue;
             }
             if entry & PRESENT == 0 {
