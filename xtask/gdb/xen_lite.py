@@ -6,6 +6,10 @@
                         an interrupt or bounce frame, slot by slot (default: at $rsp)
     xl-hypercall        the hypercall being handled, by name with its arguments
     xl-walk VA [CR3]    the page-table walk for VA (default: the current CR3)
+    xl-shadow-walk VA [DOM]
+                        pv with paging=shadow: VA's walk through the guest's own tables
+                        (guest-physical, read through the domain's pmap) beside its walk
+                        through the shadow the MMU runs on, and what the next access does
 
 svm mode (the hvm guest under AMD-V with nested paging):
 
@@ -24,6 +28,7 @@ the wrong bytes there (and a software breakpoint would be written into the wrong
 `hbreak`). The svm commands walk both sets of tables themselves.
 """
 
+import contextlib
 import os
 import re
 
@@ -46,7 +51,17 @@ def symbol_address(name):
     symbol = gdb.lookup_static_symbol(name) or gdb.lookup_global_symbol(name)
     if symbol is None:
         raise gdb.GdbError("no symbol %s: is xen-lite's symbol file loaded?" % name)
-    return u64(symbol.value().address)
+    try:
+        return u64(symbol.value().address)
+    except gdb.MemoryError:
+        # A Rust value whose layout depends on its contents (an enum inside) is read to be
+        # described; outside xen-lite it cannot be. C's `&` only computes the address.
+        language = gdb.parameter("language")
+        gdb.execute("set language c")
+        try:
+            return u64(gdb.parse_and_eval("(unsigned long)&'%s'" % symbol.linkage_name))
+        finally:
+            gdb.execute("set language %s" % language)
 
 
 def read_u64(address):
@@ -148,6 +163,41 @@ def read_hypervisor_u64(name):
     physical = translate(hypervisor_cr3(), address)
     with Physical():
         return read_u64(physical)
+
+
+@contextlib.contextmanager
+def hypervisor_object(address, value_type):
+    """`with hypervisor_object(address, type) as value:` xen-lite's object at `address`, to be
+    read inside the `with`. Outside xen-lite it is read physically, which needs its pages to be
+    physically contiguous (as xen-lite's image is loaded); that is checked."""
+    pointer = value_type.pointer()
+    if in_xen_lite() or register("cr3") & ADDRESS == hypervisor_cr3() & ADDRESS:
+        yield gdb.Value(address).cast(pointer).dereference()
+        return
+    physical = translate(hypervisor_cr3(), address)
+    for page in range((address & ~0xFFF) + 0x1000, address + value_type.sizeof, 0x1000):
+        if translate(hypervisor_cr3(), page) != physical + (page - address):
+            raise gdb.GdbError("xen-lite's %#x is not physically contiguous: stop inside xen-lite "
+                               "(break xen_lite::pv::shadow::page_fault) and try again" % address)
+    with Physical():
+        yield gdb.Value(physical).cast(pointer).dereference()
+
+
+def offset_of(value_type, path):
+    """(byte offset, type) of the field at `path` (names, outermost first) in `value_type`."""
+    offset = 0
+    for name in path:
+        field = next(f for f in value_type.strip_typedefs().fields() if f.name == name)
+        offset, value_type = offset + field.bitpos // 8, field.type
+    return offset, value_type
+
+
+def some(option):
+    """The value inside a Rust `Option` read from memory (gdb resolves its variant from the
+    bytes), or None for `None`."""
+    if "Some" not in [field.name for field in option.type.fields()]:
+        return None
+    return option["Some"]["__0"]
 
 
 def hypercall_names():
@@ -264,6 +314,108 @@ class Walk(gdb.Command):
         print_walk(walk(cr3, va))
         physical = translate(cr3, va)
         print("  -> %s" % ("physical %#x" % physical if physical is not None else "not mapped"))
+
+
+def shadow_of(argument=None):
+    """(id, guest's CR3, shadow root, pmap base, pmap pages) of pv domain `argument` (default:
+    the running one) under paging=shadow, from xen-lite's domain table."""
+    current = read_hypervisor_u64("xen_lite::domain::CURRENT_DOMAIN")
+    index = int(gdb.parse_and_eval(argument)) if argument else current
+    if index == MASK64:
+        raise gdb.GdbError("no domain runs (xen-lite is idle): name one, as in xl-shadow-walk VA 0")
+    mutex = gdb.lookup_type("spin::mutex::Mutex<xen_lite::domain::Domains, spin::relax::Spin>")
+    table, table_type = offset_of(mutex, ["inner", "data", "value", "domains"])
+    low, high = table_type.range()
+    if not low <= index <= high:
+        raise gdb.GdbError("there is no dom%d (xen-lite has %d slots)" % (index, high + 1))
+    slot_type = table_type.target()
+    address = symbol_address("xen_lite::domain::DOMAINS") + table + index * slot_type.sizeof
+    # Only that domain's slot is read: the whole table is tens of kilobytes.
+    with hypervisor_object(address, slot_type) as slot:
+        domain = some(slot)
+        if domain is None:
+            raise gdb.GdbError("there is no dom%d" % index)
+        pv = some(domain["pv"])
+        shadow = some(pv["shadow"]) if pv is not None else None
+        if shadow is None:
+            raise gdb.GdbError("dom%d is not shadowed: boot with -- paging=shadow (pv mode)" % index)
+        tables, pmap = shadow["tables"], shadow["pmap"]
+        return (index, u64(tables["guest_cr3"]), u64(tables["root"]), u64(pmap["base"]),
+                u64(pmap["pages"]))
+
+
+def describe(walked):
+    """One column's lines for a walk: each level's entry, with its flags."""
+    lines = []
+    for level, index, _, entry in walked:
+        flags = [name for bit, name in ((0, "P"), (1, "W"), (2, "U"), (5, "A"), (6, "D"), (7, "PS"), (63, "NX"))
+                 if entry >> bit & 1]
+        lines.append("L%d[%3d] %#018x %s" % (level, index, entry, " ".join(flags) or "not present"))
+    return lines
+
+
+def shadow_walk(va, argument=None):
+    """VA's walk in pv domain `argument` (default: the running one) under paging=shadow, both
+    ways: a dict of the domain, both CR3s, both walks, their ends, and `verdict`, one of
+    "true" (the guest's tables refuse it), "beyond" (they name memory past the domain's end),
+    "hidden" (the shadow lacks it), "agrees" and "stale" (the shadow still holds an entry the
+    guest has changed and not invalidated)."""
+    index, guest_cr3, root, base, pages = shadow_of(argument)
+    machine_of = lambda gpa: base + gpa if gpa < pages * 4096 else None
+    with Physical():
+        guest = list(steps(guest_cr3, va, machine_of))
+        shadow = list(steps(root, va))
+    gpa, machine = end_of(guest, va), end_of(shadow, va)
+    expected = machine_of(gpa) if gpa is not None else None
+    if machine is not None and machine != expected:
+        verdict = "stale"
+    elif gpa is None:
+        verdict = "true"
+    elif expected is None:
+        verdict = "beyond"
+    else:
+        verdict = "agrees" if machine is not None else "hidden"
+    return {"domain": index, "guest_cr3": guest_cr3, "root": root, "base": base, "guest": guest,
+            "shadow": shadow, "gpa": gpa, "machine": machine, "expected": expected, "verdict": verdict}
+
+
+VERDICTS = {
+    "true": "the guest's tables do not map it: a true fault, delivered to the guest",
+    "beyond": "the guest's entry names memory beyond the domain: the next access kills it",
+    "hidden": "the shadow lacks it: the next access is a hidden fault, filled from the guest's entry",
+    "agrees": "the shadow agrees: guest-physical %(gpa)#x is machine %(machine)#x (pmap base %(base)#x)",
+    "stale": "the shadow is stale: it maps machine %(machine)#x where the guest's tables now say "
+             "%(expected)s, until the guest invalidates (a TLB behaves so too)",
+}
+
+
+class ShadowWalk(gdb.Command):
+    """xl-shadow-walk VA [DOM]: under paging=shadow, VA's walk through the guest's own tables
+    (guest-physical addresses, which xen-lite reads through the pmap) beside its walk through
+    the shadow (machine addresses: the tables CR3 really holds), and what the next access does."""
+
+    def __init__(self):
+        super().__init__("xl-shadow-walk", gdb.COMMAND_USER)
+
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        if not words:
+            raise gdb.GdbError("usage: xl-shadow-walk VA [DOM]")
+        va = u64(gdb.parse_and_eval(words[0]))
+        w = shadow_walk(va, words[1] if len(words) > 1 else None)
+        print("walk of %#x in dom%d: the guest's tables (guest-physical) | the shadow (machine)" % (va, w["domain"]))
+        column = "  %-40s | %s"
+        print(column % ("CR3 the guest loaded %#x" % w["guest_cr3"], "CR3 the CPU holds %#x" % w["root"]))
+        left, right = describe(w["guest"]), describe(w["shadow"])
+        for row in range(max(len(left), len(right))):
+            print(column % (left[row] if row < len(left) else "", right[row] if row < len(right) else ""))
+        print(column % (
+            "-> guest-physical %#x" % w["gpa"] if w["gpa"] is not None else "-> not mapped",
+            "-> machine %#x" % w["machine"] if w["machine"] is not None else "-> not mapped"))
+        shown = dict(w, expected="%#x" % w["expected"] if w["expected"] is not None else "nothing")
+        print("  " + VERDICTS[w["verdict"]] % shown)
+        if w["verdict"] == "agrees" and w["guest"][-1][3] & 2 and not w["shadow"][-1][3] & 2:
+            print("  (read-only in the shadow until the first write, whose hidden fault sets D in the guest's entry)")
 
 
 # svm mode.
@@ -427,5 +579,5 @@ class GuestCode(gdb.Command):
             print(gdb.execute("x/%di %#x" % (count, machine), to_string=True).rstrip())
 
 
-for command in (Ring, Domain, Frame, Hypercall, Walk, Vmcb, Npt, NestedWalk, GuestCode):
+for command in (Ring, Domain, Frame, Hypercall, Walk, ShadowWalk, Vmcb, Npt, NestedWalk, GuestCode):
     command()

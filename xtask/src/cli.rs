@@ -21,7 +21,8 @@ usage:
                      [-- XEN_LITE_CMDLINE_WORDS...]
       QEMU halted at its first instruction, gdb attached with the symbols of xen-lite and the
       guest kernel and the xl-* commands. --walkthrough runs the checked walkthrough: of one
-      system call (pv), of one vmrun and #VMEXIT (--mode svm).
+      system call (pv), of the CR3 swap (pv, -- paging=shadow), of one vmrun and #VMEXIT
+      (--mode svm).
       --lab 0 boots lab 0's machine (this handout's seed, or --seed S).
   cargo xtask bench  [--quick] [--out DIR] [--timeout SECS] [--emulator kvm]
       The syscall-path comparison: pv and native in QEMU (-icount), pv, vmx and native in Bochs;

@@ -69,12 +69,13 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if !tests.is_empty() {
         boot(&tests, options, &mut tally)?;
     }
-    for (label, mode) in [
-        ("gdb-walkthrough/qemu", hypercall_abi::Mode::Pv),
-        ("gdb-walkthrough-svm/qemu", hypercall_abi::Mode::Svm),
+    for (label, mode, extra) in [
+        ("gdb-walkthrough/qemu", hypercall_abi::Mode::Pv, None),
+        ("gdb-walkthrough-shadow/qemu", hypercall_abi::Mode::Pv, Some("paging=shadow")),
+        ("gdb-walkthrough-svm/qemu", hypercall_abi::Mode::Svm, None),
     ] {
         if wanted(label) {
-            gdb_walkthrough(options, &mut tally, label, mode);
+            gdb_walkthrough(options, &mut tally, label, mode, extra);
         }
     }
     for manifest in crate::labs::manifests(&crate::process::root()).unwrap_or_default() {
@@ -261,13 +262,15 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
     }
 }
 
-/// A checked gdb walkthrough in QEMU: of one system call (`xtask/gdb/walkthrough.gdb`) in pv
-/// mode, of one world switch and exit (`xtask/gdb/walkthrough-svm.gdb`) in svm mode.
+/// A checked gdb walkthrough in QEMU (`crate::gdb::walkthrough`) of `mode` booted with `extra`
+/// on xen-lite's command line: one system call in pv, the CR3 swap under `paging=shadow`, one
+/// world switch and exit in svm.
 fn gdb_walkthrough(
     options: &TestOptions,
     tally: &mut Tally,
     label: &str,
     mode: hypercall_abi::Mode,
+    extra: Option<&str>,
 ) {
     let missing = setup::missing_packages();
     if let Some(package) = missing.iter().find(|p| p.name == "gdb" || p.name == "qemu-system-x86") {
@@ -286,7 +289,7 @@ fn gdb_walkthrough(
         batch: None,
         walkthrough: true,
         record: false,
-        extra: Vec::new(),
+        extra: extra.into_iter().map(String::from).collect(),
         symbols: Vec::new(),
         quiet: true,
     };
