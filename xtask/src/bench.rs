@@ -51,15 +51,17 @@ pub struct Setup {
     pub emulator: Emulator,
     /// How the guest runs.
     pub mode: Mode,
-    /// `svm` or `vmx` on shadow page tables (`npt=off`, `ept=off`) instead of nested ones.
+    /// On shadow page tables: `pv` with `paging=shadow` instead of direct paging, `svm` or
+    /// `vmx` with `npt=off` or `ept=off` instead of nested ones.
     pub shadow: bool,
 }
 
 impl Setup {
-    /// The mode as tables and files name it: `svm-shadow` for `svm` with `npt=off`, `vmx-shadow`
-    /// for `vmx` with `ept=off`.
+    /// The mode as tables and files name it: `pv-shadow` for `pv` with `paging=shadow`,
+    /// `svm-shadow` for `svm` with `npt=off`, `vmx-shadow` for `vmx` with `ept=off`.
     pub fn name(&self) -> &'static str {
         match (self.mode, self.shadow) {
+            (Mode::Pv, true) => "pv-shadow",
             (Mode::Svm, true) => "svm-shadow",
             (Mode::Vmx, true) => "vmx-shadow",
             (mode, _) => mode.name(),
@@ -69,6 +71,7 @@ impl Setup {
     /// The words of xen-lite's command line that choose the mode.
     pub fn mode_words(&self) -> String {
         let off = match (self.mode, self.shadow) {
+            (Mode::Pv, true) => " paging=shadow",
             (Mode::Svm, true) => " npt=off",
             (Mode::Vmx, true) => " ept=off",
             _ => "",
@@ -77,14 +80,17 @@ impl Setup {
     }
 }
 
-/// Every setup this machine can run: QEMU with icount runs pv, svm (on nested and on shadow page
-/// tables) and native (its TCG has no VMX), Bochs the same and vmx (svm in an AMD model).
-pub const MATRIX: [Setup; 10] = [
+/// Every setup this machine can run: QEMU with icount runs pv (on direct and on shadow paging),
+/// svm (on nested and on shadow page tables) and native (its TCG has no VMX), Bochs the same and
+/// vmx (svm in an AMD model).
+pub const MATRIX: [Setup; 12] = [
     Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: false },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: true },
     Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: true },
     Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: true },
     Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: true },
     Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: false },
@@ -114,6 +120,8 @@ pub struct Line {
     pub cr3: u64,
     /// Entries and exits xen-lite's timer caused meanwhile.
     pub timer: u64,
+    /// Page faults fixed in a shadow without the guest knowing (0 when absent: not shadowed).
+    pub hidden: u64,
     /// Non-timer VM exits by basic reason.
     pub reasons: Vec<(u16, u64)>,
 }
@@ -134,6 +142,7 @@ pub fn parse_line(line: &str) -> Option<Line> {
             "exits" => out.exits = number()?,
             "cr3" => out.cr3 = number()?,
             "timer" => out.timer = number()?,
+            "hidden" => out.hidden = number()?,
             "reasons" if value == "none" => {}
             "reasons" => {
                 for pair in value.split(',') {
@@ -182,6 +191,11 @@ impl Measurement {
     /// CR3 writes per operation.
     pub fn cr3(&self) -> f64 {
         self.per_op(self.line.cr3)
+    }
+
+    /// Hidden shadow faults per operation.
+    pub fn hidden(&self) -> f64 {
+        self.per_op(self.line.hidden)
     }
 
     /// Privilege-level and VMX transitions per operation: every entry into xen-lite is two
@@ -448,13 +462,21 @@ pub fn table(measurements: &[Measurement]) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<16} {:<20} {:>8} {:>14} {:>9} {:>9} {:>9} {:>11}",
-            "workload", "path", "ops", "instructions", "entries", "VM exits", "CR3", "transitions"
+            "  {:<16} {:<20} {:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>11}",
+            "workload",
+            "path",
+            "ops",
+            "instructions",
+            "entries",
+            "VM exits",
+            "CR3",
+            "hidden",
+            "transitions"
         );
         for m in rows {
             let _ = writeln!(
                 out,
-                "  {:<16} {:<20} {:>8} {:>14.1} {:>9.3} {:>9.3} {:>9.3} {:>11.2}",
+                "  {:<16} {:<20} {:>8} {:>14.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>11.2}",
                 m.line.workload,
                 m.label(),
                 m.line.ops,
@@ -462,6 +484,7 @@ pub fn table(measurements: &[Measurement]) -> String {
                 m.entries(),
                 m.exits(),
                 m.cr3(),
+                m.hidden(),
                 m.transitions()
             );
         }
@@ -491,8 +514,9 @@ pub fn table(measurements: &[Measurement]) -> String {
     out
 }
 
-/// The three ways to virtualise memory side by side, per emulator: pv's validated direct paging,
-/// svm and vmx on shadow page tables (`npt=off`, `ept=off`) and on nested ones, native for scale.
+/// The three ways to virtualise memory side by side, per emulator: pv on validated direct paging
+/// and on shadow paging (`paging=shadow`), svm and vmx on shadow page tables (`npt=off`,
+/// `ept=off`) and on nested ones, native for scale.
 fn paging_ratios(measurements: &[Measurement]) -> String {
     let mut out = String::new();
     let rows = [
@@ -504,6 +528,7 @@ fn paging_ratios(measurements: &[Measurement]) -> String {
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
         let setups = [
             ("direct (pv)", Setup { emulator, mode: Mode::Pv, shadow: false }),
+            ("shadow (pv)", Setup { emulator, mode: Mode::Pv, shadow: true }),
             ("shadow (svm npt=off)", Setup { emulator, mode: Mode::Svm, shadow: true }),
             ("NPT (svm)", Setup { emulator, mode: Mode::Svm, shadow: false }),
             ("shadow (vmx ept=off)", Setup { emulator, mode: Mode::Vmx, shadow: true }),
@@ -517,7 +542,12 @@ fn paging_ratios(measurements: &[Measurement]) -> String {
                     let m = measurements.iter().find(|m| {
                         m.setup == *setup && m.line.workload == workload && m.line.path == path
                     })?;
-                    Some(format!("{name} {:.0} ({:.2} entries)", m.instructions(), m.entries()))
+                    Some(format!(
+                        "{name} {:.0} ({:.2} entries, {:.2} hidden)",
+                        m.instructions(),
+                        m.entries(),
+                        m.hidden()
+                    ))
                 })
                 .collect();
             if costs.len() > 1 {
@@ -841,7 +871,7 @@ fn write_files(dir: &Path, measurements: &[Measurement]) -> Result<(), String> {
 }
 
 /// The keys of one result, in order (JSON and CSV share them).
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "emulator",
     "mode",
     "path",
@@ -851,10 +881,11 @@ const KEYS: [&str; 10] = [
     "hypervisor_entries_per_op",
     "vm_exits_per_op",
     "cr3_writes_per_op",
+    "hidden_faults_per_op",
     "transitions_per_op",
 ];
 
-fn values(m: &Measurement) -> [String; 10] {
+fn values(m: &Measurement) -> [String; 11] {
     [
         m.setup.emulator.name().to_string(),
         m.setup.name().to_string(),
@@ -865,6 +896,7 @@ fn values(m: &Measurement) -> [String; 10] {
         format!("{:.4}", m.entries()),
         format!("{:.4}", m.exits()),
         format!("{:.4}", m.cr3()),
+        format!("{:.4}", m.hidden()),
         format!("{:.3}", m.transitions()),
     ]
 }
@@ -985,6 +1017,12 @@ mod tests {
         assert_eq!(parsed.workload, "null-hypercall");
         assert_eq!((parsed.ops, parsed.instructions, parsed.exits), (1000, 465569, 1000));
         assert_eq!(parsed.reasons, vec![(18, 1000), (30, 2)]);
+        assert_eq!(parsed.hidden, 0, "no hidden= field: not shadowed");
+        let shadowed = parse_line(
+            "BENCH workload=first-touch path=page-fault ops=10 instructions=90000 entries=30 exits=0 cr3=60 timer=0 hidden=20 reasons=none",
+        )
+        .unwrap();
+        assert_eq!((shadowed.entries, shadowed.hidden), (30, 20));
         assert_eq!(parse_line("[dom0] bench: done"), None);
         assert_eq!(parse_line("BENCH workload=x path=y ops=0"), None, "no operations");
         assert_eq!(parse_line("BENCH workload=x path=y ops=5 bogus=1"), None);

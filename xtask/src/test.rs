@@ -196,19 +196,22 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
             check(&format!("{label}: {what}"), result);
         };
         match setup.mode {
+            // Under shadow paging a first touch inside the measurement (a page of the loop, of
+            // the stack) is a hidden fault: an entry with its two CR3 writes, apart from the
+            // syscalls'. Direct paging has none (`hidden` is 0).
             hypercall_abi::Mode::Pv => {
                 expect(
-                    "one xen-lite entry per bounced syscall",
+                    "one xen-lite entry per bounced syscall (besides hidden faults)",
                     "null-syscall",
                     "syscall",
-                    |m| m.line.entries,
+                    |m| m.line.entries.saturating_sub(m.line.hidden),
                     |ops| ops,
                 );
                 expect(
                     "no CR3 write per bounced syscall (the switcher's fast path)",
                     "null-syscall",
                     "syscall",
-                    |m| m.line.cr3,
+                    |m| m.line.cr3.saturating_sub(2 * m.line.hidden),
                     |_| 0,
                 );
                 expect(
@@ -241,9 +244,13 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
         }
     }
     use hypercall_abi::Mode;
-    let twice =
-        [(Emulator::Qemu, Mode::Pv), (Emulator::Bochs, Mode::Pv), (Emulator::Qemu, Mode::Svm)];
-    for setup in twice.map(|(emulator, mode)| Setup { emulator, mode, shadow: false }) {
+    let twice = [
+        (Emulator::Qemu, Mode::Pv, false),
+        (Emulator::Bochs, Mode::Pv, false),
+        (Emulator::Qemu, Mode::Pv, true),
+        (Emulator::Qemu, Mode::Svm, false),
+    ];
+    for setup in twice.map(|(emulator, mode, shadow)| Setup { emulator, mode, shadow }) {
         let name = format!(
             "{} mode in {}: a second run counts the same",
             setup.name(),

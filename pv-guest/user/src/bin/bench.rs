@@ -7,14 +7,15 @@
 //! per measurement, for the xtask to parse:
 //!
 //! ```text
-//! BENCH workload=null-syscall path=syscall ops=20000 instructions=... entries=... exits=... cr3=... timer=... reasons=18x2
+//! BENCH workload=null-syscall path=syscall ops=20000 instructions=... entries=... exits=... cr3=... timer=... hidden=... reasons=18x2
 //! ```
 //!
 //! `entries` counts entries into xen-lite not caused by its timer (hypercalls, exceptions,
 //! bounced syscalls, VM exits), `exits` the VM exits among them, `cr3` the CR3 writes xen-lite
 //! made for them, `timer` the entries and exits its timer caused meanwhile (reported apart,
-//! because they depend on how long the workload ran, not on what it did), `reasons` the
-//! non-timer VM exits by basic reason. Options (words on the domain's command line after
+//! because they depend on how long the workload ran, not on what it did), `hidden` the page
+//! faults xen-lite fixed in a shadow without the guest knowing (shadow paging: `paging=shadow`,
+//! `ept=off`, `npt=off`; 0 otherwise), `reasons` the non-timer VM exits by basic reason. Options (words on the domain's command line after
 //! `init`): `scale=quick` runs a twentieth of the operations; `writes=N` sets the operations of
 //! `console-write` (lab 7's workload; the xtask passes the handout seed's, `labs::params`).
 #![no_std]
@@ -49,6 +50,7 @@ struct Cost {
     exits: u64,
     cr3: u64,
     timer: u64,
+    hidden: u64,
     reasons: [u64; VM_EXIT_SLOTS],
 }
 
@@ -82,12 +84,16 @@ fn cost(before: &Reading, after: &Reading) -> Cost {
         exits,
         cr3,
         timer: timer_entries + timer_exits,
+        hidden: a.shadow_hidden_faults - b.shadow_hidden_faults,
         reasons,
     }
 }
 
-/// What reading the counters costs on its own (subtracted from every measurement).
+/// What reading the counters costs on its own (subtracted from every measurement). One reading
+/// first, thrown away: its first touches (the stack, the counters' buffer) would otherwise be
+/// counted as the cost of every reading (under shadow paging each is a hidden fault).
 fn overhead() -> Cost {
+    read();
     let before = read();
     let after = read();
     cost(&before, &after)
@@ -113,12 +119,13 @@ fn report(workload: &str, path: &str, ops: u64, base: &Cost, before: &Reading, a
         }
     }
     println!(
-        "BENCH workload={workload} path={path} ops={ops} instructions={} entries={} exits={} cr3={} timer={} reasons={}",
+        "BENCH workload={workload} path={path} ops={ops} instructions={} entries={} exits={} cr3={} timer={} hidden={} reasons={}",
         c.instructions.saturating_sub(base.instructions),
         c.entries.saturating_sub(base.entries),
         c.exits.saturating_sub(base.exits),
         c.cr3.saturating_sub(base.cr3),
         c.timer,
+        c.hidden.saturating_sub(base.hidden),
         if reasons.1 == 0 { "none" } else { reasons.as_str() },
     );
 }
