@@ -5,7 +5,11 @@
 //! checks that the MMU set the level-1 entry's A bit and not D; writes it and checks D. Then it
 //! points the entry at frame B **without** `invlpg` and reads again: the old translation (A's
 //! marker) must still be there, as a TLB keeps it; after `invlpg` the new one (B's marker).
-//! Each finding is one line; the last says whether all held.
+//! Each finding is one line; the last says whether all held. On a shadow (the counters say
+//! whether there is one) it also counts the hidden faults of each of the four accesses: one for
+//! the first read (the shadow starts empty after the CR3 load), one for the first write (the
+//! shadow maps a clean page read-only, so that the write's fault can set D), none for the stale
+//! read, one after the `invlpg`.
 //!
 //! `shadow-sweep` maps [`SWEEP_PAGES`] pages 1 GiB apart (each needs a level-2 and a level-1
 //! table of its own) and reads them all back three times: more tables than a small shadow pool
@@ -47,21 +51,31 @@ pub fn shadow_tlb(info: &StartInfo) -> Result<(), Errno> {
     let tables = crate::page_tables::DirectMap::new(info.pte_base);
     let kernel_l4 = crate::page_tables::start_of_day_root(info);
     space.activate()?;
-    // SAFETY: `VA` is mapped to frame A in the space just loaded; the kernel may touch user
-    // pages of the current space.
-    let read = || unsafe { (VA as *const u64).read_volatile() };
-    let value = read();
+    // SAFETY: a kernel static, mapped in every address space: this only warms the code of
+    // `touch` and the counters' path, so that the accesses below count only their own faults.
+    unsafe { touch(&WARM_UP as *const u64 as u64, None) };
+    // SAFETY: `VA` is mapped to frame A in the space just loaded, writable; the kernel may
+    // touch user pages of the current space.
+    let (value, first_read) = unsafe { touch(VA, None) };
     let entry = space.leaf(VA).map_or(0, |(_, e)| e);
     let accessed = value == MARK_A && entry & (ACCESSED | DIRTY) == ACCESSED;
-    // SAFETY: as above, and the page is writable.
-    unsafe { (VA as *mut u64).write_volatile(MARK_A) };
+    // SAFETY: as above.
+    let (_, first_write) = unsafe { touch(VA, Some(MARK_A)) };
     let dirty = space.leaf(VA).is_some_and(|(_, e)| e & DIRTY != 0);
     let retarget = (first & !address(first)) | tables.machine(b);
     platform::set_pte_keeping_tlb(slot, retarget)?;
-    let stale = read();
+    // SAFETY: as above; the entry now names frame B, also the domain's.
+    let (stale, stale_read) = unsafe { touch(VA, None) };
     platform::invalidate_page(VA)?;
-    let fresh = read();
+    // SAFETY: as above.
+    let (fresh, fresh_read) = unsafe { touch(VA, None) };
     platform::load_root(kernel_l4)?;
+    if let (Some(a), Some(b), Some(c), Some(d)) = (first_read, first_write, stale_read, fresh_read)
+    {
+        println!(
+            "shadow-tlb: hidden faults: first read {a}, first write {b}, stale read {c}, read after invlpg {d}"
+        );
+    }
     println!("shadow-tlb: first read {value:#x}: accessed set, dirty clear: {accessed}");
     println!("shadow-tlb: after a write, dirty set: {dirty}");
     println!(
@@ -78,6 +92,39 @@ pub fn shadow_tlb(info: &StartInfo) -> Result<(), Errno> {
     } else {
         Err(Errno::EINVAL)
     }
+}
+
+/// A word every address space maps (the kernel's), for warming [`touch`] up.
+static WARM_UP: u64 = 0;
+
+/// Hidden shadow faults so far, from xen-lite's counters: `None` where there is no shadow
+/// (natively, or under direct paging, where no shadow table is ever built).
+fn hidden_faults() -> Option<u64> {
+    let stats = platform::stats().ok()?;
+    (stats.shadow_tables_built > 0).then_some(stats.shadow_hidden_faults)
+}
+
+/// Reads the word at `va`, or writes `write` there, and counts the hidden faults that took:
+/// `(the word, hidden faults)`. Never inlined: one copy of its code, warmed once, serves
+/// every access.
+///
+/// # Safety
+///
+/// `va` is mapped in the current address space (writable, for a write).
+#[inline(never)]
+unsafe fn touch(va: u64, write: Option<u64>) -> (u64, Option<u64>) {
+    let before = hidden_faults();
+    let value = match write {
+        // SAFETY: the caller's promise.
+        Some(value) => unsafe {
+            (va as *mut u64).write_volatile(value);
+            value
+        },
+        // SAFETY: the caller's promise.
+        None => unsafe { (va as *const u64).read_volatile() },
+    };
+    let after = hidden_faults();
+    (value, before.zip(after).map(|(before, after)| after - before))
 }
 
 /// The level-4 slot `shadow-reserved-slot` writes: the first of xen-lite's.
