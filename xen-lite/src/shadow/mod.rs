@@ -64,7 +64,10 @@ pub struct Pmap {
 impl Pmap {
     /// The machine address of guest-physical `gpa`, if the domain has it.
     pub fn machine(&self, gpa: u64) -> Option<u64> {
+        // LAB 5.1 BEGIN: the machine address behind guest-physical `gpa`, or `None` if the domain has no such page
+        // Hint: the domain's pages are one contiguous run of machine memory from `self.base`; it has `self.pages` of them.
         (gpa < self.pages * 4096).then(|| self.base + gpa)
+        // LAB 5.1 END
     }
 }
 
@@ -243,6 +246,9 @@ impl<M: TableMemory> Shadow<M> {
             self.counters.true_faults += 1;
             return Fault::True { error_code };
         }
+        // LAB 5.3 BEGIN: walk the guest's tables for the access `error_code` describes and decide: the guest's own fault (`Fault::True`), an entry beyond memory (`Fault::Beyond`), or a hidden fault, fixed by installing the shadow entry before returning `Fault::Hidden`; count each in `self.counters`
+        // Hint: `Access::from_error_code`, then `walk::walk` from `self.guest_cr3`; the pmap turns the leaf's guest-physical page into a machine one, `Leaf::shadow_entry` makes the entry, `install` puts it in.
+        // Hint: if the shadow already held exactly that entry, the CPU refused for a reason of its own (SMEP, say): a true fault with the hardware's error code, or the guest would fault for ever.
         let access = Access::from_error_code(error_code);
         let leaf = match walk::walk(guest, controls, self.guest_cr3, va, access) {
             Walk::Allowed(leaf) => leaf,
@@ -266,6 +272,7 @@ impl<M: TableMemory> Shadow<M> {
                 Fault::Hidden
             }
         }
+        // LAB 5.3 END
     }
 
     /// Puts `entry` in the shadow level-1 slot for `va`, adding tables on the way (dropping

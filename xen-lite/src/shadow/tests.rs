@@ -188,3 +188,44 @@ fn host_slots_hold_the_switcher_in_every_root_and_the_guest_never_reaches_them()
     assert_eq!(s.memory.entry(s.root, 260), SWITCHER.1);
     assert_eq!(s.counters.true_faults, 1);
 }
+
+#[test]
+fn the_pmap_maps_each_guest_page_and_nothing_past_the_end() {
+    assert_eq!(PMAP.machine(0), Some(0x100_0000));
+    assert_eq!(PMAP.machine(17 * 4096 + 0x28), Some(0x100_0000 + 17 * 4096 + 0x28));
+    assert_eq!(PMAP.machine(64 * 4096 - 8), Some(0x100_0000 + 64 * 4096 - 8), "the last word");
+    assert_eq!(PMAP.machine(64 * 4096), None, "one page past the end");
+    assert_eq!(PMAP.machine(0x100_0000), None, "a machine address is not a guest-physical one");
+    assert_eq!(PMAP.machine(u64::MAX & !7), None);
+}
+
+// LAB HIDDEN BEGIN
+#[test]
+fn hidden_every_fault_is_counted_once_and_a_kill_is_not_counted() {
+    let (mut s, mut g) = (shadow(16), guest());
+    g.0.insert(0x4038, 4096 * 4096 | RW); // page 7 names memory beyond the domain
+    let faults = [
+        (0x40_0000, 0, Fault::Hidden),
+        (0x40_0000, error::PRESENT | error::WRITE, Fault::Hidden),
+        (0x40_1000, error::USER, Fault::True { error_code: error::PRESENT | error::USER }),
+        (
+            0x40_7000,
+            0,
+            Fault::Beyond(walk::BeyondMemory { level: 1, at: 0x4038, entry: 4096 * 4096 | RW }),
+        ),
+        (0x80_0000, error::WRITE, Fault::True { error_code: error::WRITE }),
+        (0x40_2000, error::FETCH, Fault::Hidden),
+    ];
+    for (n, &(va, code, want)) in faults.iter().enumerate() {
+        assert_eq!(s.fault(&mut g, va, code), want, "fault {n} at {va:#x}");
+    }
+    assert_eq!((s.counters.hidden_faults, s.counters.true_faults), (3, 2));
+    assert_eq!(s.leaf(0x40_7000), Some(0), "nothing was filled for the kill");
+    assert_eq!(s.leaf(0x40_0000), Some(PMAP.base + 16 * 4096 | RW));
+    assert_eq!(
+        s.leaf(0x40_2000),
+        Some(PMAP.base + 18 * 4096 | PRESENT),
+        "a fetch: read-only, clean"
+    );
+}
+// LAB HIDDEN END

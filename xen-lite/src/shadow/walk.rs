@@ -124,6 +124,17 @@ pub struct Leaf {
     pub cache: u64,
 }
 
+/// The rights of a walk so far: the intersection of every level's (rule 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rights {
+    /// Every level so far has W.
+    pub writable: bool,
+    /// Every level so far has U.
+    pub user: bool,
+    /// Some level so far has NX (with EFER.NXE).
+    pub no_execute: bool,
+}
+
 /// Walks the guest's tables from `cr3` (guest-physical) for an `access` to `va`, as the MMU
 /// would, with the module's numbered rules; for an allowed access sets A and D.
 pub fn walk(
@@ -135,7 +146,7 @@ pub fn walk(
 ) -> Walk {
     let fault = |bits: u64| Walk::Fault { error_code: bits | access.error_code() };
     let mut table = cr3 & ADDRESS_MASK;
-    let (mut writable, mut user, mut no_execute) = (true, true, false);
+    let mut rights = Rights { writable: true, user: true, no_execute: false };
     let mut visited = [0u64; 4];
     for (depth, level) in (1..=4).rev().enumerate() {
         let at = table + page_table::index(va, level) as u64 * 8;
@@ -154,9 +165,9 @@ pub fn walk(
         if reserved {
             return fault(error::PRESENT | error::RESERVED); // rule 2
         }
-        writable &= entry & WRITABLE != 0;
-        user &= entry & USER != 0;
-        no_execute |= controls.no_execute && entry & NO_EXECUTE != 0;
+        rights.writable &= entry & WRITABLE != 0;
+        rights.user &= entry & USER != 0;
+        rights.no_execute |= controls.no_execute && entry & NO_EXECUTE != 0;
         visited[depth] = at;
         if level == 1 || large {
             let base = page_table::address(entry) & !(page_table::page_size(level) - 1);
@@ -164,28 +175,7 @@ pub fn walk(
             if memory.read(page).is_none() {
                 return Walk::Beyond(BeyondMemory { level, at, entry }); // rule 4
             }
-            let denied = (access.user && !user)
-                || (access.write && !writable && (access.user || controls.write_protect))
-                || (access.fetch && no_execute);
-            if denied {
-                return fault(error::PRESENT); // rule 3
-            }
-            // Rule 5: A on the way, D in the leaf for a write.
-            for &entry_at in &visited[..=depth] {
-                let old = memory.read(entry_at).unwrap_or(0);
-                let set = if entry_at == at && access.write { ACCESSED | DIRTY } else { ACCESSED };
-                if old & set != set {
-                    memory.write(entry_at, old | set);
-                }
-            }
-            let dirty = access.write || entry & DIRTY != 0;
-            return Walk::Allowed(Leaf {
-                page,
-                writable: writable && dirty,
-                user,
-                no_execute,
-                cache: entry & CACHE_BITS,
-            });
+            return decide(memory, controls, access, rights, &visited[..=depth], entry, page);
         }
         table = page_table::address(entry);
         if memory.read(table).is_none() {
@@ -195,11 +185,60 @@ pub fn walk(
     unreachable!("a level-1 entry always ends the walk")
 }
 
+/// The end of a walk that reached a present leaf `entry` for guest-physical `page`, with the
+/// `rights` of every level and the guest-physical addresses of the entries it went through
+/// (`visited`, the leaf's last): rule 3, then rule 5. Either the guest's own page fault, or
+/// the access is allowed: A set in every visited entry, D in the leaf for a write, and the
+/// [`Leaf`] the shadow entry is made from.
+fn decide(
+    memory: &mut impl GuestMemory,
+    controls: Controls,
+    access: Access,
+    rights: Rights,
+    visited: &[u64],
+    entry: u64,
+    page: u64,
+) -> Walk {
+    // LAB 5.2 BEGIN: decide whether the guest's own MMU would allow `access` (rule 3: a true fault, `Walk::Fault` with P = 1 and the access's bits, if not); if it would, set A (and, for a write, D) as rule 5 says and return the `Leaf`
+    // Hint: a supervisor write to a read-only page faults only with CR0.WP (`controls.write_protect`); a user write to one always does.
+    // Hint: `Access::error_code` gives the write, user and fetch bits; add `error::PRESENT`.
+    // Hint: the leaf is the last address in `visited`; write an entry only if a bit changes (as the MMU does).
+    // Hint: `Leaf::writable` must stay false until the guest's leaf is dirty, or the first write would set D in the shadow and never in the guest's entry.
+    let denied = (access.user && !rights.user)
+        || (access.write && !rights.writable && (access.user || controls.write_protect))
+        || (access.fetch && rights.no_execute);
+    if denied {
+        return Walk::Fault { error_code: error::PRESENT | access.error_code() };
+        // rule 3
+    }
+    // Rule 5: A on the way, D in the leaf for a write.
+    let leaf_at = visited[visited.len() - 1];
+    for &at in visited {
+        let old = memory.read(at).unwrap_or(0);
+        let set = if at == leaf_at && access.write { ACCESSED | DIRTY } else { ACCESSED };
+        if old & set != set {
+            memory.write(at, old | set);
+        }
+    }
+    let dirty = access.write || entry & DIRTY != 0;
+    Walk::Allowed(Leaf {
+        page,
+        writable: rights.writable && dirty,
+        user: rights.user,
+        no_execute: rights.no_execute,
+        cache: entry & CACHE_BITS,
+    })
+    // LAB 5.2 END
+}
+
 impl Leaf {
     /// The shadow level-1 entry for this page at machine address `machine`: present, and only
     /// the rights the guest's walk allows (writable only once the guest's leaf is dirty, so the
     /// first write faults and sets D, as it would on the real MMU).
     pub fn shadow_entry(&self, machine: u64) -> u64 {
+        // LAB 5.1 BEGIN: build the shadow level-1 entry for this leaf at machine address `machine`: present, the leaf's cache bits, and exactly the rights the walk allows
+        // Hint: W only if `self.writable` (a clean page stays read-only in the shadow), U only if `self.user`, NX if `self.no_execute`.
+        // Hint: never A or D: the MMU sets those in the shadow entry, and nobody reads them there (rule 5 sets the guest's).
         let mut entry = machine | PRESENT | self.cache;
         if self.writable {
             entry |= WRITABLE;
@@ -211,6 +250,7 @@ impl Leaf {
             entry |= NO_EXECUTE;
         }
         entry
+        // LAB 5.1 END
     }
 }
 
@@ -263,6 +303,104 @@ mod tests {
         assert_eq!(g.words[&0x1000] & ACCESSED, ACCESSED);
         assert_eq!(leaf.shadow_entry(0x7_7000), 0x7_7000 | PRESENT | USER);
     }
+
+    #[test]
+    fn the_shadow_entry_carries_the_walks_rights_and_nothing_else() {
+        let leaf = |writable, user, no_execute, cache| Leaf {
+            page: 0x5000,
+            writable,
+            user,
+            no_execute,
+            cache,
+        };
+        let machine = 0x1234_5000;
+        assert_eq!(leaf(false, false, false, 0).shadow_entry(machine), machine | PRESENT);
+        assert_eq!(leaf(true, false, false, 0).shadow_entry(machine), machine | PRESENT | WRITABLE);
+        assert_eq!(
+            leaf(false, true, false, 1 << 3).shadow_entry(machine),
+            machine | PRESENT | USER | 1 << 3,
+            "a user page, write-through"
+        );
+        assert_eq!(
+            leaf(true, true, true, CACHE_BITS).shadow_entry(machine),
+            machine | PRESENT | WRITABLE | USER | NO_EXECUTE | CACHE_BITS
+        );
+        // The machine address, never the guest-physical page.
+        assert_eq!(page_table::address(leaf(true, true, false, 0).shadow_entry(machine)), machine);
+    }
+
+    // LAB HIDDEN BEGIN
+    #[test]
+    fn hidden_shadow_entries_hold_the_frame_present_and_exactly_the_rights() {
+        for bits in 0..64u64 {
+            let (writable, user, no_execute) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+            let cache = (bits >> 3 & 0b11) << 3;
+            let machine = 0x7fe_d000 + (bits << 12);
+            let entry =
+                Leaf { page: 0x3000, writable, user, no_execute, cache }.shadow_entry(machine);
+            let want = machine
+                | PRESENT
+                | cache
+                | if writable { WRITABLE } else { 0 }
+                | if user { USER } else { 0 }
+                | if no_execute { NO_EXECUTE } else { 0 };
+            assert_eq!(
+                entry, want,
+                "writable {writable} user {user} nx {no_execute} cache {cache:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn hidden_decide_follows_the_mmu_for_every_access_right_and_control() {
+        let visited = [0x1000, 0x2000, 0x3010, 0x4008];
+        for bits in 0..256u64 {
+            let access = Access { write: bits & 1 != 0, user: bits & 2 != 0, fetch: bits & 4 != 0 };
+            let rights = Rights {
+                writable: bits & 8 != 0,
+                user: bits & 16 != 0,
+                no_execute: bits & 32 != 0,
+            };
+            let controls = Controls { write_protect: bits & 64 != 0, no_execute: true };
+            let was_dirty = bits & 128 != 0;
+            let leaf_entry = 17 * 4096 | PRESENT | if was_dirty { DIRTY } else { 0 };
+            let mut g = Guest { pages: 64, words: HashMap::new() };
+            for &at in &visited[..3] {
+                g.words.insert(at, 0x5000 | PRESENT);
+            }
+            g.words.insert(visited[3], leaf_entry);
+            let before = g.words.clone();
+            let refused = (access.user && !rights.user)
+                || (access.write && !rights.writable && (access.user || controls.write_protect))
+                || (access.fetch && rights.no_execute);
+            let got = decide(&mut g, controls, access, rights, &visited, leaf_entry, 17 * 4096);
+            let case =
+                format!("{access:?} {rights:?} wp {} dirty {was_dirty}", controls.write_protect);
+            if refused {
+                assert_eq!(
+                    got,
+                    Walk::Fault { error_code: error::PRESENT | access.error_code() },
+                    "{case}"
+                );
+                assert_eq!(g.words, before, "a refused access marks nothing: {case}");
+                continue;
+            }
+            let Walk::Allowed(leaf) = got else { panic!("{case}: {got:?}") };
+            assert_eq!(leaf.page, 17 * 4096, "{case}");
+            assert_eq!(leaf.writable, rights.writable && (access.write || was_dirty), "{case}");
+            assert_eq!((leaf.user, leaf.no_execute), (rights.user, rights.no_execute), "{case}");
+            for &at in &visited[..3] {
+                assert_eq!(
+                    g.words[&at],
+                    0x5000 | PRESENT | ACCESSED,
+                    "A, never D, above the leaf: {case}"
+                );
+            }
+            let dirty = if access.write || was_dirty { DIRTY } else { 0 };
+            assert_eq!(g.words[&visited[3]], 17 * 4096 | PRESENT | ACCESSED | dirty, "{case}");
+        }
+    }
+    // LAB HIDDEN END
 
     #[test]
     fn a_write_sets_dirty_and_makes_the_shadow_writable() {
