@@ -101,6 +101,10 @@ pub enum Workload {
     /// Copies an L4 entry into a slot xen-lite reserves and reads through it (`pv` under
     /// shadow paging: the guest's own page fault).
     ShadowReservedSlot,
+    /// Popek and Goldberg's census: each of some fifty sensitive or privileged instructions, in
+    /// the kernel's ring and in ring 3, from item `n` on (`census` or `census=N`; `cargo xtask
+    /// census` starts again after an instruction the hypervisor kills for).
+    Census(usize),
     /// One attack of the hostile table, by name (`workloads::attacks`).
     Attack(ProgramName),
     /// The bystander of `attack=read-guest-visible-stacks`: page faults with marked registers.
@@ -119,7 +123,7 @@ pub enum Workload {
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, shadow-tlb, shadow-sweep, shadow-reserved-slot, triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults, fuzz=SEED:COUNT";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, shadow-tlb, shadow-sweep, shadow-reserved-slot, census[=N], triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults, fuzz=SEED:COUNT";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +190,12 @@ impl Args {
                 ("shadow-tlb", None) => Workload::ShadowTlb,
                 ("shadow-sweep", None) => Workload::ShadowSweep,
                 ("shadow-reserved-slot", None) => Workload::ShadowReservedSlot,
+                ("census", None) => Workload::Census(0),
+                ("census", Some(from)) => Workload::Census(
+                    cmdline::parse_u64(from)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or(ArgsError::BadOption("census"))?,
+                ),
                 ("triple-fault", None) => Workload::TripleFault,
                 ("event-cost", None) => Workload::EventCost,
                 ("secret-faults", None) => Workload::SecretFaults,

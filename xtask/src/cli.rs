@@ -29,6 +29,12 @@ usage:
       instructions per operation (counts, not time), entries, VM exits, CR3 writes, transitions;
       ratios and targets; results.json, results.csv and SVG charts in DIR (target/bench/).
       --emulator kvm adds pv and native (vmx with nested VMX) under QEMU+KVM: cycles, median of 5.
+  cargo xtask census [--out DIR] [--timeout SECS] [--record]
+      Popek and Goldberg's table: some fifty sensitive and privileged instructions run in the
+      guest kernel's ring and in ring 3, in native, pv, vmx (Bochs) and svm (QEMU); each mode
+      against native: ok, trapped+emulated, WRONG (saw X, native Y) or kill; the class and
+      the cost of each; results.json, results.csv and census.svg in DIR (target/census/).
+      --record writes the table into lecture note 09, which `cargo xtask test` checks.
   cargo xtask handout --lab N[,M...] --out DIR [--seed S]
       The student tree for labs N, M...: their solutions cut out (todo!s with instructions and
       hints), hidden tests removed, as a fresh git repository with one commit. --seed S gives
@@ -116,6 +122,7 @@ pub struct GdbOptions {
 pub enum Command {
     Run(RunOptions),
     Bench(crate::bench::BenchOptions),
+    Census(crate::census::CensusOptions),
     Gdb(GdbOptions),
     Test(TestOptions),
     /// Labs, seed, output directory.
@@ -328,6 +335,22 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 }
             }
             Ok(Command::Bench(options))
+        }
+        "census" => {
+            let mut options = crate::census::CensusOptions {
+                out: crate::process::root().join("target/census"),
+                timeout: DEFAULT_TIMEOUT,
+                record: false,
+            };
+            while let Some(flag) = it.next() {
+                match flag.as_str() {
+                    "--out" => options.out = value(flag, &mut it)?.into(),
+                    "--timeout" => options.timeout = seconds(flag, value(flag, &mut it)?)?,
+                    "--record" => options.record = true,
+                    other => return Err(format!("census: unknown flag '{other}'")),
+                }
+            }
+            Ok(Command::Census(options))
         }
         "handout" => {
             let (mut labs, mut out, mut seed) = (Vec::new(), None, 0);

@@ -20,6 +20,7 @@ mod artifacts;
 mod emulator;
 mod run;
 mod bench;
+mod census;
 mod boot_tests;
 mod checks;
 mod doc_checks;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Run(options) => run::run(&options),
         cli::Command::Bench(options) => bench::bench(&options),
+        cli::Command::Census(options) => census::census(&options),
         cli::Command::Test(options) => test::test(&options),
         cli::Command::Gdb(options) => gdb::gdb(&options),
         cli::Command::Handout(labs, seed, out) => {

@@ -108,6 +108,22 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if wanted("bench-quick") {
         bench_quick(options, &mut tally);
     }
+    if wanted("census") {
+        let result = crate::census::collect(options.timeout, options.release).and_then(|rows| {
+            let mut problems = crate::census::check(&rows);
+            problems.extend(crate::census::note_is_current(&rows).err());
+            match problems.as_slice() {
+                [] => Ok(format!(
+                    "{} instructions in {} setups, {} expectations hold",
+                    rows.len() - 1,
+                    crate::census::SETUPS.len(),
+                    crate::census::EXPECTED.len()
+                )),
+                problems => Err(problems.join("\n      ")),
+            }
+        });
+        check_line("census: Popek and Goldberg's table", result, &mut tally);
+    }
 
     let skipped: String =
         tally.skipped.iter().map(|(why, n)| format!(", {n} skipped ({why})")).collect();

@@ -7,6 +7,7 @@
 //! hostile guests) and call it through the platform's pv-ABI items on purpose.
 
 mod attacks;
+mod census;
 mod demo;
 mod fuzz;
 mod hostile;
@@ -45,6 +46,7 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::ShadowTlb => tlb::shadow_tlb(info),
         Workload::ShadowSweep => tlb::shadow_sweep(info),
         Workload::ShadowReservedSlot => tlb::shadow_reserved_slot(info),
+        Workload::Census(from) => census::census(info, from),
         Workload::TripleFault => hostile::triple_fault(),
         Workload::DomainSwitch(domains) => demo::domain_switch(info, domains),
         Workload::EventCost => demo::event_cost(),

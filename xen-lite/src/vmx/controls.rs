@@ -83,12 +83,17 @@ impl Controls {
                 .bits(),
             pick(IA32_VMX_PROCBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS),
         )?;
+        let secondary_capability = read(IA32_VMX_PROCBASED_CTLS2);
+        // RDTSCP (and RDPID) raise #UD in the guest unless enabled: enabled where the CPU
+        // allows it (bits 63:32 of the capability), so the guest has what it has natively.
+        let rdtscp = SecondaryControls::ENABLE_RDTSCP.bits();
+        let rdtscp = if (secondary_capability >> 32) as u32 & rdtscp != 0 { rdtscp } else { 0 };
         let secondary = adjust(
             "secondary processor-based",
             // WBINVD exiting: a guest's cache flush would stall every domain (xen-lite has no
             // devices that need it), so it exits and is skipped, as Xen does.
-            (SecondaryControls::ENABLE_EPT | SecondaryControls::WBINVD_EXITING).bits(),
-            read(IA32_VMX_PROCBASED_CTLS2),
+            (SecondaryControls::ENABLE_EPT | SecondaryControls::WBINVD_EXITING).bits() | rdtscp,
+            secondary_capability,
         )?;
         let exit = adjust(
             "VM-exit",
