@@ -180,7 +180,7 @@ pub fn fatal_exception(frame: &TrapFrame) -> ! {
     print_registers(frame);
     if culprit(frame) == "xen-lite" {
         fatal_line(format_args!(
-            "  location: xen-lite+{:#x} (addr2line -e <xen-lite ELF> {:#x})",
+            "  location: xen-lite+{:#x} (addr2line -f -i -C -e <xen-lite ELF> {:#x}: -i also names the inlined callers)",
             frame.rip - IMAGE_BASE,
             frame.rip - IMAGE_BASE
         ));

@@ -65,6 +65,28 @@ check(value("$cs") & 3 == 3, "after the guest's iretq the CPU is in ring 3")
 end
 xl-ring
 x/3i $pc
+delete
+
+echo \n== 4. The notes' spelling: xl-break path::item, and an assembly label as an address\n
+xl-break pv-guest/src/syscall.rs::dispatch
+continue
+python
+check(gdb.selected_frame().name().endswith("syscall::dispatch"), "xl-break pv-guest/src/syscall.rs::dispatch stops in the guest's dispatch (a hardware breakpoint)")
+end
+delete
+xl-break xen-lite/src/domain/hypercalls.rs::do_console_io
+continue
+python
+check(gdb.selected_frame().name().endswith("do_console_io"), "xl-break xen-lite/src/domain/hypercalls.rs::do_console_io stops in xen-lite's handler")
+gdb.execute("set language c")
+label = value("(unsigned long)&syscall_entry")
+gdb.execute("set language auto")
+check(address_of("syscall_entry") == label, "xl-walk and xl-frame take an assembly label (syscall_entry) as an address")
+end
+xl-walk syscall_entry
+python
+check(translate(value("$cr3"), address_of("syscall_entry")) is not None, "the switcher's syscall entry is mapped in xen-lite's tables")
+end
 echo \nwalkthrough: all checks passed\n
 kill
 quit 0

@@ -6,6 +6,8 @@
                         an interrupt or bounce frame, slot by slot (default: at $rsp)
     xl-hypercall        the hypercall being handled, by name with its arguments
     xl-walk VA [CR3]    the page-table walk for VA (default: the current CR3)
+    xl-break path::item a breakpoint at an item as the notes spell it
+                        (xl-break xen-lite/src/pv/mod.rs::guest_syscall; a guest item gets hbreak)
     xl-shadow-walk VA [DOM]
                         pv with paging=shadow: VA's walk through the guest's own tables
                         (guest-physical, read through the domain's pmap) beside its walk
@@ -62,6 +64,25 @@ def symbol_address(name):
             return u64(gdb.parse_and_eval("(unsigned long)&'%s'" % symbol.linkage_name))
         finally:
             gdb.execute("set language %s" % language)
+
+
+def address_of(text):
+    """The address `text` names: an expression in gdb's language (Rust here), or a symbol Rust
+    cannot name (an assembly label such as `syscall_entry`, a mangled name), or a number."""
+    try:
+        return u64(gdb.parse_and_eval(text))
+    except gdb.error as rust_error:
+        language = gdb.parameter("language")
+        gdb.execute("set language c")
+        try:
+            for form in ("(unsigned long)&'%s'", "(unsigned long)(%s)"):
+                try:
+                    return u64(gdb.parse_and_eval(form % text))
+                except gdb.error:
+                    pass
+        finally:
+            gdb.execute("set language %s" % language)
+        raise gdb.GdbError("%s: %s" % (text, rust_error))
 
 
 def read_u64(address):
@@ -263,7 +284,7 @@ class Frame(gdb.Command):
         words = gdb.string_to_argv(argument)
         error = "error" in words
         words = [w for w in words if w != "error"]
-        address = u64(gdb.parse_and_eval(words[0])) if words else register("rsp")
+        address = address_of(words[0]) if words else register("rsp")
         slots = (["error code"] if error else []) + ["RIP", "CS", "RFLAGS", "RSP", "SS"]
         for offset, name in enumerate(slots):
             value = read_u64(address + 8 * offset)
@@ -308,8 +329,8 @@ class Walk(gdb.Command):
         words = gdb.string_to_argv(argument)
         if not words:
             raise gdb.GdbError("usage: xl-walk VA [CR3]")
-        va = u64(gdb.parse_and_eval(words[0]))
-        cr3 = u64(gdb.parse_and_eval(words[1])) if len(words) > 1 else register("cr3")
+        va = address_of(words[0])
+        cr3 = address_of(words[1]) if len(words) > 1 else register("cr3")
         print("walk of %#x from CR3 %#x" % (va, cr3))
         print_walk(walk(cr3, va))
         physical = translate(cr3, va)
@@ -352,6 +373,47 @@ def describe(walked):
                  if entry >> bit & 1]
         lines.append("L%d[%3d] %#018x %s" % (level, index, entry, " ".join(flags) or "not present"))
     return lines
+
+
+def break_location(spelling):
+    """gdb's location for an item as the notes spell it (`crate-dir/src/a/b.rs::item`, `item`
+    maybe `Type::method`), and whether it is guest code: `(location, guest)`."""
+    if ".rs::" not in spelling:
+        return spelling, False
+    path, item = spelling.split(".rs::", 1)
+    parts = path.split("/")
+    if len(parts) < 3 or "src" not in parts:
+        raise gdb.GdbError("%s: expected crate/src/....rs::item, as the notes write it" % spelling)
+    crate = parts[0].replace("-", "_")
+    modules = parts[parts.index("src") + 1:]
+    if modules[-1] in ("mod", "main", "lib"):
+        modules = modules[:-1]
+    return "::".join([crate] + modules + [item]), crate == "pv_guest"
+
+
+class Break(gdb.Command):
+    """xl-break path::item: a breakpoint where the notes point, spelled as they spell it
+    (`xl-break xen-lite/src/pv/mod.rs::guest_syscall`, `xl-break pv-guest/src/syscall.rs::dispatch`).
+    Guest-kernel code gets a hardware breakpoint (`hbreak`); anything else is passed to `break`."""
+
+    def __init__(self):
+        super().__init__("xl-break", gdb.COMMAND_USER)
+
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        if len(words) != 1:
+            raise gdb.GdbError("usage: xl-break path::item (as the notes write it)")
+        location, guest = break_location(words[0])
+        command = "hbreak" if guest else "break"
+        try:
+            gdb.execute("%s %s" % (command, location))
+        except gdb.error as error:
+            # An assembly label has no Rust path: the last word alone is its symbol.
+            label = location.split("::")[-1]
+            if label == location:
+                raise
+            print("%s: %s; trying the label %s" % (location, error, label))
+            gdb.execute("%s *%#x" % (command, address_of(label)))
 
 
 def shadow_walk(va, argument=None):
@@ -401,7 +463,7 @@ class ShadowWalk(gdb.Command):
         words = gdb.string_to_argv(argument)
         if not words:
             raise gdb.GdbError("usage: xl-shadow-walk VA [DOM]")
-        va = u64(gdb.parse_and_eval(words[0]))
+        va = address_of(words[0])
         w = shadow_walk(va, words[1] if len(words) > 1 else None)
         print("walk of %#x in dom%d: the guest's tables (guest-physical) | the shadow (machine)" % (va, w["domain"]))
         column = "  %-40s | %s"
@@ -540,7 +602,7 @@ class NestedWalk(gdb.Command):
         words = gdb.string_to_argv(argument)
         if not words:
             raise gdb.GdbError("usage: xl-nested-walk VA")
-        va = u64(gdb.parse_and_eval(words[0]))
+        va = address_of(words[0])
         vmcb = running_vmcb()
         walked, gpa, machine = guest_walk(va, vmcb)
         print("walk of guest-virtual %#x from the guest's CR3 %#x (guest-physical)" % (va, u64(vmcb["save"]["cr3"])))
@@ -569,7 +631,7 @@ class GuestCode(gdb.Command):
         words = gdb.string_to_argv(argument)
         if not words:
             raise gdb.GdbError("usage: xl-guest-code VA [N]")
-        va = u64(gdb.parse_and_eval(words[0]))
+        va = address_of(words[0])
         count = int(words[1]) if len(words) > 1 else 3
         machine = guest_machine_address(va)
         if machine is None:
@@ -579,5 +641,5 @@ class GuestCode(gdb.Command):
             print(gdb.execute("x/%di %#x" % (count, machine), to_string=True).rstrip())
 
 
-for command in (Ring, Domain, Frame, Hypercall, Walk, ShadowWalk, Vmcb, Npt, NestedWalk, GuestCode):
+for command in (Ring, Domain, Frame, Hypercall, Walk, Break, ShadowWalk, Vmcb, Npt, NestedWalk, GuestCode):
     command()

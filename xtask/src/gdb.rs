@@ -97,6 +97,8 @@ pub fn gdbinit(artifacts: &Artifacts, mode: Mode, port: u16, extra_symbols: &[Pa
 set pagination off
 set confirm off
 set print pretty on
+# Rust names in disassembly (`x/i`, `disassemble`) rather than their mangled symbols.
+set print asm-demangle on
 set disassembly-flavor intel
 # xen-lite is position-independent, loaded at IMAGE_BASE: symbols = ELF address + {IMAGE_BASE:#x}.
 symbol-file -o {IMAGE_BASE:#x} {xen}
@@ -108,6 +110,7 @@ target remote localhost:{port}
 echo \\nxen-lite: QEMU is stopped at its first instruction (the BIOS). Try:\\n
 echo   break do_console_io     (a hypercall handler)   continue   bt   list   info args\\n
 echo   xl-ring  xl-domain  xl-frame [ADDR] [error]  xl-hypercall  xl-walk VA\\n
+echo   xl-break path::item    (the notes' spelling: xl-break xen-lite/src/pv/mod.rs::guest_syscall)\\n
 echo   xl-shadow-walk VA      (pv, -- paging=shadow: the guest's tables beside the shadow)\\n
 echo   hbreak <guest symbol>   for guest code (e.g. hbreak guest_syscall_entry)\\n
 {svm}echo \\n
@@ -136,6 +139,7 @@ fn start_qemu(
     port: u16,
     console_on_stdout: bool,
 ) -> Result<Child, String> {
+    port_is_free(port)?;
     let mut command = Command::new("qemu-system-x86_64");
     command
         .current_dir(dir)
@@ -155,6 +159,18 @@ fn start_qemu(
     command.spawn().map_err(|e| format!("cannot start QEMU: {e}"))
 }
 
+/// Whether nothing listens on `port` yet. Without this check a second session's QEMU fails to
+/// open the port and its gdb attaches to the first session's stub, which serves one debugger
+/// only (gdb then says `Remote replied unexpectedly to 'vMustReplyEmpty': timeout`).
+fn port_is_free(port: u16) -> Result<(), String> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!(
+            "gdb port {port} is in use ({error}): another gdb session (yours, in another terminal?) or program holds it; end it, or pick another port with --port N"
+        )),
+    }
+}
+
 /// Waits until QEMU's gdb stub accepts connections.
 fn wait_for_port(port: u16) -> Result<(), String> {
     let start = Instant::now();
@@ -166,7 +182,7 @@ fn wait_for_port(port: u16) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("QEMU's gdb stub did not open port {port} (another session using it? try --port)"))
+    Err(format!("QEMU's gdb stub did not open port {port} within 10 s (its log: serial.log in the session's directory)"))
 }
 
 /// Builds, writes the boot disk and the gdbinit into a fresh private directory: `(directory,
@@ -183,6 +199,7 @@ fn prepare(options: &GdbOptions) -> Result<(PathBuf, PathBuf, PathBuf), String> 
     } else {
         options.guests.clone()
     };
+    crate::run::check_guests(&guests)?;
     let line = cmdline(options.mode, &guests, &options.extra);
     let disk = disk_for(&artifacts, &dir, &artifacts::standard_bundle(&artifacts, &line)?)?;
     let init = dir.join("gdbinit");
@@ -360,4 +377,20 @@ fn record(walk: &Walkthrough, transcript: &str) -> Result<(), String> {
     fs::write(&path, updated).map_err(|e| format!("cannot write {name}: {e}"))?;
     println!("xtask: transcript written to {name}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_refused_before_qemu_starts() {
+        let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let refused = port_is_free(port).unwrap_err();
+        assert!(refused.contains(&format!("gdb port {port} is in use")), "{refused}");
+        assert!(refused.contains("--port"), "{refused}");
+        drop(taken);
+        assert_eq!(port_is_free(port), Ok(()));
+    }
 }

@@ -332,11 +332,12 @@ fn gdb_walkthrough(
     }
 }
 
-/// Runs `cargo test --workspace` and adds its counts.
+/// Runs `cargo test --workspace --no-fail-fast` and adds its counts: a failing test in one
+/// crate does not stop the others from being run and reported.
 fn host_tests(tally: &mut Tally) {
-    println!("xtask: host unit tests (cargo test --workspace)");
+    println!("xtask: host unit tests (cargo test --workspace --no-fail-fast)");
     let mut command = cargo();
-    command.args(["test", "--workspace", "--color", "never"]);
+    command.args(["test", "--workspace", "--no-fail-fast", "--color", "never"]);
     let output = match command.output() {
         Ok(output) => output,
         Err(error) => {
