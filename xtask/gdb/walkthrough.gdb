@@ -87,6 +87,11 @@ xl-walk syscall_entry
 python
 check(translate(value("$cr3"), address_of("syscall_entry")) is not None, "the switcher's syscall entry is mapped in xen-lite's tables")
 end
+xl-console 3
+python
+shown = gdb.execute("xl-console 50", to_string=True)
+check("[dom0] " in shown, "xl-console shows the machine's console, the guest's lines among it")
+end
 echo \nwalkthrough: all checks passed\n
 kill
 quit 0

@@ -6,6 +6,7 @@
                         an interrupt or bounce frame, slot by slot (default: at $rsp)
     xl-hypercall        the hypercall being handled, by name with its arguments
     xl-walk VA [CR3]    the page-table walk for VA (default: the current CR3)
+    xl-console [N]      the last N (default 20) lines of the machine's console
     xl-break path::item a breakpoint at an item as the notes spell it
                         (xl-break xen-lite/src/pv/mod.rs::guest_syscall; a guest item gets hbreak)
     xl-shadow-walk VA [DOM]
@@ -290,7 +291,7 @@ class Frame(gdb.Command):
             value = read_u64(address + 8 * offset)
             note = ""
             if name == "CS":
-                note = "  %s: it interrupted %s" % (selector(value), RINGS[value & 3])
+                note = "  %s: the frame's context is in %s" % (selector(value), RINGS[value & 3])
             elif name == "SS":
                 note = "  %s" % selector(value)
             elif name == "RFLAGS":
@@ -389,6 +390,31 @@ def break_location(spelling):
     if modules[-1] in ("mod", "main", "lib"):
         modules = modules[:-1]
     return "::".join([crate] + modules + [item]), crate == "pv_guest"
+
+
+# The console log of this session (`cargo xtask gdb`'s gdbinit appends its path).
+XL_CONSOLE = []
+
+
+class Console(gdb.Command):
+    """xl-console [N]: the last N (default 20) lines the machine printed on its serial console,
+    which QEMU writes to the session's serial.log, not into gdb."""
+
+    def __init__(self):
+        super().__init__("xl-console", gdb.COMMAND_USER)
+
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        count = int(words[0]) if words else 20
+        if not XL_CONSOLE:
+            raise gdb.GdbError("no console log known: start gdb with `cargo xtask gdb`")
+        try:
+            lines = open(XL_CONSOLE[-1], errors="replace").read().splitlines()
+        except OSError as error:
+            raise gdb.GdbError("cannot read %s: %s" % (XL_CONSOLE[-1], error))
+        print("(%s, last %d of %d lines)" % (XL_CONSOLE[-1], min(count, len(lines)), len(lines)))
+        for line in lines[-count:]:
+            print(line)
 
 
 class Break(gdb.Command):
@@ -641,5 +667,5 @@ class GuestCode(gdb.Command):
             print(gdb.execute("x/%di %#x" % (count, machine), to_string=True).rstrip())
 
 
-for command in (Ring, Domain, Frame, Hypercall, Walk, Break, ShadowWalk, Vmcb, Npt, NestedWalk, GuestCode):
+for command in (Ring, Domain, Frame, Hypercall, Walk, Console, Break, ShadowWalk, Vmcb, Npt, NestedWalk, GuestCode):
     command()

@@ -89,7 +89,13 @@ pub fn default_port() -> u16 {
 }
 
 /// The gdb script that loads both kernels' symbols, the helpers, and attaches.
-pub fn gdbinit(artifacts: &Artifacts, mode: Mode, port: u16, extra_symbols: &[PathBuf]) -> String {
+pub fn gdbinit(
+    artifacts: &Artifacts,
+    mode: Mode,
+    port: u16,
+    extra_symbols: &[PathBuf],
+    console: &Path,
+) -> String {
     let guest = if mode == Mode::Pv { &artifacts.guest_pv } else { &artifacts.guest_hvm };
     let root = root();
     format!(
@@ -106,11 +112,13 @@ symbol-file -o {IMAGE_BASE:#x} {xen}
 add-symbol-file {guest}
 {extra}directory {root}
 source {helpers}
+python XL_CONSOLE.append(\"{console}\")
 target remote localhost:{port}
 echo \\nxen-lite: QEMU is stopped at its first instruction (the BIOS). Try:\\n
 echo   break do_console_io     (a hypercall handler)   continue   bt   list   info args\\n
 echo   xl-ring  xl-domain  xl-frame [ADDR] [error]  xl-hypercall  xl-walk VA\\n
 echo   xl-break path::item    (the notes' spelling: xl-break xen-lite/src/pv/mod.rs::guest_syscall)\\n
+echo   xl-console [N]         the last N lines of the machine's console (all of it goes to serial.log)\\n
 echo   xl-shadow-walk VA      (pv, -- paging=shadow: the guest's tables beside the shadow)\\n
 echo   hbreak <guest symbol>   for guest code (e.g. hbreak guest_syscall_entry)\\n
 {svm}echo \\n
@@ -119,6 +127,7 @@ echo   hbreak <guest symbol>   for guest code (e.g. hbreak guest_syscall_entry)\
         guest = guest.display(),
         root = root.display(),
         helpers = root.join("xtask/gdb/xen_lite.py").display(),
+        console = console.display(),
         svm = if mode == Mode::Svm {
             "echo svm: break svm_vmrun  stepi (into the guest)  xl-vmcb  xl-npt GPA  xl-nested-walk VA  xl-guest-code VA\\n\n\
              echo   in the guest, x/i of its memory fails (QEMU skips the nested tables): use xl-guest-code, and hbreak only\\n\n"
@@ -208,7 +217,8 @@ fn prepare(options: &GdbOptions) -> Result<(PathBuf, PathBuf, PathBuf), String> 
             return Err(format!("--symbols {}: no such file", file.display()));
         }
     }
-    fs::write(&init, gdbinit(&artifacts, options.mode, options.port, &options.symbols))
+    let console = dir.join("serial.log");
+    fs::write(&init, gdbinit(&artifacts, options.mode, options.port, &options.symbols, &console))
         .map_err(|e| e.to_string())?;
     Ok((dir, disk, init))
 }
