@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     let result = match command {
         cli::Command::Help => {
             println!("{}", cli::USAGE);
+            println!("\n{}", run::workloads_help());
             return ExitCode::SUCCESS;
         }
         cli::Command::Run(options) => run::run(&options),

@@ -58,6 +58,26 @@ fn known_workloads() -> (String, Vec<String>) {
     (known, names)
 }
 
+/// The workloads, for `--help`: the guest kernel's own list, wrapped at word boundaries.
+pub fn workloads_help() -> String {
+    let (known, _) = known_workloads();
+    let mut out = String::from(
+        "workloads (the first word of each --guests entry; words after it are its options):\n",
+    );
+    let mut line = String::from("  ");
+    for entry in known.split(", ") {
+        if line.len() + entry.len() + 2 > 96 {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = String::from("  ");
+        }
+        line.push_str(entry);
+        line.push_str(", ");
+    }
+    out.push_str(line.trim_end().trim_end_matches(','));
+    out
+}
+
 /// Checks that each of `guests` starts with a workload the guest kernel knows, before anything
 /// is built or booted (the kernel would say the same, after the boot).
 pub fn check_guests(guests: &[String]) -> Result<(), String> {
@@ -75,6 +95,28 @@ pub fn check_guests(guests: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Symbol files for the Bochs debugger (`ldsym global "xen-lite.sym" 0xffff840000000000`, note
+/// 05): one `address name` line per function and object of `elf`, from `nm`, names demangled and
+/// without spaces (Bochs reads a symbol up to the first space).
+fn bochs_symbols(elf: &Path, out: &Path) -> Result<usize, String> {
+    let listing = crate::process::stdout_of(
+        std::process::Command::new("nm").args(["--defined-only", "-C"]).arg(elf),
+    )
+    .ok_or_else(|| format!("nm could not read {}", elf.display()))?;
+    let lines: Vec<String> = listing
+        .lines()
+        .filter_map(|line| {
+            let (address, rest) = line.split_once(' ')?;
+            let (kind, name) = rest.split_once(' ')?;
+            matches!(kind, "T" | "t" | "D" | "d" | "B" | "b" | "R" | "r")
+                .then(|| format!("{address} {}", name.replace(' ', "")))
+        })
+        .collect();
+    std::fs::write(out, lines.join("\n") + "\n")
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(lines.len())
 }
 
 /// Checks that the machine can boot `emulator` and says how to fix it if not.
@@ -180,6 +222,15 @@ pub fn run(options: &RunOptions) -> Result<u8, String> {
     let disk = disk_for(&artifacts, &dir, &bundle)?;
     println!("xtask: booting xen-lite in {} with: {cmdline}", options.emulator.name());
     println!("xtask: run directory {}", dir.display());
+    if options.emulator == Emulator::Bochs {
+        let guest =
+            if options.mode == Mode::Pv { &artifacts.guest_pv } else { &artifacts.guest_hvm };
+        for (elf, name) in [(&artifacts.xen_lite, "xen-lite.sym"), (guest, "guest.sym")] {
+            if let Err(error) = bochs_symbols(elf, &dir.join(name)) {
+                println!("xtask: no Bochs debugger symbols: {error}");
+            }
+        }
+    }
     let outcome = emulator::boot(&Boot {
         emulator: options.emulator,
         disk: &disk,
@@ -245,6 +296,8 @@ mod tests {
         let refused = check_guests(&guests(&["hello", "juggle fast"])).unwrap_err();
         assert!(refused.contains("unknown workload 'juggle' in \"juggle fast\""), "{refused}");
         assert!(refused.contains("known: init PROGRAM..., hello,"), "{refused}");
+        let help = workloads_help();
+        assert!(help.contains("census[=N]") && help.lines().all(|l| l.len() <= 96), "{help}");
     }
 
     #[test]
