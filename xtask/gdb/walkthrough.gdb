@@ -82,6 +82,7 @@ gdb.execute("set language c")
 label = value("(unsigned long)&syscall_entry")
 gdb.execute("set language auto")
 check(address_of("syscall_entry") == label, "xl-walk and xl-frame take an assembly label (syscall_entry) as an address")
+check(full_name("do_console_io") == ("xen_lite::domain::hypercalls::do_console_io", False), "xl-break do_console_io finds the one function of that name")
 end
 xl-walk syscall_entry
 python

@@ -144,6 +144,8 @@ def translate(cr3, va):
     return end_of(walk(cr3, va), va)
 
 
+# The top 2 GiB, where the guest kernel is linked (hypercall_abi::layout::GUEST_KERNEL_BASE).
+GUEST_KERNEL_AREA = 0xFFFF_FFFF_8000_0000
 # Where xen-lite's image is loaded (xen-lite/src/memory_map.rs, IMAGE_BASE) and how far it may
 # reach: a `pc` in this range is xen-lite's code.
 IMAGE_BASE = 0xFFFF_8400_0000_0000
@@ -417,6 +419,19 @@ class Console(gdb.Command):
             print(line)
 
 
+def full_name(name):
+    """`(path, guest)` of the one function whose last path component is `name` (`kernel_main` ->
+    `pv_guest::kernel_main`), or `(name, False)` when there is none or more than one."""
+    listing = gdb.execute("info functions ::%s$" % re.escape(name), to_string=True)
+    found = sorted(set(re.findall(r"\b((?:\w+::)+%s)\(" % re.escape(name), listing)))
+    if len(found) == 1:
+        return found[0], found[0].startswith("pv_guest::")
+    if found:
+        raise gdb.GdbError("%s: %d functions have this name: %s; give the whole path" % (
+            name, len(found), ", ".join(found)))
+    return name, False
+
+
 class Break(gdb.Command):
     """xl-break path::item: a breakpoint where the notes point, spelled as they spell it
     (`xl-break xen-lite/src/pv/mod.rs::guest_syscall`, `xl-break pv-guest/src/syscall.rs::dispatch`).
@@ -430,6 +445,14 @@ class Break(gdb.Command):
         if len(words) != 1:
             raise gdb.GdbError("usage: xl-break path::item (as the notes write it)")
         location, guest = break_location(words[0])
+        if "::" not in location and "*" not in location:
+            # A plain name (`kernel_main`): gdb's Rust mode wants the full path; find it. A name
+            # no function has is an assembly label: break at its address, hardware in the guest.
+            location, guest = full_name(location)
+            if "::" not in location:
+                address = address_of(location)
+                guest = address >= GUEST_KERNEL_AREA
+                location = "*%#x" % address
         command = "hbreak" if guest else "break"
         try:
             gdb.execute("%s %s" % (command, location))
