@@ -2,9 +2,12 @@
 //! (STYLE rules 15, 20 and 22):
 //!
 //! - every `path::item` reference in the lecture notes and README names a file that exists and
-//!   an item that file defines (a `fn`, type, trait, constant, module, macro, field or variant;
-//!   the segments before it must appear in the file too), reported with the note's file and
-//!   line, so the notes cannot silently rot;
+//!   an item that file defines (a `fn`, type, trait, constant, module, macro, field, variant or
+//!   re-export; the segments before it must appear in the file too), reported with the note's
+//!   file and line, so the notes cannot silently rot. So does every crate path of ours
+//!   (`xen_lite::pv::shadow::page_fault`: its modules lead to a file that defines the item), and
+//!   every bare `Type::item` whose type is ours (`Shadow::flush`: something that defines or
+//!   implements `Shadow` defines `flush`);
 //! - no `//!` header uses a word of [`STALE_WORDS`] (words about a file's past or future): a
 //!   header describes its file as it is;
 //! - no source file of the kernels and the ABI is over 500 lines before its tests (the guest's
@@ -79,6 +82,10 @@ pub fn defines(source: &str, name: &str) -> bool {
     let keywords = ["fn", "struct", "enum", "trait", "const", "static", "type", "mod", "union"];
     let items = keywords.iter().any(|k| has_word(source, &format!("{k} {name}")));
     let macros = source.contains(&format!("macro_rules! {name}"));
+    let reexports = source
+        .lines()
+        .map(str::trim_start)
+        .any(|line| line.starts_with("pub use ") && has_word(line, name));
     let members = source.lines().map(str::trim_start).any(|line| {
         let line = line.strip_prefix("pub ").unwrap_or(line);
         line.strip_prefix(name).is_some_and(|rest| {
@@ -89,7 +96,44 @@ pub fn defines(source: &str, name: &str) -> bool {
                 || rest.starts_with(" =")
         })
     });
-    items || macros || members
+    items || macros || members || reexports
+}
+
+/// The crates a note may name by crate path: `(name, source directory, root file)`.
+const CRATES: [(&str, &str, &str); 4] = [
+    ("xen_lite", "xen-lite/src", "main.rs"),
+    ("pv_guest", "pv-guest/src", "main.rs"),
+    ("hypercall_abi", "hypercall-abi/src", "lib.rs"),
+    ("pv_user", "pv-guest/user/src", "lib.rs"),
+];
+
+/// A crate path of ours (`xen_lite::pv::shadow::page_fault`): the file its modules lead to and
+/// the segments after them (`["page_fault"]`; none for a module). `None` for anything else.
+pub fn crate_path_file(span: &str) -> Option<(String, Vec<String>)> {
+    let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let mut segments = span.split("::");
+    let krate = segments.next()?;
+    let (_, dir, root_file) = CRATES.iter().find(|(name, _, _)| *name == krate)?;
+    let rest: Vec<&str> = segments.collect();
+    if rest.is_empty() || !rest.iter().all(|s| ident(s)) {
+        return None;
+    }
+    let (mut file, mut modules) = (format!("{dir}/{root_file}"), dir.to_string());
+    let mut items = Vec::new();
+    for (at, segment) in rest.iter().enumerate() {
+        let flat = format!("{modules}/{segment}.rs");
+        let nested = format!("{modules}/{segment}/mod.rs");
+        if root().join(&flat).is_file() {
+            file = flat;
+        } else if root().join(&nested).is_file() {
+            file = nested;
+        } else {
+            items = rest[at..].iter().map(|s| s.to_string()).collect();
+            break;
+        }
+        modules = format!("{modules}/{segment}");
+    }
+    Some((file, items))
 }
 
 /// Whether `source` defines `name` or has an `impl` block for it (a type's methods may live
@@ -144,7 +188,81 @@ pub fn note_references() -> CheckResult {
             }
         }
     }
+    let sources = sources();
+    for doc in &docs_again() {
+        let Ok(text) = fs::read_to_string(doc) else { continue };
+        let shown = doc.strip_prefix(root()).unwrap_or(doc).display().to_string();
+        for (line, span) in backticked(&text) {
+            if let Some((file, items)) = crate_path_file(&span) {
+                examined += 1;
+                let source = fs::read_to_string(root().join(&file)).unwrap_or_default();
+                if let Some(problem) = missing_item(&source, &items) {
+                    problems.push(format!("{shown}:{line}: `{span}` ({file}): {problem}"));
+                }
+            } else if let Some((ty, item)) = bare_reference(&span) {
+                // A type of ours with one of its items, named without a path (`Shadow::flush`):
+                // some file that defines or implements the type defines the item.
+                let owners: Vec<&(String, String)> =
+                    sources.iter().filter(|(_, text)| defines(before_tests(text), ty)).collect();
+                if owners.is_empty() {
+                    continue; // not ours (`Ordering::Relaxed`)
+                }
+                examined += 1;
+                let found = sources.iter().any(|(_, text)| {
+                    let code = before_tests(text);
+                    defines_or_implements(code, ty) && defines(code, item)
+                });
+                if !found {
+                    problems.push(format!(
+                        "{shown}:{line}: `{span}`: `{ty}` is defined ({}) but nothing that defines or implements it defines `{item}`",
+                        owners[0].0
+                    ));
+                }
+            }
+        }
+    }
     CheckResult { name: "lecture-note code references resolve", examined, problems }
+}
+
+/// The notes and the README, as [`note_references`] reads them.
+fn docs_again() -> Vec<PathBuf> {
+    let mut docs = Vec::new();
+    markdown_files(&root().join("lecture-notes"), &mut docs);
+    docs.sort();
+    docs.push(root().join("README.md"));
+    docs
+}
+
+/// Every backticked span of `text`, with its line number.
+fn backticked(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        for span in line.split('`').skip(1).step_by(2) {
+            found.push((number + 1, span.to_string()));
+        }
+    }
+    found
+}
+
+/// `Type::item` written without a path: a capitalised type and one identifier (`Shadow::flush`,
+/// `Fault::Hidden`); `None` for anything else (paths, calls, expressions).
+pub fn bare_reference(span: &str) -> Option<(&str, &str)> {
+    let (ty, item) = span.split_once("::")?;
+    let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let typed = ty.chars().next().is_some_and(char::is_uppercase);
+    (typed && ident(ty) && ident(item)).then_some((ty, item))
+}
+
+/// Why the `items` (after a crate path's modules) are not in `source`, or `None` if they are.
+fn missing_item(source: &str, items: &[String]) -> Option<String> {
+    let (last, before) = items.split_last()?;
+    if !defines(before_tests(source), last) && !defines(source, last) {
+        return Some(format!("defines no `{last}`"));
+    }
+    before
+        .iter()
+        .find(|s| !defines_or_implements(source, s))
+        .map(|s| format!("neither defines nor implements `{s}`"))
 }
 
 /// Words a `//!` header may not use: they describe a file's past or future, not the file.
@@ -234,6 +352,38 @@ mod tests {
                 (2, "hypercall-abi/src/bundle.rs".to_string(), None)
             ]
         );
+    }
+
+    #[test]
+    fn crate_paths_lead_to_their_files() {
+        assert_eq!(
+            crate_path_file("xen_lite::pv::shadow::page_fault"),
+            Some(("xen-lite/src/pv/shadow.rs".into(), vec!["page_fault".into()]))
+        );
+        assert_eq!(
+            crate_path_file("xen_lite::shadow::DomainShadow::page_fault"),
+            Some((
+                "xen-lite/src/shadow/mod.rs".into(),
+                vec!["DomainShadow".into(), "page_fault".into()]
+            ))
+        );
+        assert_eq!(
+            crate_path_file("hypercall_abi::devices"),
+            Some(("hypercall-abi/src/devices.rs".into(), vec![]))
+        );
+        assert_eq!(crate_path_file("core::mem::swap"), None, "not ours");
+        assert_eq!(crate_path_file("xen_lite::pv::mod(x)"), None, "an expression");
+        assert_eq!(missing_item("fn page_fault() {}", &["page_fault".into()]), None);
+        assert!(missing_item("fn other() {}", &["page_fault".into()]).is_some());
+    }
+
+    #[test]
+    fn bare_references_are_a_type_and_one_item() {
+        assert_eq!(bare_reference("Shadow::flush"), Some(("Shadow", "flush")));
+        assert_eq!(bare_reference("Fault::Hidden"), Some(("Fault", "Hidden")));
+        assert_eq!(bare_reference("shadow::flush"), None, "a module path, not a type");
+        assert_eq!(bare_reference("Shadow::flush()"), None, "a call");
+        assert_eq!(bare_reference("Shadow::a::b"), None);
     }
 
     #[test]
