@@ -19,6 +19,10 @@ pub const START_INFO_VERSION: u32 = 1;
 /// (`mmuext_op` INVLPG_LOCAL or TLB_FLUSH_LOCAL) and switches with NEW_BASEPTR of a gfn;
 /// `mmu_update`, `update_va_mapping` and pinning are refused.
 pub const START_FLAG_SHADOW_PAGING: u32 = 1 << 0;
+/// `StartInfo::flags`: an `hvm` domain whose console is the emulated 16550 UART at COM1
+/// (`console=uart`) rather than the `console_io` hypercall: the guest drives it as on real
+/// hardware, and every register access is a VM exit.
+pub const START_FLAG_CONSOLE_UART: u32 = 1 << 1;
 /// Bytes reserved for the domain's command line, NUL terminator included.
 pub const CMDLINE_LEN: usize = 512;
 

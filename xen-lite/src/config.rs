@@ -13,6 +13,7 @@
 //! | `ept=on\|off`, `npt=on\|off` | `mode=vmx`, `mode=svm`: the second-stage tables (default on), or off for shadow paging (`crate::shadow`) |
 //! | `paging=direct\|shadow` | `mode=pv`: validated direct paging (default) or shadow paging (`crate::shadow`); a comma-separated list gives each domain its own, in order (`paging=shadow,direct`) |
 //! | `shadow_pool=N`        | shadow tables per vCPU under shadow paging (16 to 256, default 64) |
+//! | `console=hypercall\|uart` | `mode=vmx`, `mode=svm`: the guests' console, the `console_io` hypercall (default) or the emulated 16550 at COM1 (`crate::hvm::uart`) |
 
 use core::fmt;
 
@@ -66,6 +67,8 @@ pub struct Config<'a> {
     pub shadow_pool: usize,
     /// `pv`: each domain's paging, in domain-id order.
     pub paging: [Paging; MAX_DOMAINS],
+    /// `vmx`/`svm`: the guests write their console to the emulated UART (`console=uart`).
+    pub console_uart: bool,
 }
 
 /// How a `pv` domain's page tables reach the MMU (`paging=`).
@@ -164,6 +167,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
     let mut nested_paging = None;
     let mut shadow_pool = DEFAULT_SHADOW_POOL;
     let mut paging_list = None;
+    let mut console_uart = None;
     for word in cmdline::words(line) {
         let word = word.map_err(ConfigError::Syntax)?;
         let value = word.value.unwrap_or("");
@@ -234,6 +238,13 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                     })
                     .ok_or(bad("a number of tables from 16 to 256"))?;
             }
+            "console" => {
+                console_uart = Some(match value {
+                    "hypercall" => false,
+                    "uart" => true,
+                    _ => return Err(bad("hypercall or uart")),
+                })
+            }
             "umip" | "audit" => {
                 let on = match value {
                     "on" => true,
@@ -276,6 +287,16 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
             })
         }
     };
+    let console_uart = match console_uart {
+        Some(_) if !matches!(mode, Mode::Vmx | Mode::Svm) => {
+            return Err(ConfigError::WrongMode {
+                key: "console",
+                needs: "vmx or svm",
+                mode: mode.name(),
+            })
+        }
+        uart => uart.unwrap_or(false),
+    };
     let kernel = kernel.unwrap_or(match mode.flavour() {
         "pv" => "guest-pv",
         _ => "guest-hvm",
@@ -293,6 +314,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         nested_paging,
         shadow_pool,
         paging,
+        console_uart,
     })
 }
 
@@ -410,5 +432,19 @@ mod tests {
         ));
         let wrong = parse("mode=vmx domain=a paging=shadow").unwrap_err();
         assert_eq!(wrong.to_string(), "paging= goes with mode=pv, not mode=vmx");
+    }
+
+    #[test]
+    fn the_console_is_the_hypercall_unless_the_uart_is_asked_for_under_vmx_or_svm() {
+        assert!(!parse("mode=vmx domain=a").unwrap().console_uart);
+        assert!(parse("mode=vmx domain=a console=uart").unwrap().console_uart);
+        assert!(parse("mode=svm domain=a console=uart").unwrap().console_uart);
+        assert!(!parse("mode=svm domain=a console=hypercall").unwrap().console_uart);
+        let wrong = parse("mode=pv domain=a console=uart").unwrap_err();
+        assert_eq!(wrong.to_string(), "console= goes with mode=vmx or svm, not mode=pv");
+        assert_eq!(
+            parse("mode=vmx domain=a console=serial").unwrap_err().to_string(),
+            "console='serial' is not valid: expected hypercall or uart"
+        );
     }
 }

@@ -413,6 +413,7 @@ fn pv() -> Vec<BootTest> {
     tests.extend(vmx());
     tests.extend(svm());
     tests.extend(shadow());
+    tests.extend(console_uart());
     tests.extend(crate::hostile::tests());
     tests.extend(audited());
     let bochs_only: [(&'static str, &'static str, &'static str); 7] = [
@@ -782,6 +783,37 @@ fn shadow() -> Vec<BootTest> {
         });
     }
     tests
+}
+
+/// `console=uart`: two hvm domains print everything through the emulated 16550 at COM1
+/// (`xen-lite/src/hvm/uart.rs`), one I/O exit per register access, and make no `console_io`
+/// hypercall at all (their summaries count only the final `sched_op`).
+fn console_uart() -> Vec<BootTest> {
+    let runs = [
+        ("vmx-console-uart", "mode=vmx console=uart", Emulator::Bochs, "I/O instruction "),
+        ("svm-console-uart", "mode=svm console=uart", Emulator::Qemu, "IOIO "),
+        ("svm-console-uart", "mode=svm console=uart", Emulator::Bochs, "IOIO "),
+    ];
+    runs.into_iter()
+        .map(|(name, mode, emulator, io)| {
+            let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
+            BootTest {
+                name,
+                emulator,
+                bundle: Bundle::Cmdline(leak(format!(
+                    "{mode} domain=\"init hello usertests\" domain=\"init hello usertests\""
+                ))),
+                expect: Box::leak(Box::new([
+                    "[dom0] hello from ring 3: pid ",
+                    "[dom0] ALL TESTS PASSED",
+                    "[xen]   dom0: exit code 0; hypercalls: sched_op 1; VM exits: ",
+                    leak(io.to_string()),
+                    "[xen]   dom1: exit code 0; hypercalls: sched_op 1; VM exits: ",
+                ])),
+                status: 0,
+            }
+        })
+        .collect()
 }
 
 /// The test that boots `mode=svm` on Bochs' Intel model, which has no SVM.

@@ -56,6 +56,8 @@ const TSS_SELECTOR: u16 = 0x38;
 
 /// Whether the next byte starts a line (and so gets the `[domN] ` prefix).
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
+/// The console is the UART even under a hypervisor (`START_FLAG_CONSOLE_UART`).
+static CONSOLE_UART: AtomicBool = AtomicBool::new(false);
 /// This domain's id, for the prefix.
 static DOMAIN_ID: AtomicU32 = AtomicU32::new(0);
 /// Where xen-lite's hypercall page is; 0 in `native` mode, where there is no hypervisor.
@@ -137,6 +139,8 @@ fn load_descriptor_tables() {
 pub fn init(info: &StartInfo) {
     load_descriptor_tables();
     DOMAIN_ID.store(info.domain_id, Ordering::Relaxed);
+    let uart = info.flags & hypercall_abi::start_info::START_FLAG_CONSOLE_UART != 0;
+    CONSOLE_UART.store(uart, Ordering::Relaxed);
     if matches!(info.mode(), Some(Mode::Vmx | Mode::Svm)) {
         HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
     }
@@ -166,11 +170,12 @@ fn call(hypercall: Hypercall, args: [u64; 5]) -> Result<u64, Errno> {
     crate::hypercall_page::checked(HYPERCALL_PAGE.load(Ordering::Relaxed), hypercall, args)
 }
 
-/// Writes console output: `console_io` under a hypervisor (which tags the lines), else COM1.
+/// Writes console output: `console_io` under a hypervisor (which tags the lines), else COM1 (and
+/// under a hypervisor too with `console=uart`, whose emulated UART tags them).
 /// With no hypervisor to tag lines, the platform adds the `[domN]` prefix itself, so
 /// transcripts read the same in every mode.
 pub fn console_write(bytes: &[u8]) {
-    if under_hypervisor() {
+    if under_hypervisor() && !CONSOLE_UART.load(Ordering::Relaxed) {
         // Nothing useful can be done if the console itself fails.
         let _ = call(
             Hypercall::ConsoleIo,
@@ -179,7 +184,8 @@ pub fn console_write(bytes: &[u8]) {
         return;
     }
     for &byte in bytes {
-        if AT_LINE_START.swap(false, Ordering::Relaxed) {
+        // A hypervisor tags the lines of the UART it emulates, as it tags `console_io`'s.
+        if AT_LINE_START.swap(false, Ordering::Relaxed) && !under_hypervisor() {
             let mut prefix = [0u8; 16];
             uart_write(format_prefix(&mut prefix, DOMAIN_ID.load(Ordering::Relaxed)));
         }

@@ -1,6 +1,7 @@
-//! The two devices an `hvm` guest programs for its tick, emulated per domain: just enough of an
-//! 8259 PIC and an 8254 PIT for the kernel in `pv-guest` to run unchanged on real hardware and
-//! under VMX. Pure state machines, so they are tested on the host.
+//! The devices an `hvm` guest sees, emulated per domain: just enough of an 8259 PIC and an 8254
+//! PIT for the kernel in `pv-guest` to run its tick unchanged on real hardware and under VMX or
+//! SVM, and a 16550 UART at COM1 for `console=uart` (`super::uart`). Pure state machines, so
+//! they are tested on the host.
 //!
 //! Trap and emulate, the lecture's oldest technique, here for I/O: with "unconditional I/O
 //! exiting" every `in`/`out` of the guest leaves non-root mode, and xen-lite plays the device
@@ -18,9 +19,14 @@
 use core::fmt;
 
 use hypercall_abi::devices::{
-    PIC1_COMMAND, PIC1_DATA, PIC2_COMMAND, PIC2_DATA, PIC_EOI, PIT_CHANNEL0, PIT_COMMAND,
+    COM1, PIC1_COMMAND, PIC1_DATA, PIC2_COMMAND, PIC2_DATA, PIC_EOI, PIT_CHANNEL0, PIT_COMMAND,
     PIT_INPUT_HZ,
 };
+
+use super::uart::Uart;
+
+/// The UART's eight registers, from [`COM1`].
+const UART_PORTS: core::ops::Range<u16> = COM1..COM1 + 8;
 
 /// Where one 8259 is in its initialisation sequence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,6 +127,10 @@ pub struct Devices {
     requested: bool,
     /// IRQ 0 delivered and not yet acknowledged with EOI.
     in_service: bool,
+    /// COM1, a 16550 (`super::uart`).
+    uart: Uart,
+    /// The byte the guest's last THR write sent, until the caller takes it.
+    sent: Option<u8>,
 }
 
 impl Devices {
@@ -134,7 +144,14 @@ impl Devices {
             elapsed_ns: 0,
             requested: false,
             in_service: false,
+            uart: Uart::new(),
+            sent: None,
         }
+    }
+
+    /// The byte the guest sent through the UART with its last `out`, if it sent one.
+    pub fn take_sent(&mut self) -> Option<u8> {
+        self.sent.take()
     }
 
     /// The guest's `out` of `value` (one byte) to `port`.
@@ -176,6 +193,10 @@ impl Devices {
                 }
                 Ok(())
             }
+            port if UART_PORTS.contains(&port) => {
+                self.sent = self.uart.write(port - COM1, value);
+                Ok(())
+            }
             _ => Err(DeviceError::NoDevice),
         }
     }
@@ -185,6 +206,7 @@ impl Devices {
         match port {
             PIC1_DATA => Ok(self.master.mask),
             PIC2_DATA => Ok(self.slave.mask),
+            port if UART_PORTS.contains(&port) => Ok(self.uart.read(port - COM1)),
             _ => Err(DeviceError::NoDevice),
         }
     }
@@ -340,10 +362,22 @@ mod tests {
     // LAB HIDDEN END
 
     #[test]
+    fn a_byte_written_to_com1_is_sent_once() {
+        let mut devices = Devices::new();
+        assert_eq!(devices.read(COM1 + 5), Ok(0x60), "LSR: transmitter empty");
+        assert_eq!(devices.write(COM1, b'h'), Ok(()));
+        assert_eq!(devices.take_sent(), Some(b'h'));
+        assert_eq!(devices.take_sent(), None, "taken");
+        assert_eq!(devices.write(COM1 + 3, 0x03), Ok(()), "LCR");
+        assert_eq!(devices.take_sent(), None, "a register write sends nothing");
+    }
+
+    #[test]
     fn unknown_ports_and_modes_are_refused() {
         let mut devices = Devices::new();
         assert_eq!(devices.write(0x80, 0), Err(DeviceError::NoDevice));
-        assert_eq!(devices.read(0x3f8), Err(DeviceError::NoDevice));
+        assert_eq!(devices.read(0x2f8), Err(DeviceError::NoDevice), "COM2: only COM1 is there");
+        assert_eq!(devices.take_sent(), None);
         assert_eq!(
             devices.write(PIT_COMMAND, 0xb4),
             Err(DeviceError::Unsupported("PIT control word"))

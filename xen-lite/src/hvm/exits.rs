@@ -84,6 +84,13 @@ impl<V: HardwareVt> Hvm<V> {
             }),
             _ => Err(DeviceError::Unsupported("access size")),
         };
+        if let Some(byte) = self.devices[c].take_sent() {
+            // The UART's line is the domain's console (which tags and prints whole lines); the
+            // carriage return a serial driver sends before each newline is the terminal's.
+            if byte != b'\r' {
+                domain.console_write(&[byte]);
+            }
+        }
         match result {
             Ok(()) => self.skip(c),
             Err(error) if write => kill!(

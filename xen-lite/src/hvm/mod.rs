@@ -28,6 +28,7 @@ mod backend;
 pub mod devices;
 mod exits;
 pub mod nested;
+pub mod uart;
 
 pub use backend::{Exit, ExitInfo, Fatal, HardwareVt, VcpuBoot};
 
@@ -36,6 +37,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use hypercall_abi::devices::STATUS_BAD_GUEST;
 use hypercall_abi::hypercall::VM_EXIT_SLOTS;
 use hypercall_abi::layout::PAGE_SIZE;
+use hypercall_abi::start_info::START_FLAG_CONSOLE_UART;
 use hypercall_abi::vm_exit;
 
 use self::devices::Devices;
@@ -171,7 +173,7 @@ fn build<V: HardwareVt>(
         pte_base: 0, // EPT turns guest-physical into machine addresses
         hypervisor_slots: None,
         read_only_page_tables: false,
-        start_flags: 0,
+        start_flags: if config.console_uart { START_FLAG_CONSOLE_UART } else { 0 },
         modules,
     };
     let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {
