@@ -54,6 +54,8 @@ pub struct Setup {
     /// On shadow page tables: `pv` with `paging=shadow` instead of direct paging, `svm` or
     /// `vmx` with `npt=off` or `ept=off` instead of nested ones.
     pub shadow: bool,
+    /// `vmx` or `svm` with `console=uart`: the guest's console on the emulated 16550.
+    pub uart: bool,
 }
 
 impl Setup {
@@ -61,6 +63,8 @@ impl Setup {
     /// `svm-shadow` for `svm` with `npt=off`, `vmx-shadow` for `vmx` with `ept=off`.
     pub fn name(&self) -> &'static str {
         match (self.mode, self.shadow) {
+            _ if self.uart && self.mode == Mode::Vmx => "vmx-uart",
+            _ if self.uart => "svm-uart",
             (Mode::Pv, true) => "pv-shadow",
             (Mode::Svm, true) => "svm-shadow",
             (Mode::Vmx, true) => "vmx-shadow",
@@ -76,26 +80,29 @@ impl Setup {
             (Mode::Vmx, true) => " ept=off",
             _ => "",
         };
-        format!("mode={}{off}", self.mode.name())
+        let uart = if self.uart { " console=uart" } else { "" };
+        format!("mode={}{off}{uart}", self.mode.name())
     }
 }
 
 /// Every setup this machine can run: QEMU with icount runs pv (on direct and on shadow paging),
-/// svm (on nested and on shadow page tables) and native (its TCG has no VMX), Bochs the same and
-/// vmx (svm in an AMD model).
-pub const MATRIX: [Setup; 12] = [
-    Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: false },
-    Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: true },
-    Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false },
-    Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: true },
-    Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: true },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: false },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: true },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: false },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: true },
-    Setup { emulator: Emulator::Bochs, mode: Mode::Native, shadow: false },
+/// svm (on nested and on shadow page tables, and with its console on the emulated UART) and
+/// native (its TCG has no VMX), Bochs the same and vmx (svm in an AMD model).
+pub const MATRIX: [Setup; 14] = [
+    Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: false, uart: false },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: true, uart: false },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false, uart: false },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: true, uart: false },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false, uart: true },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: true, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: false, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: true, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: false, uart: true },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: false, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: true, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Native, shadow: false, uart: false },
 ];
 
 /// pv mode in QEMU, the setup the labs' quick bench uses.
@@ -340,7 +347,7 @@ fn kvm(artifacts: &Artifacts, options: &BenchOptions) -> Result<Vec<Measurement>
     }
     let mut out = Vec::new();
     for mode in modes {
-        let setup = Setup { emulator: Emulator::Kvm, mode, shadow: false };
+        let setup = Setup { emulator: Emulator::Kvm, mode, shadow: false, uart: false };
         let mut runs: Vec<Vec<Line>> = Vec::new();
         for run in 1..=KVM_RUNS {
             println!("xtask: bench: {} mode under KVM, run {run}/{KVM_RUNS}...", mode.name());
@@ -527,13 +534,19 @@ fn paging_ratios(measurements: &[Measurement]) -> String {
     ];
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
         let setups = [
-            ("direct (pv)", Setup { emulator, mode: Mode::Pv, shadow: false }),
-            ("shadow (pv)", Setup { emulator, mode: Mode::Pv, shadow: true }),
-            ("shadow (svm npt=off)", Setup { emulator, mode: Mode::Svm, shadow: true }),
-            ("NPT (svm)", Setup { emulator, mode: Mode::Svm, shadow: false }),
-            ("shadow (vmx ept=off)", Setup { emulator, mode: Mode::Vmx, shadow: true }),
-            ("EPT (vmx)", Setup { emulator, mode: Mode::Vmx, shadow: false }),
-            ("native", Setup { emulator, mode: Mode::Native, shadow: false }),
+            ("direct (pv)", Setup { emulator, mode: Mode::Pv, shadow: false, uart: false }),
+            ("shadow (pv)", Setup { emulator, mode: Mode::Pv, shadow: true, uart: false }),
+            (
+                "shadow (svm npt=off)",
+                Setup { emulator, mode: Mode::Svm, shadow: true, uart: false },
+            ),
+            ("NPT (svm)", Setup { emulator, mode: Mode::Svm, shadow: false, uart: false }),
+            (
+                "shadow (vmx ept=off)",
+                Setup { emulator, mode: Mode::Vmx, shadow: true, uart: false },
+            ),
+            ("EPT (vmx)", Setup { emulator, mode: Mode::Vmx, shadow: false, uart: false }),
+            ("native", Setup { emulator, mode: Mode::Native, shadow: false, uart: false }),
         ];
         for (what, workload, path) in rows {
             let costs: Vec<String> = setups
@@ -563,6 +576,35 @@ fn paging_ratios(measurements: &[Measurement]) -> String {
     out
 }
 
+/// One console byte (the `console-write` workload: a one-byte `write` each) through the
+/// `console_io` hypercall and through the emulated UART (`console=uart`), per emulator and mode.
+fn console_ratios(measurements: &[Measurement]) -> String {
+    let mut out = String::new();
+    for (emulator, mode) in [(Emulator::Bochs, Mode::Vmx), (Emulator::Qemu, Mode::Svm)] {
+        let find = |uart: bool| {
+            measurements.iter().find(|m| {
+                m.setup == Setup { emulator, mode, shadow: false, uart }
+                    && m.line.workload == "console-write"
+                    && m.line.path == "syscall"
+            })
+        };
+        if let (Some(call), Some(uart)) = (find(false), find(true)) {
+            let _ = writeln!(
+                out,
+                "  {:<6} {} console, one byte per write: console_io {:.0} ({:.2} exits), emulated UART {:.0} ({:.2} exits): {:.2}x",
+                emulator.name(),
+                mode.name(),
+                call.instructions(),
+                call.exits(),
+                uart.instructions(),
+                uart.exits(),
+                uart.instructions() / call.instructions()
+            );
+        }
+    }
+    out
+}
+
 /// The measurement of `workload` by `path` in `mode` on `emulator`, if there is one.
 fn find<'a>(
     measurements: &'a [Measurement],
@@ -575,6 +617,7 @@ fn find<'a>(
         m.setup.emulator == emulator
             && m.setup.mode == mode
             && !m.setup.shadow
+            && !m.setup.uart
             && m.line.workload == workload
             && m.line.path == path
     })
@@ -713,6 +756,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
         }
     }
     out.push_str(&paging_ratios(measurements));
+    out.push_str(&console_ratios(measurements));
     out.push_str(
         "  not measured here: KVM cycles (this machine's /dev/kvm cannot run the images)\n",
     );
@@ -1031,7 +1075,7 @@ mod tests {
     #[test]
     fn per_operation_figures_and_transitions() {
         let pv = Measurement {
-            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false, uart: false },
             line: line("null-syscall", "syscall", 1000, 1_060_000, 1000, 2000),
             cycles: None,
         };
@@ -1040,13 +1084,18 @@ mod tests {
         // In through xen-lite (2), then iretq 1 -> 3 (1).
         assert_eq!(pv.transitions(), 3.0);
         let trap = Measurement {
-            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false },
+            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false, uart: false },
             line: line("null-syscall", "int80", 1000, 165_000, 0, 0),
             cycles: None,
         };
         assert_eq!(trap.transitions(), 2.0);
         let native = Measurement {
-            setup: Setup { emulator: Emulator::Bochs, mode: Mode::Native, shadow: false },
+            setup: Setup {
+                emulator: Emulator::Bochs,
+                mode: Mode::Native,
+                shadow: false,
+                uart: false,
+            },
             line: line("null-syscall", "syscall", 1000, 163_000, 0, 0),
             cycles: None,
         };
@@ -1064,7 +1113,12 @@ mod tests {
     #[test]
     fn files_carry_every_key() {
         let m = Measurement {
-            setup: Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false },
+            setup: Setup {
+                emulator: Emulator::Qemu,
+                mode: Mode::Native,
+                shadow: false,
+                uart: false,
+            },
             line: line("first-touch", "page-fault", 50, 74_620, 0, 0),
             cycles: None,
         };
@@ -1079,7 +1133,7 @@ mod tests {
         assert!(svg("first-touch", std::slice::from_ref(&m)).contains("<rect"));
         // Under KVM the figure is time: cycles, with the spread, and no instruction count.
         let kvm = Measurement {
-            setup: Setup { emulator: Emulator::Kvm, mode: Mode::Pv, shadow: false },
+            setup: Setup { emulator: Emulator::Kvm, mode: Mode::Pv, shadow: false, uart: false },
             cycles: Some((120.5, 118.0, 131.25)),
             ..m
         };

@@ -266,7 +266,8 @@ fn bench_quick(options: &TestOptions, tally: &mut Tally) {
         (Emulator::Qemu, Mode::Pv, true),
         (Emulator::Qemu, Mode::Svm, false),
     ];
-    for setup in twice.map(|(emulator, mode, shadow)| Setup { emulator, mode, shadow }) {
+    for setup in twice.map(|(emulator, mode, shadow)| Setup { emulator, mode, shadow, uart: false })
+    {
         let name = format!(
             "{} mode in {}: a second run counts the same",
             setup.name(),

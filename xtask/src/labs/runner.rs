@@ -286,7 +286,8 @@ fn bench_quick(
     let mut all = Vec::new();
     for mode in modes {
         let mode = Mode::from_name(mode).ok_or("unknown mode")?;
-        let setup = crate::bench::Setup { emulator: Emulator::Qemu, mode, shadow: false };
+        let setup =
+            crate::bench::Setup { emulator: Emulator::Qemu, mode, shadow: false, uart: false };
         let lines = crate::bench::boot(&artifacts, setup, &options)
             .map_err(|e| format!("the bench did not run in {} mode: {e}", mode.name()))?;
         all.extend(lines.into_iter().map(|line| crate::bench::Measurement {
