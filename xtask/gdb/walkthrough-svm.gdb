@@ -15,11 +15,7 @@ def check(condition, what):
 def value(expression):
     return int(gdb.parse_and_eval(expression)) & ((1 << 64) - 1)
 
-def address_of(name):
-    gdb.execute("set language c")
-    address = value("(unsigned long)&%s" % name)
-    gdb.execute("set language auto")
-    return address
+# Addresses of labels come from xen_lite.py's `address_of`, which also takes assembly labels.
 end
 
 echo \n== 1. Before the world switch: xen-lite is about to run vmrun on dom0's VMCB\n

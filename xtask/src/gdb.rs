@@ -344,18 +344,12 @@ fn current(walk: &Walkthrough, transcript: &str) -> Result<(), String> {
         return Err(format!("{} lacks the transcript markers", walk.note));
     };
     let (ran, noted) = (fixed_lines(transcript), fixed_lines(shown));
-    match ran.iter().zip(&noted).position(|(a, b)| a != b) {
-        None if ran.len() == noted.len() => Ok(()),
-        at => {
-            let at = at.unwrap_or(ran.len().min(noted.len()));
-            Err(format!(
-                "the transcript in {} is stale (this run: {:?}; the note: {:?}): record it again with `{}`",
-                walk.note,
-                ran.get(at).copied().unwrap_or("(end)"),
-                noted.get(at).copied().unwrap_or("(end)"),
-                walk.command
-            ))
-        }
+    match crate::doc_checks::first_difference(&ran, &noted) {
+        None => Ok(()),
+        Some((ran, noted)) => Err(format!(
+            "the transcript in {} is stale (this run: {ran:?}; the note: {noted:?}): record it again with `{}`",
+            walk.note, walk.command
+        )),
     }
 }
 

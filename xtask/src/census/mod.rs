@@ -61,16 +61,11 @@ pub fn note_is_current(rows: &[Row]) -> Result<(), String> {
     let (ran, shown) = (table(rows), noted()?);
     let ran: Vec<&str> = ran.lines().map(str::trim_end).collect();
     let shown: Vec<&str> = shown.lines().map(str::trim_end).collect();
-    match ran.iter().zip(&shown).position(|(a, b)| a != b) {
-        None if ran.len() == shown.len() => Ok(()),
-        at => {
-            let at = at.unwrap_or(ran.len().min(shown.len()));
-            Err(format!(
-                "the table in {NOTE} is stale (this run: {:?}; the note: {:?}): record it again with `cargo xtask census --record`",
-                ran.get(at).copied().unwrap_or("(end)"),
-                shown.get(at).copied().unwrap_or("(end)")
-            ))
-        }
+    match crate::doc_checks::first_difference(&ran, &shown) {
+        None => Ok(()),
+        Some((ran, noted)) => Err(format!(
+            "the table in {NOTE} is stale (this run: {ran:?}; the note: {noted:?}): record it again with `cargo xtask census --record`"
+        )),
     }
 }
 
