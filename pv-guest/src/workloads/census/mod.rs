@@ -162,8 +162,8 @@ pub fn census(info: &StartInfo, from: usize) -> Result<(), Errno> {
     platform::load_root(root)?;
     ROOT.store(root & ADDRESS_MASK, Ordering::Relaxed);
     platform::events_disable();
-    // What an empty snippet costs (the catch, the readings): subtracted from every item.
     println!("census: {} instructions, starting at {from}", ITEMS.len());
+    // What an empty snippet costs (the catch, the readings): subtracted from every item.
     let nop = &ITEMS[0];
     run(nop);
     let (_, base_entries, base_instructions) = (0..COST_RUNS)
