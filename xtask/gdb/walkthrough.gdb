@@ -30,6 +30,11 @@ check(value("$cs") & 3 == 0, "the handler runs in ring 0")
 names = hypercall_names()
 check([names.get(n) for n in (1, 3, 14)] == ["mmu_update", "stack_switch", "update_va_mapping"],
       "xl-hypercall names hypercalls 1, 3 and 14 from the Hypercall enum, not from Errno's numbers")
+import re
+compiled = {f.enumval: re.sub(r"(?<!^)(?=[A-Z])", "_", f.name.split("::")[-1]).lower()
+            for f in gdb.lookup_type("hypercall_abi::hypercall::Hypercall").fields()}
+check(compiled == names and len(names) >= 12,
+      "xl-hypercall's name for every one of the %d hypercalls is the compiled Hypercall enum's" % len(names))
 end
 delete
 
