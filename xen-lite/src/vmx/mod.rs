@@ -22,7 +22,7 @@ use hypercall_abi::hypercall::HYPERCALL_STUB_SIZE;
 use hypercall_abi::Mode;
 
 use crate::entry::TrapFrame;
-use crate::hvm::{Exit, ExitInfo, HardwareVt, VcpuBoot};
+use crate::hvm::{ExitInfo, HardwareVt, VcpuBoot};
 use controls::Controls;
 use msr::SyscallMsrs;
 pub use root::log_root_operation;
@@ -48,14 +48,14 @@ pub struct Vcpu {
     /// Whether an event is set up for injection at the next entry (a re-injection).
     injecting: bool,
     msrs: SyscallMsrs,
-    /// The guest's CR2, as the guest last could see it. The CPU has one CR2 for root and
-    /// non-root operation and VMX neither saves nor loads it, so xen-lite does: it is set when a
-    /// page fault is injected, taken from the CPU after any other exit (the guest may have
-    /// taken a page fault of its own, or written CR2), and loaded before every entry. Under
-    /// shadow paging a hidden fault must leave it as it was. The SDM has a #PF that exits leave
-    /// CR2 alone, but under Bochs a hidden fault inside the guest's own #PF handler, before the
-    /// handler read CR2, showed it the hidden fault's address (`vmx-shadow-usertests` caught
-    /// it: a process killed for a stack fault, at an old heap address).
+    /// The guest's CR2. The CPU has one CR2 for root and non-root operation and for every
+    /// domain, and VMX neither saves nor loads it, so xen-lite does, as KVM does: it is set
+    /// when a page fault is injected, taken from the CPU after every exit (the guest may have
+    /// taken a page fault of its own, or written CR2), and loaded before every entry. Without
+    /// this, another domain's page fault, run between a fault injected into this one and its
+    /// handler's read of CR2, showed the handler that domain's address
+    /// (`vmx-shadow-usertests` caught it: dom0's usertests killed for its stack growth, at an
+    /// old heap address).
     cr2: u64,
     /// The primary controls of its VMCS, without the interrupt window.
     primary: u32,
@@ -137,9 +137,7 @@ impl HardwareVt for Vmx {
         }
         vcpu.launched = true;
         let info = exits::read(vcpu, regs);
-        if !matches!(info.exit, Exit::PageFault { .. }) {
-            vcpu.cr2 = crate::instructions::read_cr2();
-        }
+        vcpu.cr2 = crate::instructions::read_cr2();
         info
     }
 
