@@ -179,10 +179,15 @@ def hypervisor_cr3():
     return SEEN["cr3"]
 
 
+def on_hypervisor_tables():
+    """Whether xen-lite's memory is readable as it is (the CPU runs on xen-lite's own tables)."""
+    return in_xen_lite() or register("cr3") & ADDRESS == hypervisor_cr3() & ADDRESS
+
+
 def read_hypervisor_u64(name):
     """A 64-bit variable of xen-lite, wherever the CPU is (through xen-lite's own tables)."""
     address = symbol_address(name)
-    if in_xen_lite() or register("cr3") & ADDRESS == hypervisor_cr3() & ADDRESS:
+    if on_hypervisor_tables():
         return read_u64(address)
     physical = translate(hypervisor_cr3(), address)
     with Physical():
@@ -195,7 +200,7 @@ def hypervisor_object(address, value_type):
     read inside the `with`. Outside xen-lite it is read physically, which needs its pages to be
     physically contiguous (as xen-lite's image is loaded); that is checked."""
     pointer = value_type.pointer()
-    if in_xen_lite() or register("cr3") & ADDRESS == hypervisor_cr3() & ADDRESS:
+    if on_hypervisor_tables():
         yield gdb.Value(address).cast(pointer).dereference()
         return
     physical = translate(hypervisor_cr3(), address)
@@ -368,13 +373,17 @@ def shadow_of(argument=None):
                 u64(pmap["pages"]))
 
 
+def flag_names(entry, accessed=False):
+    """A page-table entry's flags by name (with A and D when `accessed`), or `not present`."""
+    bits = ((0, "P"), (1, "W"), (2, "U")) + (((5, "A"), (6, "D")) if accessed else ()) + ((7, "PS"), (63, "NX"))
+    return " ".join(name for bit, name in bits if entry >> bit & 1) or "not present"
+
+
 def describe(walked):
     """One column's lines for a walk: each level's entry, with its flags."""
     lines = []
     for level, index, _, entry in walked:
-        flags = [name for bit, name in ((0, "P"), (1, "W"), (2, "U"), (5, "A"), (6, "D"), (7, "PS"), (63, "NX"))
-                 if entry >> bit & 1]
-        lines.append("L%d[%3d] %#018x %s" % (level, index, entry, " ".join(flags) or "not present"))
+        lines.append("L%d[%3d] %#018x %s" % (level, index, entry, flag_names(entry, accessed=True)))
     return lines
 
 
@@ -605,8 +614,7 @@ def running_vmcb():
 
 def print_walk(walked, indent="  "):
     for level, index, table, entry in walked:
-        flags = [name for bit, name in ((0, "P"), (1, "W"), (2, "U"), (7, "PS"), (63, "NX")) if entry >> bit & 1]
-        print("%sL%d[%3d] at %#x = %#018x  %s" % (indent, level, index, table + 8 * index, entry, " ".join(flags) or "not present"))
+        print("%sL%d[%3d] at %#x = %#018x  %s" % (indent, level, index, table + 8 * index, entry, flag_names(entry)))
 
 
 class Npt(gdb.Command):
