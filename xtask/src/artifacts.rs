@@ -143,17 +143,22 @@ pub fn bundle_bytes(cmdline: &str, images: &[(&str, &[u8])]) -> Result<Vec<u8>, 
     writer.finish().map_err(|e| format!("bundle: {e}"))
 }
 
-/// `elf` without its debug sections, in a file beside it (`NAME.boot`): what is booted. The
-/// debug information stays in `elf`, for gdb and fault locations. Two reasons: DWARF records
-/// the directory the tree was built in, so with it the boot image's size, and so where
-/// xen-lite's free memory and each domain's frames begin, would depend on where the tree is
-/// checked out (lab 0 reads machine addresses); and a boot loads a tenth of the bytes.
+/// `elf` without its debug sections and symbols, in a file beside it (`NAME.boot`): what is
+/// booted. Both stay in `elf`, for gdb and fault locations. Two reasons: DWARF records the
+/// directory the tree was built in, and cargo hashes a workspace crate's path into every
+/// mangled name (`17h…E`, and the number of digits of LLVM's `.llvm.N` suffixes changes with
+/// it), so with either the boot image's size, and so where xen-lite's free memory and each
+/// domain's frames begin, would depend on where the tree is checked out (lab 0 reads machine
+/// addresses: a clone in `/check/work/main` was a page lower than one in `/tmp`); and a boot
+/// loads a tenth of the bytes. Nothing at run time reads an image's symbols.
 pub fn without_debug(elf: &Path) -> Result<PathBuf, String> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     static OBJCOPY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     let _one_at_a_time = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = elf.with_extension("boot");
-    if modified(&out).is_some_and(|stripped| Some(stripped) >= modified(elf)) {
+    // Newer than the ELF and than this xtask (which decides how to strip) means still right.
+    let xtask = std::env::current_exe().ok().and_then(|exe| modified(&exe));
+    if modified(&out).is_some_and(|stripped| Some(stripped) >= modified(elf).max(xtask)) {
         return Ok(out);
     }
     // The pinned nightly's llvm-tools (installed with it, for the image builder).
@@ -176,7 +181,7 @@ pub fn without_debug(elf: &Path) -> Result<PathBuf, String> {
     });
     let objcopy = objcopy.clone()?;
     let status = Command::new(&objcopy)
-        .arg("--strip-debug")
+        .arg("--strip-all")
         .arg(elf)
         .arg(&out)
         .status()
@@ -184,7 +189,7 @@ pub fn without_debug(elf: &Path) -> Result<PathBuf, String> {
     if status.success() {
         Ok(out)
     } else {
-        Err(format!("llvm-objcopy --strip-debug {} failed ({status})", elf.display()))
+        Err(format!("llvm-objcopy --strip-all {} failed ({status})", elf.display()))
     }
 }
 
