@@ -35,6 +35,13 @@ usage:
       against native: ok, trapped+emulated, WRONG (saw X, native Y) or kill; the class and
       the cost of each; results.json, results.csv and census.svg in DIR (target/census/).
       --record writes the table into lecture note 09, which `cargo xtask test` checks.
+  cargo xtask notes  [--update]
+      Makes every generated block of lecture-notes/ again (the gdb walkthroughs' transcripts,
+      the census table) and compares it with the notes (English and Korean); --update writes
+      them. `cargo xtask test` fails on a stale transcript or table with the lines that differ.
+  cargo xtask book
+      The lecture notes as a book, English and Korean, built with mdBook (installed into
+      target/tools/ the first time) into target/book/; fails on any mdBook warning.
   cargo xtask handout --lab N[,M...] --out DIR [--seed S]
       The student tree for labs N, M...: their solutions cut out (todo!s with instructions and
       hints), hidden tests removed, as a fresh git repository with one commit. --seed S gives
@@ -123,6 +130,9 @@ pub enum Command {
     Run(RunOptions),
     Bench(crate::bench::BenchOptions),
     Census(crate::census::CensusOptions),
+    Book,
+    /// `notes`: whether to write the generated blocks (`--update`) or only compare them.
+    Notes(bool),
     Gdb(GdbOptions),
     Test(TestOptions),
     /// Labs, seed, output directory.
@@ -351,6 +361,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 }
             }
             Ok(Command::Census(options))
+        }
+        "book" => match it.next() {
+            None => Ok(Command::Book),
+            Some(other) => Err(format!("book: unknown flag '{other}' (it takes none)")),
+        },
+        "notes" => {
+            let mut update = false;
+            for flag in it {
+                match flag.as_str() {
+                    "--update" => update = true,
+                    other => return Err(format!("notes: unknown flag '{other}' (only --update)")),
+                }
+            }
+            Ok(Command::Notes(update))
         }
         "handout" => {
             let (mut labs, mut out, mut seed) = (Vec::new(), None, 0);

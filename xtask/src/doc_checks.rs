@@ -265,17 +265,6 @@ fn missing_item(source: &str, items: &[String]) -> Option<String> {
         .map(|s| format!("neither defines nor implements `{s}`"))
 }
 
-/// Where two transcripts first differ, line by line: `(this run's line, the note's line)`, with
-/// `(end)` for the one that ran out; `None` if they are the same. (The checked transcripts of
-/// the notes: the gdb walkthroughs, the census table.)
-pub fn first_difference<'a>(ran: &[&'a str], noted: &[&'a str]) -> Option<(&'a str, &'a str)> {
-    let at = match ran.iter().zip(noted).position(|(a, b)| a != b) {
-        None if ran.len() == noted.len() => return None,
-        at => at.unwrap_or(ran.len().min(noted.len())),
-    };
-    Some((ran.get(at).copied().unwrap_or("(end)"), noted.get(at).copied().unwrap_or("(end)")))
-}
-
 /// Words a `//!` header may not use: they describe a file's past or future, not the file.
 const STALE_WORDS: [&str; 5] = ["for now", "so far", "later", "first step", "not yet"];
 
@@ -363,14 +352,6 @@ mod tests {
                 (2, "hypercall-abi/src/bundle.rs".to_string(), None)
             ]
         );
-    }
-
-    #[test]
-    fn transcripts_differ_at_their_first_different_line() {
-        assert_eq!(first_difference(&["a", "b"], &["a", "b"]), None);
-        assert_eq!(first_difference(&["a", "b"], &["a", "c"]), Some(("b", "c")));
-        assert_eq!(first_difference(&["a", "b"], &["a"]), Some(("b", "(end)")));
-        assert_eq!(first_difference(&["a"], &["a", "c"]), Some(("(end)", "c")));
     }
 
     #[test]

@@ -24,6 +24,8 @@ mod census;
 mod boot_tests;
 mod checks;
 mod doc_checks;
+mod notes;
+mod book;
 mod test;
 mod gdb;
 mod hostile;
@@ -50,6 +52,8 @@ fn main() -> ExitCode {
         cli::Command::Run(options) => run::run(&options),
         cli::Command::Bench(options) => bench::bench(&options),
         cli::Command::Census(options) => census::census(&options),
+        cli::Command::Notes(update) => notes::notes(update),
+        cli::Command::Book => book::book(),
         cli::Command::Test(options) => test::test(&options),
         cli::Command::Gdb(options) => gdb::gdb(&options),
         cli::Command::Handout(labs, seed, out) => {

@@ -48,6 +48,7 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
             doc_checks::headers_are_current(),
             doc_checks::file_lengths(),
             doc_checks::page_table_facts_once(),
+            crate::book::book_in_step(),
             crate::labs::markers_match_manifests(),
         ];
         for check in all {
@@ -69,11 +70,7 @@ pub fn test(options: &TestOptions) -> Result<u8, String> {
     if !tests.is_empty() {
         boot(&tests, options, &mut tally)?;
     }
-    for (label, mode, extra) in [
-        ("gdb-walkthrough/qemu", hypercall_abi::Mode::Pv, None),
-        ("gdb-walkthrough-shadow/qemu", hypercall_abi::Mode::Pv, Some("paging=shadow")),
-        ("gdb-walkthrough-svm/qemu", hypercall_abi::Mode::Svm, None),
-    ] {
+    for (label, mode, extra) in crate::gdb::WALKTHROUGHS {
         if wanted(label) {
             gdb_walkthrough(options, &mut tally, label, mode, extra);
         }
@@ -303,20 +300,7 @@ fn gdb_walkthrough(
         return;
     }
     let start = Instant::now();
-    let session = crate::cli::GdbOptions {
-        mode,
-        guests: Vec::new(),
-        // Away from the interactive default, so a student's open session does not collide.
-        port: crate::gdb::default_port() + 2500,
-        release: options.release,
-        no_gdb: false,
-        batch: None,
-        walkthrough: true,
-        record: false,
-        extra: extra.into_iter().map(String::from).collect(),
-        symbols: Vec::new(),
-        quiet: true,
-    };
+    let session = crate::gdb::walkthrough_session(mode, extra, false, options.release);
     match crate::gdb::gdb(&session) {
         Ok(0) => {
             tally.passed += 1;
