@@ -42,7 +42,8 @@ pub const SYS_GETPID: u64 = 39;
 /// `exit(status)`: does not return.
 pub const SYS_EXIT: u64 = 60;
 
-/// Where user programs are linked (`pv-guest/user/user.ld`).
+/// Where the first user program is linked; each links 16 MiB above the one before
+/// (`pv-guest/user/build.rs`), so their symbols can be loaded into gdb side by side.
 pub const USER_BASE: u64 = 0x40_0000;
 /// One past the highest user stack address; the stack grows down from here.
 pub const USER_STACK_TOP: u64 = 0x7fff_0000_0000;
