@@ -117,6 +117,26 @@ macro_rules! pop_registers {
     };
 }
 
+/// Assembly that opens a region of entry code the CPU jumps into (an interrupt, `syscall`, a VM
+/// exit): the region's unwind information says it has no caller (`rip` undefined), so gdb's
+/// `bt` ends there with the handler that was called from it, instead of reading whatever lies
+/// on the stack as return addresses. The table goes to `.debug_frame`, beside the compiler's,
+/// which no boot image carries. Close the region with [`entry_code_end!`].
+#[macro_export]
+macro_rules! entry_code_begin {
+    () => {
+        ".cfi_sections .debug_frame\n.cfi_startproc\n.cfi_undefined rip\n"
+    };
+}
+
+/// Closes a region opened with [`entry_code_begin!`].
+#[macro_export]
+macro_rules! entry_code_end {
+    () => {
+        ".cfi_endproc\n"
+    };
+}
+
 /// Bytes of general registers the common entry code pushes: everything below `vector`.
 pub const SAVED_REGISTERS: usize = offset_of!(TrapFrame, vector);
 /// Bytes the stub pushes (vector and error code) between the registers and the CPU's frame.

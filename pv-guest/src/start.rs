@@ -13,14 +13,20 @@ use core::arch::global_asm;
 use hypercall_abi::StartInfo;
 
 global_asm!(
-    r#"
+    concat!(
+        r#"
     .section .text.start, "ax"
     .global _start
 _start:
+    "#,
+        hypercall_abi::entry_code_begin!(), // the first instruction: `bt` ends here
+        r#"
     xor ebp, ebp
     call {main}
     ud2
     "#,
+        hypercall_abi::entry_code_end!(),
+    ),
     main = sym rust_start,
 );
 

@@ -40,6 +40,9 @@ global_asm!(concat!(
 
     .section .text.guest_traps, "ax"
     .balign 16
+    "#,
+    hypercall_abi::entry_code_begin!(), // the entry points, to the jump out: `bt` ends in them
+    r#"
     .global guest_trap_vectors
 guest_trap_vectors:
     .set vector, 0
@@ -74,6 +77,9 @@ guest_trap_common:
     .global guest_trap_restore
 guest_trap_restore:                 // rsp at a TrapFrame: resume what it describes,
     jmp platform_trap_restore       // the way this flavour must (platform: pops, then iretq)
+    "#,
+    hypercall_abi::entry_code_end!(),
+    r#"
 
     // catch(rip = rdi, cs = rsi, rsp = rdx, ss = rcx): enter the snippet; returns (at
     // trap_resume) when it faults.

@@ -72,6 +72,9 @@ global_asm!(concat!(
     .balign 4096
     .global switcher_text_start
 switcher_text_start:
+    "#,
+    hypercall_abi::entry_code_begin!(), // every entry point below: `bt` ends in it
+    r#"
     .global trap_vectors
 trap_vectors:
     .set vector, 0
@@ -219,6 +222,9 @@ syscall_fast_end:                       // no more accesses to guest memory but 
     push 0                              // error code
     push {syscall_vector}               // vector: a bounced syscall
     jmp trap_common
+    "#,
+    hypercall_abi::entry_code_end!(),
+    r#"
     .balign 4096
     .global switcher_text_end
 switcher_text_end:

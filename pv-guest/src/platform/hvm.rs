@@ -335,8 +335,12 @@ pub fn kernel_stack_top() -> u64 {
 // `syscall` leaves rsp alone and IF cleared (FMASK): move to the kernel stack and build the
 // frame `int 0x80` would have left, then join the common entry as vector 0x80.
 global_asm!(
-    r#"
+    concat!(
+        r#"
     .section .text.hvm_syscall, "ax"
+    "#,
+        hypercall_abi::entry_code_begin!(),
+        r#"
     .global hvm_syscall_entry
 hvm_syscall_entry:
     mov [rip + {scratch}], rsp
@@ -350,6 +354,8 @@ hvm_syscall_entry:
     push {vector}
     jmp guest_trap_common
     "#,
+        hypercall_abi::entry_code_end!(),
+    ),
     scratch = sym SYSCALL_SCRATCH,
     stack = sym KERNEL_STACK_TOP,
     user_ss = const FLAT_RING3_DS,
