@@ -112,6 +112,7 @@ pub const HYPERCALL_STUB_SIZE: u64 = 32;
 /// Stubs in the hypercall page (numbers `0..HYPERCALL_PAGE_ENTRIES`).
 pub const HYPERCALL_PAGE_ENTRIES: u64 = 4096 / HYPERCALL_STUB_SIZE;
 
+// ANCHOR: hypercall_stub
 /// The hypercall-page stub for `number` with the hypervisor's chosen `trap` instruction:
 /// `mov eax, number; <trap>; ret`, padded with `int3`. The `pv` trap is `int 0x82`, the `vmx`
 /// one `vmcall` (`0f 01 c1`). `trap` is at most 8 bytes.
@@ -123,6 +124,7 @@ pub fn hypercall_stub(number: u64, trap: &[u8]) -> [u8; HYPERCALL_STUB_SIZE as u
     stub[5 + trap.len()] = 0xc3;
     stub
 }
+// ANCHOR_END: hypercall_stub
 /// The `pv` transport: the vector of `int 0x82` (gate DPL 1: ring 1 may use it, ring 3 may not).
 pub const HYPERCALL_VECTOR: u8 = 0x82;
 /// The vector of the `int 0x80` system call. A guest that registers it in its trap table with

@@ -5,7 +5,8 @@
 //!
 //! - every chapter and handout is in `lecture-notes/SUMMARY.md` (the labs' model answers and
 //!   templates are files the grader reads, not pages), and every relative link in the notes
-//!   leads to a file;
+//!   leads to a file, and every `{{#include PATH:ANCHOR}}` quotation to an anchored region of a
+//!   source file (so what the book quotes is code that compiles);
 //! - every chapter `lecture-notes/NN-name.md` has a Korean twin `lecture-notes/ko/NN-name.md`
 //!   in step with it, as every lab handout `labs/NN-name.md` has `labs/NN-name.ko.md`: the same
 //!   headings (level by level), the same code blocks (their comments may be translated), the
@@ -130,6 +131,28 @@ fn shape(text: &str) -> Shape {
     shape
 }
 
+/// The `{{#include PATH:ANCHOR}}` quotations of a page (mdBook's), with their line numbers.
+fn includes(text: &str) -> Vec<(usize, String, Option<String>)> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        for rest in line.split("{{#include ").skip(1) {
+            let Some(spec) = rest.split("}}").next() else { continue };
+            let (path, anchor) = match spec.trim().split_once(':') {
+                Some((path, anchor)) => (path, Some(anchor.to_string())),
+                None => (spec.trim(), None),
+            };
+            found.push((number + 1, path.to_string(), anchor));
+        }
+    }
+    found
+}
+
+/// A Korean chapter's code block as its English twin would spell it: the chapter is one
+/// directory deeper (`ko/`), so its quotations' paths have one more `../`.
+fn as_english(block: &str) -> String {
+    block.replace("{{#include ../../", "{{#include ../")
+}
+
 /// Where a Korean page departs from its English one, in words a translator can act on.
 fn out_of_step(english: &Shape, korean: &Shape) -> Vec<String> {
     let mut problems = Vec::new();
@@ -145,8 +168,11 @@ fn out_of_step(english: &Shape, korean: &Shape) -> Vec<String> {
             english.code.len(),
             korean.code.len()
         ));
-    } else if let Some(at) =
-        english.code.iter().zip(&korean.code).position(|(e, k)| uncommented(e) != uncommented(k))
+    } else if let Some(at) = english
+        .code
+        .iter()
+        .zip(&korean.code)
+        .position(|(e, k)| uncommented(e) != uncommented(&as_english(k)))
     {
         let first = english.code[at].lines().nth(1).unwrap_or_default();
         problems.push(format!("code block {} differs (it begins {first:?})", at + 1));
@@ -233,11 +259,28 @@ pub fn book_in_step() -> CheckResult {
         }
     }
     for page in &pages {
-        let dir = Path::new(page).parent().unwrap_or(Path::new(""));
-        for (line, target) in shape(&read(page)).links {
-            if !base.join(dir).join(&target).exists() {
+        let dir = base.join(Path::new(page).parent().unwrap_or(Path::new("")));
+        let text = read(page);
+        for (line, target) in shape(&text).links {
+            if !dir.join(&target).exists() {
                 problems.push(format!(
                     "lecture-notes/{page}:{line}: the link to {target} leads nowhere"
+                ));
+            }
+        }
+        for (line, path, anchor) in includes(&text) {
+            let source = fs::read_to_string(dir.join(&path)).unwrap_or_default();
+            let anchored = |name: &str| {
+                source.contains(&format!("ANCHOR: {name}\n"))
+                    && source.contains(&format!("ANCHOR_END: {name}\n"))
+            };
+            if source.is_empty() {
+                problems.push(format!(
+                    "lecture-notes/{page}:{line}: it quotes {path}, which is not there"
+                ));
+            } else if let Some(name) = anchor.filter(|name| !anchored(name)) {
+                problems.push(format!(
+                    "lecture-notes/{page}:{line}: {path} has no anchor {name} (ANCHOR: and ANCHOR_END: lines)"
                 ));
             }
         }
@@ -300,6 +343,22 @@ mod tests {
         assert_ne!(
             uncommented(english),
             uncommented("cargo xtask doctor --all  # 같은 설명\n\nmake")
+        );
+    }
+
+    #[test]
+    fn quotations_are_found_and_korean_paths_are_one_deeper() {
+        let text = "a\n{{#include ../x/src/a.rs:stub}}\n{{#include ../x/b.rs}}\n";
+        assert_eq!(
+            includes(text),
+            [
+                (2, "../x/src/a.rs".to_string(), Some("stub".to_string())),
+                (3, "../x/b.rs".to_string(), None)
+            ]
+        );
+        assert_eq!(
+            as_english("{{#include ../../x/src/a.rs:stub}}"),
+            "{{#include ../x/src/a.rs:stub}}"
         );
     }
 
