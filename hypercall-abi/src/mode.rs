@@ -1,4 +1,4 @@
-//! The four ways the same guest can run; chosen at boot by `mode=` on the command line.
+//! The five ways the same guest can run; chosen at boot by `mode=` on the command line.
 
 /// How a domain's kernel runs. DESIGN §3 has the full table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,11 +12,14 @@ pub enum Mode {
     Svm = 3,
     /// The `hvm` flavour in real ring 0: xen-lite loads it and steps aside.
     Native = 4,
+    /// The `hvm` flavour, unmodified, in ring 1 by pure trap-and-emulate: every privileged
+    /// instruction raises #GP and xen-lite emulates it against a virtual CPU, on shadow paging.
+    Trap = 5,
 }
 
 impl Mode {
     /// Every mode, in the order the documentation lists them.
-    pub const ALL: [Mode; 4] = [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Native];
+    pub const ALL: [Mode; 5] = [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Native, Mode::Trap];
 
     /// The name used on command lines and in logs.
     pub const fn name(self) -> &'static str {
@@ -25,6 +28,7 @@ impl Mode {
             Mode::Vmx => "vmx",
             Mode::Svm => "svm",
             Mode::Native => "native",
+            Mode::Trap => "trap",
         }
     }
 
@@ -42,7 +46,7 @@ impl Mode {
     pub const fn flavour(self) -> &'static str {
         match self {
             Mode::Pv => "pv",
-            Mode::Vmx | Mode::Svm | Mode::Native => "hvm",
+            Mode::Vmx | Mode::Svm | Mode::Native | Mode::Trap => "hvm",
         }
     }
 }

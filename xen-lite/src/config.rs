@@ -2,7 +2,7 @@
 //!
 //! | word                   | meaning                                                      |
 //! |------------------------|--------------------------------------------------------------|
-//! | `mode=pv\|vmx\|svm\|native` | how domains run (required)                              |
+//! | `mode=pv\|vmx\|svm\|native\|trap` | how domains run (required)                        |
 //! | `domain="..."`         | one domain, with this guest command line; repeat for more    |
 //! | `mem=16M`              | memory per domain (default 16 MiB)                           |
 //! | `kernel=NAME`          | bundle image to boot (default `guest-pv` or `guest-hvm`)     |
@@ -173,7 +173,9 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         let value = word.value.unwrap_or("");
         let bad = |expected| ConfigError::BadValue { key: word.key, value, expected };
         match word.key {
-            "mode" => mode = Some(Mode::from_name(value).ok_or(bad("pv, vmx, svm or native"))?),
+            "mode" => {
+                mode = Some(Mode::from_name(value).ok_or(bad("pv, vmx, svm, native or trap"))?)
+            }
             "domain" => {
                 if domain_count == MAX_DOMAINS {
                     return Err(ConfigError::TooManyDomains {
@@ -264,7 +266,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         return Err(ConfigError::TooManyDomains { count: domain_count, max: 1 });
     }
     let nested_paging = match nested_paging {
-        None => true,
+        None => mode != Mode::Trap, // trap-and-emulate has only shadow paging
         Some(("ept", on)) if mode == Mode::Vmx => on,
         Some(("npt", on)) if mode == Mode::Svm => on,
         Some((key, _)) => {

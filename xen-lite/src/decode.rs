@@ -182,7 +182,7 @@ pub fn umip_instruction(bytes: &[u8]) -> Option<UmipInstruction> {
 
 /// The memory operand whose ModRM byte (`modrm`, mode not 3) came just before `at` in `bytes`,
 /// with the instruction's REX prefix (0 if none): the operand, and where the instruction ends.
-fn memory_operand(bytes: &[u8], mut at: usize, rex: u8, modrm: u8) -> Option<(Operand, usize)> {
+pub fn memory_operand(bytes: &[u8], mut at: usize, rex: u8, modrm: u8) -> Option<(Operand, usize)> {
     let (mode, rm, rex_b) = (modrm >> 6, modrm & 7, (rex & 1) << 3);
     let (rex_x, mut base, mut index) = ((rex & 2) << 2, Some(rm | rex_b), None);
     let mut rip_relative = false;

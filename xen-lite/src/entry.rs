@@ -269,7 +269,7 @@ unsafe extern "C" {
     static trap_vectors: u8;
     /// The return half of `trap_common`: `rsp` must point at a complete [`TrapFrame`] and `rax`
     /// hold the CR3 to resume with.
-    fn trap_return() -> !;
+    pub fn trap_return() -> !;
     static switcher_text_start: u8;
     static switcher_text_end: u8;
     static syscall_entry: u8;

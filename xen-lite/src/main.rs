@@ -56,6 +56,8 @@ mod hvm;
 mod shadow;
 mod vmx;
 mod svm;
+// trap: the same kernel in ring 1, by trap-and-emulate (a software backend of the same loop).
+mod trapmode;
 // native: the kernel alone on the machine.
 mod native;
 #[cfg(test)]
@@ -170,6 +172,9 @@ fn start(config: &Config<'_>, bundle: &Bundle<'static>) -> ! {
                 exit_emulator(STATUS_BAD_BUNDLE)
             });
             hvm::start(vmx, config, bundle.find(config.kernel), modules)
+        }
+        Mode::Trap => {
+            hvm::start(trapmode::Trap::new(), config, bundle.find(config.kernel), modules)
         }
         Mode::Svm => {
             let svm = svm::Svm::enable().unwrap_or_else(|error| {

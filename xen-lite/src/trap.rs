@@ -102,6 +102,9 @@ pub extern "C" fn handle_trap(frame: &mut TrapFrame, interrupted_cr3: u64) -> u6
         return crate::switcher::return_cr3();
     }
     let from_guest = frame.cs & 3 != 0;
+    if from_guest && crate::trapmode::active() {
+        crate::trapmode::guest_trapped(frame);
+    }
     let ours = frame.vector == u64::from(crate::timer::TIMER_VECTOR) || from_guest;
     if crate::pv::active() && ours {
         crate::pv::handle(frame)

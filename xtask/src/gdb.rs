@@ -287,7 +287,7 @@ pub fn batch_output(
 /// Runs the command.
 pub fn gdb(options: &GdbOptions) -> Result<u8, String> {
     match options.mode {
-        Mode::Pv | Mode::Svm | Mode::Native => {}
+        Mode::Pv | Mode::Svm | Mode::Native | Mode::Trap => {}
         Mode::Vmx => {
             return Err("--mode vmx runs only in Bochs here, which has no gdb stub: step the same run loop in --mode svm, or use the Bochs debugger on a run directory (`vmexitbp`; lecture note 05, section 6)".into())
         }

@@ -115,10 +115,7 @@ fn do_sched_op(domains: &mut Domains, caller: usize, command: u64, arg: u64) -> 
         SCHEDOP_SHUTDOWN => {
             let code =
                 u8::try_from(arg).ok().filter(|&c| c <= GUEST_STATUS_MAX).ok_or(Errno::EINVAL)?;
-            let domain = domains.domain(caller);
-            domain.console_flush();
-            domain.state = State::Dead(code);
-            log::info!("dom{caller} shut down with exit code {code}");
+            domains.domain(caller).shut_down(code);
             Ok(0)
         }
         _ => Err(Errno::ENOSYS),

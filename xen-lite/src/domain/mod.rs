@@ -158,7 +158,7 @@ impl Domain {
     pub fn console_write(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             if byte == b'\n' || self.line_len == LINE_MAX {
-                crate::console::guest_line(self.id, &self.line[..self.line_len]);
+                crate::console::guest_line(self.id, self.shown_line());
                 self.line_len = 0;
                 if byte == b'\n' {
                     continue;
@@ -169,11 +169,35 @@ impl Domain {
         }
     }
 
+    /// Ends the domain at its own request, with `code` (at most `GUEST_STATUS_MAX`).
+    pub fn shut_down(&mut self, code: u8) {
+        self.console_flush();
+        self.state = State::Dead(code);
+        log::info!("dom{} shut down with exit code {code}", self.id);
+    }
+
     /// Prints what is left of an unfinished line (at shutdown).
     pub fn console_flush(&mut self) {
         if self.line_len > 0 {
-            crate::console::guest_line(self.id, &self.line[..self.line_len]);
+            crate::console::guest_line(self.id, self.shown_line());
             self.line_len = 0;
+        }
+    }
+
+    /// The line being written, as the console shows it after xen-lite's `[domN]`: a
+    /// `mode=trap` kernel believes it is alone on the machine and tags its lines itself, as it
+    /// does natively, so its own tag (if it is this domain's) goes.
+    fn shown_line(&self) -> &[u8] {
+        let line = &self.line[..self.line_len];
+        if self.mode != Mode::Trap {
+            return line;
+        }
+        let Some(rest) = line.strip_prefix(b"[dom") else { return line };
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let id = core::str::from_utf8(&rest[..digits]).ok().and_then(|d| d.parse::<u32>().ok());
+        match (id, rest[digits..].strip_prefix(b"] ")) {
+            (Some(id), Some(text)) if id == self.id => text,
+            _ => line,
         }
     }
 }

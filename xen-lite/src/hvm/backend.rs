@@ -89,6 +89,9 @@ pub enum Exit {
         /// The linear address.
         address: u64,
     },
+    /// `mode=trap`: an instruction or event the backend emulated itself (counted; nothing
+    /// is left for the run loop to do).
+    Emulated,
     /// Something the domain dies for.
     Fatal(Fatal),
 }
@@ -133,6 +136,34 @@ pub enum Fatal {
         info1: u64,
         info2: u64,
     },
+    /// `mode=trap`: an emulated instruction asked for what the virtual CPU refuses.
+    Emulation {
+        /// The instruction.
+        instruction: &'static str,
+        /// The rule.
+        rule: &'static str,
+        /// The offending value.
+        value: u64,
+    },
+    /// `mode=trap`: an event could not be delivered through the guest's IDT.
+    Delivery {
+        /// The vector.
+        vector: u8,
+        /// Why not.
+        why: &'static str,
+        /// The error code or address involved.
+        detail: u64,
+    },
+    /// `mode=trap`: an interrupt has waited `ticks` on a clear virtual IF; the last
+    /// instruction xen-lite emulated was `last` at `rip`.
+    Watchdog {
+        /// How long.
+        ticks: u64,
+        /// The instruction.
+        last: &'static str,
+        /// Its address.
+        rip: u64,
+    },
     /// Any other VMX exit reason, with its exit qualification.
     Unexpected {
         /// The basic exit reason.
@@ -159,6 +190,16 @@ impl fmt::Display for Fatal {
                 "unexpected #VMEXIT {code:#x} ({name}), EXITINFO1 {info1:#x}, EXITINFO2 {info2:#x}"
             ),
             Self::TripleFault => f.write_str("triple fault (an exception it could not deliver)"),
+            Self::Emulation { instruction, rule, value } => {
+                write!(f, "{instruction} with {value:#x}: {rule}")
+            }
+            Self::Delivery { vector, why, detail } => {
+                write!(f, "cannot deliver vector {vector} ({detail:#x}): {why}")
+            }
+            Self::Watchdog { ticks, last, rip } => write!(
+                f,
+                "watchdog: an interrupt has waited {ticks} ticks on a clear virtual IF; the last instruction xen-lite emulated was `{last}` at rip {rip:#x} (a `popfq` that set IF again would not trap in ring 1: sensitive, not privileged)"
+            ),
             Self::EntryFailed { what, detail } => write!(f, "VM entry failed: {what} ({detail})"),
             Self::Unexpected { reason, qualification } => write!(
                 f,
@@ -193,6 +234,12 @@ pub trait HardwareVt {
 
     /// The hypercall-page stub for `number`: load it into `eax`, trap to xen-lite, return.
     fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize];
+
+    /// What every shadow root holds in the reserved level-4 slots: nothing (the guest has them
+    /// all) unless the backend runs guests on xen-lite's own IDT (`mode=trap`).
+    fn host_slots() -> crate::shadow::HostSlots {
+        crate::shadow::HostSlots::default()
+    }
 
     /// A virtual CPU that starts as `boot` says, with memory mapped exactly as it says.
     fn create_vcpu(&mut self, boot: &VcpuBoot) -> Result<Self::Vcpu, &'static str>;

@@ -2,6 +2,8 @@
 //! each `handle_*` below does the work for one reason. Only what a correct guest can cause is
 //! handled; everything else kills the domain with one line naming the reason and the values.
 
+use hypercall_abi::devices::{DEBUG_EXIT_PORT, GUEST_STATUS_MAX};
+
 use super::devices::DeviceError;
 use super::{Exit, Fatal, HardwareVt, Hvm};
 use crate::domain::{self, kill, Domains, State};
@@ -17,7 +19,7 @@ impl<V: HardwareVt> Hvm<V> {
             Exit::Halt => self.handle_halt(domains, c),
             Exit::HostInterrupt(vector) => handle_host_interrupt(vector),
             Exit::HostInterruptPending => take_pending_interrupts(),
-            Exit::InterruptWindow => {} // the next trip round the run loop injects
+            Exit::InterruptWindow | Exit::Emulated => {} // the next trip round the loop injects
             Exit::CacheFlush => self.skip(c),
             // The tick that is due is pending at the PIC but was not delivered as an exit (the
             // Bochs quirk in `Vmx::set_tick_length`): take it here.
@@ -78,6 +80,12 @@ impl<V: HardwareVt> Hvm<V> {
         let domain = domains.domain(c);
         let (rip, value) = (domain.regs.rip, domain.regs.rax);
         let result = match (size, write) {
+            // A kernel that believes it is alone on the machine ends it through the exit device
+            // (`hypercall_abi::devices`), as natively: under xen-lite that ends the domain.
+            (4, true) if port == DEBUG_EXIT_PORT && value as u32 <= u32::from(GUEST_STATUS_MAX) => {
+                domain.shut_down(value as u8);
+                return;
+            }
             (1, true) => self.devices[c].write(port, value as u8),
             (1, false) => self.devices[c].read(port).map(|byte| {
                 domain.regs.rax = (value & !0xff) | u64::from(byte);

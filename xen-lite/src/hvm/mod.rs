@@ -49,7 +49,7 @@ use crate::entry::TrapFrame;
 use crate::exit::exit_emulator;
 use crate::frame::Frame;
 use crate::instructions::wait_for_interrupt;
-use crate::shadow::{DomainShadow, HostSlots, Pmap};
+use crate::shadow::{DomainShadow, Pmap};
 use crate::timer::{self, NS_PER_TICK};
 
 /// Set once the domains run: host timer interrupts while idle then belong to [`Hvm::run`].
@@ -105,7 +105,7 @@ pub fn start<V: HardwareVt>(
         let mut boot = build::<V>(id as u32, config, cmdline, image, modules, base);
         if !config.nested_paging {
             let pmap = Pmap { base: base.addr(), pages: config.domain_pages };
-            let shadow = DomainShadow::allocate(config, id, pmap, boot.cr3, HostSlots::default());
+            let shadow = DomainShadow::allocate(config, id, pmap, boot.cr3, V::host_slots());
             boot.shadow_root = Some(shadow.tables.root());
             hvm.shadows[id] = Some(shadow);
         }

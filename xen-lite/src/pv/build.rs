@@ -35,17 +35,9 @@ pub fn switcher_slot() -> (usize, u64) {
     *SWITCHER_SLOT.get().expect("pv::start builds it")
 }
 
-/// The stub for hypercall `number`: `mov eax, number; int 0x82; ret`, padded with `int3`.
-pub fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
-    hypercall_abi::hypercall::hypercall_stub(number, &[0xcd, HYPERCALL_VECTOR])
-}
-
-/// Builds every domain the command line names and starts the first.
-pub fn start(config: &Config<'_>, image: Option<&[u8]>, modules: &[(&str, &[u8])]) -> ! {
-    let Some(image) = image else {
-        log::error!("pv: no image '{}' in the boot bundle", config.kernel);
-        exit_emulator(STATUS_BAD_BUNDLE);
-    };
+/// Builds the switcher's mapping for guest address spaces, once (`pv`, and `mode=trap`, whose
+/// guests run in ring 1 on xen-lite's IDT too).
+pub fn map_switcher() {
     SWITCHER_SLOT.call_once(|| {
         switcher::build_guest_slot(|| {
             let frame = crate::frame::alloc()
@@ -57,6 +49,20 @@ pub fn start(config: &Config<'_>, image: Option<&[u8]>, modules: &[(&str, &[u8])
             frame
         })
     });
+}
+
+/// The stub for hypercall `number`: `mov eax, number; int 0x82; ret`, padded with `int3`.
+pub fn hypercall_stub(number: u64) -> [u8; HYPERCALL_STUB_SIZE as usize] {
+    hypercall_abi::hypercall::hypercall_stub(number, &[0xcd, HYPERCALL_VECTOR])
+}
+
+/// Builds every domain the command line names and starts the first.
+pub fn start(config: &Config<'_>, image: Option<&[u8]>, modules: &[(&str, &[u8])]) -> ! {
+    let Some(image) = image else {
+        log::error!("pv: no image '{}' in the boot bundle", config.kernel);
+        exit_emulator(STATUS_BAD_BUNDLE);
+    };
+    map_switcher();
     let mut domains = domain::lock();
     for (id, cmdline) in config.domains().iter().enumerate() {
         let base = domain::allocate_memory(config, id);

@@ -41,7 +41,8 @@ use hypercall_abi::frame::has_error_code;
 use hypercall_abi::hypercall::{HYPERCALL_VECTOR, SYSCALL_BOUNCE_VECTOR};
 
 pub use self::bounce::RFLAGS_CLEARED_ON_DELIVERY;
-pub use self::build::{start, switcher_slot};
+pub use self::build::{map_switcher, start, switcher_slot};
+pub use self::shadow::host_slots as shadow_host_slots;
 pub use self::state::PvState;
 use crate::decode::privileged_instruction;
 use crate::domain::schedule::Decision;

@@ -72,7 +72,7 @@ impl Pmap {
 }
 
 /// The guest's memory through its pmap and xen-lite's direct map.
-struct PmapMemory(Pmap);
+pub struct PmapMemory(pub Pmap);
 
 impl GuestMemory for PmapMemory {
     fn read(&self, gpa: u64) -> Option<u64> {
