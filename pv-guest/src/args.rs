@@ -58,6 +58,8 @@ pub enum Workload {
     Primes,
     /// Spin with events masked for a while: must not starve other domains.
     SpinMasked,
+    /// `popf-wait`: restore IF with `popfq`, then wait for the timer (`mode=trap` cannot).
+    PopfWait,
     /// Open an event port for domain `n` and wait for three events on it.
     Pong(u32),
     /// Send three events to port 1 of domain `n` (where `pong` listens).
@@ -123,7 +125,7 @@ pub enum Workload {
 }
 
 /// Names, for messages.
-pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, shadow-tlb, shadow-sweep, shadow-reserved-slot, census[=N], triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults, fuzz=SEED:COUNT";
+pub const KNOWN: &str = "init PROGRAM..., hello, counter, primes, spin-masked, popf-wait, ping=DOMAIN, pong=DOMAIN, run=PROGRAM, tests, privileged=cli|hlt|cr3|lgdt|wrmsr|out, no-handler, bad-stack, stack-on-page-table, syscall-stack-on-page-table, beyond-memory, shadow-tlb, shadow-sweep, shadow-reserved-slot, census[=N], triple-fault, domain-switch=K, event-cost, attack=NAME, secret-faults, fuzz=SEED:COUNT";
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +184,7 @@ impl Args {
                 ("counter", None) => Workload::Counter,
                 ("primes", None) => Workload::Primes,
                 ("spin-masked", None) => Workload::SpinMasked,
+                ("popf-wait", None) => Workload::PopfWait,
                 ("tests", None) => Workload::Tests,
                 ("no-handler", None) => Workload::NoHandler,
                 ("bad-stack", None) => Workload::BadStack,

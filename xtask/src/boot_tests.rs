@@ -414,6 +414,7 @@ fn pv() -> Vec<BootTest> {
     tests.extend(svm());
     tests.extend(shadow());
     tests.extend(console_uart());
+    tests.extend(trap());
     tests.extend(crate::hostile::tests());
     tests.extend(audited());
     let bochs_only: [(&'static str, &'static str, &'static str); 7] = [
@@ -789,6 +790,56 @@ fn shadow() -> Vec<BootTest> {
 /// `console=uart`: two hvm domains print everything through the emulated 16550 at COM1
 /// (`xen-lite/src/hvm/uart.rs`), one I/O exit per register access, and make no `console_io`
 /// hypercall at all (their summaries count only the final `sched_op`).
+/// `mode=trap`: the unmodified hvm kernel in ring 1 by trap-and-emulate, beside a bystander;
+/// and the `popfq` it cannot emulate, which natively and under vmx restores IF.
+fn trap() -> Vec<BootTest> {
+    let mut tests = Vec::new();
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        tests.push(BootTest {
+            name: "trap-usertests",
+            emulator,
+            bundle: Bundle::Cmdline("mode=trap domain=\"init hello usertests\" domain=\"counter\""),
+            expect: &[
+                "[xen] trap: one tick is ",
+                "[dom0] pv-guest (hvm flavour) running in trap mode as domain 0",
+                "[dom0] hello from ring 3: pid ",
+                "[dom0] usertests: ok a spinning process is preempted",
+                "ALL TESTS PASSED",
+                "[dom0] init: 2 programs run, 0 failed",
+                "[xen]   dom1: exit code 0",
+            ],
+            status: 0,
+        });
+        tests.push(BootTest {
+            name: "trap-popf-watchdog",
+            emulator,
+            bundle: Bundle::Cmdline("mode=trap domain=\"popf-wait\" domain=\"counter\""),
+            expect: &[
+                "[xen] ERROR dom0 killed: watchdog: an interrupt has waited ",
+                " ticks on a clear virtual IF; the last instruction xen-lite emulated was `cli` at rip 0x",
+                "[xen]   dom1: exit code 0",
+            ],
+            status: STATUS_DOMAIN_KILLED,
+        });
+    }
+    let restored =
+        "[dom0] popf-wait: 30 ms of system time passed after popfq (IF was 1 when saved)";
+    for (name, cmdline, emulator) in [
+        ("native-popf-wait", "mode=native domain=\"popf-wait\"", Emulator::Qemu),
+        ("vmx-popf-wait", "mode=vmx domain=\"popf-wait\"", Emulator::Bochs),
+    ] {
+        let expect: &'static [&'static str] = Box::leak(Box::new([restored]));
+        tests.push(BootTest {
+            name,
+            emulator,
+            bundle: Bundle::Cmdline(cmdline),
+            expect,
+            status: 0,
+        });
+    }
+    tests
+}
+
 fn console_uart() -> Vec<BootTest> {
     let runs = [
         ("vmx-console-uart", "mode=vmx console=uart", Emulator::Bochs, "I/O instruction "),

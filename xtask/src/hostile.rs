@@ -51,6 +51,10 @@ const fn svm(attack: &'static str, expect: Expect, why: &'static str) -> Case {
     Case { attack, mode: "svm", options: "", expect, qemu: Ok(()), why }
 }
 
+const fn trap(attack: &'static str, expect: Expect, why: &'static str) -> Case {
+    Case { attack, mode: "trap", options: "", expect, qemu: Ok(()), why }
+}
+
 use Expect::{Kill, Line};
 
 /// Every case.
@@ -363,6 +367,37 @@ pub const CASES: &[Case] = &[
     svm("clgi", Kill("clgi: an SVM instruction"), "clgi would hold off xen-lite's interrupts"),
     svm("skinit", Kill("skinit: an SVM instruction"), "no secure launch from a guest"),
     svm("invlpga", Kill("invlpga: an SVM instruction"), "another ASID's TLB entries are not the guest's"),
+    // `mode=trap`: the virtual CPU's checks on what ring 1 asks of it.
+    trap(
+        "lgdt-non-canonical",
+        Kill("lgdt with 0x8000000000000000: a table base must be canonical"),
+        "xen-lite reads the guest's GDT: its base must be an address",
+    ),
+    trap(
+        "far-return-to-data",
+        Kill("a gate or far return with 0x10: kernel code must be a present 64-bit code descriptor of DPL 0"),
+        "only code descriptors become the ring-1 code segment",
+    ),
+    trap(
+        "ring0-descriptor",
+        Line("after a far return to its DPL-0 code descriptor, CS is 0x19 (ring 1)"),
+        "a DPL-0 descriptor is presented at DPL 1 (Xen's check_descriptor): ring 0 stays xen-lite's",
+    ),
+    trap(
+        "wrmsr-sysenter",
+        Kill("wrmsr of MSR 0x176 at rip 0x"),
+        "an MSR xen-lite does not virtualise would reach the real CPU: refused",
+    ),
+    trap(
+        "efer-long-mode-off",
+        Kill("wrmsr of MSR 0xc0000080 at rip 0x"),
+        "EFER's mode bits are xen-lite's; SCE and NXE are the guest's",
+    ),
+    trap(
+        "ltr-data",
+        Line("caught vector 13 in ring 0, error code 0x10"),
+        "ltr of anything but an available TSS is the #GP the CPU raises",
+    ),
 ];
 
 /// The boot tests of the table.
@@ -372,7 +407,7 @@ pub fn tests() -> Vec<BootTest> {
         let name: &'static str = Box::leak(test_name(case).into_boxed_str());
         let bystander = match (case.mode, case.attack) {
             (_, "read-guest-visible-stacks") => "secret-faults",
-            ("vmx" | "svm", _) => "init hello",
+            ("vmx" | "svm" | "trap", _) => "init hello",
             _ => "hello",
         };
         let cmdline = format!(
@@ -448,7 +483,9 @@ mod tests {
     #[test]
     fn the_table_has_at_least_forty_attacks_and_every_one_says_why() {
         assert!(CASES.len() >= 40, "{} cases", CASES.len());
-        assert!(CASES.iter().all(|c| !c.why.is_empty() && matches!(c.mode, "pv" | "vmx" | "svm")));
+        assert!(CASES
+            .iter()
+            .all(|c| !c.why.is_empty() && matches!(c.mode, "pv" | "vmx" | "svm" | "trap")));
         let regressions = CASES.iter().filter(|c| c.why.starts_with("regression")).count();
         assert!(regressions >= 10, "{regressions} regression cases");
     }

@@ -30,6 +30,8 @@ use crate::syscall::{SYS_EXIT, SYS_GETPID};
 use crate::traps::{catch, catch_in_kernel, Caught};
 use crate::{platform, println};
 
+mod trap;
+
 macro_rules! address {
     ($symbol:ident) => {
         core::ptr::addr_of!($symbol) as u64
@@ -320,6 +322,13 @@ static ATTACKS: &[Attack] = &[
     Attack { name: "xsetbv", run: xsetbv },
     Attack { name: "vmxon", run: vmxon },
     Attack { name: "pit-abuse", run: pit_abuse },
+    // `mode=trap`: privileged instructions with operands the virtual CPU must refuse.
+    Attack { name: "lgdt-non-canonical", run: trap::lgdt_non_canonical },
+    Attack { name: "far-return-to-data", run: trap::far_return_to_data },
+    Attack { name: "ring0-descriptor", run: trap::ring0_descriptor },
+    Attack { name: "wrmsr-sysenter", run: trap::wrmsr_sysenter },
+    Attack { name: "efer-long-mode-off", run: trap::efer_long_mode_off },
+    Attack { name: "ltr-data", run: trap::ltr_data },
     // The SVM instructions an svm guest's ring 0 can execute (EFER.SVME is set for it, since
     // `vmrun` requires it): each must be intercepted, and kill naming it.
     Attack { name: "vmrun", run: |c| svm_instruction(c, address!(attack_vmrun)) },

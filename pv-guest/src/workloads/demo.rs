@@ -58,6 +58,32 @@ pub fn spin_masked() -> Result<(), Errno> {
     Ok(())
 }
 
+/// The kernel idiom that saves the flags, disables interrupts and restores them with `popfq`,
+/// then waits 30 ms of system time. Natively and under vmx or svm, `popfq` sets IF again and the
+/// timer's ticks come; in pv the clock is xen-lite's shared time, so IF does not matter. Under
+/// `mode=trap`, `popfq` in ring 1 cannot change IF (sensitive, but not privileged: it does not
+/// trap), the virtual IF stays clear, no tick is delivered, and xen-lite's watchdog ends the
+/// domain with a line naming the last instruction it emulated (`cli`).
+pub fn popf_wait() -> Result<(), Errno> {
+    timer::start()?;
+    platform::events_enable();
+    let flags: u64;
+    // SAFETY: `pushfq; pop` only reads RFLAGS onto the stack and into a register.
+    unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags) };
+    platform::events_disable();
+    // SAFETY: `push; popfq` restores the flags read above, in the same kernel.
+    unsafe { core::arch::asm!("push {}", "popfq", in(reg) flags) };
+    let start = platform::now_ns()?;
+    while platform::now_ns()? < start + 30_000_000 {
+        core::hint::spin_loop();
+    }
+    println!(
+        "popf-wait: 30 ms of system time passed after popfq (IF was {} when saved)",
+        flags >> 9 & 1
+    );
+    Ok(())
+}
+
 /// Opens an event port that domain `from` may send to (the first free port, 1), then sleeps
 /// until `PINGS` events have arrived on it.
 pub fn pong(from: u32) -> Result<(), Errno> {

@@ -30,6 +30,7 @@ pub fn run(args: &Args, info: &'static StartInfo) -> u8 {
         Workload::Counter => demo::counter(),
         Workload::Primes => demo::primes(),
         Workload::SpinMasked => demo::spin_masked(),
+        Workload::PopfWait => demo::popf_wait(),
         Workload::Pong(from) => demo::pong(from),
         Workload::Ping(to) => demo::ping(to),
         Workload::Tests => return selftest::run(info),
