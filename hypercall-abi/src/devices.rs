@@ -66,6 +66,12 @@ pub const fn timer_init_sequence(vector: u8, hz: u64) -> [(u16, u8); 13] {
 /// emulators (and KVM, which runs QEMU's device model).
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
+/// `mode=trap`'s counter port: `in eax, dx` here reads how many times the domain has trapped
+/// into xen-lite so far, the timer's traps left out (low 32 bits). A trap-mode kernel has no
+/// hypercalls to ask with; the census and the bench read their costs here. Elsewhere the port
+/// is unassigned.
+pub const TRAP_COUNTER_PORT: u16 = 0x510;
+
 /// Exit statuses `0..=GUEST_STATUS_MAX` are a guest's own `shutdown` code, passed through.
 pub const GUEST_STATUS_MAX: u8 = 99;
 /// xen-lite took an exception or panicked.

@@ -86,14 +86,16 @@ impl Setup {
 }
 
 /// Every setup this machine can run: QEMU with icount runs pv (on direct and on shadow paging),
-/// svm (on nested and on shadow page tables, and with its console on the emulated UART) and
-/// native (its TCG has no VMX), Bochs the same and vmx (svm in an AMD model).
-pub const MATRIX: [Setup; 14] = [
+/// svm (on nested and on shadow page tables, and with its console on the emulated UART), trap
+/// (trap-and-emulate, always on shadow tables) and native (its TCG has no VMX), Bochs the same
+/// and vmx (svm in an AMD model).
+pub const MATRIX: [Setup; 16] = [
     Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: false, uart: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Pv, shadow: true, uart: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false, uart: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: true, uart: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Svm, shadow: false, uart: true },
+    Setup { emulator: Emulator::Qemu, mode: Mode::Trap, shadow: false, uart: false },
     Setup { emulator: Emulator::Qemu, mode: Mode::Native, shadow: false, uart: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: false, uart: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Pv, shadow: true, uart: false },
@@ -102,6 +104,7 @@ pub const MATRIX: [Setup; 14] = [
     Setup { emulator: Emulator::Bochs, mode: Mode::Vmx, shadow: false, uart: true },
     Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: false, uart: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Svm, shadow: true, uart: false },
+    Setup { emulator: Emulator::Bochs, mode: Mode::Trap, shadow: false, uart: false },
     Setup { emulator: Emulator::Bochs, mode: Mode::Native, shadow: false, uart: false },
 ];
 
@@ -283,7 +286,8 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
                 cycles: None,
             }));
         }
-        let rings = MATRIX.iter().filter(|s| s.mode != Mode::Native);
+        // Domains yield with a hypercall, which neither native nor trap mode has.
+        let rings = MATRIX.iter().filter(|s| !matches!(s.mode, Mode::Native | Mode::Trap));
         for setup in rings {
             for domains in DOMAIN_COUNTS {
                 println!(
@@ -628,7 +632,22 @@ pub fn ratios(measurements: &[Measurement]) -> String {
     let mut out = String::from("\nratios (instructions per operation, same emulator):\n");
     /// One side of a ratio: mode, workload, path.
     type Side = (Mode, &'static str, &'static str);
-    let questions: [(&str, Side, Side); 10] = [
+    let questions: [(&str, Side, Side); 13] = [
+        (
+            "trap-and-emulate syscall vs native syscall",
+            (Mode::Trap, "null-syscall", "syscall"),
+            (Mode::Native, "null-syscall", "syscall"),
+        ),
+        (
+            "trap-and-emulate fork vs native fork",
+            (Mode::Trap, "fork-exit-wait", "syscall"),
+            (Mode::Native, "fork-exit-wait", "syscall"),
+        ),
+        (
+            "trap-and-emulate first touch vs native first touch",
+            (Mode::Trap, "first-touch", "page-fault"),
+            (Mode::Native, "first-touch", "page-fault"),
+        ),
         (
             "bounced pv syscall vs native syscall",
             (Mode::Pv, "null-syscall", "syscall"),
@@ -719,7 +738,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
         }
     }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
-        for mode in [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Native] {
+        for mode in [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Trap, Mode::Native] {
             let costs: Vec<String> = ["batch-1", "batch-8", "batch-64", "batch-512"]
                 .iter()
                 .filter_map(|path| {
@@ -739,7 +758,7 @@ pub fn ratios(measurements: &[Measurement]) -> String {
         }
     }
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
-        let costs: Vec<String> = [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Native]
+        let costs: Vec<String> = [Mode::Pv, Mode::Vmx, Mode::Svm, Mode::Trap, Mode::Native]
             .iter()
             .filter_map(|&mode| {
                 find(measurements, emulator, mode, "event-delivery", "timer")

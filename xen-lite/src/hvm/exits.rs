@@ -2,7 +2,8 @@
 //! each `handle_*` below does the work for one reason. Only what a correct guest can cause is
 //! handled; everything else kills the domain with one line naming the reason and the values.
 
-use hypercall_abi::devices::{DEBUG_EXIT_PORT, GUEST_STATUS_MAX};
+use hypercall_abi::devices::{DEBUG_EXIT_PORT, GUEST_STATUS_MAX, TRAP_COUNTER_PORT};
+use hypercall_abi::{vm_exit, Mode};
 
 use super::devices::DeviceError;
 use super::{Exit, Fatal, HardwareVt, Hvm};
@@ -85,6 +86,13 @@ impl<V: HardwareVt> Hvm<V> {
             (4, true) if port == DEBUG_EXIT_PORT && value as u32 <= u32::from(GUEST_STATUS_MAX) => {
                 domain.shut_down(value as u8);
                 return;
+            }
+            (4, false) if port == TRAP_COUNTER_PORT && V::MODE == Mode::Trap => {
+                let exits = &domain.stats.vm_exits;
+                let tick = [vm_exit::EXTERNAL_INTERRUPT, vm_exit::INTERRUPT_WINDOW];
+                let timer: u64 = tick.iter().map(|&r| exits[usize::from(r)]).sum();
+                domain.regs.rax = (domain.stats.vm_exits_total() - timer) & 0xffff_ffff;
+                Ok(())
             }
             (1, true) => self.devices[c].write(port, value as u8),
             (1, false) => self.devices[c].read(port).map(|byte| {

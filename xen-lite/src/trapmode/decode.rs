@@ -47,6 +47,22 @@ pub enum Instruction {
         /// The source register.
         register: u8,
     },
+    /// `clts`.
+    Clts,
+    /// `mov r64, drN`.
+    MovFromDr {
+        /// The debug register.
+        dr: u8,
+        /// The destination register.
+        register: u8,
+    },
+    /// `mov drN, r64`.
+    MovToDr {
+        /// The debug register.
+        dr: u8,
+        /// The source register.
+        register: u8,
+    },
     /// `mov sreg, r/m16` (`segment`: 0 es, 2 ss, 3 ds, 4 fs, 5 gs).
     MovToSegment {
         /// The segment register, as ModRM's reg field numbers it.
@@ -157,8 +173,9 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
         0x30 => return two(Instruction::Wrmsr),
         0x32 => return two(Instruction::Rdmsr),
         0x08 | 0x09 => return two(Instruction::CacheFlush),
+        0x06 => return two(Instruction::Clts),
         0x07 if wide => return two(Instruction::Sysretq),
-        0x00 | 0x01 | 0x20 | 0x22 => {}
+        0x00 | 0x01 | 0x20 | 0x21 | 0x22 | 0x23 => {}
         _ => return None,
     }
     let modrm = *bytes.get(at + 2)?;
@@ -166,16 +183,17 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
     if second == 0x01 && modrm == 0xf8 {
         return Some(Decoded { instruction: Instruction::Swapgs, length: at as u8 + 3 });
     }
-    if matches!(second, 0x20 | 0x22) {
+    if matches!(second, 0x20..=0x23) {
         if mode != 3 {
             return None;
         }
-        let cr = reg | ((rex & 4) << 1);
+        let number = reg | ((rex & 4) << 1);
         let register = (modrm & 7) | ((rex & 1) << 3);
-        let instruction = if second == 0x20 {
-            Instruction::MovFromCr { cr, register }
-        } else {
-            Instruction::MovToCr { cr, register }
+        let instruction = match second {
+            0x20 => Instruction::MovFromCr { cr: number, register },
+            0x22 => Instruction::MovToCr { cr: number, register },
+            0x21 => Instruction::MovFromDr { dr: number, register },
+            _ => Instruction::MovToDr { dr: number, register },
         };
         return Some(Decoded { instruction, length: at as u8 + 3 });
     }
@@ -211,6 +229,9 @@ pub fn name(instruction: &Instruction) -> &'static str {
         Instruction::MovFromCr { .. } => "mov from crN",
         Instruction::MovToCr { .. } => "mov to crN",
         Instruction::MovToSegment { .. } => "mov to a segment register",
+        Instruction::Clts => "clts",
+        Instruction::MovFromDr { .. } => "mov from drN",
+        Instruction::MovToDr { .. } => "mov to drN",
         Instruction::Wrmsr => "wrmsr",
         Instruction::Rdmsr => "rdmsr",
         Instruction::Invlpg(_) => "invlpg",
@@ -304,6 +325,12 @@ mod tests {
         assert_eq!(decoded(&[0x0f, 0x30]), (Instruction::Wrmsr, 2));
         assert_eq!(decoded(&[0x0f, 0x32]), (Instruction::Rdmsr, 2));
         assert_eq!(decoded(&[0x0f, 0x09]), (Instruction::CacheFlush, 2));
+        assert_eq!(decoded(&[0x0f, 0x06]), (Instruction::Clts, 2));
+        assert_eq!(
+            decoded(&[0x0f, 0x21, 0xf8]),
+            (Instruction::MovFromDr { dr: 7, register: 0 }, 3)
+        );
+        assert_eq!(decoded(&[0x0f, 0x23, 0xc1]), (Instruction::MovToDr { dr: 0, register: 1 }, 3));
     }
 
     #[test]

@@ -115,7 +115,10 @@ fn reason_of(instruction: &Instruction) -> u16 {
     match instruction {
         Instruction::Hlt => vm_exit::HLT,
         Instruction::Io { .. } => vm_exit::IO_INSTRUCTION,
-        Instruction::MovFromCr { .. } | Instruction::MovToCr { .. } => vm_exit::CR_ACCESS,
+        Instruction::MovFromCr { .. } | Instruction::MovToCr { .. } | Instruction::Clts => {
+            vm_exit::CR_ACCESS
+        }
+        Instruction::MovFromDr { .. } | Instruction::MovToDr { .. } => 29,
         Instruction::Wrmsr => vm_exit::WRMSR,
         Instruction::Rdmsr => vm_exit::RDMSR,
         Instruction::Invlpg(_) => vm_exit::INVLPG,

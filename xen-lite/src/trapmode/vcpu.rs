@@ -27,6 +27,8 @@ use crate::hvm::Exit;
 pub const RFLAGS_IF: u64 = 1 << 9;
 /// CR0.PE and CR0.PG: long mode needs both.
 const CR0_PE_PG: u64 = 1 | 1 << 31;
+/// CR0.TS.
+const CR0_TS: u64 = 1 << 3;
 /// CR4.PAE: long mode needs it.
 const CR4_PAE: u64 = 1 << 5;
 /// EFER.SCE, EFER.LME, EFER.LMA.
@@ -77,6 +79,9 @@ pub struct VirtualCpu {
     pub fmask: u64,
     /// IA32_KERNEL_GS_BASE: what `swapgs` swaps in.
     pub kernel_gs_base: u64,
+    /// The debug registers DR0 to DR7 as the guest wrote them (kept, never loaded: a guest's
+    /// breakpoints would fire in xen-lite too).
+    pub dr: [u64; 8],
 }
 
 impl VirtualCpu {
@@ -100,6 +105,7 @@ impl VirtualCpu {
             lstar: 0,
             fmask: 0,
             kernel_gs_base: 0,
+            dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
         }
     }
 }
@@ -320,6 +326,16 @@ fn emulate_in(
                 }
             }
         }
+        Instruction::Clts => cpu.cr0 &= !CR0_TS,
+        Instruction::MovFromDr { dr, register } if dr < 8 => {
+            *regs.register_mut(register) = cpu.dr[usize::from(dr)];
+        }
+        Instruction::MovToDr { dr, register } if dr < 8 => {
+            cpu.dr[usize::from(dr)] = regs.registers()[usize::from(register)];
+        }
+        Instruction::MovFromDr { dr, .. } | Instruction::MovToDr { dr, .. } => {
+            return kill("mov drN", "only DR0 to DR7 exist", dr.into())
+        }
         Instruction::MovToSegment { segment, source } => {
             let selector = selector(source, regs, next, guest)?;
             if segment == 2 {
@@ -526,6 +542,10 @@ pub mod tests {
             Outcome::Exit(Exit::Cr3Write { value: 0x8000_0031 })
         );
         assert_eq!(regs.rip, before, "the run loop moves it on");
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x06]), Outcome::Done); // clts
+        assert_eq!(cpu.cr0, 0x8000_0031 & !8);
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x21, 0xf8]), Outcome::Done); // mov rax, dr7
+        assert_eq!(regs.rax, 0x400);
         regs.rax = 0x11; // paging off
         assert!(matches!(
             run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x22, 0xc0]),

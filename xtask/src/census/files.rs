@@ -28,7 +28,7 @@ fn records(rows: &[Row]) -> Vec<[String; 9]> {
                 row.ring.clone(),
                 row.name.clone(),
                 class(&row.name).into(),
-                setup.mode.name().into(),
+                setup.label(),
                 setup.emulator.name().into(),
                 outcome,
                 value,

@@ -75,6 +75,7 @@ snippets! {
     Kernel "mov-to-cr0" Show::Nothing => census_k_write_cr0;
     Kernel "smsw" Show::Bits(0x1) => census_k_smsw;
     Kernel "clts" Show::Nothing => census_k_clts;
+    Kernel "smsw-after-ts" Show::Bits(0x8) => census_k_smsw_ts;
     Kernel "mov-from-cr3" Show::Root => census_k_read_cr3;
     Kernel "mov-to-cr3" Show::Nothing => census_k_write_cr3;
     Kernel "mov-from-cr4" Show::Bits(1 << 5) => census_k_read_cr4;
@@ -110,6 +111,7 @@ snippets! {
     Kernel "rdtscp" Show::Nothing => census_k_rdtscp;
     Kernel "rdpid" Show::Nothing => census_k_rdpid;
     Kernel "xgetbv" Show::Nothing => census_k_xgetbv;
+    User "nop" Show::Nothing => census_u_nop;
     User "sgdt" Show::TableBase => census_u_sgdt;
     User "sidt" Show::TableBase => census_u_sidt;
     User "sldt" Show::Hex => census_u_sldt;
@@ -129,7 +131,7 @@ global_asm!(
     r#"
     .section .text.census, "ax"
     .global census_k_nop, census_k_cli, census_k_sti, census_k_pushf, census_k_popf
-    .global census_k_read_cr0, census_k_write_cr0, census_k_smsw, census_k_clts, census_k_read_cr3
+    .global census_k_read_cr0, census_k_write_cr0, census_k_smsw, census_k_clts, census_k_smsw_ts, census_k_read_cr3
     .global census_k_write_cr3, census_k_read_cr4, census_k_read_dr7, census_k_sgdt, census_k_sidt
     .global census_k_sldt, census_k_str, census_k_lgdt, census_k_lidt, census_k_lldt
     .global census_k_mov_cs, census_k_mov_ss, census_k_write_ss, census_k_push_fs, census_k_pop_fs
@@ -178,6 +180,13 @@ census_k_smsw:      smsw rax
                     mov [rip + {out}], rax
                     ud2
 census_k_clts:      clts
+                    ud2
+census_k_smsw_ts:   mov rax, cr0           // set CR0.TS, then read it back with smsw
+                    or rax, 8
+                    mov cr0, rax
+                    smsw rax
+                    mov [rip + {out}], rax
+                    clts
                     ud2
 census_k_read_cr3:  mov rax, cr3
                     mov [rip + {out}], rax
@@ -311,9 +320,11 @@ census_k_xgetbv:    xor ecx, ecx
 
     .section .user, "awx"
     .balign 4096
-    .global census_u_sgdt, census_u_sidt, census_u_sldt, census_u_str, census_u_smsw
+    .global census_u_nop, census_u_sgdt, census_u_sidt, census_u_sldt, census_u_str, census_u_smsw
     .global census_u_pushf, census_u_popf, census_u_mov_cs, census_u_cli, census_u_in
     .global census_u_cpuid, census_u_rdtsc, census_u_int3
+census_u_nop:       nop
+                    ud2
 census_u_sgdt:      sgdt [rip + census_table]
                     mov rax, [rip + census_table + 2]
                     mov [rip + census_out], rax
