@@ -7,7 +7,7 @@ use hypercall_abi::Mode;
 /// Printed by `help` and after a usage error.
 pub const USAGE: &str = "\
 usage:
-  cargo xtask run    [--mode pv|vmx|svm|native] [--emulator qemu|bochs|kvm] [--guests A,B,...]
+  cargo xtask run    [--mode pv|vmx|svm|trap|native] [--emulator qemu|bochs|kvm] [--guests A,B,...]
                      [--release] [--timeout SECS] [-- XEN_LITE_CMDLINE_WORDS...]
       Build everything, boot xen-lite in an emulator and stream its console.
       Exits with the guest's status (0 = success). --mode vmx runs in Bochs unless told
@@ -16,7 +16,7 @@ usage:
   cargo xtask test   [--filter PATTERN] [--timeout SECS] [--jobs N] [--release]
       Host unit tests of every crate, then the boot tests in QEMU and Bochs.
       Ends with \"N passed, N failed[, N skipped]\".
-  cargo xtask gdb    [--mode pv|svm|native] [--guests A,B,...] [--port N] [--symbols ELF]... [--release]
+  cargo xtask gdb    [--mode pv|svm|trap|native] [--guests A,B,...] [--port N] [--symbols ELF]... [--release]
                      [--no-gdb | --batch FILE | --walkthrough [--record]] [--lab 0 [--seed S]]
                      [-- XEN_LITE_CMDLINE_WORDS...]
       QEMU halted at its first instruction, gdb attached with the symbols of xen-lite and the
@@ -164,7 +164,8 @@ fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
 
 /// Parses a `--mode` value.
 fn mode(name: &str) -> Result<Mode, String> {
-    Mode::from_name(name).ok_or_else(|| format!("--mode '{name}': expected pv, vmx, svm or native"))
+    Mode::from_name(name)
+        .ok_or_else(|| format!("--mode '{name}': expected pv, vmx, svm, trap or native"))
 }
 
 /// Splits a `--guests` list: comma-separated guest command lines, none empty, no quotes.

@@ -53,7 +53,7 @@ pub fn doctor() -> Result<u8, String> {
         let version = first_line(stdout_of(Command::new("qemu-system-x86_64").arg("--version")));
         checks.push(check(
             true,
-            format!("{version}: TCG runs pv, svm and native; it has no VMX"),
+            format!("{version}: TCG runs pv, svm, trap and native; it has no VMX"),
             "",
         ));
     }

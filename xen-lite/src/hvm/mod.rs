@@ -2,7 +2,8 @@
 //! run loop every hardware backend shares.
 //!
 //! A backend ([`HardwareVt`], in `backend.rs`: `crate::vmx::Vmx`, VT-x with EPT;
-//! `crate::svm::Svm`, AMD-V with nested paging) knows how to set up a virtual CPU for a domain,
+//! `crate::svm::Svm`, AMD-V with nested paging; `crate::trapmode::Trap`, no hardware support at
+//! all, the kernel in ring 1 by trap-and-emulate) knows how to set up a virtual CPU for a domain,
 //! enter it and report, in backend-neutral words ([`Exit`]), why it came back. Everything else
 //! is here and backend-free: which domain runs (the scheduler every mode shares,
 //! `crate::domain::schedule`), time (xen-lite's PIT tick), each domain's virtual PIC and PIT

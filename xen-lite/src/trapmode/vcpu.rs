@@ -231,17 +231,8 @@ fn emulate_in(
     let address = |operand: Operand, regs: &TrapFrame| operand.address(&regs.registers(), next);
     let kill = |instruction, rule, value| Ok(Outcome::Kill { instruction, rule, value });
     match instruction {
-        Instruction::Cli => cpu.interrupts = false,
-        Instruction::Sti => {
-            cpu.interrupts = true;
-            // `sti` holds interrupts off for one more instruction, so `sti; hlt` sleeps with
-            // none lost: emulated as one, it is a `hlt` whose wake-up is already allowed.
-            let mut following = [0];
-            if guest.read(next, &mut following).is_ok() && following[0] == 0xf4 {
-                regs.rip = next;
-                return Ok(Outcome::Exit(Exit::Halt));
-            }
-        }
+        Instruction::Cli => return Ok(interrupt_flag(cpu, false, regs, next, guest)),
+        Instruction::Sti => return Ok(interrupt_flag(cpu, true, regs, next, guest)),
         Instruction::Hlt => return Ok(Outcome::Exit(Exit::Halt)),
         Instruction::Io { port, size, write } => {
             let port = port.map_or(regs.rdx as u16, u16::from);
@@ -292,41 +283,9 @@ fn emulate_in(
             guest.write(cpu.gdtr.base + u64::from(selector & !7) + 5, &bytes[5..6])?;
             (cpu.tr, cpu.tss_base) = (selector, base);
         }
-        Instruction::MovFromCr { cr, register } => {
-            let value = match cr {
-                0 => cpu.cr0,
-                2 => cpu.cr2,
-                3 => return Ok(Outcome::Exit(Exit::Cr3Read { register })),
-                4 => cpu.cr4,
-                _ => {
-                    return kill(
-                        "mov from crN",
-                        "only CR0, CR2, CR3 and CR4 are virtual",
-                        cr.into(),
-                    )
-                }
-            };
-            *regs.register_mut(register) = value;
+        Instruction::MovFromCr { .. } | Instruction::MovToCr { .. } | Instruction::Clts => {
+            return Ok(control_register(cpu, instruction, regs, next))
         }
-        Instruction::MovToCr { cr, register } => {
-            let value = regs.registers()[usize::from(register)];
-            match cr {
-                0 if value & CR0_PE_PG != CR0_PE_PG => {
-                    return kill("mov to cr0", "long mode needs PE and PG", value)
-                }
-                0 => cpu.cr0 = value,
-                2 => cpu.cr2 = value,
-                3 => return Ok(Outcome::Exit(Exit::Cr3Write { value })),
-                4 if value & CR4_PAE == 0 => {
-                    return kill("mov to cr4", "long mode needs PAE", value)
-                }
-                4 => cpu.cr4 = value,
-                _ => {
-                    return kill("mov to crN", "only CR0, CR2, CR3 and CR4 are virtual", cr.into())
-                }
-            }
-        }
-        Instruction::Clts => cpu.cr0 &= !CR0_TS,
         Instruction::MovFromDr { dr, register } if dr < 8 => {
             *regs.register_mut(register) = cpu.dr[usize::from(dr)];
         }
@@ -360,6 +319,78 @@ fn emulate_in(
     Ok(Outcome::Done)
 }
 
+/// `cli` (`set` false) or `sti` (`set` true): the virtual IF, and `rip` past the instruction.
+/// `sti` holds interrupts off for one more instruction, so `sti; hlt` sleeps with none lost:
+/// emulated as one, it is a `hlt` whose wake-up is already allowed (`rip` left at the `hlt`).
+fn interrupt_flag(
+    cpu: &mut VirtualCpu,
+    set: bool,
+    regs: &mut TrapFrame,
+    next: u64,
+    guest: &mut impl Guest,
+) -> Outcome {
+    // LAB 6.2 BEGIN: emulate `cli` and `sti` on the virtual IF, then move `rip` to `next`; for `sti` directly followed by `hlt` (byte 0xf4 at `next`), return the halt instead
+    // Hint: the real IF stays 1 whatever the guest does: only `cpu.interrupts` changes.
+    // Hint: read the byte at `next` with `guest.read`; if the read fails, it is not a `hlt`.
+    // Hint: for `sti; hlt`, leave `rip` at the `hlt` and return `Outcome::Exit(Exit::Halt)`: the run loop moves it past the `hlt` and sleeps until an interrupt.
+    cpu.interrupts = set;
+    regs.rip = next;
+    let mut following = [0];
+    if set && guest.read(next, &mut following).is_ok() && following[0] == 0xf4 {
+        return Outcome::Exit(Exit::Halt);
+    }
+    Outcome::Done
+    // LAB 6.2 END
+}
+
+/// `mov` to or from a control register, or `clts`, ending before `next`: CR0, CR2 and CR4 are
+/// the virtual CPU's; CR3 goes to the run loop, which has the shadow.
+fn control_register(
+    cpu: &mut VirtualCpu,
+    instruction: Instruction,
+    regs: &mut TrapFrame,
+    next: u64,
+) -> Outcome {
+    // LAB 6.3 BEGIN: emulate `mov crN, r64`, `mov r64, crN` and `clts` against `cpu`, moving `rip` to `next`; a CR3 access is `Outcome::Exit` for the run loop (with `rip` left alone), and anything the virtual CPU refuses an `Outcome::Kill` naming the rule and the value
+    // Hint: the rules: CR0 keeps PE and PG (`CR0_PE_PG`), CR4 keeps PAE (`CR4_PAE`); only CR0, CR2, CR3 and CR4 exist here.
+    // Hint: `regs.registers()[usize::from(register)]` reads a register by its number, `*regs.register_mut(register) = value` writes one.
+    // Hint: `clts` clears CR0.TS (`CR0_TS`).
+    let kill = |instruction, rule, value| Outcome::Kill { instruction, rule, value };
+    let only = "only CR0, CR2, CR3 and CR4 are virtual";
+    match instruction {
+        Instruction::MovFromCr { cr, register } => {
+            let value = match cr {
+                0 => cpu.cr0,
+                2 => cpu.cr2,
+                3 => return Outcome::Exit(Exit::Cr3Read { register }),
+                4 => cpu.cr4,
+                _ => return kill("mov from crN", only, cr.into()),
+            };
+            *regs.register_mut(register) = value;
+        }
+        Instruction::MovToCr { cr, register } => {
+            let value = regs.registers()[usize::from(register)];
+            match cr {
+                0 if value & CR0_PE_PG != CR0_PE_PG => {
+                    return kill("mov to cr0", "long mode needs PE and PG", value)
+                }
+                0 => cpu.cr0 = value,
+                2 => cpu.cr2 = value,
+                3 => return Outcome::Exit(Exit::Cr3Write { value }),
+                4 if value & CR4_PAE == 0 => {
+                    return kill("mov to cr4", "long mode needs PAE", value)
+                }
+                4 => cpu.cr4 = value,
+                _ => return kill("mov to crN", only, cr.into()),
+            }
+        }
+        _ => cpu.cr0 &= !CR0_TS, // clts
+    }
+    regs.rip = next;
+    Outcome::Done
+    // LAB 6.3 END
+}
+
 /// #GP with `selector` as its error code, as a bad `ltr` raises.
 fn raise_gp(selector: u16) -> Outcome {
     Outcome::Raise { vector: GENERAL_PROTECTION, error_code: u64::from(selector & !3) }
@@ -375,6 +406,10 @@ fn store_umip(
     next: u64,
     guest: &mut impl Guest,
 ) -> Result<(), Refusal> {
+    // LAB 6.4 BEGIN: store what `read` shows of the virtual CPU (GDTR, IDTR, LDTR, TR or CR0) where `operand` says: a register (2 bytes of it, or all 8), or memory (10 bytes of limit and base for a table register, 2 bytes for the rest)
+    // Hint: a table register is stored as its 16-bit limit, then its 64-bit base, little-endian.
+    // Hint: `operand.address(&regs.registers(), next)` is a memory operand's address; `guest.write` stores there (its refusal is the guest's page fault: return it with `?`).
+    // Hint: a 2-byte register destination keeps the register's upper 48 bits.
     let (table, value) = match read {
         UmipRead::Sgdt => (Some(cpu.gdtr), 0),
         UmipRead::Sidt => (Some(cpu.idtr), 0),
@@ -399,6 +434,7 @@ fn store_umip(
         }
     }
     Ok(())
+    // LAB 6.4 END
 }
 
 #[cfg(test)]
@@ -590,4 +626,72 @@ pub mod tests {
             Outcome::Kill { instruction: "lldt", value: 0x28, .. }
         ));
     }
+
+    // LAB HIDDEN BEGIN
+    #[test]
+    fn hidden_sti_runs_on_unless_a_hlt_follows() {
+        let (mut cpu, mut guest) = (VirtualCpu::at_boot(), Flat::new(0x100));
+        let mut regs = TrapFrame { rip: 0x40, ..TrapFrame::default() };
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0xfb, 0x90]), Outcome::Done);
+        assert_eq!((regs.rip, cpu.interrupts), (0x41, true));
+        // `cli; hlt` is no combined halt: the cli is done, the hlt traps on its own.
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0xfa, 0xf4]), Outcome::Done);
+        assert_eq!((regs.rip, cpu.interrupts), (0x42, false));
+        // An `sti` at the last byte of memory: the byte after cannot be read, so no halt.
+        regs.rip = 0xff;
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0xfb]), Outcome::Done);
+        assert_eq!((regs.rip, cpu.interrupts), (0x100, true));
+    }
+
+    #[test]
+    fn hidden_control_register_rules() {
+        let (mut cpu, mut guest) = (VirtualCpu::at_boot(), Flat::new(0x100));
+        let mut regs = TrapFrame { rip: 0x10, rcx: 0x6f0, ..TrapFrame::default() };
+        let rule = |outcome| {
+            matches!(outcome, Outcome::Kill { instruction: "mov to cr4", value: 0x6d0, .. })
+        };
+        regs.rcx = 0x6d0; // no PAE
+        assert!(rule(run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x22, 0xe1])), "mov cr4, rcx");
+        assert_eq!(cpu.cr4, 0x20, "nothing loaded");
+        assert_eq!(regs.rip, 0x10, "nor moved on");
+        regs.rcx = 0x6f0;
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x22, 0xe1]), Outcome::Done);
+        assert_eq!((cpu.cr4, regs.rip), (0x6f0, 0x13));
+        assert_eq!(
+            run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x20, 0xd9]), // mov rcx, cr3
+            Outcome::Exit(Exit::Cr3Read { register: 1 })
+        );
+        assert_eq!(regs.rip, 0x13, "the run loop moves it on");
+        assert!(matches!(
+            run(&mut cpu, &mut regs, &mut guest, &[0x44, 0x0f, 0x22, 0xc0]), // mov cr8, rax
+            Outcome::Kill { value: 8, .. }
+        ));
+        cpu.cr0 |= 8 | 4;
+        regs.rip = 0x20;
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x06]), Outcome::Done);
+        assert_eq!(cpu.cr0 & 0xc, 4, "clts clears TS and nothing else");
+    }
+
+    #[test]
+    fn hidden_umip_reads_store_exactly_their_size() {
+        let (mut cpu, mut guest) = (VirtualCpu::at_boot(), Flat::new(0x100));
+        (cpu.tr, cpu.gdtr) = (0x38, TableRegister { limit: 0x47, base: 0x1122_3344_5566_7788 });
+        guest.put(0x80, &[0xaa; 16]);
+        let mut regs =
+            TrapFrame { rip: 0x10, rax: 0x80, rbx: 0xdead_beef_0000_1234, ..TrapFrame::default() };
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0x66, 0x0f, 0x00, 0xcb]), Outcome::Done); // str bx
+        assert_eq!(regs.rbx, 0xdead_beef_0000_0038, "the upper 48 bits stay");
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x00, 0x00]), Outcome::Done); // sldt [rax]
+        assert_eq!(&guest.bytes[0x80..0x83], &[0, 0, 0xaa], "two bytes, no more");
+        assert_eq!(run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x01, 0x00]), Outcome::Done); // sgdt [rax]
+        assert_eq!(&guest.bytes[0x80..0x82], &[0x47, 0]);
+        assert_eq!(guest.word(0x82), 0x1122_3344_5566_7788);
+        assert_eq!(guest.bytes[0x8a], 0xaa, "ten bytes, no more");
+        regs.rax = 0x1000; // beyond the guest's memory: its page fault
+        assert!(matches!(
+            run(&mut cpu, &mut regs, &mut guest, &[0x0f, 0x01, 0x00]),
+            Outcome::Memory(_)
+        ));
+    }
+    // LAB HIDDEN END
 }

@@ -229,6 +229,10 @@ pub fn items() -> Vec<(String, String)> {
 /// configuration), `behaviour-sensitive` (what it does depends on the configuration, or shows
 /// it), or `innocuous`. Sensitive and not privileged is what defeats trap-and-emulate.
 pub fn class(name: &str) -> &'static str {
+    // LAB 6.1 BEGIN: the Popek and Goldberg class of each census instruction, by its name (the items are listed in `pv-guest/src/workloads/census/snippets.rs`): "privileged", "control-sensitive", "behaviour-sensitive" or "innocuous"
+    // Hint: privileged means it traps outside ring 0 (every one that the `pv` column kills, and `clts`, `mov` to and from CRn and DRn, `swapgs`, port I/O).
+    // Hint: control-sensitive: it changes the interrupt state or a segment register without trapping (`popf`, `mov` to SS, `pop` of FS).
+    // Hint: `nop` and `int3` are innocuous; everything else reads or depends on the machine's state (the census shows what), so is behaviour-sensitive.
     match name {
         "cli" | "sti" | "mov-from-cr0" | "mov-to-cr0" | "clts" | "mov-from-cr3" | "mov-to-cr3"
         | "mov-from-cr4" | "mov-from-dr7" | "lgdt" | "lidt" | "lldt" | "rdmsr-lstar"
@@ -237,6 +241,7 @@ pub fn class(name: &str) -> &'static str {
         "nop" | "int3" => "innocuous",
         _ => "behaviour-sensitive",
     }
+    // LAB 6.1 END
 }
 
 /// One non-native cell compared with native's in the same emulator.
@@ -495,8 +500,54 @@ mod tests {
         assert!(items.len() > 25, "{items:?}");
         assert_eq!(items[0], ("kernel".to_string(), "nop".to_string()));
         assert!(items.iter().any(|(ring, name)| ring == "user" && name == "sgdt"));
+    }
+
+    #[test]
+    fn the_classes_follow_popek_and_goldberg() {
         assert_eq!(class("cli"), "privileged");
+        assert_eq!(class("mov-to-cr3"), "privileged");
         assert_eq!(class("popf"), "control-sensitive");
         assert_eq!(class("sgdt"), "behaviour-sensitive");
+        assert_eq!(class("mov-from-cs"), "behaviour-sensitive");
+        assert_eq!(class("nop"), "innocuous");
     }
+
+    // LAB HIDDEN BEGIN
+    #[test]
+    fn hidden_every_census_instruction_is_classed() {
+        let privileged = [
+            "cli",
+            "sti",
+            "mov-from-cr0",
+            "mov-to-cr0",
+            "clts",
+            "mov-from-cr3",
+            "mov-to-cr3",
+            "mov-from-cr4",
+            "mov-from-dr7",
+            "lgdt",
+            "lidt",
+            "lldt",
+            "rdmsr-lstar",
+            "wrmsr-lstar",
+            "swapgs",
+            "in-pic",
+            "out-pic",
+            "invlpg",
+            "wbinvd",
+        ];
+        for (ring, name) in items() {
+            let want = if privileged.contains(&name.as_str()) {
+                "privileged"
+            } else if ["popf", "mov-to-ss", "pop-fs"].contains(&name.as_str()) {
+                "control-sensitive"
+            } else if ["nop", "int3"].contains(&name.as_str()) {
+                "innocuous"
+            } else {
+                "behaviour-sensitive"
+            };
+            assert_eq!(class(&name), want, "{ring} {name}");
+        }
+    }
+    // LAB HIDDEN END
 }
