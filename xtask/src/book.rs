@@ -26,6 +26,22 @@ const MDBOOK_VERSION: &str = "0.5.4";
 
 /// `cargo xtask book`: builds both languages into `target/book/`; 0 with no warning.
 pub fn book() -> Result<u8, String> {
+    match build()? {
+        Ok(index) => {
+            println!("xtask: book written to {index} (English, then 한국어)");
+            Ok(0)
+        }
+        Err(printed) => {
+            print!("{printed}");
+            println!("xtask: book FAILED: mdBook failed or warned (above)");
+            Ok(1)
+        }
+    }
+}
+
+/// Builds the book: `Ok(index.html's path)`, or `Err(what mdBook printed)` if it failed or
+/// warned. The outer `Err` is for mdBook not being there.
+pub fn build() -> Result<Result<String, String>, String> {
     let mdbook = mdbook()?;
     let output = Command::new(&mdbook)
         .arg("build")
@@ -37,13 +53,13 @@ pub fn book() -> Result<u8, String> {
     let warnings: Vec<&str> =
         printed.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
     if !output.status.success() || !warnings.is_empty() {
-        print!("{printed}");
-        println!("xtask: book FAILED: mdBook {} with {} warning(s)", output.status, warnings.len());
-        return Ok(1);
+        return Ok(Err(format!(
+            "{printed}mdBook {}, {} warning(s)\n",
+            output.status,
+            warnings.len()
+        )));
     }
-    let index = root().join("target/book/index.html");
-    println!("xtask: book written to {} (English, then 한국어)", index.display());
-    Ok(0)
+    Ok(Ok(root().join("target/book/index.html").display().to_string()))
 }
 
 /// The mdBook binary, installed with cargo under `target/tools/` if it is not there yet.

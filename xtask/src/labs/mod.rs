@@ -65,7 +65,9 @@ pub fn markers_match_manifests() -> CheckResult {
         Vec::new()
     });
     let mut files = Vec::new();
-    for dir in ["xen-lite/src", "pv-guest/src", "pv-guest/user/src", "hypercall-abi/src"] {
+    for dir in
+        ["xen-lite/src", "pv-guest/src", "pv-guest/user/src", "hypercall-abi/src", "xtask/src"]
+    {
         rust_files(&root.join(dir), &mut files);
     }
     let mut parts_seen = Vec::new();
