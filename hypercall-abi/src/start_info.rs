@@ -23,6 +23,11 @@ pub const START_FLAG_SHADOW_PAGING: u32 = 1 << 0;
 /// (`console=uart`) rather than the `console_io` hypercall: the guest drives it as on real
 /// hardware, and every register access is a VM exit.
 pub const START_FLAG_CONSOLE_UART: u32 = 1 << 1;
+/// `StartInfo::flags`: a `mode=trap` domain told its few sites that rely on an instruction ring 1
+/// does not trap are patched (`patch=on`): where it restores IF with `popfq`, it follows with
+/// an `sti` (which traps, and so reaches xen-lite) if the flags it restores have IF set. The
+/// "ring compression needs a modified kernel" lesson, in one flag.
+pub const START_FLAG_PATCHED: u32 = 1 << 2;
 /// Bytes reserved for the domain's command line, NUL terminator included.
 pub const CMDLINE_LEN: usize = 512;
 

@@ -13,6 +13,7 @@
 //! | `ept=on\|off`, `npt=on\|off` | `mode=vmx`, `mode=svm`: the second-stage tables (default on), or off for shadow paging (`crate::shadow`) |
 //! | `paging=direct\|shadow` | `mode=pv`: validated direct paging (default) or shadow paging (`crate::shadow`); a comma-separated list gives each domain its own, in order (`paging=shadow,direct`) |
 //! | `shadow_pool=N`        | shadow tables per vCPU under shadow paging (16 to 256, default 64) |
+//! | `patch=on\|off`        | `mode=trap`: the guest's sites that rely on an instruction ring 1 does not trap are paravirtualised (`popfq` followed by a trapping `sti`; default off) |
 //! | `console=hypercall\|uart` | `mode=vmx`, `mode=svm`: the guests' console, the `console_io` hypercall (default) or the emulated 16550 at COM1 (`crate::hvm::uart`) |
 
 use core::fmt;
@@ -67,6 +68,8 @@ pub struct Config<'a> {
     pub shadow_pool: usize,
     /// `pv`: each domain's paging, in domain-id order.
     pub paging: [Paging; MAX_DOMAINS],
+    /// `trap`: the guests' few offending sites are patched (`patch=on`).
+    pub patch: bool,
     /// `vmx`/`svm`: the guests write their console to the emulated UART (`console=uart`).
     pub console_uart: bool,
 }
@@ -168,6 +171,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
     let mut shadow_pool = DEFAULT_SHADOW_POOL;
     let mut paging_list = None;
     let mut console_uart = None;
+    let mut patch = None;
     for word in cmdline::words(line) {
         let word = word.map_err(ConfigError::Syntax)?;
         let value = word.value.unwrap_or("");
@@ -247,6 +251,13 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
                     _ => return Err(bad("hypercall or uart")),
                 })
             }
+            "patch" => {
+                patch = Some(match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("on or off")),
+                })
+            }
             "umip" | "audit" => {
                 let on = match value {
                     "on" => true,
@@ -299,6 +310,12 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         }
         uart => uart.unwrap_or(false),
     };
+    let patch = match patch {
+        Some(_) if mode != Mode::Trap => {
+            return Err(ConfigError::WrongMode { key: "patch", needs: "trap", mode: mode.name() })
+        }
+        patch => patch.unwrap_or(false),
+    };
     let kernel = kernel.unwrap_or(match mode.flavour() {
         "pv" => "guest-pv",
         _ => "guest-hvm",
@@ -317,6 +334,7 @@ pub fn parse(line: &str) -> Result<Config<'_>, ConfigError<'_>> {
         shadow_pool,
         paging,
         console_uart,
+        patch,
     })
 }
 
@@ -442,6 +460,10 @@ mod tests {
         assert!(parse("mode=vmx domain=a console=uart").unwrap().console_uart);
         assert!(parse("mode=svm domain=a console=uart").unwrap().console_uart);
         assert!(!parse("mode=svm domain=a console=hypercall").unwrap().console_uart);
+        assert!(parse("mode=trap domain=a patch=on").unwrap().patch);
+        assert!(!parse("mode=trap domain=a").unwrap().patch);
+        assert!(parse("mode=pv domain=a patch=on").is_err());
+        assert!(parse("mode=trap domain=a patch=maybe").is_err());
         let wrong = parse("mode=pv domain=a console=uart").unwrap_err();
         assert_eq!(wrong.to_string(), "console= goes with mode=vmx or svm, not mode=pv");
         assert_eq!(

@@ -825,6 +825,8 @@ fn trap() -> Vec<BootTest> {
     let restored =
         "[dom0] popf-wait: 30 ms of system time passed after popfq (IF was 1 when saved)";
     for (name, cmdline, emulator) in [
+        ("trap-popf-patched", "mode=trap patch=on domain=\"popf-wait\"", Emulator::Qemu),
+        ("trap-popf-patched", "mode=trap patch=on domain=\"popf-wait\"", Emulator::Bochs),
         ("native-popf-wait", "mode=native domain=\"popf-wait\"", Emulator::Qemu),
         ("vmx-popf-wait", "mode=vmx domain=\"popf-wait\"", Emulator::Bochs),
     ] {

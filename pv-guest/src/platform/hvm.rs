@@ -60,6 +60,8 @@ static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 static CONSOLE_UART: AtomicBool = AtomicBool::new(false);
 /// This domain's id, for the prefix.
 static DOMAIN_ID: AtomicU32 = AtomicU32::new(0);
+/// `patch=on` (`START_FLAG_PATCHED`): the sites that rely on `popfq` setting IF are patched.
+static PATCHED: AtomicBool = AtomicBool::new(false);
 /// `mode=trap`: xen-lite answers the counter port (`hypercall_abi::devices::TRAP_COUNTER_PORT`).
 static TRAP_MODE: AtomicBool = AtomicBool::new(false);
 /// Where xen-lite's hypercall page is; 0 in `native` mode, where there is no hypervisor.
@@ -144,6 +146,8 @@ pub fn init(info: &StartInfo) {
     let uart = info.flags & hypercall_abi::start_info::START_FLAG_CONSOLE_UART != 0;
     CONSOLE_UART.store(uart, Ordering::Relaxed);
     TRAP_MODE.store(info.mode() == Some(Mode::Trap), Ordering::Relaxed);
+    let patched = info.flags & hypercall_abi::start_info::START_FLAG_PATCHED != 0;
+    PATCHED.store(patched, Ordering::Relaxed);
     if matches!(info.mode(), Some(Mode::Vmx | Mode::Svm)) {
         HYPERCALL_PAGE.store(info.hypercall_page, Ordering::Relaxed);
     }
@@ -380,6 +384,25 @@ pub fn fault_address() -> u64 {
 pub fn events_disable() {
     // SAFETY: ring 0 may clear IF.
     unsafe { x86::irq::disable() };
+}
+
+/// `pushfq`: the real flags (under `mode=trap`, the real IF: 1).
+pub fn save_flags() -> u64 {
+    let flags: u64;
+    // SAFETY: `pushfq; pop` only reads RFLAGS.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags) };
+    flags
+}
+
+/// `popfq`. In ring 1 (`mode=trap`) it cannot change IF and does not trap; patched
+/// (`START_FLAG_PATCHED`), the kernel follows it with an `sti` when the word has IF set, which
+/// traps and lets xen-lite set the virtual IF: one site made paravirtual.
+pub fn restore_flags(flags: u64) {
+    // SAFETY: restores a word `save_flags` read in this kernel.
+    unsafe { asm!("push {}", "popfq", in(reg) flags) };
+    if PATCHED.load(Ordering::Relaxed) && flags & (1 << 9) != 0 {
+        events_enable();
+    }
 }
 
 /// The real `sti`.

@@ -113,6 +113,19 @@ pub fn events_enable() {
     flavour::events_enable()
 }
 
+/// The flags word, as `pushfq` reads it, for [`restore_flags`].
+#[inline(always)]
+pub fn save_flags() -> u64 {
+    flavour::save_flags()
+}
+
+/// Restores a [`save_flags`] word: `popfq` (hvm), which under `mode=trap` cannot set IF unless
+/// the kernel is patched (`patch=on`); the virtual IF from its IF bit (pv).
+#[inline(always)]
+pub fn restore_flags(flags: u64) {
+    flavour::restore_flags(flags)
+}
+
 /// Whether an event is waiting to be delivered.
 #[inline(always)]
 pub fn upcall_pending() -> bool {

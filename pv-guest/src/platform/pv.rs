@@ -170,6 +170,29 @@ pub fn events_disable() {
     compiler_fence(Ordering::SeqCst);
 }
 
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// The flags word: the real RFLAGS (whose IF a pv kernel ignores), with IF replaced by the
+/// virtual IF (events unmasked).
+pub fn save_flags() -> u64 {
+    let flags: u64;
+    // SAFETY: `pushfq; pop` only reads RFLAGS.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags) };
+    // SAFETY: as in `events_disable`: the vCPU's mask in the shared page, read.
+    let masked = unsafe { addr_of_mut!((*shared()).vcpu.upcall_mask).read_volatile() } != 0;
+    (flags & !RFLAGS_IF) | if masked { 0 } else { RFLAGS_IF }
+}
+
+/// The paravirtual `popfq`: the virtual IF from the word's IF bit (ring 1 cannot set the real one).
+pub fn restore_flags(flags: u64) {
+    if flags & RFLAGS_IF != 0 {
+        events_enable();
+    } else {
+        events_disable();
+    }
+}
+
 /// The virtual `sti`: unmask, then check pending; if something is pending, any hypercall
 /// makes xen-lite deliver it on the way back.
 pub fn events_enable() {

@@ -63,16 +63,14 @@ pub fn spin_masked() -> Result<(), Errno> {
 /// timer's ticks come; in pv the clock is xen-lite's shared time, so IF does not matter. Under
 /// `mode=trap`, `popfq` in ring 1 cannot change IF (sensitive, but not privileged: it does not
 /// trap), the virtual IF stays clear, no tick is delivered, and xen-lite's watchdog ends the
-/// domain with a line naming the last instruction it emulated (`cli`).
+/// domain with a line naming the last instruction it emulated (`cli`). With `patch=on` the
+/// platform follows `popfq` with a trapping `sti`, and it returns again.
 pub fn popf_wait() -> Result<(), Errno> {
     timer::start()?;
     platform::events_enable();
-    let flags: u64;
-    // SAFETY: `pushfq; pop` only reads RFLAGS onto the stack and into a register.
-    unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags) };
+    let flags = platform::save_flags();
     platform::events_disable();
-    // SAFETY: `push; popfq` restores the flags read above, in the same kernel.
-    unsafe { core::arch::asm!("push {}", "popfq", in(reg) flags) };
+    platform::restore_flags(flags);
     let start = platform::now_ns()?;
     while platform::now_ns()? < start + 30_000_000 {
         core::hint::spin_loop();

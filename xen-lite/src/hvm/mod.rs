@@ -38,7 +38,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use hypercall_abi::devices::STATUS_BAD_GUEST;
 use hypercall_abi::hypercall::VM_EXIT_SLOTS;
 use hypercall_abi::layout::PAGE_SIZE;
-use hypercall_abi::start_info::START_FLAG_CONSOLE_UART;
+use hypercall_abi::start_info::{START_FLAG_CONSOLE_UART, START_FLAG_PATCHED};
 use hypercall_abi::vm_exit;
 
 use self::devices::Devices;
@@ -174,7 +174,8 @@ fn build<V: HardwareVt>(
         pte_base: 0, // EPT turns guest-physical into machine addresses
         hypervisor_slots: None,
         read_only_page_tables: false,
-        start_flags: if config.console_uart { START_FLAG_CONSOLE_UART } else { 0 },
+        start_flags: if config.console_uart { START_FLAG_CONSOLE_UART } else { 0 }
+            | if config.patch { START_FLAG_PATCHED } else { 0 },
         modules,
     };
     let built = domain_builder::build(memory, &spec).unwrap_or_else(|error| {
