@@ -143,23 +143,7 @@ pub struct UmipInstruction {
 /// where only memory is legal are not decoded (`None`): xen-lite delivers their #GP unchanged.
 /// See: Intel SDM Vol. 2, revision 086, 2.1-2.2 (ModRM, SIB, REX) and the five instructions.
 pub fn umip_instruction(bytes: &[u8]) -> Option<UmipInstruction> {
-    let mut at = 0;
-    let mut operand_16 = false;
-    while let Some(&prefix) = bytes.get(at) {
-        match prefix {
-            0x66 => operand_16 = true,
-            0x2e | 0x36 | 0x3e | 0x26 | 0xf0 | 0xf2 | 0xf3 => {}
-            _ => break, // FS/GS overrides (0x64/0x65) and 0x67 are not ours to emulate
-        }
-        at += 1;
-    }
-    let rex = match bytes.get(at)? {
-        &rex @ 0x40..=0x4f => {
-            at += 1;
-            rex
-        }
-        _ => 0,
-    };
+    let (mut at, operand_16, rex) = prefixes(bytes, &[0xf0, 0xf2, 0xf3])?;
     let (opcode, modrm) = (bytes.get(at..at + 2)?, *bytes.get(at + 2)?);
     at += 3;
     let (reg, mode, rm) = ((modrm >> 3) & 7, modrm >> 6, modrm & 7);
@@ -178,6 +162,33 @@ pub fn umip_instruction(bytes: &[u8]) -> Option<UmipInstruction> {
     }
     let (operand, at) = memory_operand(bytes, at, rex, modrm)?;
     Some(UmipInstruction { read, operand, length: at as u8 })
+}
+
+/// The prefixes at the start of `bytes` that an emulated instruction may carry, in 64-bit mode:
+/// where the opcode starts, whether 0x66 (16-bit operands) was among them, and the REX prefix
+/// (0 if none). Accepted: 0x66, the CS, SS, DS and ES overrides (which 64-bit mode ignores) and
+/// those in `also`; FS/GS overrides and 0x67 (32-bit addresses) end the prefixes, so the opcode
+/// check that follows refuses them. `None` if nothing follows.
+pub fn prefixes(bytes: &[u8], also: &[u8]) -> Option<(usize, bool, u8)> {
+    let mut at = 0;
+    let mut operand_16 = false;
+    while let Some(&prefix) = bytes.get(at) {
+        match prefix {
+            0x66 => operand_16 = true,
+            0x2e | 0x36 | 0x3e | 0x26 => {}
+            other if also.contains(&other) => {}
+            _ => break,
+        }
+        at += 1;
+    }
+    let rex = match *bytes.get(at)? {
+        rex @ 0x40..=0x4f => {
+            at += 1;
+            rex
+        }
+        _ => 0,
+    };
+    Some((at, operand_16, rex))
 }
 
 /// The memory operand whose ModRM byte (`modrm`, mode not 3) came just before `at` in `bytes`,

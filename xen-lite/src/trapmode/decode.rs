@@ -5,7 +5,7 @@
 //! naming the bytes. See: Intel SDM Vol. 2, revision 086, the opcode map (Appendix A) and each
 //! instruction; Xen's `arch/x86/pv/emul-priv-op.c` decodes the same set for its pv guests.
 
-use crate::decode::{memory_operand, umip_instruction, Operand, UmipRead};
+use crate::decode::{memory_operand, prefixes, umip_instruction, Operand, UmipRead};
 
 /// A privileged (or, under UMIP, sensitive) instruction, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,23 +113,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
         let instruction = Instruction::Umip(umip.read, umip.operand);
         return Some(Decoded { instruction, length: umip.length });
     }
-    let mut at = 0;
-    let mut operand_16 = false;
-    while let Some(&prefix) = bytes.get(at) {
-        match prefix {
-            0x66 => operand_16 = true,
-            0x2e | 0x36 | 0x3e | 0x26 => {}
-            _ => break,
-        }
-        at += 1;
-    }
-    let rex = match bytes.get(at)? {
-        &rex @ 0x40..=0x4f => {
-            at += 1;
-            rex
-        }
-        _ => 0,
-    };
+    let (at, operand_16, rex) = prefixes(bytes, &[])?;
     let wide = rex & 8 != 0;
     let io_size = if operand_16 { 2 } else { 4 };
     let one = |instruction| Some(Decoded { instruction, length: at as u8 + 1 });
