@@ -117,6 +117,24 @@ macro_rules! pop_registers {
     };
 }
 
+/// Assembly that saves the registers the C calling convention makes a callee keep (rbx, rbp,
+/// r12 to r15): for the entry code that leaves a Rust caller for a guest and comes back to it
+/// later, as if from a call. [`pop_callee_saved!`] restores them.
+#[macro_export]
+macro_rules! push_callee_saved {
+    () => {
+        "push rbx\npush rbp\npush r12\npush r13\npush r14\npush r15\n"
+    };
+}
+
+/// The reverse of [`push_callee_saved!`].
+#[macro_export]
+macro_rules! pop_callee_saved {
+    () => {
+        "pop r15\npop r14\npop r13\npop r12\npop rbp\npop rbx\n"
+    };
+}
+
 /// Assembly that opens a region of entry code the CPU jumps into (an interrupt, `syscall`, a VM
 /// exit): the region's unwind information says it has no caller (`rip` undefined), so gdb's
 /// `bt` ends there with the handler that was called from it, instead of reading whatever lies

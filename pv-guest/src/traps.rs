@@ -85,12 +85,9 @@ guest_trap_restore:                 // rsp at a TrapFrame: resume what it descri
     // trap_resume) when it faults.
     .global guest_catch_enter
 guest_catch_enter:
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
+    "#,
+    hypercall_abi::push_callee_saved!(),
+    r#"
     mov [rip + {catch_rsp}], rsp
     push rcx                        // ss
     push rdx                        // rsp
@@ -100,12 +97,9 @@ guest_catch_enter:
     iretq
     .global guest_trap_resume
 guest_trap_resume:
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
+    "#,
+    hypercall_abi::pop_callee_saved!(),
+    r#"
     ret
     "#),
     error_code_mask = const ERROR_CODE_VECTORS,

@@ -38,16 +38,14 @@ use core::mem::offset_of;
 use crate::entry::TrapFrame;
 
 global_asm!(
-    r#"
+    concat!(
+        r#"
     .section .text.svm, "ax"
     .global svm_enter_guest
 svm_enter_guest:                    // rdi = regs, rsi = guest VMCB, rdx = host-state VMCB (physical)
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
+    "#,
+        hypercall_abi::push_callee_saved!(),
+        r#"
     push rdx                        // [rsp + 8]: the host-state VMCB
     push rdi                        // [rsp]: where the exit path saves the guest registers
     clgi
@@ -96,14 +94,12 @@ svm_exit_entry:                     // guest registers but rax; rax = guest VMCB
     cli
     stgi
     add rsp, 16
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
-    ret
     "#,
+        hypercall_abi::pop_callee_saved!(),
+        r#"
+    ret
+    "#
+    ),
     rbx = const offset_of!(TrapFrame, rbx),
     rcx = const offset_of!(TrapFrame, rcx),
     rdx = const offset_of!(TrapFrame, rdx),

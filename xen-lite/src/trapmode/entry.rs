@@ -24,17 +24,15 @@ static FRAME: AtomicU64 = AtomicU64::new(0);
 static CR2: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
-    r#"
+    concat!(
+        r#"
     .section .text, "ax"
     .global trapmode_enter
 trapmode_enter:                     // rdi = the frame to enter, rsi = the CR3 to run it on
     cli                             // no interrupt on the frame while rsp points at it
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
+    "#,
+        hypercall_abi::push_callee_saved!(),
+        r#"
     mov [rip + {host_rsp}], rsp
     mov rsp, rdi                    // what `trap_return` expects: rsp at a TrapFrame,
     mov rax, rsi                    // rax the CR3 to load
@@ -43,14 +41,12 @@ trapmode_enter:                     // rdi = the frame to enter, rsi = the CR3 t
     .global trapmode_leave
 trapmode_leave:                     // from the trap handler, on its stack
     mov rsp, [rip + {host_rsp}]
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
-    ret                             // to `trapmode_enter`'s caller
     "#,
+        hypercall_abi::pop_callee_saved!(),
+        r#"
+    ret                             // to `trapmode_enter`'s caller
+    "#
+    ),
     host_rsp = sym HOST_RSP,
     trap_return = sym crate::entry::trap_return,
 );

@@ -35,16 +35,14 @@ use crate::entry::TrapFrame;
 use crate::instructions::VmxStatus;
 
 global_asm!(
-    r#"
+    concat!(
+        r#"
     .section .text.vmx, "ax"
     .global vmx_enter_guest
 vmx_enter_guest:                    // rdi = regs, rsi = launched; rax = 0, or 1/2 if entry failed
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
+    "#,
+        hypercall_abi::push_callee_saved!(),
+        r#"
     push rdi                        // [rsp]: where the exit path saves the guest registers
     mov rax, {host_rsp}
     vmwrite rax, rsp
@@ -95,14 +93,13 @@ vmx_exit_entry:                     // guest registers; rsp = host rsp, [rsp] = 
     mov [rdi + {r15}], r15
     add rsp, 8
     xor eax, eax
-4:  pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
-    ret
+4:
     "#,
+        hypercall_abi::pop_callee_saved!(),
+        r#"
+    ret
+    "#
+    ),
     host_rsp = const host::RSP,
     rax = const offset_of!(TrapFrame, rax),
     rbx = const offset_of!(TrapFrame, rbx),
