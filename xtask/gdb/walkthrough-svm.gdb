@@ -95,6 +95,8 @@ echo \n== 5. xen-lite's exit handler: the exit decoded, then the hypercall every
 break xen_lite::svm::exits::read
 continue
 bt 3
+# Only the handler from here on: under load QEMU has stopped at another exit's `read` first.
+delete 3
 break do_console_io
 continue
 bt 5
