@@ -39,6 +39,8 @@ pub struct BenchOptions {
     /// Operations of the `console-write` workload (lab 7's: the tree's seed sets it,
     /// `labs::params`).
     pub console_writes: u64,
+    /// With `quick`: write the tables the lecture notes quote (`crate::figures`) into them.
+    pub record: bool,
 }
 
 /// Runs per setup under KVM, for the median and spread of its cycle counts.
@@ -255,22 +257,7 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
         MATRIX.len(),
         if options.quick { "quick (1/20 of the operations)" } else { "full" }
     );
-    let mut measurements = Vec::new();
-    for (index, setup) in MATRIX.iter().enumerate() {
-        println!(
-            "xtask: bench [{}/{}] {} mode in {}...",
-            index + 1,
-            MATRIX.len(),
-            setup.name(),
-            setup.emulator.name()
-        );
-        let lines = boot(&artifacts, *setup, options)?;
-        measurements.extend(lines.into_iter().map(|line| Measurement {
-            setup: *setup,
-            line,
-            cycles: None,
-        }));
-    }
+    let mut measurements = matrix(&artifacts, options)?;
     if !options.quick {
         for setup in MATRIX {
             println!(
@@ -312,11 +299,46 @@ pub fn bench(options: &BenchOptions) -> Result<u8, String> {
     let targets = targets(&measurements);
     print!("{}", report_targets(&targets));
     write_files(&options.out, &measurements)?;
+    if options.record {
+        for (name, result) in crate::figures::check_or_record(&measurements, true) {
+            result.map_err(|error| format!("{name}: {error}"))?;
+        }
+    }
     println!(
         "xtask: bench: wrote results.json, results.csv and the charts to {}",
         options.out.display()
     );
     Ok(0)
+}
+
+/// Every setup of the matrix once, in order.
+fn matrix(artifacts: &Artifacts, options: &BenchOptions) -> Result<Vec<Measurement>, String> {
+    let mut measurements = Vec::new();
+    for (index, setup) in MATRIX.iter().enumerate() {
+        println!(
+            "xtask: bench [{}/{}] {} mode in {}...",
+            index + 1,
+            MATRIX.len(),
+            setup.name(),
+            setup.emulator.name()
+        );
+        let lines = boot(artifacts, *setup, options)?;
+        measurements.extend(lines.into_iter().map(|line| Measurement {
+            setup: *setup,
+            line,
+            cycles: None,
+        }));
+    }
+    Ok(measurements)
+}
+
+/// The quick matrix on the release build, as `cargo xtask bench --quick` measures it, without
+/// its report: what `cargo xtask notes` compares the notes' tables with.
+pub fn quick_measurements(options: &BenchOptions) -> Result<Vec<Measurement>, String> {
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        check_emulator(emulator)?;
+    }
+    matrix(&artifacts::build(true)?, options)
 }
 
 /// Boots one setup running the `bench` program and returns its `BENCH` lines.

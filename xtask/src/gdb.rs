@@ -92,6 +92,7 @@ pub fn walkthrough(mode: Mode, extra: &[String]) -> Result<Walkthrough, String> 
                 begin: BEGIN_SHADOW,
                 end: END,
                 command: "cargo xtask gdb --walkthrough --record -- paging=shadow",
+                fenced: true,
             },
         }),
         Mode::Pv => Ok(Walkthrough {
@@ -102,6 +103,7 @@ pub fn walkthrough(mode: Mode, extra: &[String]) -> Result<Walkthrough, String> 
                 begin: BEGIN,
                 end: END,
                 command: "cargo xtask gdb --walkthrough --record",
+                fenced: true,
             },
         }),
         Mode::Svm => Ok(Walkthrough {
@@ -112,6 +114,7 @@ pub fn walkthrough(mode: Mode, extra: &[String]) -> Result<Walkthrough, String> 
                 begin: BEGIN_SVM,
                 end: END,
                 command: "cargo xtask gdb --mode svm --walkthrough --record",
+                fenced: true,
             },
         }),
         other => {

@@ -20,6 +20,7 @@ mod artifacts;
 mod emulator;
 mod run;
 mod bench;
+mod figures;
 mod census;
 mod boot_tests;
 mod checks;

@@ -16,6 +16,8 @@ pub struct Block {
     pub end: &'static str,
     /// How to record it again, for the message a stale block gets.
     pub command: &'static str,
+    /// Shown in a text fence (a transcript); else as Markdown (a table).
+    pub fenced: bool,
 }
 
 impl Block {
@@ -25,7 +27,11 @@ impl Block {
         let inside = text.split(self.begin).nth(1).and_then(|rest| rest.split(self.end).next());
         let inside =
             inside.ok_or_else(|| format!("{} lacks the markers {}", self.note, self.begin))?;
-        Ok(inside.trim().trim_start_matches("```text").trim_end_matches("```").trim().to_string())
+        let inside = inside.trim();
+        if !self.fenced {
+            return Ok(inside.to_string());
+        }
+        Ok(inside.trim_start_matches("```text").trim_end_matches("```").trim().to_string())
     }
 
     /// Writes `body` as the block of the note and of its Korean twin, when that exists.
@@ -67,19 +73,14 @@ impl Block {
         notes
     }
 
-    /// `text` with the block replaced by `body` in a text fence.
+    /// `text` with the block replaced by `body` (in a text fence if it is `fenced`).
     fn replaced(&self, text: &str, body: &str) -> Result<String, String> {
         let from = text.find(self.begin).ok_or_else(|| format!("no line {}", self.begin))?;
         let to = text[from..].find(self.end).map(|at| from + at);
         let to = to.ok_or_else(|| format!("no line {} after {}", self.end, self.begin))?;
-        let body: Vec<&str> = lines(body).collect();
-        Ok(format!(
-            "{}{}\n```text\n{}\n```\n{}",
-            &text[..from],
-            self.begin,
-            body.join("\n"),
-            &text[to..]
-        ))
+        let body = lines(body).collect::<Vec<_>>().join("\n");
+        let body = if self.fenced { format!("```text\n{body}\n```") } else { body };
+        Ok(format!("{}{}\n{body}\n{}", &text[..from], self.begin, &text[to..]))
     }
 
     /// What the block holds, for messages: the word after `<!--` in its opening line.
@@ -89,7 +90,7 @@ impl Block {
 }
 
 /// `cargo xtask notes [--update]`: every generated block of the notes (the gdb walkthroughs'
-/// transcripts, the census table) made again and compared with the notes, or with `update`
+/// transcripts, the census table, the bench tables) made again and compared with the notes, or with `update`
 /// written into them. 0 when every block is current (or written).
 pub fn notes(update: bool) -> Result<u8, String> {
     let mut stale = 0;
@@ -108,6 +109,25 @@ pub fn notes(update: bool) -> Result<u8, String> {
     };
     if crate::census::census(&census)? != 0 {
         stale += 1;
+    }
+    println!("xtask: notes: the bench tables (cargo xtask bench --quick)...");
+    let bench = crate::bench::BenchOptions {
+        out: root().join("target/bench-quick"),
+        quick: true,
+        timeout: crate::cli::DEFAULT_TIMEOUT,
+        kvm: false,
+        console_writes: crate::labs::params::Params::of(0).console_writes,
+        record: false,
+    };
+    let measurements = crate::bench::quick_measurements(&bench)?;
+    for (name, result) in crate::figures::check_or_record(&measurements, update) {
+        match result {
+            Ok(verdict) => println!("xtask: notes: {name}: {verdict}"),
+            Err(error) => {
+                println!("xtask: notes: {name}: {error}");
+                stale += 1;
+            }
+        }
     }
     let verb = if update { "written" } else { "current" };
     if stale == 0 {
@@ -204,8 +224,13 @@ mod tests {
 
     #[test]
     fn a_block_is_replaced_between_its_markers_only() {
-        let block =
-            Block { note: "n.md", begin: "<!-- t: b -->", end: "<!-- end -->", command: "c" };
+        let block = Block {
+            note: "n.md",
+            begin: "<!-- t: b -->",
+            end: "<!-- end -->",
+            command: "c",
+            fenced: true,
+        };
         let text = "intro\n<!-- t: b -->\n```text\nold\n```\n<!-- end -->\nafter\n";
         let replaced = block.replaced(text, "new 1\n\nnew 2  \n").unwrap();
         assert_eq!(

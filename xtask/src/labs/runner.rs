@@ -157,6 +157,7 @@ fn quick_bench(timeout: Duration, console_writes: u64) -> crate::bench::BenchOpt
         timeout,
         kvm: false,
         console_writes,
+        record: false,
     }
 }
 
