@@ -89,6 +89,19 @@ gdb.execute("set language auto")
 check(address_of("syscall_entry") == label, "xl-walk and xl-frame take an assembly label (syscall_entry) as an address")
 check(full_name("do_console_io") == ("xen_lite::domain::hypercalls::do_console_io", False), "xl-break do_console_io finds the one function of that name")
 end
+xl-break xen-lite/src/pv/events.rs::check_timer
+python
+# `break` alone reports core's option.rs here: an Option helper is inlined at the prologue's end.
+shown = gdb.execute("info breakpoints $bpnum", to_string=True)
+check(" at xen-lite/src/pv/events.rs:" in shown, "xl-break reports the item's own file, not that of a helper inlined at its start")
+end
+delete $bpnum
+xl-break xen-lite/src/shadow/walk.rs::decide
+python
+shown = gdb.execute("info breakpoints $bpnum", to_string=True)
+check(" at xen-lite/src/shadow/walk.rs:" in shown, "xl-break breaks at a function inlined everywhere (shadow::walk::decide), at its inlined copies")
+end
+delete $bpnum
 xl-walk syscall_entry
 python
 check(translate(value("$cr3"), address_of("syscall_entry")) is not None, "the switcher's syscall entry is mapped in xen-lite's tables")

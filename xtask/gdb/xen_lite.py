@@ -8,7 +8,8 @@
     xl-walk VA [CR3]    the page-table walk for VA (default: the current CR3)
     xl-console [N]      the last N (default 20) lines of the machine's console
     xl-break path::item a breakpoint at an item as the notes spell it
-                        (xl-break xen-lite/src/pv/mod.rs::guest_syscall; a guest item gets hbreak)
+                        (xl-break xen-lite/src/pv/mod.rs::guest_syscall; a guest item gets hbreak;
+                        at the item's own lines when gdb's would be an inlined helper's, or none)
     xl-shadow-walk VA [DOM]
                         pv with paging=shadow: VA's walk through the guest's own tables
                         (guest-physical, read through the domain's pmap) beside its walk
@@ -441,10 +442,60 @@ def full_name(name):
     return name, False
 
 
+def declared_line(path, item):
+    """The line of `fn ITEM` (the last word of `item`, a method's too) in the workspace file
+    `path`, or None."""
+    name = item.split("::")[-1]
+    try:
+        lines = open(path, errors="replace").read().splitlines()
+    except OSError:
+        return None
+    pattern = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?(const\s+)?(unsafe\s+)?(extern\s+\"C\"\s+)?fn %s\b" % re.escape(name))
+    for number, line in enumerate(lines, 1):
+        # A declaration without a body (an assembly label's `fn trap_return() -> !;`) has no code.
+        if pattern.search(line) and not line.rstrip().endswith(";"):
+            return number
+    return None
+
+
+def entry_of(location):
+    """The first instruction of the function gdb calls `location`, or None."""
+    symbol = gdb.lookup_global_symbol(location) or gdb.lookup_static_symbol(location)
+    if symbol is None or symbol.addr_class != gdb.SYMBOL_LOC_BLOCK:
+        return None
+    return symbol.value().address and u64(symbol.value().address)
+
+
+def body_lines(path, line):
+    """The lines of the function declared at `line` of `path`: from there to its closing brace."""
+    depth, opened = 0, False
+    for number, text in enumerate(open(path, errors="replace").read().splitlines()[line - 1:], line):
+        depth += text.count("{") - text.count("}")
+        opened = opened or "{" in text
+        if opened and depth <= 0:
+            return range(line, number + 1)
+    return range(line, line + 1)
+
+
+def reported_line(text):
+    found = re.search(r": file \S+, line (\d+)\.", text)
+    return int(found.group(1)) if found else None
+
+
+def reported_file(text):
+    """The file of gdb's `Breakpoint N at ADDR: file F, line L.` message, or None."""
+    found = re.search(r": file (\S+), line \d+\.", text)
+    return found.group(1) if found else None
+
+
 class Break(gdb.Command):
     """xl-break path::item: a breakpoint where the notes point, spelled as they spell it
     (`xl-break xen-lite/src/pv/mod.rs::guest_syscall`, `xl-break pv-guest/src/syscall.rs::dispatch`).
-    Guest-kernel code gets a hardware breakpoint (`hbreak`); anything else is passed to `break`."""
+    Guest-kernel code gets a hardware breakpoint (`hbreak`); anything else is passed to `break`.
+    gdb puts `break NAME` after the prologue, which can be the first instruction of a helper
+    inlined there, and then names the helper's file and line; a function inlined everywhere has
+    no NAME at all. Either way xl-break breaks at the item's own `fn` line instead
+    (`break FILE:LINE`: every inlined copy), so the stop is reported where the notes point."""
 
     def __init__(self):
         super().__init__("xl-break", gdb.COMMAND_USER)
@@ -453,7 +504,8 @@ class Break(gdb.Command):
         words = gdb.string_to_argv(argument)
         if len(words) != 1:
             raise gdb.GdbError("usage: xl-break path::item (as the notes write it)")
-        location, guest = break_location(words[0])
+        spelling = words[0]
+        location, guest = break_location(spelling)
         if "::" not in location and "*" not in location:
             # A plain name (`kernel_main`): gdb's Rust mode wants the full path; find it. A name
             # no function has is an assembly label: break at its address, hardware in the guest.
@@ -463,15 +515,55 @@ class Break(gdb.Command):
                 guest = address >= GUEST_KERNEL_AREA
                 location = "*%#x" % address
         command = "hbreak" if guest else "break"
+        path = spelling.split("::")[0] if ".rs::" in spelling else None
+        gdb.execute("set breakpoint pending off")
         try:
-            gdb.execute("%s %s" % (command, location))
+            text = gdb.execute("%s %s" % (command, location), to_string=True)
         except gdb.error as error:
-            # An assembly label has no Rust path: the last word alone is its symbol.
-            label = location.split("::")[-1]
-            if label == location:
-                raise
-            print("%s: %s; trying the label %s" % (location, error, label))
-            gdb.execute("%s *%#x" % (command, address_of(label)))
+            text, failure = None, error
+        if path is None or (text is not None and reported_file(text) in (None, path)):
+            if text is None:
+                raise failure
+            print(text, end="")
+            return
+        line = declared_line(path, spelling.split(".rs::", 1)[1])
+        if text is not None:
+            if line is None:
+                print(text, end="")
+                return
+            # Not where the notes point: an inlined helper's line. Break at the function's
+            # first instruction (its own line, before the prologue), else at its `fn` line.
+            gdb.execute("delete %d" % gdb.breakpoints()[-1].number)
+            helper = reported_file(text)
+            entry = entry_of(location)
+            places = (["*%#x" % entry] if entry else []) + ["%s:%d" % (path, line)]
+            for place in places:
+                again = gdb.execute("%s %s" % (command, place), to_string=True)
+                if reported_file(again) == path or place.startswith(path):
+                    break
+                gdb.execute("delete %d" % gdb.breakpoints()[-1].number)
+            print("(%s reported %s, a helper inlined there; at %s instead)" % (command, helper, place))
+            print(again, end="")
+            return
+        if line is not None:
+            # Inlined everywhere: break at its `fn` line, every inlined copy. gdb moves a line
+            # without code to the next one that has some; past the function's end that is
+            # another function, so refuse it.
+            again = gdb.execute("%s %s:%d" % (command, path, line), to_string=True)
+            where = reported_line(again)
+            if where is not None and where not in body_lines(path, line):
+                gdb.execute("delete %d" % gdb.breakpoints()[-1].number)
+                raise gdb.GdbError("%s is inlined everywhere and has no code of its own at %s:%d "
+                                   "(the compiler folded it into its callers)" % (spelling, path, line))
+            print("(%s has no out-of-line copy: every inlined copy of %s:%d)" % (location, path, line))
+            print(again, end="")
+            return
+        # An assembly label has no Rust path: the last word alone is its symbol.
+        label = location.split("::")[-1]
+        if label == location:
+            raise failure
+        print("%s: %s; trying the label %s" % (location, failure, label))
+        gdb.execute("%s *%#x" % (command, address_of(label)))
 
 
 def shadow_walk(va, argument=None):
