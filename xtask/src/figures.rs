@@ -1,6 +1,6 @@
 //! The bench figures the lecture notes quote, as tables made from `cargo xtask bench --quick`'s
-//! measurements: note 05's console paths, note 06's syscall-path table, note 08's direct, shadow
-//! and nested paging side by side. `cargo xtask bench --quick --record` writes them into the
+//! measurements: note 05's console paths, note 06's syscall-path table and Bochs' ratio lines,
+//! note 08's direct, shadow and nested paging side by side. `cargo xtask bench --quick --record` writes them into the
 //! notes (English and Korean); `cargo xtask test`, which runs the same quick bench, fails when a
 //! note shows other numbers than this build measures. Every count is per operation, from the
 //! emulators' instruction counters: counts, not time.
